@@ -1,0 +1,283 @@
+"""Shared helpers for the pytorch_hmm benchmarks.
+
+Everything here is independent of ``pytorch_hmm`` itself: the workload
+(random but seeded Gaussian-diagonal HMM parameters and data sampled from
+hmmlearn), baseline model construction (hmmlearn, pomegranate), timing,
+peak-memory probes and machine description.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+LOG_2PI = math.log(2.0 * math.pi)
+
+
+# --------------------------------------------------------------------------
+# Workload
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GaussianHMMParams:
+    """Parameters of a diagonal-covariance Gaussian HMM (float64 numpy)."""
+
+    startprob: np.ndarray  # (K,)
+    transmat: np.ndarray  # (K, K), rows sum to one
+    means: np.ndarray  # (K, D)
+    covars: np.ndarray  # (K, D), diagonal variances
+
+    @property
+    def n_states(self) -> int:
+        return self.startprob.shape[0]
+
+    @property
+    def n_features(self) -> int:
+        return self.means.shape[1]
+
+
+def make_params(n_states: int, n_features: int, seed: int) -> GaussianHMMParams:
+    """Draw fixed-seed HMM parameters.
+
+    startprob and each transmat row ~ Dirichlet(1); means ~ N(0, 3^2);
+    diagonal variances ~ U(0.5, 2).
+    """
+    rng = np.random.default_rng(seed)
+    startprob = rng.dirichlet(np.ones(n_states))
+    transmat = rng.dirichlet(np.ones(n_states), size=n_states)
+    means = rng.normal(0.0, 3.0, size=(n_states, n_features))
+    covars = rng.uniform(0.5, 2.0, size=(n_states, n_features))
+    return GaussianHMMParams(startprob, transmat, means, covars)
+
+
+def make_hmmlearn(params: GaussianHMMParams, implementation: str):
+    """Build an hmmlearn ``GaussianHMM`` (diag) with the given parameters set."""
+    from hmmlearn.hmm import GaussianHMM
+
+    model = GaussianHMM(
+        n_components=params.n_states,
+        covariance_type="diag",
+        implementation=implementation,
+        init_params="",
+        params="",
+    )
+    model.startprob_ = params.startprob
+    model.transmat_ = params.transmat
+    model.means_ = params.means
+    model.covars_ = params.covars
+    return model
+
+
+def sample_sequences(
+    params: GaussianHMMParams, n_seqs: int, length: int, seed: int
+) -> np.ndarray:
+    """Sample ``n_seqs`` sequences of ``length`` frames with hmmlearn.
+
+    Returns a float64 array of shape (n_seqs, length, D).
+    """
+    model = make_hmmlearn(params, "log")
+    rng = np.random.RandomState(seed)
+    seqs = [model.sample(length, random_state=rng)[0] for _ in range(n_seqs)]
+    return np.stack(seqs)
+
+
+def make_pomegranate(params: GaussianHMMParams):
+    """Build a pomegranate v1 ``DenseHMM`` of diag ``Normal``s, float32.
+
+    ``ends`` is all ones (log 0), i.e. no end-state term, to match hmmlearn
+    (pomegranate would otherwise default to uniform 1/K end probabilities).
+    """
+    from pomegranate.distributions import Normal
+    from pomegranate.hmm import DenseHMM
+
+    f32 = torch.float32
+    dists = [
+        Normal(
+            means=torch.as_tensor(params.means[k], dtype=f32),
+            covs=torch.as_tensor(params.covars[k], dtype=f32),
+            covariance_type="diag",
+        )
+        for k in range(params.n_states)
+    ]
+    # pomegranate checks that starts sum to one in float32; renormalise there.
+    starts = torch.as_tensor(params.startprob, dtype=f32)
+    starts = starts / starts.sum()
+    return DenseHMM(
+        dists,
+        edges=torch.as_tensor(params.transmat, dtype=f32),
+        starts=starts,
+        ends=torch.ones(params.n_states, dtype=f32),
+    )
+
+
+def diag_gaussian_log_emissions(
+    x: torch.Tensor, means: torch.Tensor, covars: torch.Tensor
+) -> torch.Tensor:
+    """Log N(x_t | mu_k, diag(var_k)) for all frames and states.
+
+    Uses the quadratic expansion so that the only intermediate is (B, T, K)
+    (a broadcast (B, T, K, D) difference would be 13x bigger):
+
+        log N = [x^2, x] @ [-1/(2 var); mu/var]^T
+                - 0.5 * (D log 2pi + sum log var + sum mu^2/var)
+
+    Args:
+        x: (B, T, D) observations.
+        means: (K, D) state means.
+        covars: (K, D) diagonal variances.
+
+    Returns:
+        (B, T, K) log emission densities in the dtype of ``x``.
+    """
+    prec = covars.reciprocal()
+    weights = torch.cat([-0.5 * prec, means * prec], dim=1)  # (K, 2D)
+    bias = -0.5 * (
+        means.shape[1] * LOG_2PI
+        + covars.log().sum(dim=1)
+        + (means * means * prec).sum(dim=1)
+    )  # (K,)
+    feats = torch.cat([x * x, x], dim=-1)  # (B, T, 2D)
+    return torch.matmul(feats, weights.T) + bias
+
+
+# --------------------------------------------------------------------------
+# Timing
+# --------------------------------------------------------------------------
+
+
+@dataclass
+class Timing:
+    """Result of :func:`time_call`."""
+
+    median_ms: float
+    times_ms: list[float]
+    result: Any  # return value of the warm-up call
+
+
+def time_call(
+    fn: Callable[[], Any], repeats: int, budget_s: float, min_repeats: int = 1
+) -> Timing:
+    """Median wall time of ``fn()`` after one untimed warm-up call.
+
+    Runs at most ``repeats`` timed calls, stopping early (but after at least
+    ``min_repeats``) once the timed calls have used ``budget_s`` seconds.
+    This keeps the slow baselines at large K from dominating the runtime.
+    """
+    result = fn()  # warm-up: JIT compilation, allocator and cache warm-up
+    times: list[float] = []
+    spent = 0.0
+    while len(times) < repeats and (len(times) < min_repeats or spent < budget_s):
+        t0 = time.perf_counter()
+        fn()
+        dt = time.perf_counter() - t0
+        times.append(dt * 1e3)
+        spent += dt
+    return Timing(statistics.median(times), times, result)
+
+
+# --------------------------------------------------------------------------
+# Memory
+# --------------------------------------------------------------------------
+# Peak-memory method: Linux keeps a per-process RSS high-water mark (VmHWM in
+# /proc/self/status). Writing "5" to /proc/self/clear_refs (Linux >= 4.0)
+# resets VmHWM to the current RSS, so "VmHWM after the call minus VmRSS
+# right before it" is the peak extra resident memory of that call. psutil is
+# not needed, and ru_maxrss cannot be reset.
+
+
+def proc_status_mb(key: str) -> float:
+    """A ``kB`` field (e.g. "VmRSS", "VmHWM") of /proc/self/status, in MB."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            name, _, value = line.partition(":")
+            if name == key:
+                return int(value.split()[0]) / 1024.0
+    raise KeyError(key)
+
+
+def reset_peak_rss() -> bool:
+    """Reset VmHWM to the current RSS; returns False if that is unsupported."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+    except OSError:
+        return False
+    return proc_status_mb("VmHWM") <= proc_status_mb("VmRSS") + 1.0
+
+
+def peak_extra_rss_mb(fn: Callable[[], Any]) -> float:
+    """Peak RSS during ``fn()`` minus RSS just before it, in MB.
+
+    The return value of ``fn`` is kept alive until after the measurement, so
+    outputs count as extra memory.
+    """
+    if not reset_peak_rss():
+        raise RuntimeError("cannot reset VmHWM via /proc/self/clear_refs")
+    before = proc_status_mb("VmRSS")
+    out = fn()
+    peak = proc_status_mb("VmHWM")
+    del out
+    return peak - before
+
+
+# --------------------------------------------------------------------------
+# Machine description
+# --------------------------------------------------------------------------
+
+
+def cpu_model() -> str:
+    """CPU model name from /proc/cpuinfo (falls back to platform)."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine_info() -> dict[str, str]:
+    """Versions and thread counts relevant to the benchmark."""
+    info = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu": cpu_model(),
+        "os.cpu_count()": str(os.cpu_count()),
+        "usable cores (sched_getaffinity)": str(len(os.sched_getaffinity(0))),
+        "torch": torch.__version__,
+        "torch.get_num_threads()": str(torch.get_num_threads()),
+        "numpy": np.__version__,
+    }
+    for mod in ("numba", "hmmlearn", "pomegranate"):
+        try:
+            info[mod] = __import__(mod).__version__
+        except Exception:  # pragma: no cover - optional dependency
+            info[mod] = "not installed"
+    try:
+        import numba
+
+        info["numba.get_num_threads()"] = str(numba.get_num_threads())
+        info["numba threading layer"] = _numba_threading_layer()
+    except Exception:  # pragma: no cover
+        pass
+    return info
+
+
+def _numba_threading_layer() -> str:
+    """Numba's threading layer; only known after a parallel function ran."""
+    import numba
+
+    try:
+        return numba.threading_layer()
+    except ValueError:
+        return f"not yet initialised (config: {numba.config.THREADING_LAYER})"

@@ -1,0 +1,36 @@
+"""pytorch_hmm: hidden Markov models for speech on one batched log-space kernel.
+
+Public API so far: the chain kernel (:mod:`pytorch_hmm.kernel`), transition structures and
+builders (:mod:`pytorch_hmm.transitions`) and the error types (:mod:`pytorch_hmm.errors`).
+"""
+
+from . import errors, kernel, transitions
+from .errors import HMMDeviceError, HMMDimensionError, HMMDtypeError, HMMValueError, InfeasibleAlignmentError
+from .kernel import expected_transitions, forward_backward, log_partition, posteriors, viterbi
+from .semiring import LogSemiring, MaxSemiring
+from .transitions import Banded, Dense, ergodic, left_to_right
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "__version__",
+    "errors",
+    "kernel",
+    "transitions",
+    "Dense",
+    "Banded",
+    "ergodic",
+    "left_to_right",
+    "LogSemiring",
+    "MaxSemiring",
+    "log_partition",
+    "posteriors",
+    "expected_transitions",
+    "forward_backward",
+    "viterbi",
+    "HMMValueError",
+    "HMMDimensionError",
+    "HMMDtypeError",
+    "HMMDeviceError",
+    "InfeasibleAlignmentError",
+]

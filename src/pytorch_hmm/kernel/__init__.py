@@ -1,0 +1,5 @@
+"""The shared log-space chain kernel: the only place in pytorch_hmm with a loop over time."""
+
+from .chain import expected_transitions, forward_backward, log_partition, posteriors, viterbi
+
+__all__ = ["log_partition", "posteriors", "expected_transitions", "forward_backward", "viterbi"]

@@ -1,0 +1,239 @@
+"""Public chain routines: log-partition, posteriors, expected transitions and Viterbi.
+
+All take ``(log_emissions (B, T, K), transitions, log_init, lengths=None, log_final=None)``
+(see :mod:`pytorch_hmm.kernel.inputs` for the contract) and a keyword ``backend``:
+
+* ``"torch"``: pure PyTorch loops (the reference; any device);
+* ``"numba"``: compiled CPU loops (CPU tensors only);
+* ``"auto"`` (default): numba on CPU when it is installed, else torch.
+
+``log_partition`` is a custom autograd Function: its backward runs the backward algorithm,
+so memory stays ``O(B T K)`` and the gradient w.r.t. the emissions is the state posterior.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple, Union
+
+import torch
+
+from ..transitions import TransitionStructure
+from . import torch_loops
+from .factors import shift_windows
+from .inputs import ChainProblem, LengthsLike, prepare
+
+try:  # numba is a declared dependency, but keep the kernel usable without it
+    from . import numba_loops
+except ImportError:  # pragma: no cover - exercised only where numba is missing
+    numba_loops = None  # type: ignore[assignment]
+
+Transitions = Union[TransitionStructure, torch.Tensor]
+BACKENDS = ("auto", "torch", "numba")
+
+__all__ = ["log_partition", "posteriors", "expected_transitions", "forward_backward", "viterbi"]
+
+
+def _loops(p: ChainProblem, backend: str):
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}; got {backend!r}")
+    on_cpu = p.emissions.device.type == "cpu"
+    if backend == "numba":
+        if numba_loops is None:
+            raise ImportError("backend='numba' needs the numba package: pip install numba")
+        if not on_cpu:
+            raise ValueError(f"backend='numba' runs on CPU tensors only; got device {p.emissions.device}")
+        return numba_loops
+    if backend == "auto" and on_cpu and numba_loops is not None:
+        return numba_loops
+    return torch_loops
+
+
+def _log_z(p: ChainProblem, alpha: torch.Tensor) -> torch.Tensor:
+    """``(B,)`` log-partition from the forward scores at each sequence's last frame."""
+    last = (p.lengths - 1)[:, None, None].expand(-1, 1, alpha.shape[2])
+    return torch.logsumexp(alpha.gather(1, last).squeeze(1) + p.final, -1)
+
+
+def _state_marginals(p: ChainProblem, alpha: torch.Tensor, beta: torch.Tensor, log_z: torch.Tensor) -> torch.Tensor:
+    """``(B, T, K)`` posteriors, 0 at padded frames and for infeasible sequences."""
+    keep = p.mask & torch.isfinite(log_z)[:, None]
+    gamma = torch.exp(alpha + beta - log_z[:, None, None])
+    return torch.where(keep[:, :, None], gamma, torch.zeros((), dtype=gamma.dtype, device=gamma.device))
+
+
+def _edge_marginals(p: ChainProblem, alpha: torch.Tensor, beta: torch.Tensor, log_z: torch.Tensor) -> torch.Tensor:
+    """Expected transition counts ``(B, S', K, X)``: ``S' = T - 1`` if time-varying, else 1.
+
+    ``xi_t(i, j) = exp(alpha_t(i) + A_ij + e_{t+1}(j) + beta_{t+1}(j) - log Z)``.
+    """
+    bsz, t_max, k = p.shape
+    dtype = alpha.dtype
+    zero = torch.zeros((), dtype=dtype, device=alpha.device)
+    if t_max == 1:
+        return torch.zeros((bsz, 1 if not p.time_varying else 0) + p.trans.shape[2:], dtype=dtype, device=alpha.device)
+    # a step t -> t + 1 is used iff t + 1 < length; infeasible sequences get no counts
+    step_ok = (p.mask[:, 1:] & torch.isfinite(log_z)[:, None])
+    a = alpha[:, :-1]
+    c = (p.emissions + beta)[:, 1:]
+    lz = log_z[:, None, None, None]
+    if p.kind == "banded":
+        xi = torch.exp(a.unsqueeze(-1) + p.trans + shift_windows(c, p.trans.shape[-1], ahead=True) - lz)
+        xi = torch.where(step_ok[:, :, None, None], xi, zero)
+        return xi if p.time_varying else xi.sum(1, keepdim=True)
+    if p.time_varying:
+        xi = torch.exp(a.unsqueeze(-1) + p.trans + c.unsqueeze(-2) - lz)
+        return torch.where(step_ok[:, :, None, None], xi, zero)
+    return _static_dense_edges(p.trans[:, 0], a, c, log_z, step_ok).unsqueeze(1)
+
+
+def _static_dense_edges(
+    trans: torch.Tensor, a: torch.Tensor, c: torch.Tensor, log_z: torch.Tensor, step_ok: torch.Tensor
+) -> torch.Tensor:
+    """``sum_t xi_t`` for one ``(B', K, K)`` matrix as a single GEMM over time.
+
+    ``xi_t(i, j) = u_t(i) v_t(j) exp(A_ij - M)`` with per-step scale factors split evenly
+    between ``u`` and ``v``; computed in float64 so that even alpha/beta disagreeing by
+    hundreds of nats neither overflow nor lose the counts.
+    """
+    a64, c64, lz = a.double(), c.double(), log_z.double()[:, None, None]
+    top = torch.nan_to_num(trans.double().amax((-2, -1), keepdim=True), neginf=0.0)  # (B', 1, 1)
+    m = torch.nan_to_num(a64.amax(-1, keepdim=True), neginf=0.0)
+    n = torch.nan_to_num(c64.amax(-1, keepdim=True), neginf=0.0)
+    half = torch.where(step_ok[:, :, None], (m + n + top - lz) / 2, torch.zeros((), dtype=torch.float64, device=a.device))
+    u = torch.where(step_ok[:, :, None], torch.exp(a64 - m + half), torch.zeros((), dtype=torch.float64, device=a.device))
+    v = torch.where(step_ok[:, :, None], torch.exp(c64 - n + half), torch.zeros((), dtype=torch.float64, device=a.device))
+    counts = torch.matmul(u.transpose(1, 2), v) * torch.exp(trans.double() - top)
+    return counts.to(a.dtype)
+
+
+class _LogPartition(torch.autograd.Function):
+    """log Z with the backward algorithm as its gradient."""
+
+    @staticmethod
+    def forward(ctx, emissions, trans, init, final, problem: ChainProblem, loops):  # type: ignore[override]
+        p = ChainProblem(emissions, trans, problem.kind, init, final, problem.lengths, problem.time_varying)
+        alpha = loops.forward(p)
+        log_z = _log_z(p, alpha)
+        ctx.save_for_backward(emissions, trans, init, final, alpha, log_z)
+        ctx.meta = (problem.kind, problem.lengths, problem.time_varying, loops)
+        return log_z
+
+    @staticmethod
+    def backward(ctx, grad_log_z):  # type: ignore[override]
+        emissions, trans, init, final, alpha, log_z = ctx.saved_tensors
+        kind, lengths, time_varying, loops = ctx.meta
+        p = ChainProblem(emissions, trans, kind, init, final, lengths, time_varying)
+        beta = loops.backward(p)
+        g = torch.where(torch.isfinite(log_z), grad_log_z, torch.zeros_like(grad_log_z))
+        gamma = _state_marginals(p, alpha, beta, log_z)
+        grad_e = gamma * g[:, None, None] if ctx.needs_input_grad[0] else None
+        grad_init = gamma[:, 0] * g[:, None] if ctx.needs_input_grad[2] else None
+        grad_final = None
+        if ctx.needs_input_grad[3]:
+            last = (lengths - 1)[:, None, None].expand(-1, 1, gamma.shape[2])
+            grad_final = gamma.gather(1, last).squeeze(1) * g[:, None]
+        grad_trans = None
+        if ctx.needs_input_grad[1]:
+            xi = _edge_marginals(p, alpha, beta, log_z) * g[:, None, None, None]
+            grad_trans = xi.sum(0, keepdim=True) if trans.shape[0] == 1 and xi.shape[0] != 1 else xi
+        return grad_e, grad_trans, grad_init, grad_final, None, None
+
+
+def log_partition(
+    log_emissions: torch.Tensor,
+    transitions: Transitions,
+    log_init: torch.Tensor,
+    lengths: LengthsLike = None,
+    log_final: Optional[torch.Tensor] = None,
+    *,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """``(B,)`` log p(x_{1:L_b}) summed over all state paths; ``-inf`` where no path exists.
+
+    Differentiable w.r.t. ``log_emissions``, ``transitions.log_probs``, ``log_init`` and
+    ``log_final``; the gradients are the posterior marginals (see :func:`posteriors`).
+    """
+    p = prepare(log_emissions, transitions, log_init, lengths, log_final)
+    loops = _loops(p, backend)
+    return _LogPartition.apply(p.emissions, p.trans, p.init, p.final, p, loops)
+
+
+def _forward_backward(p: ChainProblem, backend: str) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    loops = _loops(p, backend)
+    with torch.no_grad():
+        q = p.detached()
+        alpha = loops.forward(q)
+        log_z = _log_z(q, alpha)
+        beta = loops.backward(q)
+    return alpha, beta, log_z
+
+
+def forward_backward(
+    log_emissions: torch.Tensor,
+    transitions: Transitions,
+    log_init: torch.Tensor,
+    lengths: LengthsLike = None,
+    log_final: Optional[torch.Tensor] = None,
+    *,
+    backend: str = "auto",
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``(log Z (B,), posteriors (B, T, K))`` from one forward and one backward pass (no grad)."""
+    p = prepare(log_emissions, transitions, log_init, lengths, log_final)
+    alpha, beta, log_z = _forward_backward(p, backend)
+    return log_z, _state_marginals(p, alpha, beta, log_z)
+
+
+def posteriors(
+    log_emissions: torch.Tensor,
+    transitions: Transitions,
+    log_init: torch.Tensor,
+    lengths: LengthsLike = None,
+    log_final: Optional[torch.Tensor] = None,
+    *,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """``(B, T, K)`` p(z_t = k | x); 0 at padded frames and for infeasible sequences (no grad)."""
+    return forward_backward(log_emissions, transitions, log_init, lengths, log_final, backend=backend)[1]
+
+
+def expected_transitions(
+    log_emissions: torch.Tensor,
+    transitions: Transitions,
+    log_init: torch.Tensor,
+    lengths: LengthsLike = None,
+    log_final: Optional[torch.Tensor] = None,
+    *,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """Expected transition counts in the structure's storage (no grad).
+
+    ``(B, K, K)`` dense or ``(B, K, W)`` banded, summed over time; time-varying structures
+    keep the time axis: ``(B, T-1, K, K)`` / ``(B, T-1, K, W)``. Moves that do not exist
+    (banded ``i + w >= K``, padded steps, infeasible sequences) count 0.
+    """
+    p = prepare(log_emissions, transitions, log_init, lengths, log_final)
+    alpha, beta, log_z = _forward_backward(p, backend)
+    with torch.no_grad():
+        xi = _edge_marginals(p.detached(), alpha, beta, log_z)
+    return xi if p.time_varying else xi.squeeze(1)
+
+
+def viterbi(
+    log_emissions: torch.Tensor,
+    transitions: Transitions,
+    log_init: torch.Tensor,
+    lengths: LengthsLike = None,
+    log_final: Optional[torch.Tensor] = None,
+    *,
+    backend: str = "auto",
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Best state path per sequence.
+
+    Returns:
+        paths: ``(B, T)`` int64 state indices, ``-1`` at padded frames and for infeasible sequences.
+        scores: ``(B,)`` log-score of the best path (``-inf`` when no path exists).
+    """
+    p = prepare(log_emissions, transitions, log_init, lengths, log_final)
+    loops = _loops(p, backend)
+    with torch.no_grad():
+        return loops.viterbi(p.detached())

@@ -1,0 +1,227 @@
+"""Compiled CPU time loops (numba), parallel over the batch.
+
+Same mathematics and the same inputs as :mod:`torch_loops` (dense steps as shifted
+vector-matrix products, banded steps as exact logsumexp over the ``W`` moves), but
+without per-op overhead, which dominates eager PyTorch at small ``K``. Padded frames of
+``alpha`` / ``beta`` are set to ``-inf`` / 0; callers mask them anyway.
+"""
+
+from __future__ import annotations
+
+from typing import Tuple
+
+import numba
+import numpy as np
+import torch
+
+from .factors import banded_by_destination, dense_backward_factors, dense_forward_factors
+from .inputs import ChainProblem
+from .torch_loops import backpointer_dtype
+
+_JIT = dict(nogil=True, cache=True)
+
+
+@numba.njit(**_JIT)
+def _log_vecmat(v, matrix, shift, out, scratch):
+    """``out = log(exp(v) @ exp(A))`` given ``matrix = exp(A - shift)`` (matrix rows: sources)."""
+    k = v.shape[0]
+    m = -np.inf
+    for i in range(k):
+        if v[i] > m:
+            m = v[i]
+    if m == -np.inf:
+        m = 0.0
+    for j in range(k):
+        scratch[j] = 0.0
+    for i in range(k):
+        p = np.exp(v[i] - m)
+        if p != 0.0:
+            for j in range(k):
+                scratch[j] += p * matrix[i, j]
+    for j in range(k):
+        out[j] = np.log(scratch[j]) + m + shift[j]
+
+
+@numba.njit(**_JIT)
+def _logsumexp_band(scores_row, table_row, v, j, ahead):
+    """``logsumexp_w(table_row[w] + v[j -/+ w])`` over moves that stay inside ``v``."""
+    k = v.shape[0]
+    width = table_row.shape[0]
+    m = -np.inf
+    for w in range(width):
+        src = j + w if ahead else j - w
+        if 0 <= src < k:
+            s = table_row[w] + v[src]
+            scores_row[w] = s
+            if s > m:
+                m = s
+        else:
+            scores_row[w] = -np.inf
+    if m == -np.inf:
+        return -np.inf
+    total = 0.0
+    for w in range(width):
+        total += np.exp(scores_row[w] - m)
+    return np.log(total) + m
+
+
+@numba.njit(parallel=True, **_JIT)
+def _forward_dense(e, matrix, shift, init, lengths, alpha):
+    bsz, t_max, k = e.shape
+    for b in numba.prange(bsz):
+        bb = np.int64(b) if matrix.shape[0] > 1 else np.int64(0)
+        scratch = np.empty(k, dtype=e.dtype)
+        for j in range(k):
+            alpha[b, 0, j] = init[b, j] + e[b, 0, j]
+        for t in range(1, lengths[b]):
+            s = np.int64(t - 1) if matrix.shape[1] > 1 else np.int64(0)
+            _log_vecmat(alpha[b, t - 1], matrix[bb, s], shift[bb, s], alpha[b, t], scratch)
+            for j in range(k):
+                alpha[b, t, j] += e[b, t, j]
+        for t in range(lengths[b], t_max):
+            for j in range(k):
+                alpha[b, t, j] = -np.inf
+
+
+@numba.njit(parallel=True, **_JIT)
+def _backward_dense(e, matrix, shift, final, lengths, beta):
+    bsz, t_max, k = e.shape
+    for b in numba.prange(bsz):
+        bb = np.int64(b) if matrix.shape[0] > 1 else np.int64(0)
+        scratch = np.empty(k, dtype=e.dtype)
+        c = np.empty(k, dtype=e.dtype)
+        last = lengths[b] - 1
+        for t in range(last + 1, t_max):
+            for j in range(k):
+                beta[b, t, j] = 0.0
+        for j in range(k):
+            beta[b, last, j] = final[b, j]
+        for t in range(last - 1, -1, -1):
+            s = np.int64(t) if matrix.shape[1] > 1 else np.int64(0)
+            for j in range(k):
+                c[j] = e[b, t + 1, j] + beta[b, t + 1, j]
+            _log_vecmat(c, matrix[bb, s], shift[bb, s], beta[b, t], scratch)
+
+
+@numba.njit(parallel=True, **_JIT)
+def _forward_banded(e, by_dest, init, lengths, alpha):
+    bsz, t_max, k = e.shape
+    for b in numba.prange(bsz):
+        bb = np.int64(b) if by_dest.shape[0] > 1 else np.int64(0)
+        scores = np.empty(by_dest.shape[3], dtype=e.dtype)
+        for j in range(k):
+            alpha[b, 0, j] = init[b, j] + e[b, 0, j]
+        for t in range(1, lengths[b]):
+            s = np.int64(t - 1) if by_dest.shape[1] > 1 else np.int64(0)
+            for j in range(k):
+                alpha[b, t, j] = _logsumexp_band(scores, by_dest[bb, s, j], alpha[b, t - 1], j, False) + e[b, t, j]
+        for t in range(lengths[b], t_max):
+            for j in range(k):
+                alpha[b, t, j] = -np.inf
+
+
+@numba.njit(parallel=True, **_JIT)
+def _backward_banded(e, trans, final, lengths, beta):
+    bsz, t_max, k = e.shape
+    for b in numba.prange(bsz):
+        bb = np.int64(b) if trans.shape[0] > 1 else np.int64(0)
+        scores = np.empty(trans.shape[3], dtype=e.dtype)
+        c = np.empty(k, dtype=e.dtype)
+        last = lengths[b] - 1
+        for t in range(last + 1, t_max):
+            for j in range(k):
+                beta[b, t, j] = 0.0
+        for j in range(k):
+            beta[b, last, j] = final[b, j]
+        for t in range(last - 1, -1, -1):
+            s = np.int64(t) if trans.shape[1] > 1 else np.int64(0)
+            for j in range(k):
+                c[j] = e[b, t + 1, j] + beta[b, t + 1, j]
+            for i in range(k):
+                beta[b, t, i] = _logsumexp_band(scores, trans[bb, s, i], c, i, True)
+
+
+@numba.njit(parallel=True, **_JIT)
+def _viterbi(e, table, banded, init, final, lengths, pointers, paths, scores):
+    """``table``: dense ``(B', S, K, K)`` indexed ``[dest, source]``, or banded ``[dest, w]``."""
+    bsz, t_max, k = e.shape
+    for b in numba.prange(bsz):
+        bb = np.int64(b) if table.shape[0] > 1 else np.int64(0)
+        delta = np.empty(k, dtype=e.dtype)
+        nxt = np.empty(k, dtype=e.dtype)
+        for j in range(k):
+            delta[j] = init[b, j] + e[b, 0, j]
+        for t in range(1, lengths[b]):
+            s = np.int64(t - 1) if table.shape[1] > 1 else np.int64(0)
+            for j in range(k):
+                best = -np.inf
+                arg = j
+                row = table[bb, s, j]
+                for x in range(row.shape[0]):
+                    src = j - x if banded else x
+                    if src >= 0:
+                        v = delta[src] + row[x]
+                        if v > best:
+                            best = v
+                            arg = src
+                nxt[j] = best + e[b, t, j]
+                pointers[b, t, j] = arg
+            for j in range(k):
+                delta[j] = nxt[j]
+        best = -np.inf
+        state = 0
+        for j in range(k):
+            v = delta[j] + final[b, j]
+            if v > best:
+                best = v
+                state = j
+        scores[b] = best
+        for t in range(t_max):
+            paths[b, t] = -1
+        if best > -np.inf:
+            last = lengths[b] - 1
+            paths[b, last] = state
+            for t in range(last, 0, -1):
+                state = pointers[b, t, state]
+                paths[b, t - 1] = state
+
+
+def _np(x: torch.Tensor) -> np.ndarray:
+    return np.ascontiguousarray(x.detach().numpy())
+
+
+def forward(p: ChainProblem) -> torch.Tensor:
+    """Forward log-probabilities ``alpha`` ``(B, T, K)`` (``-inf`` past each length)."""
+    alpha = torch.empty_like(p.emissions)
+    args = (_np(p.emissions),)
+    if p.kind == "dense":
+        matrix, shift = dense_forward_factors(p.trans)
+        _forward_dense(*args, _np(matrix), _np(shift), _np(p.init), _np(p.lengths), alpha.numpy())
+    else:
+        _forward_banded(*args, _np(banded_by_destination(p.trans)), _np(p.init), _np(p.lengths), alpha.numpy())
+    return alpha
+
+
+def backward(p: ChainProblem) -> torch.Tensor:
+    """Backward log-probabilities ``beta`` ``(B, T, K)`` (0 past each length)."""
+    beta = torch.empty_like(p.emissions)
+    if p.kind == "dense":
+        matrix, shift = dense_backward_factors(p.trans)
+        _backward_dense(_np(p.emissions), _np(matrix), _np(shift), _np(p.final), _np(p.lengths), beta.numpy())
+    else:
+        _backward_banded(_np(p.emissions), _np(p.trans), _np(p.final), _np(p.lengths), beta.numpy())
+    return beta
+
+
+def viterbi(p: ChainProblem) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Best paths ``(B, T)`` int64 (-1 past each length or when infeasible) and scores ``(B,)``."""
+    bsz, t_max, k = p.shape
+    table = p.trans.transpose(-1, -2) if p.kind == "dense" else banded_by_destination(p.trans)
+    pointers = torch.empty((bsz, t_max, k), dtype=backpointer_dtype(k))
+    paths = torch.empty((bsz, t_max), dtype=torch.long)
+    scores = torch.empty((bsz,), dtype=p.emissions.dtype)
+    _viterbi(
+        _np(p.emissions), _np(table), p.kind == "banded", _np(p.init), _np(p.final), _np(p.lengths),
+        pointers.numpy(), paths.numpy(), scores.numpy(),
+    )
+    return paths, scores

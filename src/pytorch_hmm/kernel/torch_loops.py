@@ -1,0 +1,123 @@
+"""Pure-PyTorch time loops: the reference implementation, used on CUDA and wherever numba is not.
+
+Each routine runs one Python loop over ``T`` with a handful of batched tensor ops per step
+and no host synchronisation. Frames at or after a sequence's length are computed but never
+read: callers mask them.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Tuple
+
+import torch
+
+from ..semiring import MaxSemiring
+from .factors import banded_by_destination, dense_backward_factors, dense_forward_factors, shift_windows
+from .inputs import ChainProblem
+
+Step = Callable[[torch.Tensor, int], torch.Tensor]
+
+
+def _log_vecmat(v: torch.Tensor, exp_matrix: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """``log(exp(v) @ exp(A))`` for ``v`` ``(B, K)`` given ``exp_matrix = exp(A - shift)``."""
+    m = torch.nan_to_num(v.amax(-1, keepdim=True), neginf=0.0)
+    out = torch.matmul(torch.exp(v - m).unsqueeze(-2), exp_matrix).squeeze(-2)
+    return torch.log(out) + m + shift
+
+
+def _step_index(p: ChainProblem, t: int) -> int:
+    """Index into the ``S`` axis of ``p.trans`` for the step from frame ``t`` to ``t + 1``."""
+    return t if p.time_varying else 0
+
+
+def _forward_step(p: ChainProblem) -> Step:
+    """``(scores at frame t, t) -> scores at frame t + 1`` before adding emissions."""
+    if p.kind == "dense":
+        matrix, shift = dense_forward_factors(p.trans)
+        return lambda a, t: _log_vecmat(a, matrix[:, _step_index(p, t)], shift[:, _step_index(p, t)])
+    by_dest = banded_by_destination(p.trans)
+    width = p.trans.shape[-1]
+    return lambda a, t: torch.logsumexp(shift_windows(a, width, ahead=False) + by_dest[:, _step_index(p, t)], -1)
+
+
+def _backward_step(p: ChainProblem) -> Step:
+    """``(emission + beta at frame t + 1, t) -> beta at frame t``."""
+    if p.kind == "dense":
+        matrix, shift = dense_backward_factors(p.trans)
+        return lambda c, t: _log_vecmat(c, matrix[:, _step_index(p, t)], shift[:, _step_index(p, t)])
+    width = p.trans.shape[-1]
+    return lambda c, t: torch.logsumexp(shift_windows(c, width, ahead=True) + p.trans[:, _step_index(p, t)], -1)
+
+
+def forward(p: ChainProblem) -> torch.Tensor:
+    """Forward log-probabilities ``alpha`` ``(B, T, K)`` (garbage past each length)."""
+    e = p.emissions
+    step = _forward_step(p)
+    alpha = torch.empty_like(e)
+    a = p.init + e[:, 0]
+    alpha[:, 0] = a
+    for t in range(1, e.shape[1]):
+        a = step(a, t - 1) + e[:, t]
+        alpha[:, t] = a
+    return alpha
+
+
+def backward(p: ChainProblem) -> torch.Tensor:
+    """Backward log-probabilities ``beta`` ``(B, T, K)``; ``beta[b, L_b - 1] = final[b]``."""
+    e = p.emissions
+    t_max = e.shape[1]
+    last = (p.lengths - 1)[:, None]
+    step = _backward_step(p)
+    beta = torch.empty_like(e)
+    b = torch.where(last == t_max - 1, p.final, torch.zeros_like(p.final))
+    beta[:, t_max - 1] = b
+    for t in range(t_max - 2, -1, -1):
+        b = torch.where(last == t, p.final, step(e[:, t + 1] + b, t))
+        beta[:, t] = b
+    return beta
+
+
+def _viterbi_step(p: ChainProblem) -> Callable[[torch.Tensor, int], Tuple[torch.Tensor, torch.Tensor]]:
+    """``(delta at frame t, t) -> (best score into each state at t + 1, its source state)``."""
+    if p.kind == "dense":
+        return lambda d, t: MaxSemiring.sum_with_argmax(d.unsqueeze(-1) + p.trans[:, _step_index(p, t)], -2)
+    by_dest = banded_by_destination(p.trans)
+    width = p.trans.shape[-1]
+    states = torch.arange(p.shape[2], device=p.emissions.device)
+
+    def step(d: torch.Tensor, t: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        values, move = MaxSemiring.sum_with_argmax(shift_windows(d, width, ahead=False) + by_dest[:, _step_index(p, t)], -1)
+        return values, states - move
+
+    return step
+
+
+def backpointer_dtype(num_states: int) -> torch.dtype:
+    """Smallest signed integer dtype that holds a state index."""
+    return torch.int16 if num_states <= torch.iinfo(torch.int16).max else torch.int32
+
+
+def viterbi(p: ChainProblem) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Best paths ``(B, T)`` int64 (-1 past each length or when infeasible) and scores ``(B,)``."""
+    e = p.emissions
+    bsz, t_max, k = e.shape
+    last = (p.lengths - 1)[:, None]
+    step = _viterbi_step(p)
+    pointers = torch.zeros((bsz, t_max, k), dtype=backpointer_dtype(k), device=e.device)
+    delta = p.init + e[:, 0]
+    at_last = delta
+    for t in range(1, t_max):
+        best, source = step(delta, t - 1)
+        delta = best + e[:, t]
+        pointers[:, t] = source
+        at_last = torch.where(last == t, delta, at_last)
+    scores, state = (at_last + p.final).max(-1)
+    paths = torch.full((bsz, t_max), -1, dtype=torch.long, device=e.device)
+    last = last.squeeze(1)
+    for t in range(t_max - 1, -1, -1):
+        if t < t_max - 1:
+            back = pointers[:, t + 1].gather(1, state.clamp(min=0)[:, None]).squeeze(1).long()
+            state = torch.where(t < last, back, state)
+        paths[:, t] = torch.where(t <= last, state, -1)
+    paths = torch.where(torch.isneginf(scores)[:, None], -1, paths)
+    return paths, scores
