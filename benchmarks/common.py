@@ -161,18 +161,29 @@ class Timing:
     median_ms: float
     times_ms: list[float]
     result: Any  # return value of the warm-up call
+    warmup_only: bool = False  # True: the warm-up call was too slow to repeat
 
 
 def time_call(
-    fn: Callable[[], Any], repeats: int, budget_s: float, min_repeats: int = 1
+    fn: Callable[[], Any],
+    repeats: int,
+    budget_s: float,
+    slow_s: float = float("inf"),
+    min_repeats: int = 1,
 ) -> Timing:
     """Median wall time of ``fn()`` after one untimed warm-up call.
 
     Runs at most ``repeats`` timed calls, stopping early (but after at least
     ``min_repeats``) once the timed calls have used ``budget_s`` seconds.
-    This keeps the slow baselines at large K from dominating the runtime.
+    If the warm-up call alone took ``slow_s`` seconds or more, it is not
+    repeated and its own time is reported (``warmup_only``). Both limits keep
+    the slow baselines at large K from dominating the runtime.
     """
+    t0 = time.perf_counter()
     result = fn()  # warm-up: JIT compilation, allocator and cache warm-up
+    warmup = time.perf_counter() - t0
+    if warmup >= slow_s:
+        return Timing(warmup * 1e3, [warmup * 1e3], result, warmup_only=True)
     times: list[float] = []
     spent = 0.0
     while len(times) < repeats and (len(times) < min_repeats or spent < budget_s):
@@ -271,6 +282,43 @@ def machine_info() -> dict[str, str]:
     except Exception:  # pragma: no cover
         pass
     return info
+
+
+@dataclass(frozen=True)
+class CpuSnapshot:
+    """Machine-wide CPU time (from /proc/stat) and this process's own, in seconds."""
+
+    busy_s: float  # all cores, non-idle
+    total_s: float  # all cores
+    own_s: float  # this process + waited-for children, user + system
+
+
+def cpu_snapshot() -> CpuSnapshot:
+    """Take a :class:`CpuSnapshot` now."""
+    with open("/proc/stat") as fh:
+        fields = [int(v) for v in fh.readline().split()[1:]]
+    tick = os.sysconf("SC_CLK_TCK")
+    idle = fields[3] + fields[4]  # idle + iowait
+    t = os.times()
+    own = t.user + t.system + t.children_user + t.children_system
+    return CpuSnapshot((sum(fields) - idle) / tick, sum(fields) / tick, own)
+
+
+def other_cpu_share(start: CpuSnapshot, end: CpuSnapshot) -> float:
+    """Share of all cores used by *other* processes between two snapshots.
+
+    Anything well above 0 means other processes competed for the cores and
+    the timings are inflated.
+    """
+    busy = (end.busy_s - start.busy_s) - (end.own_s - start.own_s)
+    return max(busy, 0.0) / max(end.total_s - start.total_s, 1e-9)
+
+
+def other_cpu_load(interval_s: float = 1.0) -> float:
+    """:func:`other_cpu_share` over ``interval_s`` seconds of sleeping."""
+    start = cpu_snapshot()
+    time.sleep(interval_s)
+    return other_cpu_share(start, cpu_snapshot())
 
 
 def _numba_threading_layer() -> str:

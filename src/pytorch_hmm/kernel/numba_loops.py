@@ -103,6 +103,72 @@ def _backward_dense(e, matrix, shift, final, lengths, beta):
             _log_vecmat(c, matrix[bb, s], shift[bb, s], beta[b, t], scratch)
 
 
+@numba.njit(**_JIT)
+def _shifted_exp(v, rows, m, out):
+    """``out[r] = exp(v[r] - m[r])`` with ``m[r] = max(v[r])`` (0 where all are ``-inf``)."""
+    k = v.shape[1]
+    for r in range(rows):
+        mr = -np.inf
+        for i in range(k):
+            if v[r, i] > mr:
+                mr = v[r, i]
+        if mr == -np.inf:
+            mr = 0.0
+        m[r] = mr
+        for i in range(k):
+            out[r, i] = np.exp(v[r, i] - mr)
+
+
+@numba.njit(**_JIT)
+def _forward_dense_gemm(e, matrix, shift, init, lengths, alpha):
+    """Dense forward with one BLAS GEMM per step for the whole batch (shared matrix)."""
+    bsz, t_max, k = e.shape
+    probs = np.empty((bsz, k), dtype=e.dtype)
+    m = np.empty(bsz, dtype=e.dtype)
+    for b in range(bsz):
+        for j in range(k):
+            alpha[b, 0, j] = init[b, j] + e[b, 0, j]
+    for t in range(1, t_max):
+        s = np.int64(t - 1) if matrix.shape[1] > 1 else np.int64(0)
+        _shifted_exp(alpha[:, t - 1], bsz, m, probs)
+        out = np.dot(probs, matrix[0, s])
+        for b in range(bsz):
+            for j in range(k):
+                alpha[b, t, j] = np.log(out[b, j]) + m[b] + shift[0, s, j] + e[b, t, j]
+    for b in range(bsz):
+        for t in range(lengths[b], t_max):
+            for j in range(k):
+                alpha[b, t, j] = -np.inf
+
+
+@numba.njit(**_JIT)
+def _backward_dense_gemm(e, matrix, shift, final, lengths, beta):
+    """Dense backward with one BLAS GEMM per step for the whole batch (shared matrix)."""
+    bsz, t_max, k = e.shape
+    c = np.empty((bsz, k), dtype=e.dtype)
+    probs = np.empty((bsz, k), dtype=e.dtype)
+    n = np.empty(bsz, dtype=e.dtype)
+    for b in range(bsz):
+        for j in range(k):
+            beta[b, t_max - 1, j] = final[b, j] if lengths[b] == t_max else 0.0
+    for t in range(t_max - 2, -1, -1):
+        s = np.int64(t) if matrix.shape[1] > 1 else np.int64(0)
+        for b in range(bsz):
+            for j in range(k):
+                c[b, j] = e[b, t + 1, j] + beta[b, t + 1, j]
+        _shifted_exp(c, bsz, n, probs)
+        out = np.dot(probs, matrix[0, s])
+        for b in range(bsz):
+            last = lengths[b] - 1
+            for j in range(k):
+                if t == last:
+                    beta[b, t, j] = final[b, j]
+                elif t > last:
+                    beta[b, t, j] = 0.0
+                else:
+                    beta[b, t, j] = np.log(out[b, j]) + n[b] + shift[0, s, j]
+
+
 @numba.njit(parallel=True, **_JIT)
 def _forward_banded(e, by_dest, init, lengths, alpha):
     bsz, t_max, k = e.shape
@@ -190,13 +256,22 @@ def _np(x: torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(x.detach().numpy())
 
 
+GEMM_MIN_STATES = 32
+
+
+def _use_gemm(p: ChainProblem) -> bool:
+    """A shared dense matrix with many states: one BLAS GEMM per step beats per-sequence loops."""
+    return p.trans.shape[0] == 1 and p.shape[2] >= GEMM_MIN_STATES
+
+
 def forward(p: ChainProblem) -> torch.Tensor:
     """Forward log-probabilities ``alpha`` ``(B, T, K)`` (``-inf`` past each length)."""
     alpha = torch.empty_like(p.emissions)
     args = (_np(p.emissions),)
     if p.kind == "dense":
         matrix, shift = dense_forward_factors(p.trans)
-        _forward_dense(*args, _np(matrix), _np(shift), _np(p.init), _np(p.lengths), alpha.numpy())
+        loop = _forward_dense_gemm if _use_gemm(p) else _forward_dense
+        loop(*args, _np(matrix), _np(shift), _np(p.init), _np(p.lengths), alpha.numpy())
     else:
         _forward_banded(*args, _np(banded_by_destination(p.trans)), _np(p.init), _np(p.lengths), alpha.numpy())
     return alpha
@@ -207,7 +282,8 @@ def backward(p: ChainProblem) -> torch.Tensor:
     beta = torch.empty_like(p.emissions)
     if p.kind == "dense":
         matrix, shift = dense_backward_factors(p.trans)
-        _backward_dense(_np(p.emissions), _np(matrix), _np(shift), _np(p.final), _np(p.lengths), beta.numpy())
+        loop = _backward_dense_gemm if _use_gemm(p) else _backward_dense
+        loop(_np(p.emissions), _np(matrix), _np(shift), _np(p.final), _np(p.lengths), beta.numpy())
     else:
         _backward_banded(_np(p.emissions), _np(p.trans), _np(p.final), _np(p.lengths), beta.numpy())
     return beta

@@ -1,0 +1,59 @@
+"""Ancestral sampling of state paths from a Markov chain (used by models' ``sample``)."""
+
+from __future__ import annotations
+
+from typing import Optional, Union
+
+import torch
+
+from ..errors import HMMValueError
+from ..transitions import TransitionStructure
+from .inputs import as_structure
+
+
+def sample_paths(
+    transitions: Union[TransitionStructure, torch.Tensor],
+    log_init: torch.Tensor,
+    num_sequences: int,
+    length: int,
+    generator: Optional[torch.Generator] = None,
+) -> torch.Tensor:
+    """Draw ``(num_sequences, length)`` int64 state paths.
+
+    Each row of transition log-probabilities is normalised before sampling, so unnormalised
+    potentials give the locally normalised chain.
+
+    Args:
+        transitions: ``Dense`` or ``Banded``, static ``(K, X)`` / ``(N, K, X)`` or
+            time-varying ``(N, length-1, K, X)``.
+        log_init: ``(K,)`` or ``(N, K)`` initial log-probabilities.
+    """
+    s = as_structure(transitions)
+    k = s.num_states
+    if not isinstance(num_sequences, int) or num_sequences < 1:
+        raise HMMValueError(f"num_sequences must be a positive int; got {num_sequences!r}")
+    if not isinstance(length, int) or length < 1:
+        raise HMMValueError(f"length must be a positive int; got {length!r}")
+    if s.batch_size not in (None, num_sequences):
+        raise HMMValueError(f"batched transitions must have B == num_sequences == {num_sequences}; got {s.batch_size}")
+    if s.time_varying and s.log_probs.shape[1] != length - 1:
+        raise HMMValueError(f"time-varying transitions must have length-1 == {length - 1} steps; got {s.log_probs.shape[1]}")
+    if log_init.shape not in ((k,), (num_sequences, k)):
+        raise HMMValueError(f"log_init must be (K,) or (N, K) with K == {k}, N == {num_sequences}; got {tuple(log_init.shape)}")
+    table = s.log_probs
+    if s.kind == "banded":
+        table = table.masked_fill(~s.valid_mask(), float("-inf"))
+    table = table if s.time_varying else table.unsqueeze(-3)
+    table = table.expand((num_sequences,) + table.shape[-3:]) if s.batch_size is None else table
+    rows = torch.arange(num_sequences, device=table.device)
+
+    def draw(logits: torch.Tensor) -> torch.Tensor:
+        return torch.multinomial(torch.softmax(logits, -1), 1, generator=generator).squeeze(-1)
+
+    state = draw(log_init.expand(num_sequences, k))
+    path = [state]
+    for t in range(1, length):
+        move = draw(table[rows, t - 1 if s.time_varying else 0, state])
+        state = state + move if s.kind == "banded" else move
+        path.append(state)
+    return torch.stack(path, dim=1)

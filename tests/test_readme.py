@@ -1,0 +1,44 @@
+"""The README's commands and examples work as written."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+
+
+def _bash_blocks() -> list:
+    return re.findall(r"```bash\n(.*?)\n```", README, flags=re.S)
+
+
+def test_ci_runs_the_readme_test_command():
+    test_command = _bash_blocks()[1].strip()
+    assert test_command.endswith("python -m pytest")
+    ci_lines = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert test_command in ci_lines
+
+
+def test_demo_command_runs():
+    demo_command = _bash_blocks()[0].strip()
+    script = demo_command.rsplit("&& python ", 1)[1]
+    out = subprocess.run([sys.executable, *script.split()], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert "4 sequences from a 5-state left-to-right Gaussian HMM" in out
+    accuracies = [float(a) for a in re.findall(r"Viterbi accuracy=([\d.]+)%", out)]
+    assert len(accuracies) == 4 and min(accuracies) > 90.0
+
+
+def test_python_example_runs():
+    code = re.findall(r"```python\n(.*?)\n```", README, flags=re.S)[0]
+    scope: dict = {}
+    exec(compile(code, "README.md", "exec"), scope)
+    import torch
+
+    assert scope["log_z"].shape == (2,) and torch.isfinite(scope["log_z"]).all()
+    gamma, lengths = scope["gamma"], scope["lengths"]
+    sums = gamma.sum(-1)
+    assert torch.allclose(sums[0], torch.ones(100), atol=1e-4)
+    assert torch.allclose(sums[1, :80], torch.ones(80), atol=1e-4) and (sums[1, 80:] == 0).all()
+    paths = scope["paths"]
+    assert paths[0, 0] == 0 and paths[0, -1] == 4 and paths[1, 79] == 4 and (paths[1, 80:] == -1).all()
