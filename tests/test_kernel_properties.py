@@ -156,6 +156,17 @@ def test_batch_equals_items(storage, layout, backend):
             assert_outputs_close(sliced, single, what=f"seed {seed} item {b}")
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int16, torch.uint8], ids=str)
+def test_lengths_integer_dtypes(dtype, backend):
+    p = random_problem(np.random.default_rng(4), 3, 6, 3, storage="banded", layout="time_varying",
+                       final="batched", lengths=[6, 2, 4])
+    ref = run_all(torch_inputs(p), backend)
+    inp = dict(torch_inputs(p), lengths=torch.tensor(p.lengths, dtype=dtype))
+    assert_outputs_close(run_all(inp, backend), ref, atol=0, rtol=0, what=f"lengths as {dtype}")
+    check_against_oracle(p, ref)
+
+
 # ---------------------------------------------------------------------------------------
 # padding invariance
 # ---------------------------------------------------------------------------------------
@@ -409,6 +420,12 @@ def test_long_sequence_float32_is_stable(model, backend):
     out = run_all(inp, backend)
     assert_no_nan(out)
 
+    # the gradient (the posteriors, through the custom backward) is normalised too
+    em_grad = em32.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(run("log_partition", dict(inp, log_emissions=em_grad), backend).sum(), [em_grad])
+    assert torch.isfinite(g).all()
+    assert (g[0].double().sum(-1) - 1).abs().max() < 1e-3, "d log Z / d log_emissions must sum to 1 per frame"
+
     lz = float(out["log_partition"][0])
     assert math.isfinite(lz)
     ref = _numpy_forward_log_z(log_em, dense, init)
@@ -417,8 +434,9 @@ def test_long_sequence_float32_is_stable(model, backend):
 
     post = out["posteriors"][0].double()
     assert torch.isfinite(post).all()
+    err = (post.sum(-1) - 1).abs()
+    assert err.max() < 1e-3, f"posteriors must sum to 1 per frame: worst |sum - 1| = {err.max():.3g} at frame {int(err.argmax())}"
     assert (post >= -1e-6).all() and (post <= 1 + 1e-3).all()
-    assert (post.sum(-1) - 1).abs().max() < 1e-3
 
     xi = out["expected_transitions"][0].double()
     assert torch.isfinite(xi).all()
