@@ -145,8 +145,8 @@ def diag_gaussian_log_emissions(
         + covars.log().sum(dim=1)
         + (means * means * prec).sum(dim=1)
     )  # (K,)
-    feats = torch.cat([x * x, x], dim=-1)  # (B, T, 2D)
-    return torch.matmul(feats, weights.T) + bias
+    feats = torch.cat([x * x, x], dim=-1).reshape(-1, 2 * x.shape[-1])  # (B*T, 2D)
+    return torch.addmm(bias, feats, weights.T).reshape(*x.shape[:-1], -1)
 
 
 # --------------------------------------------------------------------------

@@ -48,23 +48,30 @@ def _loops(p: ChainProblem, backend: str):
     return torch_loops
 
 
-def _log_z(p: ChainProblem, alpha: torch.Tensor) -> torch.Tensor:
-    """``(B,)`` log-partition from the forward scores at each sequence's last frame."""
+def _log_z(p: ChainProblem, alpha: torch.Tensor, log_norm: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``(rest (B,), log Z (B,))`` from the scaled forward pass.
+
+    ``log Z = rest + sum_{t < L} log_norm_t``, the sum taken in float64.
+    """
     last = (p.lengths - 1)[:, None, None].expand(-1, 1, alpha.shape[2])
-    return torch.logsumexp(alpha.gather(1, last).squeeze(1) + p.final, -1)
+    rest = torch.logsumexp(alpha.gather(1, last).squeeze(1) + p.final, -1)
+    norm_sum = torch.where(p.mask, log_norm.double(), torch.zeros((), dtype=torch.float64, device=alpha.device)).sum(1)
+    return rest, (rest.double() + norm_sum).to(alpha.dtype)
 
 
-def _state_marginals(p: ChainProblem, alpha: torch.Tensor, beta: torch.Tensor, log_z: torch.Tensor) -> torch.Tensor:
-    """``(B, T, K)`` posteriors, 0 at padded frames and for infeasible sequences."""
-    keep = p.mask & torch.isfinite(log_z)[:, None]
-    gamma = torch.exp(alpha + beta - log_z[:, None, None])
+def _state_marginals(p: ChainProblem, alpha: torch.Tensor, beta: torch.Tensor, rest: torch.Tensor) -> torch.Tensor:
+    """``(B, T, K)`` posteriors ``exp(alpha_hat + beta_hat - rest)``; 0 at padded frames and for infeasible sequences."""
+    keep = p.mask & torch.isfinite(rest)[:, None]
+    gamma = torch.exp(alpha + beta - rest[:, None, None])
     return torch.where(keep[:, :, None], gamma, torch.zeros((), dtype=gamma.dtype, device=gamma.device))
 
 
-def _edge_marginals(p: ChainProblem, alpha: torch.Tensor, beta: torch.Tensor, log_z: torch.Tensor) -> torch.Tensor:
+def _edge_marginals(
+    p: ChainProblem, alpha: torch.Tensor, beta: torch.Tensor, log_norm: torch.Tensor, rest: torch.Tensor
+) -> torch.Tensor:
     """Expected transition counts ``(B, S', K, X)``: ``S' = T - 1`` if time-varying, else 1.
 
-    ``xi_t(i, j) = exp(alpha_t(i) + A_ij + e_{t+1}(j) + beta_{t+1}(j) - log Z)``.
+    ``xi_t(i, j) = exp(alpha_hat_t(i) + A_ij + e_{t+1}(j) + beta_hat_{t+1}(j) - log_norm_{t+1} - rest)``.
     """
     bsz, t_max, k = p.shape
     dtype = alpha.dtype
@@ -72,10 +79,10 @@ def _edge_marginals(p: ChainProblem, alpha: torch.Tensor, beta: torch.Tensor, lo
     if t_max == 1:
         return torch.zeros((bsz, 1 if not p.time_varying else 0) + p.trans.shape[2:], dtype=dtype, device=alpha.device)
     # a step t -> t + 1 is used iff t + 1 < length; infeasible sequences get no counts
-    step_ok = (p.mask[:, 1:] & torch.isfinite(log_z)[:, None])
+    step_ok = p.mask[:, 1:] & torch.isfinite(rest)[:, None]
     a = alpha[:, :-1]
-    c = (p.emissions + beta)[:, 1:]
-    lz = log_z[:, None, None, None]
+    c = (p.emissions + beta - log_norm.unsqueeze(-1))[:, 1:]
+    lz = rest[:, None, None, None]
     if p.kind == "banded":
         xi = torch.exp(a.unsqueeze(-1) + p.trans + shift_windows(c, p.trans.shape[-1], ahead=True) - lz)
         xi = torch.where(step_ok[:, :, None, None], xi, zero)
@@ -83,11 +90,11 @@ def _edge_marginals(p: ChainProblem, alpha: torch.Tensor, beta: torch.Tensor, lo
     if p.time_varying:
         xi = torch.exp(a.unsqueeze(-1) + p.trans + c.unsqueeze(-2) - lz)
         return torch.where(step_ok[:, :, None, None], xi, zero)
-    return _static_dense_edges(p.trans[:, 0], a, c, log_z, step_ok).unsqueeze(1)
+    return _static_dense_edges(p.trans[:, 0], a, c, rest, step_ok).unsqueeze(1)
 
 
 def _static_dense_edges(
-    trans: torch.Tensor, a: torch.Tensor, c: torch.Tensor, log_z: torch.Tensor, step_ok: torch.Tensor
+    trans: torch.Tensor, a: torch.Tensor, c: torch.Tensor, rest: torch.Tensor, step_ok: torch.Tensor
 ) -> torch.Tensor:
     """``sum_t xi_t`` for one ``(B', K, K)`` matrix as a single GEMM over time.
 
@@ -95,7 +102,7 @@ def _static_dense_edges(
     between ``u`` and ``v``; computed in float64 so that even alpha/beta disagreeing by
     hundreds of nats neither overflow nor lose the counts.
     """
-    a64, c64, lz = a.double(), c.double(), log_z.double()[:, None, None]
+    a64, c64, lz = a.double(), c.double(), rest.double()[:, None, None]
     top = torch.nan_to_num(trans.double().amax((-2, -1), keepdim=True), neginf=0.0)  # (B', 1, 1)
     m = torch.nan_to_num(a64.amax(-1, keepdim=True), neginf=0.0)
     n = torch.nan_to_num(c64.amax(-1, keepdim=True), neginf=0.0)
@@ -112,20 +119,20 @@ class _LogPartition(torch.autograd.Function):
     @staticmethod
     def forward(ctx, emissions, trans, init, final, problem: ChainProblem, loops):  # type: ignore[override]
         p = ChainProblem(emissions, trans, problem.kind, init, final, problem.lengths, problem.time_varying)
-        alpha = loops.forward(p)
-        log_z = _log_z(p, alpha)
-        ctx.save_for_backward(emissions, trans, init, final, alpha, log_z)
+        alpha, log_norm = loops.forward(p)
+        rest, log_z = _log_z(p, alpha, log_norm)
+        ctx.save_for_backward(emissions, trans, init, final, alpha, log_norm, rest)
         ctx.meta = (problem.kind, problem.lengths, problem.time_varying, loops)
         return log_z
 
     @staticmethod
     def backward(ctx, grad_log_z):  # type: ignore[override]
-        emissions, trans, init, final, alpha, log_z = ctx.saved_tensors
+        emissions, trans, init, final, alpha, log_norm, rest = ctx.saved_tensors
         kind, lengths, time_varying, loops = ctx.meta
         p = ChainProblem(emissions, trans, kind, init, final, lengths, time_varying)
-        beta = loops.backward(p)
-        g = torch.where(torch.isfinite(log_z), grad_log_z, torch.zeros_like(grad_log_z))
-        gamma = _state_marginals(p, alpha, beta, log_z)
+        beta = loops.backward(p, log_norm)
+        g = torch.where(torch.isfinite(rest), grad_log_z, torch.zeros_like(grad_log_z))
+        gamma = _state_marginals(p, alpha, beta, rest)
         grad_e = gamma * g[:, None, None] if ctx.needs_input_grad[0] else None
         grad_init = gamma[:, 0] * g[:, None] if ctx.needs_input_grad[2] else None
         grad_final = None
@@ -134,7 +141,7 @@ class _LogPartition(torch.autograd.Function):
             grad_final = gamma.gather(1, last).squeeze(1) * g[:, None]
         grad_trans = None
         if ctx.needs_input_grad[1]:
-            xi = _edge_marginals(p, alpha, beta, log_z) * g[:, None, None, None]
+            xi = _edge_marginals(p, alpha, beta, log_norm, rest) * g[:, None, None, None]
             grad_trans = xi.sum(0, keepdim=True) if trans.shape[0] == 1 and xi.shape[0] != 1 else xi
         return grad_e, grad_trans, grad_init, grad_final, None, None
 
@@ -158,14 +165,15 @@ def log_partition(
     return _LogPartition.apply(p.emissions, p.trans, p.init, p.final, p, loops)
 
 
-def _forward_backward(p: ChainProblem, backend: str) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _forward_backward(p: ChainProblem, backend: str):
+    """Scaled ``(alpha_hat, beta_hat, log_norm, rest, log Z)`` without autograd."""
     loops = _loops(p, backend)
     with torch.no_grad():
         q = p.detached()
-        alpha = loops.forward(q)
-        log_z = _log_z(q, alpha)
-        beta = loops.backward(q)
-    return alpha, beta, log_z
+        alpha, log_norm = loops.forward(q)
+        rest, log_z = _log_z(q, alpha, log_norm)
+        beta = loops.backward(q, log_norm)
+    return alpha, beta, log_norm, rest, log_z
 
 
 def forward_backward(
@@ -179,8 +187,8 @@ def forward_backward(
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """``(log Z (B,), posteriors (B, T, K))`` from one forward and one backward pass (no grad)."""
     p = prepare(log_emissions, transitions, log_init, lengths, log_final)
-    alpha, beta, log_z = _forward_backward(p, backend)
-    return log_z, _state_marginals(p, alpha, beta, log_z)
+    alpha, beta, _, rest, log_z = _forward_backward(p, backend)
+    return log_z, _state_marginals(p, alpha, beta, rest)
 
 
 def posteriors(
@@ -212,9 +220,9 @@ def expected_transitions(
     (banded ``i + w >= K``, padded steps, infeasible sequences) count 0.
     """
     p = prepare(log_emissions, transitions, log_init, lengths, log_final)
-    alpha, beta, log_z = _forward_backward(p, backend)
+    alpha, beta, log_norm, rest, _ = _forward_backward(p, backend)
     with torch.no_grad():
-        xi = _edge_marginals(p.detached(), alpha, beta, log_z)
+        xi = _edge_marginals(p.detached(), alpha, beta, log_norm, rest)
     return xi if p.time_varying else xi.squeeze(1)
 
 

@@ -43,6 +43,20 @@ def _log_vecmat(v, matrix, shift, out, scratch):
 
 
 @numba.njit(**_JIT)
+def _normalise(row):
+    """Shift ``row`` in place so its maximum is 0; returns the shift (0 if all ``-inf``)."""
+    m = -np.inf
+    for j in range(row.shape[0]):
+        if row[j] > m:
+            m = row[j]
+    if m == -np.inf:
+        return 0.0
+    for j in range(row.shape[0]):
+        row[j] -= m
+    return m
+
+
+@numba.njit(**_JIT)
 def _logsumexp_band(scores_row, table_row, v, j, ahead):
     """``logsumexp_w(table_row[w] + v[j -/+ w])`` over moves that stay inside ``v``."""
     k = v.shape[0]
@@ -66,25 +80,28 @@ def _logsumexp_band(scores_row, table_row, v, j, ahead):
 
 
 @numba.njit(parallel=True, **_JIT)
-def _forward_dense(e, matrix, shift, init, lengths, alpha):
+def _forward_dense(e, matrix, shift, init, lengths, alpha, log_norm):
     bsz, t_max, k = e.shape
     for b in numba.prange(bsz):
         bb = np.int64(b) if matrix.shape[0] > 1 else np.int64(0)
         scratch = np.empty(k, dtype=e.dtype)
         for j in range(k):
             alpha[b, 0, j] = init[b, j] + e[b, 0, j]
+        log_norm[b, 0] = _normalise(alpha[b, 0])
         for t in range(1, lengths[b]):
             s = np.int64(t - 1) if matrix.shape[1] > 1 else np.int64(0)
             _log_vecmat(alpha[b, t - 1], matrix[bb, s], shift[bb, s], alpha[b, t], scratch)
             for j in range(k):
                 alpha[b, t, j] += e[b, t, j]
+            log_norm[b, t] = _normalise(alpha[b, t])
         for t in range(lengths[b], t_max):
+            log_norm[b, t] = 0.0
             for j in range(k):
                 alpha[b, t, j] = -np.inf
 
 
 @numba.njit(parallel=True, **_JIT)
-def _backward_dense(e, matrix, shift, final, lengths, beta):
+def _backward_dense(e, matrix, shift, final, lengths, log_norm, beta):
     bsz, t_max, k = e.shape
     for b in numba.prange(bsz):
         bb = np.int64(b) if matrix.shape[0] > 1 else np.int64(0)
@@ -101,6 +118,8 @@ def _backward_dense(e, matrix, shift, final, lengths, beta):
             for j in range(k):
                 c[j] = e[b, t + 1, j] + beta[b, t + 1, j]
             _log_vecmat(c, matrix[bb, s], shift[bb, s], beta[b, t], scratch)
+            for i in range(k):
+                beta[b, t, i] -= log_norm[b, t + 1]
 
 
 @numba.njit(**_JIT)
@@ -120,7 +139,7 @@ def _shifted_exp(v, rows, m, out):
 
 
 @numba.njit(**_JIT)
-def _forward_dense_gemm(e, matrix, shift, init, lengths, alpha):
+def _forward_dense_gemm(e, matrix, shift, init, lengths, alpha, log_norm):
     """Dense forward with one BLAS GEMM per step for the whole batch (shared matrix)."""
     bsz, t_max, k = e.shape
     probs = np.empty((bsz, k), dtype=e.dtype)
@@ -128,6 +147,7 @@ def _forward_dense_gemm(e, matrix, shift, init, lengths, alpha):
     for b in range(bsz):
         for j in range(k):
             alpha[b, 0, j] = init[b, j] + e[b, 0, j]
+        log_norm[b, 0] = _normalise(alpha[b, 0])
     for t in range(1, t_max):
         s = np.int64(t - 1) if matrix.shape[1] > 1 else np.int64(0)
         _shifted_exp(alpha[:, t - 1], bsz, m, probs)
@@ -135,14 +155,16 @@ def _forward_dense_gemm(e, matrix, shift, init, lengths, alpha):
         for b in range(bsz):
             for j in range(k):
                 alpha[b, t, j] = np.log(out[b, j]) + m[b] + shift[0, s, j] + e[b, t, j]
+            log_norm[b, t] = _normalise(alpha[b, t])
     for b in range(bsz):
         for t in range(lengths[b], t_max):
+            log_norm[b, t] = 0.0
             for j in range(k):
                 alpha[b, t, j] = -np.inf
 
 
 @numba.njit(**_JIT)
-def _backward_dense_gemm(e, matrix, shift, final, lengths, beta):
+def _backward_dense_gemm(e, matrix, shift, final, lengths, log_norm, beta):
     """Dense backward with one BLAS GEMM per step for the whole batch (shared matrix)."""
     bsz, t_max, k = e.shape
     c = np.empty((bsz, k), dtype=e.dtype)
@@ -166,28 +188,31 @@ def _backward_dense_gemm(e, matrix, shift, final, lengths, beta):
                 elif t > last:
                     beta[b, t, j] = 0.0
                 else:
-                    beta[b, t, j] = np.log(out[b, j]) + n[b] + shift[0, s, j]
+                    beta[b, t, j] = np.log(out[b, j]) + n[b] + shift[0, s, j] - log_norm[b, t + 1]
 
 
 @numba.njit(parallel=True, **_JIT)
-def _forward_banded(e, by_dest, init, lengths, alpha):
+def _forward_banded(e, by_dest, init, lengths, alpha, log_norm):
     bsz, t_max, k = e.shape
     for b in numba.prange(bsz):
         bb = np.int64(b) if by_dest.shape[0] > 1 else np.int64(0)
         scores = np.empty(by_dest.shape[3], dtype=e.dtype)
         for j in range(k):
             alpha[b, 0, j] = init[b, j] + e[b, 0, j]
+        log_norm[b, 0] = _normalise(alpha[b, 0])
         for t in range(1, lengths[b]):
             s = np.int64(t - 1) if by_dest.shape[1] > 1 else np.int64(0)
             for j in range(k):
                 alpha[b, t, j] = _logsumexp_band(scores, by_dest[bb, s, j], alpha[b, t - 1], j, False) + e[b, t, j]
+            log_norm[b, t] = _normalise(alpha[b, t])
         for t in range(lengths[b], t_max):
+            log_norm[b, t] = 0.0
             for j in range(k):
                 alpha[b, t, j] = -np.inf
 
 
 @numba.njit(parallel=True, **_JIT)
-def _backward_banded(e, trans, final, lengths, beta):
+def _backward_banded(e, trans, final, lengths, log_norm, beta):
     bsz, t_max, k = e.shape
     for b in numba.prange(bsz):
         bb = np.int64(b) if trans.shape[0] > 1 else np.int64(0)
@@ -204,7 +229,27 @@ def _backward_banded(e, trans, final, lengths, beta):
             for j in range(k):
                 c[j] = e[b, t + 1, j] + beta[b, t + 1, j]
             for i in range(k):
-                beta[b, t, i] = _logsumexp_band(scores, trans[bb, s, i], c, i, True)
+                beta[b, t, i] = _logsumexp_band(scores, trans[bb, s, i], c, i, True) - log_norm[b, t + 1]
+
+
+@numba.njit(**_JIT)
+def _best_source(delta, row, j, banded):
+    """``max_x delta[src] + row[x]`` and its first maximising source (``src = j - x`` if banded)."""
+    best = -np.inf
+    if banded:
+        arg = j
+        for x in range(min(row.shape[0], j + 1)):
+            v = delta[j - x] + row[x]
+            if v > best:
+                best = v
+                arg = j - x
+        return best, arg
+    for x in range(row.shape[0]):  # branch-free max first: vectorises
+        best = max(best, delta[x] + row[x])
+    for x in range(row.shape[0]):
+        if delta[x] + row[x] == best:
+            return best, x
+    return best, j
 
 
 @numba.njit(parallel=True, **_JIT)
@@ -220,16 +265,8 @@ def _viterbi(e, table, banded, init, final, lengths, pointers, paths, scores):
         for t in range(1, lengths[b]):
             s = np.int64(t - 1) if table.shape[1] > 1 else np.int64(0)
             for j in range(k):
-                best = -np.inf
-                arg = j
                 row = table[bb, s, j]
-                for x in range(row.shape[0]):
-                    src = j - x if banded else x
-                    if src >= 0:
-                        v = delta[src] + row[x]
-                        if v > best:
-                            best = v
-                            arg = src
+                best, arg = _best_source(delta, row, j, banded)
                 nxt[j] = best + e[b, t, j]
                 pointers[b, t, j] = arg
             for j in range(k):
@@ -264,28 +301,30 @@ def _use_gemm(p: ChainProblem) -> bool:
     return p.trans.shape[0] == 1 and p.shape[2] >= GEMM_MIN_STATES
 
 
-def forward(p: ChainProblem) -> torch.Tensor:
-    """Forward log-probabilities ``alpha`` ``(B, T, K)`` (``-inf`` past each length)."""
+def forward(p: ChainProblem) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Scaled forward scores ``(alpha_hat, log_norm)`` as in :func:`torch_loops.forward` (``-inf`` past each length)."""
     alpha = torch.empty_like(p.emissions)
-    args = (_np(p.emissions),)
+    log_norm = p.emissions.new_empty(p.emissions.shape[:2])
+    e, init, lengths = _np(p.emissions), _np(p.init), _np(p.lengths)
     if p.kind == "dense":
         matrix, shift = dense_forward_factors(p.trans)
         loop = _forward_dense_gemm if _use_gemm(p) else _forward_dense
-        loop(*args, _np(matrix), _np(shift), _np(p.init), _np(p.lengths), alpha.numpy())
+        loop(e, _np(matrix), _np(shift), init, lengths, alpha.numpy(), log_norm.numpy())
     else:
-        _forward_banded(*args, _np(banded_by_destination(p.trans)), _np(p.init), _np(p.lengths), alpha.numpy())
-    return alpha
+        _forward_banded(e, _np(banded_by_destination(p.trans)), init, lengths, alpha.numpy(), log_norm.numpy())
+    return alpha, log_norm
 
 
-def backward(p: ChainProblem) -> torch.Tensor:
-    """Backward log-probabilities ``beta`` ``(B, T, K)`` (0 past each length)."""
+def backward(p: ChainProblem, log_norm: torch.Tensor) -> torch.Tensor:
+    """Scaled backward scores ``beta_hat`` as in :func:`torch_loops.backward` (0 past each length)."""
     beta = torch.empty_like(p.emissions)
+    e, final, lengths, norm = _np(p.emissions), _np(p.final), _np(p.lengths), _np(log_norm)
     if p.kind == "dense":
         matrix, shift = dense_backward_factors(p.trans)
         loop = _backward_dense_gemm if _use_gemm(p) else _backward_dense
-        loop(_np(p.emissions), _np(matrix), _np(shift), _np(p.final), _np(p.lengths), beta.numpy())
+        loop(e, _np(matrix), _np(shift), final, lengths, norm, beta.numpy())
     else:
-        _backward_banded(_np(p.emissions), _np(p.trans), _np(p.final), _np(p.lengths), beta.numpy())
+        _backward_banded(e, _np(p.trans), final, lengths, norm, beta.numpy())
     return beta
 
 

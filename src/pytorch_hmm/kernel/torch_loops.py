@@ -49,21 +49,35 @@ def _backward_step(p: ChainProblem) -> Step:
     return lambda c, t: torch.logsumexp(shift_windows(c, width, ahead=True) + p.trans[:, _step_index(p, t)], -1)
 
 
-def forward(p: ChainProblem) -> torch.Tensor:
-    """Forward log-probabilities ``alpha`` ``(B, T, K)`` (garbage past each length)."""
+def _normalise(a: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Shift ``(B, K)`` scores so their maximum is 0; returns ``(shifted, shift (B, 1))``."""
+    n = torch.nan_to_num(a.amax(-1, keepdim=True), neginf=0.0)
+    return a - n, n
+
+
+def forward(p: ChainProblem) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Scaled forward scores ``(alpha_hat (B, T, K), log_norm (B, T))`` (garbage past each length).
+
+    ``log alpha_t = alpha_hat_t + sum_{s <= t} log_norm_s`` with ``max_k alpha_hat_t = 0``:
+    values stay O(1) however long the sequence, so float32 keeps its precision.
+    """
     e = p.emissions
     step = _forward_step(p)
     alpha = torch.empty_like(e)
-    a = p.init + e[:, 0]
-    alpha[:, 0] = a
+    log_norm = e.new_empty(e.shape[:2])
+    a, n = _normalise(p.init + e[:, 0])
+    alpha[:, 0], log_norm[:, 0] = a, n.squeeze(-1)
     for t in range(1, e.shape[1]):
-        a = step(a, t - 1) + e[:, t]
-        alpha[:, t] = a
-    return alpha
+        a, n = _normalise(step(a, t - 1) + e[:, t])
+        alpha[:, t], log_norm[:, t] = a, n.squeeze(-1)
+    return alpha, log_norm
 
 
-def backward(p: ChainProblem) -> torch.Tensor:
-    """Backward log-probabilities ``beta`` ``(B, T, K)``; ``beta[b, L_b - 1] = final[b]``."""
+def backward(p: ChainProblem, log_norm: torch.Tensor) -> torch.Tensor:
+    """Scaled backward scores ``beta_hat`` ``(B, T, K)``, using the forward pass's ``log_norm``.
+
+    ``log beta_t = beta_hat_t + sum_{t < s < L} log_norm_s``; ``beta_hat[b, L_b - 1] = final[b]``.
+    """
     e = p.emissions
     t_max = e.shape[1]
     last = (p.lengths - 1)[:, None]
@@ -72,7 +86,7 @@ def backward(p: ChainProblem) -> torch.Tensor:
     b = torch.where(last == t_max - 1, p.final, torch.zeros_like(p.final))
     beta[:, t_max - 1] = b
     for t in range(t_max - 2, -1, -1):
-        b = torch.where(last == t, p.final, step(e[:, t + 1] + b, t))
+        b = torch.where(last == t, p.final, step(e[:, t + 1] + b, t) - log_norm[:, t + 1, None])
         beta[:, t] = b
     return beta
 
