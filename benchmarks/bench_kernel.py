@@ -29,7 +29,7 @@ see ``common.peak_extra_rss_mb`` for the method.
 Usage::
 
     PYTHONPATH=src python benchmarks/bench_kernel.py [--ks 8 64 256]
-        [--repeats 7] [--budget 5] [--quick] [--markdown PATH] [--no-memory]
+        [--repeats 15] [--budget 5] [--quick] [--markdown PATH] [--no-memory]
 """
 
 from __future__ import annotations
@@ -542,7 +542,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--ks", type=int, nargs="+", default=None,
                    help="numbers of states (default 8 64 256; 8 64 with --quick)")
     p.add_argument("--repeats", type=int, default=None,
-                   help="max timed calls per row (default 7; 3 with --quick)")
+                   help="max timed calls per row (default 15; 3 with --quick)")
     p.add_argument("--budget", type=float, default=None,
                    help="stop repeating a row once its timed calls used this many "
                         "seconds (default 5; 1 with --quick)")
@@ -559,7 +559,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     if args.ks is None:
         args.ks = [8, 64] if args.quick else [8, 64, 256]
     if args.repeats is None:
-        args.repeats = 3 if args.quick else 7
+        args.repeats = 3 if args.quick else 15
     if args.budget is None:
         args.budget = 1.0 if args.quick else 5.0
     return args

@@ -48,30 +48,42 @@ def _loops(p: ChainProblem, backend: str):
     return torch_loops
 
 
-def _log_z(p: ChainProblem, alpha: torch.Tensor, log_norm: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    """``(rest (B,), log Z (B,))`` from the scaled forward pass.
+def _log_z(p: ChainProblem, alpha: torch.Tensor, log_norm: torch.Tensor) -> torch.Tensor:
+    """``(B,)`` log Z from the scaled forward pass.
 
-    ``log Z = rest + sum_{t < L} log_norm_t``, the sum taken in float64.
+    ``log Z = logsumexp(alpha_hat_{L-1} + final) + sum_{t < L} log_norm_t``, the sum in float64.
     """
     last = (p.lengths - 1)[:, None, None].expand(-1, 1, alpha.shape[2])
     rest = torch.logsumexp(alpha.gather(1, last).squeeze(1) + p.final, -1)
     norm_sum = torch.where(p.mask, log_norm.double(), torch.zeros((), dtype=torch.float64, device=alpha.device)).sum(1)
-    return rest, (rest.double() + norm_sum).to(alpha.dtype)
+    return (rest.double() + norm_sum).to(alpha.dtype)
 
 
-def _state_marginals(p: ChainProblem, alpha: torch.Tensor, beta: torch.Tensor, rest: torch.Tensor) -> torch.Tensor:
-    """``(B, T, K)`` posteriors ``exp(alpha_hat + beta_hat - rest)``; 0 at padded frames and for infeasible sequences."""
-    keep = p.mask & torch.isfinite(rest)[:, None]
-    gamma = torch.exp(alpha + beta - rest[:, None, None])
-    return torch.where(keep[:, :, None], gamma, torch.zeros((), dtype=gamma.dtype, device=gamma.device))
+def _frame_totals(p: ChainProblem, alpha: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+    """``(B, T)`` ``logsumexp_k(alpha_hat_t + beta_hat_t)``; ``-inf`` at padded frames.
+
+    In exact arithmetic every valid frame gives the same value (``log Z`` minus the
+    normalisers); normalising each frame by its own total keeps posteriors and edge counts
+    exactly normalised instead of inheriting the rounding drift of a long backward pass.
+    """
+    totals = torch.logsumexp(alpha + beta, -1)
+    return torch.where(p.mask, totals, torch.full((), float("-inf"), dtype=totals.dtype, device=totals.device))
+
+
+def _state_marginals(p: ChainProblem, alpha: torch.Tensor, beta: torch.Tensor, totals: torch.Tensor) -> torch.Tensor:
+    """``(B, T, K)`` posteriors; 0 at padded frames and for infeasible sequences."""
+    keep = torch.isfinite(totals)
+    gamma = torch.exp(alpha + beta - totals.unsqueeze(-1))
+    return torch.where(keep.unsqueeze(-1), gamma, torch.zeros((), dtype=gamma.dtype, device=gamma.device))
 
 
 def _edge_marginals(
-    p: ChainProblem, alpha: torch.Tensor, beta: torch.Tensor, log_norm: torch.Tensor, rest: torch.Tensor
+    p: ChainProblem, alpha: torch.Tensor, beta: torch.Tensor, log_norm: torch.Tensor, totals: torch.Tensor
 ) -> torch.Tensor:
     """Expected transition counts ``(B, S', K, X)``: ``S' = T - 1`` if time-varying, else 1.
 
-    ``xi_t(i, j) = exp(alpha_hat_t(i) + A_ij + e_{t+1}(j) + beta_hat_{t+1}(j) - log_norm_{t+1} - rest)``.
+    ``xi_t(i, j) = exp(alpha_hat_t(i) + A_ij + e_{t+1}(j) + beta_hat_{t+1}(j) - log_norm_{t+1} - totals_{t+1})``
+    (summing ``xi_t`` over ``i`` gives the posterior at ``t + 1``, so each step sums to 1).
     """
     bsz, t_max, k = p.shape
     dtype = alpha.dtype
@@ -79,10 +91,11 @@ def _edge_marginals(
     if t_max == 1:
         return torch.zeros((bsz, 1 if not p.time_varying else 0) + p.trans.shape[2:], dtype=dtype, device=alpha.device)
     # a step t -> t + 1 is used iff t + 1 < length; infeasible sequences get no counts
-    step_ok = p.mask[:, 1:] & torch.isfinite(rest)[:, None]
+    step_totals = totals[:, 1:]
+    step_ok = torch.isfinite(step_totals)
     a = alpha[:, :-1]
     c = (p.emissions + beta - log_norm.unsqueeze(-1))[:, 1:]
-    lz = rest[:, None, None, None]
+    lz = step_totals[:, :, None, None]
     if p.kind == "banded":
         xi = torch.exp(a.unsqueeze(-1) + p.trans + shift_windows(c, p.trans.shape[-1], ahead=True) - lz)
         xi = torch.where(step_ok[:, :, None, None], xi, zero)
@@ -90,11 +103,11 @@ def _edge_marginals(
     if p.time_varying:
         xi = torch.exp(a.unsqueeze(-1) + p.trans + c.unsqueeze(-2) - lz)
         return torch.where(step_ok[:, :, None, None], xi, zero)
-    return _static_dense_edges(p.trans[:, 0], a, c, rest, step_ok).unsqueeze(1)
+    return _static_dense_edges(p.trans[:, 0], a, c, step_totals, step_ok).unsqueeze(1)
 
 
 def _static_dense_edges(
-    trans: torch.Tensor, a: torch.Tensor, c: torch.Tensor, rest: torch.Tensor, step_ok: torch.Tensor
+    trans: torch.Tensor, a: torch.Tensor, c: torch.Tensor, step_totals: torch.Tensor, step_ok: torch.Tensor
 ) -> torch.Tensor:
     """``sum_t xi_t`` for one ``(B', K, K)`` matrix as a single GEMM over time.
 
@@ -102,7 +115,7 @@ def _static_dense_edges(
     between ``u`` and ``v``; computed in float64 so that even alpha/beta disagreeing by
     hundreds of nats neither overflow nor lose the counts.
     """
-    a64, c64, lz = a.double(), c.double(), rest.double()[:, None, None]
+    a64, c64, lz = a.double(), c.double(), step_totals.double().unsqueeze(-1)
     top = torch.nan_to_num(trans.double().amax((-2, -1), keepdim=True), neginf=0.0)  # (B', 1, 1)
     m = torch.nan_to_num(a64.amax(-1, keepdim=True), neginf=0.0)
     n = torch.nan_to_num(c64.amax(-1, keepdim=True), neginf=0.0)
@@ -120,19 +133,20 @@ class _LogPartition(torch.autograd.Function):
     def forward(ctx, emissions, trans, init, final, problem: ChainProblem, loops):  # type: ignore[override]
         p = ChainProblem(emissions, trans, problem.kind, init, final, problem.lengths, problem.time_varying)
         alpha, log_norm = loops.forward(p)
-        rest, log_z = _log_z(p, alpha, log_norm)
-        ctx.save_for_backward(emissions, trans, init, final, alpha, log_norm, rest)
+        log_z = _log_z(p, alpha, log_norm)
+        ctx.save_for_backward(emissions, trans, init, final, alpha, log_norm, log_z)
         ctx.meta = (problem.kind, problem.lengths, problem.time_varying, loops)
         return log_z
 
     @staticmethod
     def backward(ctx, grad_log_z):  # type: ignore[override]
-        emissions, trans, init, final, alpha, log_norm, rest = ctx.saved_tensors
+        emissions, trans, init, final, alpha, log_norm, log_z = ctx.saved_tensors
         kind, lengths, time_varying, loops = ctx.meta
         p = ChainProblem(emissions, trans, kind, init, final, lengths, time_varying)
         beta = loops.backward(p, log_norm)
-        g = torch.where(torch.isfinite(rest), grad_log_z, torch.zeros_like(grad_log_z))
-        gamma = _state_marginals(p, alpha, beta, rest)
+        g = torch.where(torch.isfinite(log_z), grad_log_z, torch.zeros_like(grad_log_z))
+        totals = _frame_totals(p, alpha, beta)
+        gamma = _state_marginals(p, alpha, beta, totals)
         grad_e = gamma * g[:, None, None] if ctx.needs_input_grad[0] else None
         grad_init = gamma[:, 0] * g[:, None] if ctx.needs_input_grad[2] else None
         grad_final = None
@@ -141,7 +155,7 @@ class _LogPartition(torch.autograd.Function):
             grad_final = gamma.gather(1, last).squeeze(1) * g[:, None]
         grad_trans = None
         if ctx.needs_input_grad[1]:
-            xi = _edge_marginals(p, alpha, beta, log_norm, rest) * g[:, None, None, None]
+            xi = _edge_marginals(p, alpha, beta, log_norm, totals) * g[:, None, None, None]
             grad_trans = xi.sum(0, keepdim=True) if trans.shape[0] == 1 and xi.shape[0] != 1 else xi
         return grad_e, grad_trans, grad_init, grad_final, None, None
 
@@ -166,14 +180,15 @@ def log_partition(
 
 
 def _forward_backward(p: ChainProblem, backend: str):
-    """Scaled ``(alpha_hat, beta_hat, log_norm, rest, log Z)`` without autograd."""
+    """Scaled ``(alpha_hat, beta_hat, log_norm, frame totals, log Z)`` without autograd."""
     loops = _loops(p, backend)
     with torch.no_grad():
         q = p.detached()
         alpha, log_norm = loops.forward(q)
-        rest, log_z = _log_z(q, alpha, log_norm)
+        log_z = _log_z(q, alpha, log_norm)
         beta = loops.backward(q, log_norm)
-    return alpha, beta, log_norm, rest, log_z
+        totals = _frame_totals(q, alpha, beta)
+    return alpha, beta, log_norm, totals, log_z
 
 
 def forward_backward(
@@ -187,8 +202,8 @@ def forward_backward(
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """``(log Z (B,), posteriors (B, T, K))`` from one forward and one backward pass (no grad)."""
     p = prepare(log_emissions, transitions, log_init, lengths, log_final)
-    alpha, beta, _, rest, log_z = _forward_backward(p, backend)
-    return log_z, _state_marginals(p, alpha, beta, rest)
+    alpha, beta, _, totals, log_z = _forward_backward(p, backend)
+    return log_z, _state_marginals(p, alpha, beta, totals)
 
 
 def posteriors(
@@ -220,9 +235,9 @@ def expected_transitions(
     (banded ``i + w >= K``, padded steps, infeasible sequences) count 0.
     """
     p = prepare(log_emissions, transitions, log_init, lengths, log_final)
-    alpha, beta, log_norm, rest, _ = _forward_backward(p, backend)
+    alpha, beta, log_norm, totals, _ = _forward_backward(p, backend)
     with torch.no_grad():
-        xi = _edge_marginals(p.detached(), alpha, beta, log_norm, rest)
+        xi = _edge_marginals(p.detached(), alpha, beta, log_norm, totals)
     return xi if p.time_varying else xi.squeeze(1)
 
 

@@ -22,38 +22,45 @@ _JIT = dict(nogil=True, cache=True)
 
 
 @numba.njit(**_JIT)
-def _log_vecmat(v, matrix, shift, out, scratch):
-    """``out = log(exp(v) @ exp(A))`` given ``matrix = exp(A - shift)`` (matrix rows: sources)."""
-    k = v.shape[0]
-    m = -np.inf
-    for i in range(k):
-        if v[i] > m:
-            m = v[i]
-    if m == -np.inf:
-        m = 0.0
-    for j in range(k):
-        scratch[j] = 0.0
-    for i in range(k):
-        p = np.exp(v[i] - m)
-        if p != 0.0:
-            for j in range(k):
-                scratch[j] += p * matrix[i, j]
-    for j in range(k):
-        out[j] = np.log(scratch[j]) + m + shift[j]
+def _row_max(row):
+    """Maximum of ``row`` in its own dtype; 0 where every entry is ``-inf``."""
+    m = row.dtype.type(-np.inf)
+    for j in range(row.shape[0]):
+        if row[j] > m:
+            m = row[j]
+    return m if m > -np.inf else row.dtype.type(0)
 
 
 @numba.njit(**_JIT)
 def _normalise(row):
-    """Shift ``row`` in place so its maximum is 0; returns the shift (0 if all ``-inf``)."""
-    m = -np.inf
-    for j in range(row.shape[0]):
-        if row[j] > m:
-            m = row[j]
-    if m == -np.inf:
-        return 0.0
+    """Shift ``row`` in place so its maximum is 0; returns the shift."""
+    m = _row_max(row)
     for j in range(row.shape[0]):
         row[j] -= m
     return m
+
+
+@numba.njit(**_JIT)
+def _exp_shifted(v, out):
+    """``out = exp(v - max v)``; returns the shift."""
+    m = _row_max(v)
+    for i in range(v.shape[0]):
+        out[i] = np.exp(v[i] - m)
+    return m
+
+
+@numba.njit(**_JIT)
+def _log_vecmat(v, matrix, shift, out, probs, acc):
+    """``out = log(exp(v) @ exp(A))`` given ``matrix = exp(A - shift)`` (matrix rows: sources)."""
+    m = _exp_shifted(v, probs)
+    acc[:] = 0
+    for i in range(v.shape[0]):
+        p = probs[i]
+        if p != 0:
+            for j in range(acc.shape[0]):
+                acc[j] += p * matrix[i, j]
+    for j in range(acc.shape[0]):
+        out[j] = np.log(acc[j]) + m + shift[j]
 
 
 @numba.njit(**_JIT)
@@ -61,7 +68,7 @@ def _logsumexp_band(scores_row, table_row, v, j, ahead):
     """``logsumexp_w(table_row[w] + v[j -/+ w])`` over moves that stay inside ``v``."""
     k = v.shape[0]
     width = table_row.shape[0]
-    m = -np.inf
+    m = v.dtype.type(-np.inf)
     for w in range(width):
         src = j + w if ahead else j - w
         if 0 <= src < k:
@@ -72,8 +79,8 @@ def _logsumexp_band(scores_row, table_row, v, j, ahead):
         else:
             scores_row[w] = -np.inf
     if m == -np.inf:
-        return -np.inf
-    total = 0.0
+        return m
+    total = v.dtype.type(0)
     for w in range(width):
         total += np.exp(scores_row[w] - m)
     return np.log(total) + m
@@ -84,13 +91,14 @@ def _forward_dense(e, matrix, shift, init, lengths, alpha, log_norm):
     bsz, t_max, k = e.shape
     for b in numba.prange(bsz):
         bb = np.int64(b) if matrix.shape[0] > 1 else np.int64(0)
-        scratch = np.empty(k, dtype=e.dtype)
+        probs = np.empty(k, dtype=e.dtype)
+        acc = np.empty(k, dtype=e.dtype)
         for j in range(k):
             alpha[b, 0, j] = init[b, j] + e[b, 0, j]
         log_norm[b, 0] = _normalise(alpha[b, 0])
         for t in range(1, lengths[b]):
             s = np.int64(t - 1) if matrix.shape[1] > 1 else np.int64(0)
-            _log_vecmat(alpha[b, t - 1], matrix[bb, s], shift[bb, s], alpha[b, t], scratch)
+            _log_vecmat(alpha[b, t - 1], matrix[bb, s], shift[bb, s], alpha[b, t], probs, acc)
             for j in range(k):
                 alpha[b, t, j] += e[b, t, j]
             log_norm[b, t] = _normalise(alpha[b, t])
@@ -105,7 +113,8 @@ def _backward_dense(e, matrix, shift, final, lengths, log_norm, beta):
     bsz, t_max, k = e.shape
     for b in numba.prange(bsz):
         bb = np.int64(b) if matrix.shape[0] > 1 else np.int64(0)
-        scratch = np.empty(k, dtype=e.dtype)
+        probs = np.empty(k, dtype=e.dtype)
+        acc = np.empty(k, dtype=e.dtype)
         c = np.empty(k, dtype=e.dtype)
         last = lengths[b] - 1
         for t in range(last + 1, t_max):
@@ -117,78 +126,9 @@ def _backward_dense(e, matrix, shift, final, lengths, log_norm, beta):
             s = np.int64(t) if matrix.shape[1] > 1 else np.int64(0)
             for j in range(k):
                 c[j] = e[b, t + 1, j] + beta[b, t + 1, j]
-            _log_vecmat(c, matrix[bb, s], shift[bb, s], beta[b, t], scratch)
+            _log_vecmat(c, matrix[bb, s], shift[bb, s], beta[b, t], probs, acc)
             for i in range(k):
                 beta[b, t, i] -= log_norm[b, t + 1]
-
-
-@numba.njit(**_JIT)
-def _shifted_exp(v, rows, m, out):
-    """``out[r] = exp(v[r] - m[r])`` with ``m[r] = max(v[r])`` (0 where all are ``-inf``)."""
-    k = v.shape[1]
-    for r in range(rows):
-        mr = -np.inf
-        for i in range(k):
-            if v[r, i] > mr:
-                mr = v[r, i]
-        if mr == -np.inf:
-            mr = 0.0
-        m[r] = mr
-        for i in range(k):
-            out[r, i] = np.exp(v[r, i] - mr)
-
-
-@numba.njit(**_JIT)
-def _forward_dense_gemm(e, matrix, shift, init, lengths, alpha, log_norm):
-    """Dense forward with one BLAS GEMM per step for the whole batch (shared matrix)."""
-    bsz, t_max, k = e.shape
-    probs = np.empty((bsz, k), dtype=e.dtype)
-    m = np.empty(bsz, dtype=e.dtype)
-    for b in range(bsz):
-        for j in range(k):
-            alpha[b, 0, j] = init[b, j] + e[b, 0, j]
-        log_norm[b, 0] = _normalise(alpha[b, 0])
-    for t in range(1, t_max):
-        s = np.int64(t - 1) if matrix.shape[1] > 1 else np.int64(0)
-        _shifted_exp(alpha[:, t - 1], bsz, m, probs)
-        out = np.dot(probs, matrix[0, s])
-        for b in range(bsz):
-            for j in range(k):
-                alpha[b, t, j] = np.log(out[b, j]) + m[b] + shift[0, s, j] + e[b, t, j]
-            log_norm[b, t] = _normalise(alpha[b, t])
-    for b in range(bsz):
-        for t in range(lengths[b], t_max):
-            log_norm[b, t] = 0.0
-            for j in range(k):
-                alpha[b, t, j] = -np.inf
-
-
-@numba.njit(**_JIT)
-def _backward_dense_gemm(e, matrix, shift, final, lengths, log_norm, beta):
-    """Dense backward with one BLAS GEMM per step for the whole batch (shared matrix)."""
-    bsz, t_max, k = e.shape
-    c = np.empty((bsz, k), dtype=e.dtype)
-    probs = np.empty((bsz, k), dtype=e.dtype)
-    n = np.empty(bsz, dtype=e.dtype)
-    for b in range(bsz):
-        for j in range(k):
-            beta[b, t_max - 1, j] = final[b, j] if lengths[b] == t_max else 0.0
-    for t in range(t_max - 2, -1, -1):
-        s = np.int64(t) if matrix.shape[1] > 1 else np.int64(0)
-        for b in range(bsz):
-            for j in range(k):
-                c[b, j] = e[b, t + 1, j] + beta[b, t + 1, j]
-        _shifted_exp(c, bsz, n, probs)
-        out = np.dot(probs, matrix[0, s])
-        for b in range(bsz):
-            last = lengths[b] - 1
-            for j in range(k):
-                if t == last:
-                    beta[b, t, j] = final[b, j]
-                elif t > last:
-                    beta[b, t, j] = 0.0
-                else:
-                    beta[b, t, j] = np.log(out[b, j]) + n[b] + shift[0, s, j] - log_norm[b, t + 1]
 
 
 @numba.njit(parallel=True, **_JIT)
@@ -235,7 +175,7 @@ def _backward_banded(e, trans, final, lengths, log_norm, beta):
 @numba.njit(**_JIT)
 def _best_source(delta, row, j, banded):
     """``max_x delta[src] + row[x]`` and its first maximising source (``src = j - x`` if banded)."""
-    best = -np.inf
+    best = delta.dtype.type(-np.inf)
     if banded:
         arg = j
         for x in range(min(row.shape[0], j + 1)):
@@ -293,14 +233,6 @@ def _np(x: torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(x.detach().numpy())
 
 
-GEMM_MIN_STATES = 32
-
-
-def _use_gemm(p: ChainProblem) -> bool:
-    """A shared dense matrix with many states: one BLAS GEMM per step beats per-sequence loops."""
-    return p.trans.shape[0] == 1 and p.shape[2] >= GEMM_MIN_STATES
-
-
 def forward(p: ChainProblem) -> Tuple[torch.Tensor, torch.Tensor]:
     """Scaled forward scores ``(alpha_hat, log_norm)`` as in :func:`torch_loops.forward` (``-inf`` past each length)."""
     alpha = torch.empty_like(p.emissions)
@@ -308,8 +240,7 @@ def forward(p: ChainProblem) -> Tuple[torch.Tensor, torch.Tensor]:
     e, init, lengths = _np(p.emissions), _np(p.init), _np(p.lengths)
     if p.kind == "dense":
         matrix, shift = dense_forward_factors(p.trans)
-        loop = _forward_dense_gemm if _use_gemm(p) else _forward_dense
-        loop(e, _np(matrix), _np(shift), init, lengths, alpha.numpy(), log_norm.numpy())
+        _forward_dense(e, _np(matrix), _np(shift), init, lengths, alpha.numpy(), log_norm.numpy())
     else:
         _forward_banded(e, _np(banded_by_destination(p.trans)), init, lengths, alpha.numpy(), log_norm.numpy())
     return alpha, log_norm
@@ -321,8 +252,7 @@ def backward(p: ChainProblem, log_norm: torch.Tensor) -> torch.Tensor:
     e, final, lengths, norm = _np(p.emissions), _np(p.final), _np(p.lengths), _np(log_norm)
     if p.kind == "dense":
         matrix, shift = dense_backward_factors(p.trans)
-        loop = _backward_dense_gemm if _use_gemm(p) else _backward_dense
-        loop(e, _np(matrix), _np(shift), final, lengths, norm, beta.numpy())
+        _backward_dense(e, _np(matrix), _np(shift), final, lengths, norm, beta.numpy())
     else:
         _backward_banded(e, _np(p.trans), final, lengths, norm, beta.numpy())
     return beta
