@@ -424,23 +424,23 @@ def test_long_sequence_float32_is_stable(model, backend):
     em_grad = em32.clone().requires_grad_(True)
     (g,) = torch.autograd.grad(run("log_partition", dict(inp, log_emissions=em_grad), backend).sum(), [em_grad])
     assert torch.isfinite(g).all()
-    assert (g[0].double().sum(-1) - 1).abs().max() < 1e-3, "d log Z / d log_emissions must sum to 1 per frame"
+    assert (g[0].double().sum(-1) - 1).abs().max() < 1e-5, "d log Z / d log_emissions must sum to 1 per frame"
 
     lz = float(out["log_partition"][0])
     assert math.isfinite(lz)
     ref = _numpy_forward_log_z(log_em, dense, init)
-    # float32 accumulation over 1e5 frames: a loose check that log Z is the right number
-    assert lz == pytest.approx(ref, rel=5e-3)
+    # per-frame normalisers are summed in float64: log Z keeps float32's relative precision
+    assert lz == pytest.approx(ref, rel=1e-6)
 
     post = out["posteriors"][0].double()
     assert torch.isfinite(post).all()
     err = (post.sum(-1) - 1).abs()
-    assert err.max() < 1e-3, f"posteriors must sum to 1 per frame: worst |sum - 1| = {err.max():.3g} at frame {int(err.argmax())}"
+    assert err.max() < 1e-5, f"posteriors must sum to 1 per frame: worst |sum - 1| = {err.max():.3g} at frame {int(err.argmax())}"
     assert (post >= -1e-6).all() and (post <= 1 + 1e-3).all()
 
     xi = out["expected_transitions"][0].double()
     assert torch.isfinite(xi).all()
-    assert float(xi.sum()) == pytest.approx(t_ - 1, rel=1e-3)
+    assert float(xi.sum()) == pytest.approx(t_ - 1, rel=1e-5)
 
     score = float(out["scores"][0])
     assert math.isfinite(score) and score <= lz + 1e-3 * abs(lz)
