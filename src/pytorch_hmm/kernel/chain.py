@@ -70,11 +70,13 @@ def _frame_totals(p: ChainProblem, alpha: torch.Tensor, beta: torch.Tensor) -> t
     return torch.where(p.mask, totals, torch.full((), float("-inf"), dtype=totals.dtype, device=totals.device))
 
 
-def _state_marginals(p: ChainProblem, alpha: torch.Tensor, beta: torch.Tensor, totals: torch.Tensor) -> torch.Tensor:
-    """``(B, T, K)`` posteriors; 0 at padded frames and for infeasible sequences."""
-    keep = torch.isfinite(totals)
-    gamma = torch.exp(alpha + beta - totals.unsqueeze(-1))
-    return torch.where(keep.unsqueeze(-1), gamma, torch.zeros((), dtype=gamma.dtype, device=gamma.device))
+def _state_marginals(p: ChainProblem, alpha: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+    """``(B, T, K)`` posteriors ``softmax_k(alpha_hat_t + beta_hat_t)`` (each frame normalised by
+    its own total, see :func:`_frame_totals`); 0 at padded frames and where no state has a
+    finite score (infeasible sequences)."""
+    gamma = torch.softmax(alpha + beta, -1)  # NaN only for rows that are all -inf
+    gamma = torch.where(p.mask.unsqueeze(-1), gamma, torch.zeros((), dtype=gamma.dtype, device=gamma.device))
+    return gamma.nan_to_num_(nan=0.0)
 
 
 def _edge_marginals(
@@ -145,8 +147,7 @@ class _LogPartition(torch.autograd.Function):
         p = ChainProblem(emissions, trans, kind, init, final, lengths, time_varying)
         beta = loops.backward(p, log_norm)
         g = torch.where(torch.isfinite(log_z), grad_log_z, torch.zeros_like(grad_log_z))
-        totals = _frame_totals(p, alpha, beta)
-        gamma = _state_marginals(p, alpha, beta, totals)
+        gamma = _state_marginals(p, alpha, beta)
         grad_e = gamma * g[:, None, None] if ctx.needs_input_grad[0] else None
         grad_init = gamma[:, 0] * g[:, None] if ctx.needs_input_grad[2] else None
         grad_final = None
@@ -155,7 +156,7 @@ class _LogPartition(torch.autograd.Function):
             grad_final = gamma.gather(1, last).squeeze(1) * g[:, None]
         grad_trans = None
         if ctx.needs_input_grad[1]:
-            xi = _edge_marginals(p, alpha, beta, log_norm, totals) * g[:, None, None, None]
+            xi = _edge_marginals(p, alpha, beta, log_norm, _frame_totals(p, alpha, beta)) * g[:, None, None, None]
             grad_trans = xi.sum(0, keepdim=True) if trans.shape[0] == 1 and xi.shape[0] != 1 else xi
         return grad_e, grad_trans, grad_init, grad_final, None, None
 
@@ -180,15 +181,14 @@ def log_partition(
 
 
 def _forward_backward(p: ChainProblem, backend: str):
-    """Scaled ``(alpha_hat, beta_hat, log_norm, frame totals, log Z)`` without autograd."""
+    """Scaled ``(alpha_hat, beta_hat, log_norm, log Z)`` without autograd."""
     loops = _loops(p, backend)
     with torch.no_grad():
         q = p.detached()
         alpha, log_norm = loops.forward(q)
         log_z = _log_z(q, alpha, log_norm)
         beta = loops.backward(q, log_norm)
-        totals = _frame_totals(q, alpha, beta)
-    return alpha, beta, log_norm, totals, log_z
+    return alpha, beta, log_norm, log_z
 
 
 def forward_backward(
@@ -202,8 +202,9 @@ def forward_backward(
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """``(log Z (B,), posteriors (B, T, K))`` from one forward and one backward pass (no grad)."""
     p = prepare(log_emissions, transitions, log_init, lengths, log_final)
-    alpha, beta, _, totals, log_z = _forward_backward(p, backend)
-    return log_z, _state_marginals(p, alpha, beta, totals)
+    alpha, beta, _, log_z = _forward_backward(p, backend)
+    with torch.no_grad():
+        return log_z, _state_marginals(p, alpha, beta)
 
 
 def posteriors(
@@ -235,9 +236,10 @@ def expected_transitions(
     (banded ``i + w >= K``, padded steps, infeasible sequences) count 0.
     """
     p = prepare(log_emissions, transitions, log_init, lengths, log_final)
-    alpha, beta, log_norm, totals, _ = _forward_backward(p, backend)
+    alpha, beta, log_norm, _ = _forward_backward(p, backend)
     with torch.no_grad():
-        xi = _edge_marginals(p.detached(), alpha, beta, log_norm, totals)
+        q = p.detached()
+        xi = _edge_marginals(q, alpha, beta, log_norm, _frame_totals(q, alpha, beta))
     return xi if p.time_varying else xi.squeeze(1)
 
 

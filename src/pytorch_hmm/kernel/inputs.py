@@ -15,6 +15,7 @@ The canonicalisation uses differentiable ops only, so gradients reach the user's
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Optional, Sequence, Union
 
@@ -102,10 +103,10 @@ def prepare(
         trans = trans.unsqueeze(-3)  # add S = 1
         if structure.batch_size is None:
             trans = trans.unsqueeze(0)  # B' = 1
-    _check_finite_or_neginf(e, "log_emissions", mask[:, :, None])
+    e = torch.where(mask[:, :, None], e, torch.zeros((), dtype=e.dtype, device=e.device))
+    _check_finite_or_neginf(e, "log_emissions", None)
     _check_finite_or_neginf(init, "log_init", None)
     _check_finite_or_neginf(final, "log_final", None)
-    e = torch.where(mask[:, :, None], e, torch.zeros((), dtype=e.dtype, device=e.device))
     return ChainProblem(e, trans, structure.kind, init, final, lens, structure.time_varying)
 
 
@@ -204,11 +205,16 @@ def _check_lengths(lengths: LengthsLike, e: torch.Tensor) -> torch.Tensor:
 
 
 def _check_finite_or_neginf(x: torch.Tensor, name: str, where: Optional[torch.Tensor]) -> None:
-    """Raise if ``x`` holds NaN or +inf (at positions where ``where`` is True)."""
-    bad = torch.isnan(x) | torch.isposinf(x)
+    """Raise if ``x`` holds NaN or +inf (at positions where ``where`` is True).
+
+    One reduction in the common case: the maximum is NaN or +inf iff such an entry exists.
+    """
     if where is not None:
-        bad = bad & where
-    if bool(bad.any()):
-        kind = "NaN" if bool((torch.isnan(x) & (where if where is not None else True)).any()) else "+inf"
+        x = torch.where(where, x, torch.zeros((), dtype=x.dtype, device=x.device))
+    if x.numel() == 0:
+        return
+    top = float(x.max())
+    if math.isnan(top) or top == math.inf:
+        kind = "NaN" if bool(torch.isnan(x).any()) else "+inf"
         scope = " (at valid frames)" if name == "log_emissions" else ""
         raise HMMValueError(f"{name} must not contain NaN or +inf{scope}; found {kind}")
