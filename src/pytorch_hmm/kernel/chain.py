@@ -13,6 +13,7 @@ so memory stays ``O(B T K)`` and the gradient w.r.t. the emissions is the state 
 
 from __future__ import annotations
 
+import math
 from typing import Optional, Tuple, Union
 
 import torch
@@ -48,6 +49,18 @@ def _loops(p: ChainProblem, backend: str):
     return torch_loops
 
 
+def _exp_flushed_(d: torch.Tensor) -> torch.Tensor:
+    """In place: ``exp(d)`` with results below the dtype's smallest normal number set to 0.
+
+    Identical to ``exp`` up to denormals, and several times faster on CPU, where ``exp`` takes a
+    slow path for results that are denormal or underflow (common: log-posteriors of unlikely
+    states). The cutoff keeps a margin of one nat above the smallest normal number.
+    """
+    lo = math.log(torch.finfo(d.dtype).tiny) + 1.0
+    underflow = d <= lo
+    return d.clamp_(min=lo).exp_().masked_fill_(underflow, 0.0)
+
+
 def _log_z(p: ChainProblem, alpha: torch.Tensor, log_norm: torch.Tensor) -> torch.Tensor:
     """``(B,)`` log Z from the scaled forward pass.
 
@@ -74,8 +87,11 @@ def _state_marginals(p: ChainProblem, alpha: torch.Tensor, beta: torch.Tensor) -
     """``(B, T, K)`` posteriors ``softmax_k(alpha_hat_t + beta_hat_t)`` (each frame normalised by
     its own total, see :func:`_frame_totals`); 0 at padded frames and where no state has a
     finite score (infeasible sequences)."""
-    gamma = torch.softmax(alpha + beta, -1)  # NaN only for rows that are all -inf
-    gamma = torch.where(p.mask.unsqueeze(-1), gamma, torch.zeros((), dtype=gamma.dtype, device=gamma.device))
+    gamma = alpha + beta
+    gamma -= gamma.amax(-1, keepdim=True)  # NaN only for rows that are all -inf
+    _exp_flushed_(gamma)
+    gamma /= gamma.sum(-1, keepdim=True)  # (in place; torch.softmax is ~5x slower for small K on CPU)
+    gamma.masked_fill_(~p.mask.unsqueeze(-1), 0.0)
     return gamma.nan_to_num_(nan=0.0)
 
 
@@ -99,11 +115,11 @@ def _edge_marginals(
     c = (p.emissions + beta - log_norm.unsqueeze(-1))[:, 1:]
     lz = step_totals[:, :, None, None]
     if p.kind == "banded":
-        xi = torch.exp(a.unsqueeze(-1) + p.trans + shift_windows(c, p.trans.shape[-1], ahead=True) - lz)
+        xi = _exp_flushed_(a.unsqueeze(-1) + p.trans + shift_windows(c, p.trans.shape[-1], ahead=True) - lz)
         xi = torch.where(step_ok[:, :, None, None], xi, zero)
         return xi if p.time_varying else xi.sum(1, keepdim=True)
     if p.time_varying:
-        xi = torch.exp(a.unsqueeze(-1) + p.trans + c.unsqueeze(-2) - lz)
+        xi = _exp_flushed_(a.unsqueeze(-1) + p.trans + c.unsqueeze(-2) - lz)
         return torch.where(step_ok[:, :, None, None], xi, zero)
     return _static_dense_edges(p.trans[:, 0], a, c, step_totals, step_ok).unsqueeze(1)
 

@@ -209,6 +209,7 @@ def _check_finite_or_neginf(x: torch.Tensor, name: str, where: Optional[torch.Te
 
     One reduction in the common case: the maximum is NaN or +inf iff such an entry exists.
     """
+    x = x.detach()
     if where is not None:
         x = torch.where(where, x, torch.zeros((), dtype=x.dtype, device=x.device))
     if x.numel() == 0:

@@ -44,8 +44,10 @@ def _normalise(row):
 def _exp_shifted(v, out):
     """``out = exp(v - max v)``; returns the shift."""
     m = _row_max(v)
+    lo = np.log(np.finfo(v.dtype).tiny) + 1  # see chain._exp_flushed_
     for i in range(v.shape[0]):
-        out[i] = np.exp(v[i] - m)
+        d = v[i] - m
+        out[i] = np.exp(d) if d > lo else 0
     return m
 
 
@@ -81,8 +83,11 @@ def _logsumexp_band(scores_row, table_row, v, j, ahead):
     if m == -np.inf:
         return m
     total = v.dtype.type(0)
+    lo = np.log(np.finfo(v.dtype).tiny) + 1  # see chain._exp_flushed_
     for w in range(width):
-        total += np.exp(scores_row[w] - m)
+        d = scores_row[w] - m
+        if d > lo:
+            total += np.exp(d)
     return np.log(total) + m
 
 
