@@ -16,6 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import oracle
+from kernel_calls import run, torch_inputs
 from oracle import LAYOUTS, STORAGES, Problem, brute_force, random_problem
 from pytorch_hmm import kernel
 from pytorch_hmm.transitions import Banded, Dense
@@ -28,37 +29,6 @@ RTOL = 1e-9
 # ---------------------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------------------
-
-
-def torch_inputs(p: Problem, dtype=torch.float64, requires_grad: bool = False):
-    """Kernel arguments (as a dict) for a numpy :class:`Problem`."""
-
-    def t(x):
-        if x is None:
-            return None
-        return torch.tensor(x, dtype=dtype, requires_grad=requires_grad)
-
-    lp = t(p.trans)
-    structure = Dense(lp) if p.storage == "dense" else Banded(lp)
-    lengths = None if p.lengths is None else torch.tensor(p.lengths, dtype=torch.int64)
-    return dict(
-        log_emissions=t(p.em),
-        transitions=structure,
-        log_init=t(p.init),
-        lengths=lengths,
-        log_final=t(p.final),
-    )
-
-
-def call(fn, inputs, backend):
-    return fn(
-        inputs["log_emissions"],
-        inputs["transitions"],
-        inputs["log_init"],
-        lengths=inputs["lengths"],
-        log_final=inputs["log_final"],
-        backend=backend,
-    )
 
 
 def assert_close(actual, expected, what, atol=ATOL, rtol=RTOL):
@@ -74,17 +44,17 @@ def check_values(p: Problem, backend: str) -> None:
     ans = p.solve()
     inp = torch_inputs(p)
 
-    log_z = call(kernel.log_partition, inp, backend)
+    log_z = run("log_partition", inp, backend)
     assert log_z.dtype == torch.float64
     assert_close(log_z, ans.log_z, "log_partition")  # -inf == -inf passes, -inf vs finite fails
 
-    post = call(kernel.posteriors, inp, backend)
+    post = run("posteriors", inp, backend)
     assert_close(post, ans.posteriors, "posteriors")
 
-    xi = call(kernel.expected_transitions, inp, backend)
+    xi = run("expected_transitions", inp, backend)
     assert_close(xi, ans.expected_transitions, "expected_transitions")
 
-    paths, scores = call(kernel.viterbi, inp, backend)
+    paths, scores = run("viterbi", inp, backend)
     assert paths.dtype == torch.int64
     assert tuple(paths.shape) == (p.batch, p.frames)
     assert_close(scores, ans.best_score, "viterbi scores")
@@ -342,7 +312,7 @@ def test_gradients_are_marginals(storage, layout, backend, data):
     names = ["log_emissions", "transitions", "log_init"] + (["log_final"] if p.final is not None else [])
     tensors = [inp[n].log_probs if n == "transitions" else inp[n] for n in names]
 
-    log_z = call(kernel.log_partition, inp, backend)
+    log_z = run("log_partition", inp, backend)
     grads = torch.autograd.grad(log_z.sum(), tensors, allow_unused=True)
 
     expected = expected_gradients(p, ans)

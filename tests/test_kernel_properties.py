@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import oracle
+from kernel_calls import run, structure, torch_inputs
 from oracle import LAYOUTS, Problem, random_problem
 from pytorch_hmm import kernel
 from pytorch_hmm.transitions import Banded, Dense, ergodic, left_to_right
@@ -25,37 +26,6 @@ FUNCS = ("log_partition", "posteriors", "expected_transitions", "viterbi")
 # ---------------------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------------------
-
-
-def structure(storage: str, lp: torch.Tensor):
-    return Dense(lp) if storage == "dense" else Banded(lp)
-
-
-def torch_inputs(p: Problem, dtype=torch.float64, requires_grad=False, device="cpu"):
-    def t(x):
-        if x is None:
-            return None
-        return torch.tensor(x, dtype=dtype, device=device, requires_grad=requires_grad)
-
-    lengths = None if p.lengths is None else torch.tensor(p.lengths, dtype=torch.int64, device=device)
-    return dict(
-        log_emissions=t(p.em),
-        transitions=structure(p.storage, t(p.trans)),
-        log_init=t(p.init),
-        lengths=lengths,
-        log_final=t(p.final),
-    )
-
-
-def run(name: str, inp: dict, backend: str):
-    return getattr(kernel, name)(
-        inp["log_emissions"],
-        inp["transitions"],
-        inp["log_init"],
-        lengths=inp["lengths"],
-        log_final=inp["log_final"],
-        backend=backend,
-    )
 
 
 def run_all(inp: dict, backend: str) -> dict:

@@ -1,0 +1,43 @@
+"""Turning an oracle :class:`~oracle.Problem` into kernel arguments, and calling the kernel with them."""
+
+from __future__ import annotations
+
+import torch
+
+from oracle import Problem
+from pytorch_hmm import kernel
+from pytorch_hmm.transitions import Banded, Dense
+
+
+def structure(storage: str, lp: torch.Tensor):
+    return Dense(lp) if storage == "dense" else Banded(lp)
+
+
+def torch_inputs(p: Problem, dtype=torch.float64, requires_grad: bool = False, device="cpu") -> dict:
+    """Kernel arguments (as a dict) for a numpy :class:`Problem`."""
+
+    def t(x):
+        if x is None:
+            return None
+        return torch.tensor(x, dtype=dtype, device=device, requires_grad=requires_grad)
+
+    lengths = None if p.lengths is None else torch.tensor(p.lengths, dtype=torch.int64, device=device)
+    return dict(
+        log_emissions=t(p.em),
+        transitions=structure(p.storage, t(p.trans)),
+        log_init=t(p.init),
+        lengths=lengths,
+        log_final=t(p.final),
+    )
+
+
+def run(name: str, inputs: dict, backend: str):
+    """Call ``pytorch_hmm.kernel.<name>`` on ``inputs`` (a :func:`torch_inputs` dict)."""
+    return getattr(kernel, name)(
+        inputs["log_emissions"],
+        inputs["transitions"],
+        inputs["log_init"],
+        lengths=inputs["lengths"],
+        log_final=inputs["log_final"],
+        backend=backend,
+    )
