@@ -7,7 +7,7 @@ combined along a path by ``+`` (log space).
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Tuple
 
 import torch
 
@@ -19,10 +19,6 @@ class LogSemiring:
     def sum(x: torch.Tensor, dim: int) -> torch.Tensor:
         return torch.logsumexp(x, dim)  # -inf (not NaN) where every entry is -inf
 
-    @staticmethod
-    def sum_with_argmax(x: torch.Tensor, dim: int) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-        return LogSemiring.sum(x, dim), None
-
 
 class MaxSemiring:
     """``(max, +)``: keeps the best path; ``sum_with_argmax`` also returns its index."""
@@ -32,6 +28,6 @@ class MaxSemiring:
         return x.amax(dim)
 
     @staticmethod
-    def sum_with_argmax(x: torch.Tensor, dim: int) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    def sum_with_argmax(x: torch.Tensor, dim: int) -> Tuple[torch.Tensor, torch.Tensor]:
         values, index = x.max(dim)
         return values, index

@@ -11,7 +11,7 @@ from typing import Callable, Tuple
 
 import torch
 
-from ..semiring import MaxSemiring
+from ..semiring import LogSemiring, MaxSemiring
 from .factors import banded_by_destination, dense_backward_factors, dense_forward_factors, shift_windows
 from .inputs import ChainProblem
 
@@ -37,7 +37,7 @@ def _forward_step(p: ChainProblem) -> Step:
         return lambda a, t: _log_vecmat(a, matrix[:, _step_index(p, t)], shift[:, _step_index(p, t)])
     by_dest = banded_by_destination(p.trans)
     width = p.trans.shape[-1]
-    return lambda a, t: torch.logsumexp(shift_windows(a, width, ahead=False) + by_dest[:, _step_index(p, t)], -1)
+    return lambda a, t: LogSemiring.sum(shift_windows(a, width, ahead=False) + by_dest[:, _step_index(p, t)], -1)
 
 
 def _backward_step(p: ChainProblem) -> Step:
@@ -46,7 +46,7 @@ def _backward_step(p: ChainProblem) -> Step:
         matrix, shift = dense_backward_factors(p.trans)
         return lambda c, t: _log_vecmat(c, matrix[:, _step_index(p, t)], shift[:, _step_index(p, t)])
     width = p.trans.shape[-1]
-    return lambda c, t: torch.logsumexp(shift_windows(c, width, ahead=True) + p.trans[:, _step_index(p, t)], -1)
+    return lambda c, t: LogSemiring.sum(shift_windows(c, width, ahead=True) + p.trans[:, _step_index(p, t)], -1)
 
 
 def _normalise(a: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
