@@ -54,6 +54,9 @@ def check_values(p: Problem, backend: str) -> None:
     xi = run("expected_transitions", inp, backend)
     assert_close(xi, ans.expected_transitions, "expected_transitions")
 
+    for value, expected, name in zip(run("marginals", inp, backend), (ans.log_z, ans.posteriors, ans.expected_transitions), ("log Z", "posteriors", "counts")):
+        assert_close(value, expected, f"marginals: {name}")
+
     paths, scores = run("viterbi", inp, backend)
     assert paths.dtype == torch.int64
     assert tuple(paths.shape) == (p.batch, p.frames)

@@ -31,7 +31,7 @@ except ImportError:  # pragma: no cover - exercised only where numba is missing
 Transitions = Union[TransitionStructure, torch.Tensor]
 BACKENDS = ("auto", "torch", "numba")
 
-__all__ = ["log_partition", "posteriors", "expected_transitions", "forward_backward", "viterbi"]
+__all__ = ["log_partition", "posteriors", "expected_transitions", "forward_backward", "marginals", "viterbi"]
 
 
 def _loops(p: ChainProblem, backend: str):
@@ -223,6 +223,30 @@ def forward_backward(
         return log_z, _state_marginals(p, alpha, beta)
 
 
+def marginals(
+    log_emissions: torch.Tensor,
+    transitions: Transitions,
+    log_init: torch.Tensor,
+    lengths: LengthsLike = None,
+    log_final: Optional[torch.Tensor] = None,
+    *,
+    backend: str = "auto",
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """EM statistics from one forward-backward pass (no grad).
+
+    Returns:
+        log_z: ``(B,)``; posteriors: ``(B, T, K)``; expected transition counts shaped as in
+        :func:`expected_transitions`.
+    """
+    p = prepare(log_emissions, transitions, log_init, lengths, log_final)
+    alpha, beta, log_norm, log_z = _forward_backward(p, backend)
+    with torch.no_grad():
+        q = p.detached()
+        xi = _edge_marginals(q, alpha, beta, log_norm, _frame_totals(q, alpha, beta))
+        gamma = _state_marginals(q, alpha, beta)
+    return log_z, gamma, xi if p.time_varying else xi.squeeze(1)
+
+
 def posteriors(
     log_emissions: torch.Tensor,
     transitions: Transitions,
@@ -251,12 +275,7 @@ def expected_transitions(
     keep the time axis: ``(B, T-1, K, K)`` / ``(B, T-1, K, W)``. Moves that do not exist
     (banded ``i + w >= K``, padded steps, infeasible sequences) count 0.
     """
-    p = prepare(log_emissions, transitions, log_init, lengths, log_final)
-    alpha, beta, log_norm, _ = _forward_backward(p, backend)
-    with torch.no_grad():
-        q = p.detached()
-        xi = _edge_marginals(q, alpha, beta, log_norm, _frame_totals(q, alpha, beta))
-    return xi if p.time_varying else xi.squeeze(1)
+    return marginals(log_emissions, transitions, log_init, lengths, log_final, backend=backend)[2]
 
 
 def viterbi(
