@@ -1,10 +1,12 @@
 """pytorch_hmm: hidden Markov models for speech on one batched log-space kernel.
 
 Public API so far: the chain kernel (:mod:`pytorch_hmm.kernel`), transition structures and
-builders (:mod:`pytorch_hmm.transitions`) and the error types (:mod:`pytorch_hmm.errors`).
+builders (:mod:`pytorch_hmm.transitions`), emissions (:mod:`pytorch_hmm.emissions`), the
+:class:`HMM` model with EM training, and the error types (:mod:`pytorch_hmm.errors`).
 """
 
 from . import errors, kernel, transitions
+from .models import HMM
 from .errors import HMMDeviceError, HMMDimensionError, HMMDtypeError, HMMValueError, InfeasibleAlignmentError
 from .kernel import expected_transitions, forward_backward, log_partition, posteriors, viterbi
 from .semiring import LogSemiring, MaxSemiring
@@ -14,6 +16,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "__version__",
+    "HMM",
     "errors",
     "kernel",
     "transitions",

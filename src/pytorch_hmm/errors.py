@@ -55,3 +55,10 @@ __all__ = [
     "HMMDeviceError",
     "InfeasibleAlignmentError",
 ]
+
+
+class ConvergenceWarning(RuntimeWarning):
+    """EM did something it should not (e.g. the log-likelihood decreased between iterations)."""
+
+
+__all__.append("ConvergenceWarning")

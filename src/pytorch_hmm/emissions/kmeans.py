@@ -1,0 +1,111 @@
+"""k-means clustering (k-means++ seeding, Lloyd iterations) for initialising emissions.
+
+Vectorised over points: each iteration is one ``(N, k)`` distance matrix, one ``argmin`` and
+one ``index_add``. Deterministic for a given ``torch.Generator`` (all randomness comes from
+it; ties go to the lowest index).
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+
+from ..errors import HMMDimensionError, HMMDtypeError, HMMValueError
+
+
+def kmeans(
+    x: torch.Tensor,
+    k: int,
+    generator: Optional[torch.Generator] = None,
+    iters: int = 100,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Cluster the rows of ``x`` into ``k`` groups.
+
+    Seeding is k-means++ (first centre uniform, each next one drawn with probability
+    proportional to the squared distance to the nearest centre chosen so far). Lloyd
+    iterations then alternate assignment and centroid update until the assignment stops
+    changing or ``iters`` iterations have run. A cluster that becomes empty is re-seeded at
+    the point farthest from its current centre (distinct points for several empty clusters).
+
+    Args:
+        x: ``(N, D)`` float32/float64 points, finite, ``N >= k``.
+        k: number of clusters (positive int).
+        generator: source of randomness for the seeding; ``None`` uses torch's global RNG.
+            A generator on another device than ``x`` is fine (draws happen on its device).
+        iters: maximum number of Lloyd iterations (non-negative int).
+
+    Returns:
+        ``(centroids (k, D), labels (N,) int64)``, labels in ``0..k-1``, centroids in the
+        dtype and on the device of ``x``.
+    """
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor of shape (N, D); got {type(x).__name__}")
+    if x.ndim != 2:
+        raise HMMDimensionError(
+            f"x must be (N, D) points; got shape {tuple(x.shape)}", expected_shape=("N", "D"), actual_shape=x.shape
+        )
+    if x.dtype not in (torch.float32, torch.float64):
+        raise HMMDtypeError(f"x must be float32 or float64; got {x.dtype}")
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise HMMValueError(f"k must be a positive int; got {k!r}")
+    if isinstance(iters, bool) or not isinstance(iters, int) or iters < 0:
+        raise HMMValueError(f"iters must be a non-negative int; got {iters!r}")
+    n = x.shape[0]
+    if n < k:
+        raise HMMValueError(f"kmeans needs at least k == {k} points; got N == {n}")
+    if not bool(torch.isfinite(x).all()):
+        raise HMMValueError("x must be finite; got NaN or infinite values")
+
+    centroids = _plus_plus_seeds(x, k, generator)
+    labels = _sq_dist(x, centroids).argmin(dim=1)
+    for _ in range(iters):
+        centroids = _update(x, labels, centroids, k)
+        new_labels = _sq_dist(x, centroids).argmin(dim=1)
+        if torch.equal(new_labels, labels):
+            break
+        labels = new_labels
+    return centroids, labels
+
+
+def _sq_dist(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """``(N, k)`` squared Euclidean distances, via ``|x|^2 - 2 x.c + |c|^2`` (clamped at 0)."""
+    d = (x * x).sum(1, keepdim=True) - 2.0 * (x @ c.T) + (c * c).sum(1)[None, :]
+    return d.clamp_min_(0.0)
+
+
+def _draw(weights: torch.Tensor, generator: Optional[torch.Generator]) -> int:
+    """One index drawn with probability proportional to ``weights`` (uniform if all zero)."""
+    if generator is not None and weights.device != generator.device:
+        weights = weights.to(generator.device)
+    if not bool((weights > 0).any()):
+        weights = torch.ones_like(weights)
+    return int(torch.multinomial(weights, 1, generator=generator))
+
+
+def _plus_plus_seeds(x: torch.Tensor, k: int, generator: Optional[torch.Generator]) -> torch.Tensor:
+    n = x.shape[0]
+    first = _draw(torch.ones(n, dtype=x.dtype, device=x.device), generator)
+    centroids = x[first : first + 1].clone()
+    nearest = _sq_dist(x, centroids)[:, 0]
+    for _ in range(1, k):
+        idx = _draw(nearest, generator)
+        centroids = torch.cat([centroids, x[idx : idx + 1]], dim=0)
+        nearest = torch.minimum(nearest, _sq_dist(x, x[idx : idx + 1])[:, 0])
+    return centroids
+
+
+def _update(x: torch.Tensor, labels: torch.Tensor, old: torch.Tensor, k: int) -> torch.Tensor:
+    """New centroids as cluster means; empty clusters re-seeded at the farthest points."""
+    counts = torch.bincount(labels, minlength=k)
+    sums = torch.zeros_like(old).index_add_(0, labels, x)
+    centroids = sums / counts.clamp_min(1).to(x.dtype)[:, None]
+    empty = torch.nonzero(counts == 0).flatten()
+    if empty.numel() > 0:
+        dist_own = _sq_dist(x, old).gather(1, labels[:, None])[:, 0]
+        far = torch.topk(dist_own, empty.numel()).indices
+        centroids[empty] = x[far]
+    return centroids
+
+
+__all__ = ["kmeans"]

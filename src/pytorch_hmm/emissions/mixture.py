@@ -1,0 +1,456 @@
+"""Gaussian-mixture emissions (GMM per state) with diagonal or full covariances.
+
+``p(x | z = k) = sum_m w_km N(x; mu_km, Sigma_km)``. Parameters, stored unconstrained:
+
+* ``logits`` ``(K, M)``: mixture weights ``w = softmax(logits)`` per state;
+* ``loc`` ``(K, M, D)``: component means;
+* ``"diag"``: ``log_var`` ``(K, M, D)``; ``"full"``: ``scale_tril_raw`` ``(K, M, D, D)``
+  (Cholesky factor, diagonal stored as its log; see :mod:`pytorch_hmm.emissions.gaussian`).
+
+Shapes of :attr:`GaussianMixture.weights`, ``means`` and ``covars`` follow hmmlearn's
+``GMMHMM``: ``(K, M)``, ``(K, M, D)`` and ``(K, M, D)`` / ``(K, M, D, D)``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional, Tuple
+
+import torch
+from torch import nn
+
+from ..errors import HMMValueError
+from .base import Emission, Stats
+from .gaussian import (
+    as_tensor,
+    broadcast_prior,
+    check_count,
+    check_covariance_matrices,
+    check_float_dtype,
+    check_observations,
+    check_posteriors,
+    check_shape,
+    check_stats,
+    data_covariance,
+    diag_log_density,
+    draw_normal,
+    floor_covariance,
+    full_log_density,
+    raw_from_covariance,
+    scale_tril_from_raw,
+    valid_points,
+    weighted_outer_sum,
+    zero_padding,
+)
+from .kmeans import kmeans
+
+MIXTURE_COVARIANCE_TYPES = ("diag", "full")
+
+
+class GaussianMixture(Emission):
+    """Gaussian mixture emission: ``M`` components per state, ``K`` states, ``D`` dimensions.
+
+    Args:
+        num_states, num_mixtures, dim: ``K``, ``M``, ``D``.
+        covariance_type: ``"diag"`` or ``"full"``.
+        weights: ``(K, M)`` non-negative, each row summing to 1; default uniform.
+        means: ``(K, M, D)``; default zeros (call :meth:`initialize` or set them).
+        covars: ``(K, M, D)`` (diag) or ``(K, M, D, D)`` (full); default identity.
+        min_covar: added to the diagonal of the data covariance in :meth:`initialize` (as
+            hmmlearn) and a floor on every variance (eigenvalue) after :meth:`m_step`
+            (a no-op unless a variance would fall below it).
+        weights_prior: Dirichlet parameters ``alpha`` broadcast to ``(K, M)`` (1 = none).
+        means_prior, means_weight: Normal prior mean ``mu0`` (broadcast to ``(K, M, D)``)
+            and precision weight ``lambda`` (broadcast to ``(K, M)``).
+        covars_prior, covars_weight: hmmlearn ``GMMHMM``'s parameterisation. diag: inverse
+            gamma with ``alpha = covars_prior`` and ``beta = covars_weight`` (both broadcast to
+            ``(K, M, D)``; defaults -1.5 and 0, i.e. no prior); full: inverse Wishart with scale
+            ``Psi = covars_prior`` (broadcast to ``(K, M, D, D)``, default 0) and degrees of
+            freedom ``nu = covars_weight`` (broadcast to ``(K, M)``, default ``-(D + 2)``).
+        dtype, device: of the parameters.
+
+    Attributes:
+        needs_init: True while the means are the placeholder zeros (no ``means`` given, not
+            initialised, nothing loaded); EM's fit calls :meth:`initialize` then.
+        stats_offset: ``(D,)`` buffer, the point the EM statistics are taken about.
+    """
+
+    def __init__(
+        self,
+        num_states: int,
+        num_mixtures: int,
+        dim: int,
+        covariance_type: str = "diag",
+        weights=None,
+        means=None,
+        covars=None,
+        min_covar: float = 1e-3,
+        weights_prior=1.0,
+        means_prior=0.0,
+        means_weight=0.0,
+        covars_prior=None,
+        covars_weight=None,
+        dtype: torch.dtype = torch.float32,
+        device=None,
+    ) -> None:
+        super().__init__()
+        k = check_count(num_states, "num_states")
+        m = check_count(num_mixtures, "num_mixtures")
+        d = check_count(dim, "dim")
+        if covariance_type not in MIXTURE_COVARIANCE_TYPES:
+            raise HMMValueError(f"covariance_type must be 'diag' or 'full' for GaussianMixture; got {covariance_type!r}")
+        check_float_dtype(dtype)
+        if not isinstance(min_covar, (int, float)) or isinstance(min_covar, bool) or min_covar < 0:
+            raise HMMValueError(f"min_covar must be a non-negative number; got {min_covar!r}")
+        self.num_states, self.num_mixtures, self.dim = k, m, d
+        self.covariance_type, self.min_covar = covariance_type, float(min_covar)
+        fk = dict(dtype=dtype, device=device)
+        self.logits = nn.Parameter(torch.zeros(k, m, **fk))
+        self.loc = nn.Parameter(torch.zeros(k, m, d, **fk))
+        if covariance_type == "diag":
+            self.log_var = nn.Parameter(torch.zeros(k, m, d, **fk))
+            cp_default, cw_default, cp_shape, cw_shape = -1.5, 0.0, (k, m, d), (k, m, d)
+        else:
+            self.scale_tril_raw = nn.Parameter(torch.zeros(k, m, d, d, **fk))
+            cp_default, cw_default, cp_shape, cw_shape = 0.0, -(d + 2.0), (k, m, d, d), (k, m)
+        covars_prior = cp_default if covars_prior is None else covars_prior
+        covars_weight = cw_default if covars_weight is None else covars_weight
+        self.register_buffer("weights_prior", broadcast_prior(weights_prior, (k, m), "weights_prior", **fk))
+        self.register_buffer("stats_offset", torch.zeros(d, **fk))
+        self.register_buffer("means_prior", broadcast_prior(means_prior, (k, m, d), "means_prior", **fk))
+        self.register_buffer("means_weight", broadcast_prior(means_weight, (k, m), "means_weight", **fk))
+        self.register_buffer("covars_prior", broadcast_prior(covars_prior, cp_shape, "covars_prior", **fk))
+        self.register_buffer("covars_weight", broadcast_prior(covars_weight, cw_shape, "covars_weight", **fk))
+        if weights is not None:
+            self.weights = weights
+        self.needs_init = means is None
+        if means is not None:
+            self.means = means
+        if covars is not None:
+            self.covars = covars
+
+    def __setattr__(self, name, value):
+        if name in ("weights", "means", "covars"):  # properties, even for nn.Parameter values
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
+
+    def extra_repr(self) -> str:
+        return (
+            f"num_states={self.num_states}, num_mixtures={self.num_mixtures}, dim={self.dim}, "
+            f"covariance_type={self.covariance_type!r}"
+        )
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        super()._load_from_state_dict(*args, **kwargs)
+        self.needs_init = False  # loaded parameters are not the placeholder defaults
+
+    # -------------------------------------------------------------------- parameters
+
+    @property
+    def weights(self) -> torch.Tensor:
+        """``(K, M)`` mixture weights (softmax of ``logits``)."""
+        return torch.softmax(self.logits, -1)
+
+    @weights.setter
+    def weights(self, value) -> None:
+        k, m = self.num_states, self.num_mixtures
+        t = as_tensor(value, "weights", self.loc.dtype, self.loc.device)
+        check_shape(t, (k, m), "weights", "(K, M)")
+        if not bool((torch.isfinite(t) & (t >= 0)).all()):
+            raise HMMValueError("weights must be finite and non-negative")
+        sums = t.sum(-1)
+        tol = 1e-4 if t.dtype == torch.float32 else 1e-8
+        if not bool(((sums - 1).abs() <= tol).all()):
+            bad = int(torch.nonzero((sums - 1).abs() > tol)[0])
+            raise HMMValueError(f"weights must sum to 1 over the mixtures of each state; state {bad} sums to {float(sums[bad]):g}")
+        with torch.no_grad():
+            self.logits.copy_(torch.log(t))
+
+    @property
+    def means(self) -> torch.Tensor:
+        """``(K, M, D)`` component means (the ``loc`` parameter itself)."""
+        return self.loc
+
+    @means.setter
+    def means(self, value) -> None:
+        t = as_tensor(value, "means", self.loc.dtype, self.loc.device)
+        check_shape(t, (self.num_states, self.num_mixtures, self.dim), "means", "(K, M, D)")
+        if not bool(torch.isfinite(t).all()):
+            raise HMMValueError("means must be finite; got NaN or infinite values")
+        with torch.no_grad():
+            self.loc.copy_(t)
+            self.stats_offset.copy_(t.reshape(-1, self.dim).mean(0))
+        self.needs_init = False
+
+    @property
+    def covars(self) -> torch.Tensor:
+        """``(K, M, D)`` variances (diag) or ``(K, M, D, D)`` covariance matrices (full)."""
+        if self.covariance_type == "diag":
+            return torch.exp(self.log_var)
+        lower = scale_tril_from_raw(self.scale_tril_raw)
+        return lower @ lower.transpose(-1, -2)
+
+    @covars.setter
+    def covars(self, value) -> None:
+        k, m, d, ct = self.num_states, self.num_mixtures, self.dim, self.covariance_type
+        t = as_tensor(value, "covars", self.loc.dtype, self.loc.device)
+        if ct == "diag":
+            check_shape(t, (k, m, d), "covars for covariance_type='diag'", "(K, M, D)")
+            if not bool(torch.isfinite(t).all()):
+                raise HMMValueError("covars must be finite; got NaN or infinite values")
+            if not bool((t > 0).all()):
+                raise HMMValueError(f"covars must be positive for covariance_type='diag'; got minimum {float(t.min()):g}")
+            with torch.no_grad():
+                self.log_var.copy_(torch.log(t))
+        else:
+            check_shape(t, (k, m, d, d), "covars for covariance_type='full'", "(K, M, D, D)")
+            check_covariance_matrices(t, "covars for covariance_type='full'")
+            with torch.no_grad():
+                self.scale_tril_raw.copy_(raw_from_covariance(0.5 * (t + t.transpose(-1, -2))))
+
+    @property
+    def scale_tril(self) -> torch.Tensor:
+        """``(K, M, D, D)`` lower Cholesky factors of the component covariances."""
+        if self.covariance_type == "diag":
+            return torch.diag_embed(torch.exp(0.5 * self.log_var))
+        return scale_tril_from_raw(self.scale_tril_raw)
+
+    # ------------------------------------------------------------------------ density
+
+    def component_log_prob(self, x2d: torch.Tensor) -> torch.Tensor:
+        """``(N, K, M)`` ``log w_km + log N(x_n; mu_km, Sigma_km)`` for frames ``x2d`` ``(N, D)``."""
+        k, m, d = self.num_states, self.num_mixtures, self.dim
+        means = self.loc.reshape(k * m, d)
+        if self.covariance_type == "diag":
+            dens = diag_log_density(x2d, means, self.log_var.reshape(k * m, d))
+        else:
+            dens = full_log_density(x2d, means, scale_tril_from_raw(self.scale_tril_raw).reshape(k * m, d, d))
+        return dens.reshape(-1, k, m) + torch.log_softmax(self.logits, -1)
+
+    def log_prob(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``(B, T, K)`` ``log sum_m w_km N(x_bt; mu_km, Sigma_km)`` for ``x`` ``(B, T, D)``.
+
+        With ``mask`` ``(B, T)`` bool, padded frames may hold anything (even NaN); their
+        outputs are 0.
+        """
+        x, mask = check_observations(x, self.dim, self.loc, mask)
+        b, t, _ = x.shape
+        comp = self.component_log_prob(x.reshape(-1, self.dim))
+        return zero_padding(torch.logsumexp(comp, -1).reshape(b, t, self.num_states), mask)
+
+    def sample(self, states: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """Draw one observation per entry of the int64 tensor ``states`` (any shape ``S``) -> ``(*S, D)``."""
+        states = torch.as_tensor(states, device=self.loc.device)
+        with torch.no_grad():
+            flat = states.reshape(-1)
+            w = self.weights[flat]
+            if generator is not None:
+                w = w.to(generator.device)
+            comp = torch.multinomial(w, 1, generator=generator)[:, 0].to(self.loc.device)
+            eps = draw_normal((flat.numel(), self.dim), self.loc, generator)
+            out = self.loc[flat, comp] + (self.scale_tril[flat, comp] @ eps[..., None])[..., 0]
+            return out.reshape(tuple(states.shape) + (self.dim,))
+
+    # ----------------------------------------------------------------------------- EM
+
+    def _stat_keys(self) -> Tuple[str, ...]:
+        return ("post", "post_mix", "obs", "obs_sq" if self.covariance_type == "diag" else "obs_outer")
+
+    def init_stats(self) -> Stats:
+        """Zero statistics: ``post`` ``(K,)``, ``post_mix`` ``(K, M)``, ``obs`` ``(K, M, D)`` and
+        ``obs_sq`` ``(K, M, D)`` (diag) or ``obs_outer`` ``(K, M, D, D)`` (full)."""
+        k, m, d = self.num_states, self.num_mixtures, self.dim
+        z = dict(dtype=self.loc.dtype, device=self.loc.device)
+        stats = {"post": torch.zeros(k, **z), "post_mix": torch.zeros(k, m, **z), "obs": torch.zeros(k, m, d, **z)}
+        if self.covariance_type == "diag":
+            stats["obs_sq"] = torch.zeros(k, m, d, **z)
+        else:
+            stats["obs_outer"] = torch.zeros(k, m, d, d, **z)
+        return stats
+
+    def accumulate(
+        self, stats: Stats, x: torch.Tensor, posteriors: torch.Tensor, mask: Optional[torch.Tensor] = None
+    ) -> None:
+        """Add the weighted moments of the valid frames under ``g_tkm = g_tk r_tkm``.
+
+        Frames where ``mask`` is False are ignored, whatever ``x`` and ``posteriors`` hold there;
+        ``mask=None`` means every frame is valid.
+
+        ``r_tkm = w_km N(x_t; mu_km, Sigma_km) / sum_m' (...)`` are the component
+        responsibilities under the current parameters. Sums: ``post = sum_t g_tk``,
+        ``post_mix = sum_t g_tkm``, ``obs = sum_t g_tkm x_t``, ``obs_sq = sum_t g_tkm x_t^2``
+        (diag) or ``obs_outer = sum_t g_tkm x_t x_t^T`` (full), with ``x_t`` shifted by the
+        ``stats_offset`` buffer (the mean of the means when they were last set or initialised;
+        keeps float32 statistics accurate). They depend on the current parameters only through
+        ``r``, as in any EM; :meth:`m_step` must run before the parameters change, since it
+        centres the covariance statistics on the current means.
+        """
+        check_stats(stats, self._stat_keys(), type(self).__name__)
+        x, mask = check_observations(x, self.dim, self.loc, mask)
+        g = check_posteriors(posteriors, x, self.num_states, mask).detach()
+        k, m, d = self.num_states, self.num_mixtures, self.dim
+        with torch.no_grad():
+            xf = x.detach().reshape(-1, d)
+            resp = torch.softmax(self.component_log_prob(xf), -1).nan_to_num_(0.0)  # (N, K, M)
+            xf = xf - self.stats_offset
+            gkm = (g.reshape(-1, k)[:, :, None] * resp).reshape(-1, k * m)
+            stats["post"] += g.reshape(-1, k).sum(0)
+            stats["post_mix"] += gkm.sum(0).reshape(k, m)
+            stats["obs"] += (gkm.T @ xf).reshape(k, m, d)
+            if "obs_sq" in stats:
+                stats["obs_sq"] += (gkm.T @ (xf * xf)).reshape(k, m, d)
+            else:
+                stats["obs_outer"] += weighted_outer_sum(gkm, xf).reshape(k, m, d, d)
+
+    def m_step(self, stats: Stats) -> None:
+        r"""Set weights, means and covariances as hmmlearn's ``GMMHMM._do_mstep``.
+
+        With ``N_k = post``, ``N_km = post_mix``, ``S_km = obs`` and the current (E-step)
+        means ``mu'_km`` (the formulas are translation invariant and are evaluated with ``x``,
+        ``mu'``, ``mu`` and ``mu0`` shifted by ``stats_offset``, as the statistics are):
+
+        * ``w_km = (N_km + alpha_km - 1) / (N_k + sum_m (alpha_km - 1))`` (negative values,
+          possible with ``alpha < 1``, are clipped at 0 and the row renormalised; a state
+          with a zero denominator keeps its weights);
+        * ``mu_km = (lambda_km mu0_km + S_km) / (N_km + lambda_km)`` (kept where the
+          denominator is 0);
+        * the scatter about the E-step means, from the raw moments:
+          ``C_km = obs_sq - 2 mu' S + mu'^2 N_km`` (diag) or
+          ``C_km = obs_outer - S mu'^T - mu' S^T + N_km mu' mu'^T`` (full) -- hmmlearn centres
+          its covariance statistics on the E-step means, not the new ones;
+        * diag: ``var = (lambda (mu - mu0)^2 + 2 beta + C) / (N_km + 1 + 2 (alpha + 1))``
+          with ``alpha = covars_prior``, ``beta = covars_weight``;
+          full: ``Sigma = (Psi^T + lambda (mu - mu0)(mu - mu0)^T + C) / (N_km + 1 + nu + D + 1)``
+          with ``Psi = covars_prior``, ``nu = covars_weight``; a non-positive denominator keeps
+          the old covariance;
+        * every variance (eigenvalue) is floored at ``min_covar``.
+        """
+        check_stats(stats, self._stat_keys(), type(self).__name__)
+        d = self.dim
+        n_k = stats["post"].to(self.loc)
+        n_km = stats["post_mix"].to(self.loc)
+        s1 = stats["obs"].to(self.loc)
+        c = self.stats_offset
+        lam, mu0 = self.means_weight, self.means_prior - c  # everything shifted by c
+        with torch.no_grad():
+            # weights
+            am1 = self.weights_prior - 1.0
+            w_n = n_km + am1
+            w_d = n_k + am1.sum(-1)
+            w = (w_n / torch.where(w_d > 0, w_d, torch.ones_like(w_d))[:, None]).clamp_min(0.0)
+            w_sum = w.sum(-1, keepdim=True)
+            ok = (w_d > 0)[:, None] & (w_sum > 0)
+            w = torch.where(ok, w / torch.where(w_sum > 0, w_sum, torch.ones_like(w_sum)), self.weights)
+            # means
+            m_d = n_km + lam
+            safe = torch.where(m_d > 0, m_d, torch.ones_like(m_d))
+            old_mu = self.loc.detach() - c
+            mu = torch.where((m_d > 0)[..., None], (lam[..., None] * mu0 + s1) / safe[..., None], old_mu)
+            cm = mu - mu0
+            # covariances
+            if self.covariance_type == "diag":
+                scatter = stats["obs_sq"].to(self.loc) - 2.0 * old_mu * s1 + old_mu**2 * n_km[..., None]
+                c_n = lam[..., None] * cm**2 + 2.0 * self.covars_weight + scatter
+                c_d = n_km[..., None] + 1.0 + 2.0 * (self.covars_prior + 1.0)
+                var = torch.where(c_d > 0, c_n / torch.where(c_d > 0, c_d, torch.ones_like(c_d)), self.covars)
+                self.log_var.copy_(torch.log(var.clamp_min(max(self.min_covar, torch.finfo(var.dtype).tiny))))
+            else:
+                so = s1[..., :, None] * old_mu[..., None, :]
+                scatter = (
+                    stats["obs_outer"].to(self.loc) - so - so.transpose(-1, -2)
+                    + n_km[..., None, None] * old_mu[..., :, None] * old_mu[..., None, :]
+                )
+                c_n = self.covars_prior.transpose(-1, -2) + lam[..., None, None] * cm[..., :, None] * cm[..., None, :] + scatter
+                c_d = (n_km + 1.0 + self.covars_weight + d + 1.0)[..., None, None]
+                cov = torch.where(c_d > 0, c_n / torch.where(c_d > 0, c_d, torch.ones_like(c_d)), self.covars)
+                cov = floor_covariance(cov, self.min_covar)
+                self.scale_tril_raw.copy_(raw_from_covariance(cov, "covariance after m_step"))
+            self.logits.copy_(torch.log(w))
+            self.loc.copy_(mu + c)
+
+    # ----------------------------------------------------------------- initialisation
+
+    def initialize(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None, generator: Optional[torch.Generator] = None) -> None:
+        """Data-driven parameters, as hmmlearn's ``GMMHMM._init`` with our k-means.
+
+        k-means with ``K`` clusters over the valid frames, then k-means with ``M`` clusters
+        inside each cluster for that state's component means (a cluster with fewer than ``M``
+        frames gets means drawn from ``N(mean of the K centroids, C)``); weights uniform; every
+        component's covariance ``C`` = covariance of all valid frames + ``min_covar * I``
+        (diag: its diagonal). All randomness comes from ``generator``.
+        """
+        x, mask = check_observations(x, self.dim, self.loc, mask)
+        points = valid_points(x, mask).detach()
+        k, m, d = self.num_states, self.num_mixtures, self.dim
+        if points.shape[0] < k:
+            raise HMMValueError(f"initialize needs at least K == {k} valid frames; got {points.shape[0]}")
+        centroids, labels = kmeans(points, k, generator=generator)
+        cv = data_covariance(points, self.min_covar)
+        chol = torch.linalg.cholesky(cv)
+        means = []
+        for state in range(k):
+            cluster = points[labels == state]
+            if cluster.shape[0] >= m:
+                means.append(kmeans(cluster, m, generator=generator)[0])
+            else:
+                eps = draw_normal((m, d), points, generator)
+                means.append(centroids.mean(0) + eps @ chol.T)
+        self.weights = torch.full((k, m), 1.0 / m, dtype=self.loc.dtype, device=self.loc.device)
+        self.means = torch.stack(means)
+        if self.covariance_type == "diag":
+            self.covars = torch.diagonal(cv).expand(k, m, d)
+        else:
+            self.covars = cv.expand(k, m, d, d)
+
+    def split(self, generator: Optional[torch.Generator] = None) -> "GaussianMixture":
+        """Double ``num_mixtures``: each component becomes two, ``mu +/- 0.2 sqrt(lambda) v``.
+
+        ``v`` is the direction of largest variance (for diag the dimension with the largest
+        variance, for full the leading eigenvector, ``lambda`` its variance). The two halves
+        keep the covariance and get half the weight; they sit next to each other (component
+        ``m`` becomes ``2m`` and ``2m + 1``). Directions whose variance ties the largest (within
+        a relative 1e-6, common right after :meth:`initialize` on variance-normalised
+        features) are chosen between at random with ``generator``, or the first one when
+        ``generator`` is None. Prior hyper-parameters are duplicated the same way.
+
+        The parameters are replaced by new ``nn.Parameter`` objects: rebuild optimizers.
+        Returns ``self``.
+        """
+        k, m, d = self.num_states, self.num_mixtures, self.dim
+        with torch.no_grad():
+            if self.covariance_type == "diag":
+                var = torch.exp(self.log_var)
+                idx = _pick_largest(var, generator)
+                scale = torch.sqrt(var.gather(-1, idx[..., None]))[..., 0]
+                direction = nn.functional.one_hot(idx, d).to(var)
+            else:
+                evals, evecs = torch.linalg.eigh(self.covars)
+                idx = _pick_largest(evals, generator)
+                scale = torch.sqrt(evals.gather(-1, idx[..., None]))[..., 0]
+                direction = evecs.gather(-1, idx[..., None, None].expand(k, m, d, 1))[..., 0]
+            offset = 0.2 * scale[..., None] * direction
+            new_loc = torch.stack([self.loc + offset, self.loc - offset], dim=2).reshape(k, 2 * m, d)
+            new_logits = self.logits.repeat_interleave(2, dim=1) + math.log(0.5)
+            cov_name = "log_var" if self.covariance_type == "diag" else "scale_tril_raw"
+            new_cov = getattr(self, cov_name).repeat_interleave(2, dim=1)
+            self.loc = nn.Parameter(new_loc)
+            self.logits = nn.Parameter(new_logits)
+            setattr(self, cov_name, nn.Parameter(new_cov))
+            for name in ("weights_prior", "means_prior", "means_weight", "covars_prior", "covars_weight"):
+                setattr(self, name, getattr(self, name).repeat_interleave(2, dim=1))
+        self.num_mixtures = 2 * m
+        return self
+
+
+def _pick_largest(values: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
+    """Index of the largest entry along the last dim; near-ties (relative 1e-6) broken with ``generator``."""
+    top = values.amax(-1, keepdim=True)
+    tied = values >= top - 1e-6 * top.abs()
+    if generator is None:
+        return tied.to(torch.int64).argmax(-1)
+    u = torch.rand(values.shape, generator=generator, dtype=values.dtype, device=generator.device).to(values.device)
+    return torch.where(tied, u + 1.0, torch.zeros_like(u)).argmax(-1)
+
+
+__all__ = ["GaussianMixture", "MIXTURE_COVARIANCE_TYPES"]

@@ -1,0 +1,54 @@
+"""The data forms ``fit`` accepts, turned into re-iterable ``(x, lengths)`` batches."""
+
+from __future__ import annotations
+
+import types
+from typing import Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+
+import torch
+from torch.nn.utils.rnn import pad_sequence
+
+from ..errors import HMMDimensionError, HMMValueError
+
+Batch = Tuple[torch.Tensor, Optional[torch.Tensor]]
+Data = Union[torch.Tensor, Sequence[torch.Tensor], Iterable]
+
+
+def as_batches(data: Data, lengths: Optional[torch.Tensor] = None) -> List[Batch] | Iterable[Batch]:
+    """Normalise ``fit``'s data argument.
+
+    * a padded tensor ``(B, T, ...)`` with optional ``lengths`` ``(B,)``: one batch;
+    * a list/tuple of per-sequence tensors ``(T_i, ...)``: padded into one batch;
+    * any other re-iterable (e.g. a ``DataLoader``) of tensors or ``(x, lengths)`` pairs:
+      every item is a batch, iterated once per EM iteration.
+    """
+    if isinstance(data, torch.Tensor):
+        return [(data, lengths)]
+    if lengths is not None:
+        raise HMMValueError("lengths is only accepted with a padded tensor; batches carry their own lengths")
+    if isinstance(data, (list, tuple)) and data and all(isinstance(d, torch.Tensor) for d in data):
+        if any(d.ndim == 0 or d.shape[0] == 0 for d in data):
+            raise HMMDimensionError("every sequence in data must have at least one frame; got an empty one")
+        lens = torch.tensor([d.shape[0] for d in data], dtype=torch.long)
+        return [(pad_sequence(list(data), batch_first=True), lens)]
+    if isinstance(data, (types.GeneratorType, Iterator)):
+        raise HMMValueError("data must be re-iterable for EM (a tensor, a list or a DataLoader); got a one-shot iterator")
+    if isinstance(data, Iterable):
+        return _Rebatch(data)
+    raise HMMValueError(f"data must be a padded tensor, a list of tensors or an iterable of batches; got {type(data).__name__}")
+
+
+class _Rebatch:
+    """Re-iterable view of an iterable whose items are tensors or ``(x, lengths)`` pairs."""
+
+    def __init__(self, source: Iterable) -> None:
+        self.source = source
+
+    def __iter__(self) -> Iterator[Batch]:
+        for item in self.source:
+            if isinstance(item, torch.Tensor):
+                yield item, None
+            elif isinstance(item, (list, tuple)) and len(item) == 2 and isinstance(item[0], torch.Tensor):
+                yield item[0], item[1]
+            else:
+                raise HMMValueError(f"each batch must be a tensor or an (x, lengths) pair; got {type(item).__name__}")

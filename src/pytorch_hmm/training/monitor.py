@@ -1,0 +1,46 @@
+"""Convergence monitor for EM: history, stopping rule and a warning when the likelihood drops."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import List
+
+from ..errors import ConvergenceWarning
+
+
+class ConvergenceMonitor:
+    """Tracks the total log-likelihood per EM iteration.
+
+    EM stops once the gain of an iteration is below ``tol`` (absolute, in nats, as hmmlearn)
+    or after ``max_iter`` iterations. A drop larger than a rounding tolerance means something is
+    wrong (EM never decreases the likelihood) and raises a :class:`ConvergenceWarning`.
+    """
+
+    def __init__(self, tol: float, max_iter: int) -> None:
+        self.tol = tol
+        self.max_iter = max_iter
+        self.history: List[float] = []
+
+    def report(self, log_likelihood: float) -> None:
+        if self.history:
+            previous = self.history[-1]
+            drop = previous - log_likelihood
+            if drop > 1e-6 * max(1.0, abs(previous)):
+                warnings.warn(
+                    f"EM log-likelihood decreased from {previous:.6f} to {log_likelihood:.6f} "
+                    f"at iteration {len(self.history) + 1}",
+                    ConvergenceWarning,
+                    stacklevel=3,
+                )
+        self.history.append(log_likelihood)
+
+    @property
+    def converged(self) -> bool:
+        if len(self.history) >= self.max_iter:
+            return True
+        return len(self.history) >= 2 and self.history[-1] - self.history[-2] < self.tol
+
+    @property
+    def gain(self) -> float:
+        return self.history[-1] - self.history[-2] if len(self.history) >= 2 else math.inf
