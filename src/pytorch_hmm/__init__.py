@@ -6,7 +6,7 @@ builders (:mod:`pytorch_hmm.transitions`), emissions (:mod:`pytorch_hmm.emission
 """
 
 from . import errors, kernel, transitions
-from .models import HMM, MixtureGaussianHMM
+from .models import HMM, HMMLayer, MixtureGaussianHMM
 from .errors import HMMDeviceError, HMMDimensionError, HMMDtypeError, HMMValueError, InfeasibleAlignmentError
 from .kernel import expected_transitions, forward_backward, log_partition, posteriors, viterbi
 from .semiring import LogSemiring, MaxSemiring
@@ -17,6 +17,7 @@ __version__ = "0.1.0"
 __all__ = [
     "__version__",
     "HMM",
+    "HMMLayer",
     "MixtureGaussianHMM",
     "errors",
     "kernel",

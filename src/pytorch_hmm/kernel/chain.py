@@ -255,9 +255,26 @@ def posteriors(
     log_final: Optional[torch.Tensor] = None,
     *,
     backend: str = "auto",
+    differentiable: bool = False,
 ) -> torch.Tensor:
-    """``(B, T, K)`` p(z_t = k | x); 0 at padded frames and for infeasible sequences (no grad)."""
-    return forward_backward(log_emissions, transitions, log_init, lengths, log_final, backend=backend)[1]
+    """``(B, T, K)`` p(z_t = k | x); 0 at padded frames and for infeasible sequences.
+
+    With ``differentiable=True`` the posteriors are computed as the gradient of ``log Z``
+    through the PyTorch loops with ``create_graph=True``, so they can be backpropagated to
+    every input (e.g. :class:`~pytorch_hmm.models.HMMLayer`). That path needs a finite
+    ``log Z`` (feasible sequences) and keeps the autograd graph of the forward pass
+    (memory ``O(B T K)`` plus the transition storage).
+    """
+    if not differentiable:
+        return forward_backward(log_emissions, transitions, log_init, lengths, log_final, backend=backend)[1]
+    p = prepare(log_emissions, transitions, log_init, lengths, log_final)
+    with torch.enable_grad():
+        e = p.emissions if p.emissions.requires_grad else p.emissions.detach().requires_grad_(True)
+        q = ChainProblem(e, p.trans, p.kind, p.init, p.final, p.lengths, p.time_varying)
+        alpha, log_norm = torch_loops.forward(q)
+        log_z = _log_z(q, alpha, log_norm)
+        (gamma,) = torch.autograd.grad(log_z.sum(), e, create_graph=True)
+    return gamma.masked_fill(~p.mask.unsqueeze(-1), 0.0)
 
 
 def expected_transitions(

@@ -63,14 +63,15 @@ def forward(p: ChainProblem) -> Tuple[torch.Tensor, torch.Tensor]:
     """
     e = p.emissions
     step = _forward_step(p)
-    alpha = torch.empty_like(e)
-    log_norm = e.new_empty(e.shape[:2])
     a, n = _normalise(p.init + e[:, 0])
-    alpha[:, 0], log_norm[:, 0] = a, n.squeeze(-1)
+    alphas, norms = [a], [n]
     for t in range(1, e.shape[1]):
         a, n = _normalise(step(a, t - 1) + e[:, t])
-        alpha[:, t], log_norm[:, t] = a, n.squeeze(-1)
-    return alpha, log_norm
+        alphas.append(a)
+        norms.append(n)
+    # lists + stack rather than writes into a preallocated tensor: differentiable by autograd
+    # (used for differentiable posteriors), and no slower
+    return torch.stack(alphas, 1), torch.cat(norms, 1)
 
 
 def backward(p: ChainProblem, log_norm: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,100 @@
+"""HMMLayer: values, gradients (gradcheck), training inside nn.Sequential, Viterbi mode."""
+
+import pytest
+import torch
+from torch import nn
+
+from pytorch_hmm import HMMLayer
+from pytorch_hmm.errors import HMMDimensionError, HMMValueError
+from pytorch_hmm.kernel import posteriors, viterbi
+
+
+@pytest.mark.parametrize("transitions", ["ergodic", "left_to_right"])
+def test_values_are_the_kernel_posteriors(transitions):
+    torch.manual_seed(0)
+    layer = HMMLayer(4, transitions=transitions, dtype=torch.float64)
+    scores = torch.randn(3, 12, 4, dtype=torch.float64)
+    lengths = torch.tensor([12, 7, 9])
+    out = layer(scores, lengths)
+    ref = posteriors(scores, layer.transitions, torch.log_softmax(layer.init_logits, -1), lengths)
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    assert (out[1, 7:] == 0).all()
+
+
+@pytest.mark.parametrize("transitions", ["ergodic", "left_to_right"])
+def test_gradcheck(transitions):
+    torch.manual_seed(1)
+    layer = HMMLayer(3, transitions=transitions, dtype=torch.float64)
+    with torch.no_grad():
+        layer.transition_logits.add_(torch.randn_like(layer.transition_logits) * 0.3)
+        layer.init_logits.add_(torch.randn(3, dtype=torch.float64) * 0.3)
+    scores = torch.randn(2, 5, 3, dtype=torch.float64, requires_grad=True)
+    weights = torch.randn(2, 5, 3, dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda s: (layer(s, torch.tensor([5, 3])) * weights).sum(), (scores,))
+    loss = (layer(scores, torch.tensor([5, 3])) * weights).sum()
+    loss.backward()
+    assert layer.transition_logits.grad is not None and torch.isfinite(layer.transition_logits.grad).all()
+    assert torch.isfinite(layer.init_logits.grad).all() and layer.init_logits.grad.abs().sum() > 0
+
+
+def test_parameter_gradients_match_finite_differences():
+    torch.manual_seed(2)
+    layer = HMMLayer(3, dtype=torch.float64)
+    scores = torch.randn(2, 6, 3, dtype=torch.float64)
+    weights = torch.randn(2, 6, 3, dtype=torch.float64)
+    (layer(scores) * weights).sum().backward()
+    grad = layer.transition_logits.grad.clone()
+    eps = 1e-6
+    numeric = torch.zeros_like(grad)
+    for idx in [(0, 0), (0, 2), (1, 1), (2, 0)]:
+        with torch.no_grad():
+            layer.transition_logits[idx] += eps
+            up = (layer(scores) * weights).sum().item()
+            layer.transition_logits[idx] -= 2 * eps
+            down = (layer(scores) * weights).sum().item()
+            layer.transition_logits[idx] += eps
+        numeric[idx] = (up - down) / (2 * eps)
+        assert grad[idx].item() == pytest.approx(numeric[idx].item(), rel=1e-5, abs=1e-8)
+
+
+def test_sequential_containing_the_layer_trains():
+    torch.manual_seed(3)
+    k, d = 3, 4
+    states = torch.randint(0, k, (8, 1))
+    states = states.repeat(1, 30)
+    flips = torch.rand(8, 30) < 0.1
+    states = torch.where(flips, torch.randint(0, k, (8, 30)), states)  # sticky labels with noise
+    centres = torch.randn(k, d) * 2
+    x = centres[states] + torch.randn(8, 30, d)
+    model = nn.Sequential(nn.Linear(d, k), HMMLayer(k))
+    optimiser = torch.optim.Adam(model.parameters(), lr=0.05)
+    losses = []
+    for _ in range(60):
+        optimiser.zero_grad()
+        gamma = model(x)
+        loss = -(gamma.clamp(min=1e-8).log().gather(-1, states.unsqueeze(-1))).mean()
+        loss.backward()
+        optimiser.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+    assert model[1].transition_logits.grad is not None
+
+
+def test_viterbi_mode_in_eval():
+    torch.manual_seed(4)
+    layer = HMMLayer(4, mode="viterbi", dtype=torch.float64).eval()
+    scores = torch.randn(2, 9, 4, dtype=torch.float64)
+    out = layer(scores, torch.tensor([9, 5]))
+    paths, _ = viterbi(scores, layer.transitions, torch.log_softmax(layer.init_logits, -1), torch.tensor([9, 5]))
+    assert torch.equal(out[0].argmax(-1), paths[0]) and (out.sum(-1)[0] == 1).all()
+    assert (out[1, 5:] == 0).all() and torch.equal(out[1, :5].argmax(-1), paths[1, :5])
+    assert layer.train()(scores).sum(-1).allclose(torch.ones(2, 9, dtype=torch.float64))  # posteriors when training
+
+
+def test_layer_errors():
+    with pytest.raises(HMMValueError, match=r"mode must be one of \('posteriors', 'viterbi'\); got 'max'"):
+        HMMLayer(3, mode="max")
+    with pytest.raises(HMMValueError, match="transitions must be 'ergodic' or 'left_to_right'; got 'full'"):
+        HMMLayer(3, transitions="full")
+    with pytest.raises(HMMDimensionError, match=r"scores must be \(B, T, K\) with K == 3; got \(2, 5, 4\)"):
+        HMMLayer(3)(torch.randn(2, 5, 4))
