@@ -15,13 +15,7 @@ TYPES = ["diag", "full", "spherical", "tied"]
 K, D, T = 3, 4, 40
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny matrices: multi-threaded BLAS only adds spin-wait (100x slower on a busy 2-core box)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def params(ct, seed=0):
