@@ -14,7 +14,7 @@ import platform
 import statistics
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
@@ -170,6 +170,9 @@ def time_call(
     budget_s: float,
     slow_s: float = float("inf"),
     min_repeats: int = 1,
+    *,
+    setup: Optional[Callable[[], Any]] = None,
+    warmup: bool = True,
 ) -> Timing:
     """Median wall time of ``fn()`` after one untimed warm-up call.
 
@@ -178,18 +181,33 @@ def time_call(
     If the warm-up call alone took ``slow_s`` seconds or more, it is not
     repeated and its own time is reported (``warmup_only``). Both limits keep
     the slow baselines at large K from dominating the runtime.
+
+    ``setup()``, if given, runs untimed before every call (warm-up included),
+    e.g. to rebuild or reset a model that ``fn`` trains in place. With
+    ``warmup=False`` there is no warm-up call and ``result`` is the return
+    value of the first timed call (for long calls whose code paths an earlier
+    measurement has already warmed up).
     """
-    t0 = time.perf_counter()
-    result = fn()  # warm-up: JIT compilation, allocator and cache warm-up
-    warmup = time.perf_counter() - t0
-    if warmup >= slow_s:
-        return Timing(warmup * 1e3, [warmup * 1e3], result, warmup_only=True)
+    result: Any = None
+    if warmup:
+        if setup is not None:
+            setup()
+        t0 = time.perf_counter()
+        result = fn()  # warm-up: JIT compilation, allocator and cache warm-up
+        warmup_s = time.perf_counter() - t0
+        if warmup_s >= slow_s:
+            return Timing(warmup_s * 1e3, [warmup_s * 1e3], result, warmup_only=True)
     times: list[float] = []
     spent = 0.0
     while len(times) < repeats and (len(times) < min_repeats or spent < budget_s):
+        if setup is not None:
+            setup()
         t0 = time.perf_counter()
-        fn()
+        out = fn()
         dt = time.perf_counter() - t0
+        if not warmup and not times:
+            result = out
+        del out
         times.append(dt * 1e3)
         spent += dt
     return Timing(statistics.median(times), times, result)
