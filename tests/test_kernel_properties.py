@@ -14,10 +14,9 @@ import pytest
 import torch
 
 import oracle
-from kernel_calls import run, structure, torch_inputs
+from kernel_calls import run, torch_inputs
 from oracle import LAYOUTS, Problem, random_problem
-from pytorch_hmm import kernel
-from pytorch_hmm.transitions import Banded, Dense, ergodic, left_to_right
+from pytorch_hmm.transitions import ergodic, left_to_right
 
 BACKENDS = ("torch", "numba")
 FUNCS = ("log_partition", "posteriors", "expected_transitions", "viterbi")

@@ -1,6 +1,5 @@
 """HMM against hmmlearn, EM properties, gradient training and bad input."""
 
-import math
 import warnings
 
 import numpy as np

@@ -36,7 +36,7 @@ def test_python_example_runs():
     import torch
 
     assert scope["log_z"].shape == (2,) and torch.isfinite(scope["log_z"]).all()
-    gamma, lengths = scope["gamma"], scope["lengths"]
+    gamma = scope["gamma"]
     sums = gamma.sum(-1)
     assert torch.allclose(sums[0], torch.ones(100), atol=1e-4)
     assert torch.allclose(sums[1, :80], torch.ones(80), atol=1e-4) and (sums[1, 80:] == 0).all()

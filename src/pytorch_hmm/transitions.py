@@ -14,7 +14,6 @@ Entries may be any finite log-potential or ``-inf`` (no edge); they need not be 
 
 from __future__ import annotations
 
-import math
 from typing import Optional, Union
 
 import torch

@@ -11,282 +11,45 @@ Parameters are stored unconstrained, so gradient training needs no projection:
 The covariance shapes of :attr:`Gaussian.covars` follow hmmlearn: diag ``(K, D)``, full
 ``(K, D, D)``, spherical ``(K,)``, tied ``(D, D)``.
 
-The module-level density and covariance helpers are shared with
-:mod:`pytorch_hmm.emissions.mixture`.
+Densities and covariance helpers live in :mod:`.covariance`, input checks in :mod:`.checks`.
 """
 
 from __future__ import annotations
 
-import math
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Tuple
 
 import torch
 from torch import nn
 
-from ..errors import HMMDeviceError, HMMDimensionError, HMMDtypeError, HMMValueError
+from ..errors import HMMValueError
 from .base import Emission, Stats
+from .checks import (
+    as_tensor,
+    check_shape,
+    broadcast_prior,
+    check_observations,
+    zero_padding,
+    check_posteriors,
+    check_stats,
+    check_count,
+    check_float_dtype,
+    valid_points,
+    draw_normal,
+)
+from .covariance import (
+    diag_log_density,
+    full_log_density,
+    tied_log_density,
+    scale_tril_from_raw,
+    raw_from_covariance,
+    check_covariance_matrices,
+    floor_covariance,
+    weighted_outer_sum,
+    data_covariance,
+)
 from .kmeans import kmeans
 
 COVARIANCE_TYPES = ("diag", "full", "spherical", "tied")
-_LOG_2PI = math.log(2.0 * math.pi)
-_FLOAT_DTYPES = (torch.float32, torch.float64)
-
-
-# ----------------------------------------------------------------------------- densities
-
-
-def diag_log_density(x: torch.Tensor, means: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
-    """``(N, C)`` log N(x_n; mu_c, diag(exp(log_var_c))) for ``x`` ``(N, D)``, ``means``/``log_var`` ``(C, D)``.
-
-    Quadratic expansion ``sum_d (x_d^2 - 2 x_d mu_d + mu_d^2) / var_d`` as two matrix products,
-    so no ``(N, C, D)`` intermediate; ``x`` and the means are first shifted by the mean of the
-    means (a constant) to limit cancellation.
-    """
-    ref = means.detach().mean(0)
-    xc = x - ref
-    mc = means - ref
-    prec = torch.exp(-log_var)
-    quad = (xc * xc) @ prec.T - 2.0 * (xc @ (mc * prec).T) + (mc * mc * prec).sum(-1)
-    return -0.5 * (x.shape[-1] * _LOG_2PI + log_var.sum(-1) + quad.clamp_min(0.0))
-
-
-def full_log_density(x: torch.Tensor, means: torch.Tensor, scale_tril: torch.Tensor) -> torch.Tensor:
-    """``(N, C)`` log N(x_n; mu_c, L_c L_c^T) for ``means`` ``(C, D)``, lower-triangular ``scale_tril`` ``(C, D, D)``.
-
-    Mahalanobis terms by one batched triangular solve ``L_c z = x_n - mu_c``; log-determinant
-    ``2 sum_i log L_ii``.
-    """
-    diff = (x[None, :, :] - means[:, None, :]).transpose(1, 2)  # (C, D, N)
-    z = torch.linalg.solve_triangular(scale_tril, diff, upper=False)
-    maha = (z * z).sum(1)  # (C, N)
-    logdet = 2.0 * torch.log(torch.diagonal(scale_tril, dim1=-2, dim2=-1)).sum(-1)
-    return -0.5 * (x.shape[-1] * _LOG_2PI + logdet[:, None] + maha).T
-
-
-def tied_log_density(x: torch.Tensor, means: torch.Tensor, scale_tril: torch.Tensor) -> torch.Tensor:
-    """``(N, C)`` log-densities with one shared covariance ``L L^T`` (``scale_tril`` ``(D, D)``).
-
-    Solves ``L z = x`` and ``L w = mu`` once each and expands ``|z_n - w_c|^2``, so no
-    ``(N, C, D)`` intermediate.
-    """
-    ref = means.detach().mean(0)
-    zx = torch.linalg.solve_triangular(scale_tril, (x - ref).T, upper=False)  # (D, N)
-    zm = torch.linalg.solve_triangular(scale_tril, (means - ref).T, upper=False)  # (D, C)
-    maha = (zx * zx).sum(0)[:, None] - 2.0 * (zx.T @ zm) + (zm * zm).sum(0)[None, :]
-    logdet = 2.0 * torch.log(torch.diagonal(scale_tril)).sum()
-    return -0.5 * (x.shape[-1] * _LOG_2PI + logdet + maha.clamp_min(0.0))
-
-
-# ------------------------------------------------------------------ covariance conversions
-
-
-def scale_tril_from_raw(raw: torch.Tensor) -> torch.Tensor:
-    """Cholesky factor from its unconstrained form (strict lower part as is, diagonal ``exp``)."""
-    return torch.tril(raw, -1) + torch.diag_embed(torch.exp(torch.diagonal(raw, dim1=-2, dim2=-1)))
-
-
-def raw_from_covariance(cov: torch.Tensor, name: str = "covars") -> torch.Tensor:
-    """Unconstrained form of the Cholesky factor of symmetric positive-definite ``cov`` ``(..., D, D)``."""
-    chol, info = torch.linalg.cholesky_ex(cov)
-    if bool((info > 0).any()):
-        raise HMMValueError(f"{name} must be symmetric positive-definite; {_which(info > 0)} is not positive-definite")
-    return torch.tril(chol, -1) + torch.diag_embed(torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)))
-
-
-def _which(bad: torch.Tensor) -> str:
-    """Name the first True entry of a per-matrix flag tensor, e.g. ``"matrix [1, 0]"``."""
-    if bad.ndim == 0:
-        return "the matrix"
-    return f"matrix {torch.nonzero(bad)[0].tolist()}"
-
-
-def check_covariance_matrices(cov: torch.Tensor, name: str) -> None:
-    """Raise unless every ``(D, D)`` matrix in ``cov`` is finite, symmetric and positive-definite."""
-    if not bool(torch.isfinite(cov).all()):
-        raise HMMValueError(f"{name} must be finite; got NaN or infinite values")
-    scale = cov.abs().amax(dim=(-2, -1), keepdim=True).clamp_min(torch.finfo(cov.dtype).tiny)
-    asym = ((cov - cov.transpose(-1, -2)).abs() / scale).amax(dim=(-2, -1))
-    if bool((asym > 1e-5).any()):
-        raise HMMValueError(f"{name} must be symmetric positive-definite; {_which(asym > 1e-5)} is not symmetric")
-    raw_from_covariance(cov, name)
-
-
-def floor_covariance(cov: torch.Tensor, min_covar: float) -> torch.Tensor:
-    """Symmetrise ``cov`` ``(..., D, D)`` and raise every eigenvalue below ``min_covar`` to it.
-
-    Matrices whose eigenvalues are all at least ``min_covar`` are returned unchanged (apart from
-    the symmetrisation), so the floor is a no-op wherever it is not needed.
-    """
-    cov = 0.5 * (cov + cov.transpose(-1, -2))
-    if min_covar <= 0:
-        return cov
-    evals, evecs = torch.linalg.eigh(cov)
-    low = evals.amin(-1) < min_covar
-    if not bool(low.any()):
-        return cov
-    floored = (evecs * evals.clamp_min(min_covar)[..., None, :]) @ evecs.transpose(-1, -2)
-    return torch.where(low[..., None, None], floored, cov)
-
-
-def weighted_outer_sum(w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """``(C, D, D)`` ``sum_n w[n, c] x_n x_n^T`` for ``w`` ``(N, C)``, ``x`` ``(N, D)``.
-
-    One matrix product per block of frames against the flattened outer products, so memory
-    stays bounded (about 4M elements per block) whatever ``C`` and ``N``.
-    """
-    n, d = x.shape
-    out = w.new_zeros(w.shape[1], d * d)
-    step = max(1, (1 << 22) // (d * d))
-    for s in range(0, n, step):
-        xs = x[s : s + step]
-        out += w[s : s + step].T @ (xs[:, :, None] * xs[:, None, :]).reshape(-1, d * d)
-    return out.reshape(-1, d, d)
-
-
-def data_covariance(points: torch.Tensor, min_covar: float) -> torch.Tensor:
-    """``(D, D)`` sample covariance of ``points`` ``(N, D)`` (unbiased when N > 1) plus ``min_covar * I``."""
-    n, d = points.shape
-    centred = points - points.mean(0)
-    cov = centred.T @ centred / max(n - 1, 1)
-    return cov + min_covar * torch.eye(d, dtype=points.dtype, device=points.device)
-
-
-# ------------------------------------------------------------------------ input checking
-
-
-def as_tensor(value, name: str, dtype: torch.dtype, device) -> torch.Tensor:
-    """``value`` (tensor, array or number) as a tensor of ``dtype`` on ``device``."""
-    try:
-        return torch.as_tensor(value, dtype=dtype, device=device)
-    except (TypeError, ValueError, RuntimeError) as err:
-        raise HMMValueError(f"{name} must be a tensor or array of numbers; got {type(value).__name__}") from err
-
-
-def check_shape(t: torch.Tensor, shape: Sequence[int], name: str, what: str) -> None:
-    """Raise :class:`HMMDimensionError` unless ``t.shape == shape``; ``what`` names the dims, e.g. ``"(K, D)"``."""
-    if tuple(t.shape) != tuple(shape):
-        raise HMMDimensionError(
-            f"{name} must be {what} == {tuple(shape)}; got {tuple(t.shape)}", expected_shape=shape, actual_shape=t.shape
-        )
-
-
-def broadcast_prior(value, shape: Sequence[int], name: str, dtype: torch.dtype, device) -> torch.Tensor:
-    """A prior hyper-parameter broadcast (numpy rules) to ``shape``; per-state values as ``(K, 1, ...)``."""
-    t = as_tensor(value, name, dtype, device)
-    try:
-        return torch.broadcast_to(t, tuple(shape)).clone()
-    except RuntimeError as err:
-        raise HMMDimensionError(
-            f"{name} must broadcast to {tuple(shape)}; got {tuple(t.shape)}", expected_shape=shape, actual_shape=t.shape
-        ) from err
-
-
-def check_observations(
-    x: torch.Tensor, dim: int, ref: torch.Tensor, mask: Optional[torch.Tensor] = None
-) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-    """Validate ``x`` ``(B, T, D)`` (and ``mask`` ``(B, T)`` bool) against parameters like ``ref``.
-
-    Returns ``x`` with padded frames (mask False) set to 0, and the mask. NaN or inf is an
-    error at valid frames only, so padding may hold anything.
-    """
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"x must be a torch.Tensor of shape (B, T, D); got {type(x).__name__}")
-    if x.ndim != 3 or x.shape[-1] != dim:
-        raise HMMDimensionError(
-            f"x must be (B, T, D) with D == {dim}; got {tuple(x.shape)}",
-            expected_shape=("B", "T", dim),
-            actual_shape=x.shape,
-            suggestion="for a single sequence use x.unsqueeze(0)" if x.ndim == 2 and x.shape[-1] == dim else None,
-        )
-    if x.dtype != ref.dtype:
-        raise HMMDtypeError(
-            f"x must have the dtype of the emission parameters ({ref.dtype}); got {x.dtype}. "
-            f"Convert x with x.to({ref.dtype}) or the emission with .to({x.dtype})"
-        )
-    if x.device != ref.device:
-        raise HMMDeviceError(f"x must be on the device of the emission parameters ({ref.device}); got {x.device}")
-    if mask is not None:
-        if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
-            got = mask.dtype if isinstance(mask, torch.Tensor) else type(mask).__name__
-            raise HMMDtypeError(f"mask must be a bool tensor (True at valid frames); got {got}")
-        if tuple(mask.shape) != tuple(x.shape[:2]):
-            raise HMMDimensionError(
-                f"mask must be (B, T) == {tuple(x.shape[:2])} to match x; got {tuple(mask.shape)}",
-                expected_shape=tuple(x.shape[:2]),
-                actual_shape=mask.shape,
-            )
-        if mask.device != x.device:
-            raise HMMDeviceError(f"mask must be on the device of x ({x.device}); got {mask.device}")
-        finite = torch.isfinite(x).all(-1) | ~mask
-        x = torch.where(mask[..., None], x, torch.zeros((), dtype=x.dtype, device=x.device))
-    else:
-        finite = torch.isfinite(x).all(-1)
-    if not bool(finite.all()):
-        bad = int((~finite).sum())
-        raise HMMValueError(f"x must be finite at valid frames; got NaN or inf in {bad} frame(s)")
-    return x, mask
-
-
-def zero_padding(out: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
-    """``out`` ``(B, T, K)`` with the frames where ``mask`` is False set to 0."""
-    if mask is None:
-        return out
-    return torch.where(mask[..., None], out, torch.zeros((), dtype=out.dtype, device=out.device))
-
-
-def check_posteriors(
-    posteriors: torch.Tensor, x: torch.Tensor, num_states: int, mask: Optional[torch.Tensor]
-) -> torch.Tensor:
-    """Validate state posteriors ``(B, T, K)``; returns them with padded frames set to 0."""
-    if not isinstance(posteriors, torch.Tensor):
-        raise TypeError(f"posteriors must be a torch.Tensor of shape (B, T, K); got {type(posteriors).__name__}")
-    shape = tuple(x.shape[:2]) + (num_states,)
-    if tuple(posteriors.shape) != shape:
-        raise HMMDimensionError(
-            f"posteriors must be (B, T, K) == {shape} to match x; got {tuple(posteriors.shape)}",
-            expected_shape=shape,
-            actual_shape=posteriors.shape,
-        )
-    if posteriors.dtype != x.dtype or posteriors.device != x.device:
-        raise HMMDtypeError(
-            f"posteriors must have the dtype and device of x ({x.dtype}, {x.device}); "
-            f"got {posteriors.dtype}, {posteriors.device}"
-        )
-    ok = (torch.isfinite(posteriors) & (posteriors >= 0)).all(-1)
-    if mask is not None:
-        ok = ok | ~mask
-    if not bool(ok.all()):
-        raise HMMValueError("posteriors must be finite and non-negative at valid frames; got NaN, inf or negative values")
-    return zero_padding(posteriors, mask)
-
-
-def check_stats(stats: Stats, keys: Sequence[str], owner: str) -> None:
-    missing = [k for k in keys if k not in stats]
-    if missing:
-        raise HMMValueError(f"stats must come from {owner}.init_stats(); missing {missing}")
-
-
-def check_count(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise HMMValueError(f"{name} must be a positive int; got {value!r}")
-    return value
-
-
-def check_float_dtype(dtype: torch.dtype) -> torch.dtype:
-    if dtype not in _FLOAT_DTYPES:
-        raise HMMDtypeError(f"dtype must be torch.float32 or torch.float64; got {dtype}")
-    return dtype
-
-
-def valid_points(x: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
-    """``(N, D)`` frames of ``x`` where ``mask`` is True (all frames if ``mask`` is None)."""
-    return x.reshape(-1, x.shape[-1]) if mask is None else x[mask]
-
-
-def draw_normal(shape: Sequence[int], ref: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
-    """Standard normal draws like ``ref`` (dtype, device), taken on the generator's device."""
-    device = ref.device if generator is None else generator.device
-    return torch.randn(tuple(shape), generator=generator, dtype=ref.dtype, device=device).to(ref.device)
 
 
 # -------------------------------------------------------------------------------- module

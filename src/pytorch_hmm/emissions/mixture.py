@@ -21,26 +21,28 @@ from torch import nn
 
 from ..errors import HMMValueError
 from .base import Emission, Stats
-from .gaussian import (
+from .checks import (
     as_tensor,
     broadcast_prior,
     check_count,
-    check_covariance_matrices,
     check_float_dtype,
     check_observations,
     check_posteriors,
     check_shape,
     check_stats,
+    draw_normal,
+    valid_points,
+    zero_padding,
+)
+from .covariance import (
+    check_covariance_matrices,
     data_covariance,
     diag_log_density,
-    draw_normal,
     floor_covariance,
     full_log_density,
     raw_from_covariance,
     scale_tril_from_raw,
-    valid_points,
     weighted_outer_sum,
-    zero_padding,
 )
 from .kmeans import kmeans
 

@@ -22,7 +22,7 @@ from typing import Optional, Sequence, Union
 import torch
 
 from ..errors import HMMDeviceError, HMMDimensionError, HMMDtypeError, HMMValueError
-from ..transitions import Banded, Dense, TransitionStructure
+from ..transitions import Dense, TransitionStructure
 
 _FLOAT_DTYPES = (torch.float32, torch.float64)
 

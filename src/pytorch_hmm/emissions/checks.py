@@ -1,0 +1,147 @@
+"""Input validation and small tensor helpers shared by the Gaussian emissions."""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence, Tuple
+
+import torch
+
+from ..errors import HMMDeviceError, HMMDimensionError, HMMDtypeError, HMMValueError
+from .base import Stats
+
+_FLOAT_DTYPES = (torch.float32, torch.float64)
+
+
+def as_tensor(value, name: str, dtype: torch.dtype, device) -> torch.Tensor:
+    """``value`` (tensor, array or number) as a tensor of ``dtype`` on ``device``."""
+    try:
+        return torch.as_tensor(value, dtype=dtype, device=device)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise HMMValueError(f"{name} must be a tensor or array of numbers; got {type(value).__name__}") from err
+
+
+def check_shape(t: torch.Tensor, shape: Sequence[int], name: str, what: str) -> None:
+    """Raise :class:`HMMDimensionError` unless ``t.shape == shape``; ``what`` names the dims, e.g. ``"(K, D)"``."""
+    if tuple(t.shape) != tuple(shape):
+        raise HMMDimensionError(
+            f"{name} must be {what} == {tuple(shape)}; got {tuple(t.shape)}", expected_shape=shape, actual_shape=t.shape
+        )
+
+
+def broadcast_prior(value, shape: Sequence[int], name: str, dtype: torch.dtype, device) -> torch.Tensor:
+    """A prior hyper-parameter broadcast (numpy rules) to ``shape``; per-state values as ``(K, 1, ...)``."""
+    t = as_tensor(value, name, dtype, device)
+    try:
+        return torch.broadcast_to(t, tuple(shape)).clone()
+    except RuntimeError as err:
+        raise HMMDimensionError(
+            f"{name} must broadcast to {tuple(shape)}; got {tuple(t.shape)}", expected_shape=shape, actual_shape=t.shape
+        ) from err
+
+
+def check_observations(
+    x: torch.Tensor, dim: int, ref: torch.Tensor, mask: Optional[torch.Tensor] = None
+) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """Validate ``x`` ``(B, T, D)`` (and ``mask`` ``(B, T)`` bool) against parameters like ``ref``.
+
+    Returns ``x`` with padded frames (mask False) set to 0, and the mask. NaN or inf is an
+    error at valid frames only, so padding may hold anything.
+    """
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor of shape (B, T, D); got {type(x).__name__}")
+    if x.ndim != 3 or x.shape[-1] != dim:
+        raise HMMDimensionError(
+            f"x must be (B, T, D) with D == {dim}; got {tuple(x.shape)}",
+            expected_shape=("B", "T", dim),
+            actual_shape=x.shape,
+            suggestion="for a single sequence use x.unsqueeze(0)" if x.ndim == 2 and x.shape[-1] == dim else None,
+        )
+    if x.dtype != ref.dtype:
+        raise HMMDtypeError(
+            f"x must have the dtype of the emission parameters ({ref.dtype}); got {x.dtype}. "
+            f"Convert x with x.to({ref.dtype}) or the emission with .to({x.dtype})"
+        )
+    if x.device != ref.device:
+        raise HMMDeviceError(f"x must be on the device of the emission parameters ({ref.device}); got {x.device}")
+    if mask is not None:
+        if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
+            got = mask.dtype if isinstance(mask, torch.Tensor) else type(mask).__name__
+            raise HMMDtypeError(f"mask must be a bool tensor (True at valid frames); got {got}")
+        if tuple(mask.shape) != tuple(x.shape[:2]):
+            raise HMMDimensionError(
+                f"mask must be (B, T) == {tuple(x.shape[:2])} to match x; got {tuple(mask.shape)}",
+                expected_shape=tuple(x.shape[:2]),
+                actual_shape=mask.shape,
+            )
+        if mask.device != x.device:
+            raise HMMDeviceError(f"mask must be on the device of x ({x.device}); got {mask.device}")
+        finite = torch.isfinite(x).all(-1) | ~mask
+        x = torch.where(mask[..., None], x, torch.zeros((), dtype=x.dtype, device=x.device))
+    else:
+        finite = torch.isfinite(x).all(-1)
+    if not bool(finite.all()):
+        bad = int((~finite).sum())
+        raise HMMValueError(f"x must be finite at valid frames; got NaN or inf in {bad} frame(s)")
+    return x, mask
+
+
+def zero_padding(out: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
+    """``out`` ``(B, T, K)`` with the frames where ``mask`` is False set to 0."""
+    if mask is None:
+        return out
+    return torch.where(mask[..., None], out, torch.zeros((), dtype=out.dtype, device=out.device))
+
+
+def check_posteriors(
+    posteriors: torch.Tensor, x: torch.Tensor, num_states: int, mask: Optional[torch.Tensor]
+) -> torch.Tensor:
+    """Validate state posteriors ``(B, T, K)``; returns them with padded frames set to 0."""
+    if not isinstance(posteriors, torch.Tensor):
+        raise TypeError(f"posteriors must be a torch.Tensor of shape (B, T, K); got {type(posteriors).__name__}")
+    shape = tuple(x.shape[:2]) + (num_states,)
+    if tuple(posteriors.shape) != shape:
+        raise HMMDimensionError(
+            f"posteriors must be (B, T, K) == {shape} to match x; got {tuple(posteriors.shape)}",
+            expected_shape=shape,
+            actual_shape=posteriors.shape,
+        )
+    if posteriors.dtype != x.dtype or posteriors.device != x.device:
+        raise HMMDtypeError(
+            f"posteriors must have the dtype and device of x ({x.dtype}, {x.device}); "
+            f"got {posteriors.dtype}, {posteriors.device}"
+        )
+    ok = (torch.isfinite(posteriors) & (posteriors >= 0)).all(-1)
+    if mask is not None:
+        ok = ok | ~mask
+    if not bool(ok.all()):
+        raise HMMValueError("posteriors must be finite and non-negative at valid frames; got NaN, inf or negative values")
+    return zero_padding(posteriors, mask)
+
+
+def check_stats(stats: Stats, keys: Sequence[str], owner: str) -> None:
+    missing = [k for k in keys if k not in stats]
+    if missing:
+        raise HMMValueError(f"stats must come from {owner}.init_stats(); missing {missing}")
+
+
+def check_count(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise HMMValueError(f"{name} must be a positive int; got {value!r}")
+    return value
+
+
+def check_float_dtype(dtype: torch.dtype) -> torch.dtype:
+    if dtype not in _FLOAT_DTYPES:
+        raise HMMDtypeError(f"dtype must be torch.float32 or torch.float64; got {dtype}")
+    return dtype
+
+
+def valid_points(x: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
+    """``(N, D)`` frames of ``x`` where ``mask`` is True (all frames if ``mask`` is None)."""
+    return x.reshape(-1, x.shape[-1]) if mask is None else x[mask]
+
+
+def draw_normal(shape: Sequence[int], ref: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
+    """Standard normal draws like ``ref`` (dtype, device), taken on the generator's device."""
+    device = ref.device if generator is None else generator.device
+    return torch.randn(tuple(shape), generator=generator, dtype=ref.dtype, device=device).to(ref.device)

@@ -1,0 +1,127 @@
+"""Gaussian log-densities and covariance helpers shared by :mod:`.gaussian` and :mod:`.mixture`."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..errors import HMMValueError
+
+_LOG_2PI = math.log(2.0 * math.pi)
+
+
+def diag_log_density(x: torch.Tensor, means: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
+    """``(N, C)`` log N(x_n; mu_c, diag(exp(log_var_c))) for ``x`` ``(N, D)``, ``means``/``log_var`` ``(C, D)``.
+
+    Quadratic expansion ``sum_d (x_d^2 - 2 x_d mu_d + mu_d^2) / var_d`` as two matrix products,
+    so no ``(N, C, D)`` intermediate; ``x`` and the means are first shifted by the mean of the
+    means (a constant) to limit cancellation.
+    """
+    ref = means.detach().mean(0)
+    xc = x - ref
+    mc = means - ref
+    prec = torch.exp(-log_var)
+    quad = (xc * xc) @ prec.T - 2.0 * (xc @ (mc * prec).T) + (mc * mc * prec).sum(-1)
+    return -0.5 * (x.shape[-1] * _LOG_2PI + log_var.sum(-1) + quad.clamp_min(0.0))
+
+
+def full_log_density(x: torch.Tensor, means: torch.Tensor, scale_tril: torch.Tensor) -> torch.Tensor:
+    """``(N, C)`` log N(x_n; mu_c, L_c L_c^T) for ``means`` ``(C, D)``, lower-triangular ``scale_tril`` ``(C, D, D)``.
+
+    Mahalanobis terms by one batched triangular solve ``L_c z = x_n - mu_c``; log-determinant
+    ``2 sum_i log L_ii``.
+    """
+    diff = (x[None, :, :] - means[:, None, :]).transpose(1, 2)  # (C, D, N)
+    z = torch.linalg.solve_triangular(scale_tril, diff, upper=False)
+    maha = (z * z).sum(1)  # (C, N)
+    logdet = 2.0 * torch.log(torch.diagonal(scale_tril, dim1=-2, dim2=-1)).sum(-1)
+    return -0.5 * (x.shape[-1] * _LOG_2PI + logdet[:, None] + maha).T
+
+
+def tied_log_density(x: torch.Tensor, means: torch.Tensor, scale_tril: torch.Tensor) -> torch.Tensor:
+    """``(N, C)`` log-densities with one shared covariance ``L L^T`` (``scale_tril`` ``(D, D)``).
+
+    Solves ``L z = x`` and ``L w = mu`` once each and expands ``|z_n - w_c|^2``, so no
+    ``(N, C, D)`` intermediate.
+    """
+    ref = means.detach().mean(0)
+    zx = torch.linalg.solve_triangular(scale_tril, (x - ref).T, upper=False)  # (D, N)
+    zm = torch.linalg.solve_triangular(scale_tril, (means - ref).T, upper=False)  # (D, C)
+    maha = (zx * zx).sum(0)[:, None] - 2.0 * (zx.T @ zm) + (zm * zm).sum(0)[None, :]
+    logdet = 2.0 * torch.log(torch.diagonal(scale_tril)).sum()
+    return -0.5 * (x.shape[-1] * _LOG_2PI + logdet + maha.clamp_min(0.0))
+
+
+# ------------------------------------------------------------------ covariance conversions
+
+
+def scale_tril_from_raw(raw: torch.Tensor) -> torch.Tensor:
+    """Cholesky factor from its unconstrained form (strict lower part as is, diagonal ``exp``)."""
+    return torch.tril(raw, -1) + torch.diag_embed(torch.exp(torch.diagonal(raw, dim1=-2, dim2=-1)))
+
+
+def raw_from_covariance(cov: torch.Tensor, name: str = "covars") -> torch.Tensor:
+    """Unconstrained form of the Cholesky factor of symmetric positive-definite ``cov`` ``(..., D, D)``."""
+    chol, info = torch.linalg.cholesky_ex(cov)
+    if bool((info > 0).any()):
+        raise HMMValueError(f"{name} must be symmetric positive-definite; {_which(info > 0)} is not positive-definite")
+    return torch.tril(chol, -1) + torch.diag_embed(torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)))
+
+
+def _which(bad: torch.Tensor) -> str:
+    """Name the first True entry of a per-matrix flag tensor, e.g. ``"matrix [1, 0]"``."""
+    if bad.ndim == 0:
+        return "the matrix"
+    return f"matrix {torch.nonzero(bad)[0].tolist()}"
+
+
+def check_covariance_matrices(cov: torch.Tensor, name: str) -> None:
+    """Raise unless every ``(D, D)`` matrix in ``cov`` is finite, symmetric and positive-definite."""
+    if not bool(torch.isfinite(cov).all()):
+        raise HMMValueError(f"{name} must be finite; got NaN or infinite values")
+    scale = cov.abs().amax(dim=(-2, -1), keepdim=True).clamp_min(torch.finfo(cov.dtype).tiny)
+    asym = ((cov - cov.transpose(-1, -2)).abs() / scale).amax(dim=(-2, -1))
+    if bool((asym > 1e-5).any()):
+        raise HMMValueError(f"{name} must be symmetric positive-definite; {_which(asym > 1e-5)} is not symmetric")
+    raw_from_covariance(cov, name)
+
+
+def floor_covariance(cov: torch.Tensor, min_covar: float) -> torch.Tensor:
+    """Symmetrise ``cov`` ``(..., D, D)`` and raise every eigenvalue below ``min_covar`` to it.
+
+    Matrices whose eigenvalues are all at least ``min_covar`` are returned unchanged (apart from
+    the symmetrisation), so the floor is a no-op wherever it is not needed.
+    """
+    cov = 0.5 * (cov + cov.transpose(-1, -2))
+    if min_covar <= 0:
+        return cov
+    evals, evecs = torch.linalg.eigh(cov)
+    low = evals.amin(-1) < min_covar
+    if not bool(low.any()):
+        return cov
+    floored = (evecs * evals.clamp_min(min_covar)[..., None, :]) @ evecs.transpose(-1, -2)
+    return torch.where(low[..., None, None], floored, cov)
+
+
+def weighted_outer_sum(w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``(C, D, D)`` ``sum_n w[n, c] x_n x_n^T`` for ``w`` ``(N, C)``, ``x`` ``(N, D)``.
+
+    One matrix product per block of frames against the flattened outer products, so memory
+    stays bounded (about 4M elements per block) whatever ``C`` and ``N``.
+    """
+    n, d = x.shape
+    out = w.new_zeros(w.shape[1], d * d)
+    step = max(1, (1 << 22) // (d * d))
+    for s in range(0, n, step):
+        xs = x[s : s + step]
+        out += w[s : s + step].T @ (xs[:, :, None] * xs[:, None, :]).reshape(-1, d * d)
+    return out.reshape(-1, d, d)
+
+
+def data_covariance(points: torch.Tensor, min_covar: float) -> torch.Tensor:
+    """``(D, D)`` sample covariance of ``points`` ``(N, D)`` (unbiased when N > 1) plus ``min_covar * I``."""
+    n, d = points.shape
+    centred = points - points.mean(0)
+    cov = centred.T @ centred / max(n - 1, 1)
+    return cov + min_covar * torch.eye(d, dtype=points.dtype, device=points.device)
