@@ -247,3 +247,17 @@ def test_gradient_training_does_as_well_as_em():
     # EM's slow crawl, which matches hmmlearn's to 1e-12 in the run that made this test)
     assert final >= em_history[-1] - 0.5
     assert final > em_history[0] + 50
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cpu_and_cuda_agree():
+    ref, cpu = _pair("full", seed=13)
+    _, x, lengths = _data(ref, [30, 22], seed=2)
+    _, gpu = _pair("full", seed=13)
+    gpu = gpu.cuda()
+    torch.testing.assert_close(gpu(x.cuda(), lengths.cuda()).cpu(), cpu(x, lengths))
+    cpu.fit(x, lengths, max_iter=3, verbose=False)
+    gpu.fit(x.cuda(), lengths.cuda(), max_iter=3, verbose=False)
+    torch.testing.assert_close(gpu.emission.means.detach().cpu(), cpu.emission.means.detach())
+    torch.testing.assert_close(gpu.transmat.detach().cpu(), cpu.transmat.detach())

@@ -37,7 +37,8 @@ class HMM(nn.Module):
             raise TypeError(f"emission must be a pytorch_hmm.emissions Emission; got {type(emission).__name__}")
         self.emission = emission
         k = emission.num_states
-        dtype = next((t.dtype for t in list(emission.parameters()) + list(emission.buffers()) if t.is_floating_point()), torch.float32)
+        reference = next((t for t in list(emission.parameters()) + list(emission.buffers()) if t.is_floating_point()), None)
+        dtype = reference.dtype if reference is not None else torch.float32
         structure = _structure(transitions, k, dtype)
         self.banded = structure.kind == "banded"
         logits = structure.log_probs.detach().clone()
@@ -50,6 +51,8 @@ class HMM(nn.Module):
             if not self.banded:
                 init_probs.fill_(1.0 / k)
         self.init_logits = nn.Parameter(torch.log(_check_probs(init_probs, "init_probs", (k,)).to(dtype)))
+        if reference is not None:  # live where the emission lives
+            self.to(reference.device)
 
     @property
     def num_states(self) -> int:

@@ -73,7 +73,7 @@ def _first_frames(batches) -> tuple:
         if lens is None:
             frames.append(x.reshape((-1,) + tuple(x.shape[2:])))
         else:
-            keep = torch.arange(x.shape[1])[None, :] < torch.as_tensor(lens)[:, None]
+            keep = torch.arange(x.shape[1], device=x.device)[None, :] < torch.as_tensor(lens, device=x.device)[:, None]
             frames.append(x[keep])
     flat = torch.cat(frames)
-    return flat.unsqueeze(0), torch.ones((1, flat.shape[0]), dtype=torch.bool)
+    return flat.unsqueeze(0), torch.ones((1, flat.shape[0]), dtype=torch.bool, device=flat.device)
