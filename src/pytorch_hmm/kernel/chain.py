@@ -72,27 +72,25 @@ def _log_z(p: ChainProblem, alpha: torch.Tensor, log_norm: torch.Tensor) -> torc
     return (rest.double() + norm_sum).to(alpha.dtype)
 
 
-def _frame_totals(p: ChainProblem, alpha: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
-    """``(B, T)`` ``logsumexp_k(alpha_hat_t + beta_hat_t)``; ``-inf`` at padded frames.
+def _state_marginals(p: ChainProblem, alpha: torch.Tensor, beta: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Posteriors ``(B, T, K)`` and frame totals ``(B, T)`` from the scaled passes.
 
-    In exact arithmetic every valid frame gives the same value (``log Z`` minus the
-    normalisers); normalising each frame by its own total keeps posteriors and edge counts
-    exactly normalised instead of inheriting the rounding drift of a long backward pass.
+    ``totals_t = logsumexp_k(alpha_hat_t + beta_hat_t)``: in exact arithmetic every valid frame
+    gives the same value (``log Z`` minus the normalisers), and normalising each frame by its
+    own total keeps posteriors and edge counts exactly normalised instead of inheriting the
+    rounding drift of a long backward pass. Posteriors are 0 and totals ``-inf`` at padded
+    frames and where no state has a finite score (infeasible sequences).
     """
-    totals = torch.logsumexp(alpha + beta, -1)
-    return torch.where(p.mask, totals, torch.full((), float("-inf"), dtype=totals.dtype, device=totals.device))
-
-
-def _state_marginals(p: ChainProblem, alpha: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
-    """``(B, T, K)`` posteriors ``softmax_k(alpha_hat_t + beta_hat_t)`` (each frame normalised by
-    its own total, see :func:`_frame_totals`); 0 at padded frames and where no state has a
-    finite score (infeasible sequences)."""
     gamma = alpha + beta
-    gamma -= gamma.amax(-1, keepdim=True)  # NaN only for rows that are all -inf
+    top = gamma.amax(-1, keepdim=True)
+    gamma -= top  # NaN only for rows that are all -inf
     _exp_flushed_(gamma)
-    gamma /= gamma.sum(-1, keepdim=True)  # (in place; torch.softmax is ~5x slower for small K on CPU)
+    mass = gamma.sum(-1, keepdim=True)
+    gamma /= mass  # (in place; torch.softmax is ~5x slower for small K on CPU)
     gamma.masked_fill_(~p.mask.unsqueeze(-1), 0.0)
-    return gamma.nan_to_num_(nan=0.0)
+    totals = (mass.log_() + top).squeeze(-1)
+    totals = torch.where(p.mask, totals, torch.full((), float("-inf"), dtype=totals.dtype, device=totals.device))
+    return gamma.nan_to_num_(nan=0.0), totals.nan_to_num_(nan=-math.inf, neginf=-math.inf)
 
 
 def _edge_marginals(
@@ -163,7 +161,7 @@ class _LogPartition(torch.autograd.Function):
         p = ChainProblem(emissions, trans, kind, init, final, lengths, time_varying)
         beta = loops.backward(p, log_norm)
         g = torch.where(torch.isfinite(log_z), grad_log_z, torch.zeros_like(grad_log_z))
-        gamma = _state_marginals(p, alpha, beta)
+        gamma, totals = _state_marginals(p, alpha, beta)
         grad_e = gamma * g[:, None, None] if ctx.needs_input_grad[0] else None
         grad_init = gamma[:, 0] * g[:, None] if ctx.needs_input_grad[2] else None
         grad_final = None
@@ -172,7 +170,7 @@ class _LogPartition(torch.autograd.Function):
             grad_final = gamma.gather(1, last).squeeze(1) * g[:, None]
         grad_trans = None
         if ctx.needs_input_grad[1]:
-            xi = _edge_marginals(p, alpha, beta, log_norm, _frame_totals(p, alpha, beta)) * g[:, None, None, None]
+            xi = _edge_marginals(p, alpha, beta, log_norm, totals) * g[:, None, None, None]
             grad_trans = xi.sum(0, keepdim=True) if trans.shape[0] == 1 and xi.shape[0] != 1 else xi
         return grad_e, grad_trans, grad_init, grad_final, None, None
 
@@ -220,7 +218,7 @@ def forward_backward(
     p = prepare(log_emissions, transitions, log_init, lengths, log_final)
     alpha, beta, _, log_z = _forward_backward(p, backend)
     with torch.no_grad():
-        return log_z, _state_marginals(p, alpha, beta)
+        return log_z, _state_marginals(p, alpha, beta)[0]
 
 
 def marginals(
@@ -242,8 +240,8 @@ def marginals(
     alpha, beta, log_norm, log_z = _forward_backward(p, backend)
     with torch.no_grad():
         q = p.detached()
-        xi = _edge_marginals(q, alpha, beta, log_norm, _frame_totals(q, alpha, beta))
-        gamma = _state_marginals(q, alpha, beta)
+        gamma, totals = _state_marginals(q, alpha, beta)
+        xi = _edge_marginals(q, alpha, beta, log_norm, totals)
     return log_z, gamma, xi if p.time_varying else xi.squeeze(1)
 
 
