@@ -419,3 +419,12 @@ def test_cpu_equals_cuda():
     assert gpu.logits.device.type == "cuda" and torch.isfinite(gpu.logits).all()
     s = gpu.sample(torch.tensor([[0, 1, -1]], device="cuda"), generator=torch.Generator("cuda").manual_seed(0))
     assert s.device.type == "cuda" and s[0, -1] == -1
+
+
+def test_loaded_parameters_are_not_reinitialised():
+    a = Categorical(2, 3, probs=torch.tensor([[0.9, 0.05, 0.05], [0.05, 0.05, 0.9]]))
+    b = Categorical(2, 3)
+    assert b.needs_init
+    b.load_state_dict(a.state_dict())
+    assert not b.needs_init
+    torch.testing.assert_close(b.probs, a.probs)

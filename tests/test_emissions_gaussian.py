@@ -625,3 +625,26 @@ def test_error_mask_device():
     g = good().to("cuda")
     with pytest.raises(HMMDeviceError, match=r"mask must be on the device of x \(cuda:0\); got cpu"):
         g.log_prob(torch.zeros(1, 3, D, device="cuda"), torch.ones(1, 3, dtype=torch.bool))
+
+
+@pytest.mark.parametrize("ct", TYPES)
+def test_float32_well_separated_states(ct):
+    """States far apart relative to their spread: float32 M-step and log_prob stay accurate."""
+    g = torch.Generator().manual_seed(0)
+    n, sep, sd = 5000, 1000.0, 0.1
+    x = torch.cat([torch.full((n, 1), -sep), torch.full((n, 1), sep)]) + sd * torch.randn(2 * n, 1, generator=g)
+    post = torch.zeros(2 * n, 2)
+    post[:n, 0] = post[n:, 1] = 1.0
+    means = torch.tensor([[-sep], [sep]])
+    covars = {"diag": torch.ones(2, 1), "full": torch.ones(2, 1, 1), "spherical": torch.ones(2), "tied": torch.ones(1, 1)}[ct]
+    em = Gaussian(2, 1, ct, means=means, covars=covars, min_covar=1e-6, covars_prior=0.0)
+    stats = em.init_stats()
+    em.accumulate(stats, x[None], post[None])
+    em.m_step(stats)
+    variances = em.covariance_matrices.detach().flatten()
+    assert torch.allclose(variances, torch.full_like(variances, sd**2), rtol=0.1), variances
+    # log density of a point 0.1 from a state 1000 away from the origin, against float64
+    ref = Gaussian(2, 1, "diag", means=means.double(), covars=torch.full((2, 1), 0.01, dtype=torch.float64), dtype=torch.float64)
+    ours = Gaussian(2, 1, "diag", means=means, covars=torch.full((2, 1), 0.01))
+    point = torch.tensor([[[sep - 0.1]]])
+    assert ours.log_prob(point)[0, 0, 1].item() == pytest.approx(ref.log_prob(point.double())[0, 0, 1].item(), abs=1e-3)

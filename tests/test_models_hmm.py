@@ -186,10 +186,13 @@ def test_left_to_right_model_and_state_dict_round_trip():
     model = HMM(Gaussian(4, D, dtype=torch.float64), transitions="left_to_right")
     assert model.init_probs.tolist() == [1.0, 0.0, 0.0, 0.0]
     assert torch.all(torch.triu(model.transmat) == model.transmat)
-    copy = HMM(Gaussian(4, D, dtype=torch.float64), transitions="left_to_right")
-    copy.load_state_dict(model.state_dict())
     x = torch.randn(2, 10, D, dtype=torch.float64)
+    model.fit(x, max_iter=3, verbose=False, generator=torch.Generator().manual_seed(0))  # move off the defaults
+    copy = HMM(Gaussian(4, D, dtype=torch.float64), transitions="left_to_right")
+    assert not torch.allclose(copy(x), model(x))
+    copy.load_state_dict(model.state_dict())
     torch.testing.assert_close(copy(x), model(x))
+    assert not copy.emission.needs_init  # a later fit keeps the loaded parameters
     assert model.to(torch.float32)(x.float()).dtype == torch.float32
 
 

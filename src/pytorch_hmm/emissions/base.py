@@ -31,6 +31,11 @@ class Emission(nn.Module):
     """Base class: subclasses implement ``log_prob`` and, where EM applies, the statistics."""
 
     num_states: int
+    needs_init: bool = False
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        super()._load_from_state_dict(*args, **kwargs)
+        self.needs_init = False  # loaded parameters are not placeholder defaults: fit must keep them
 
     def log_prob(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:  # pragma: no cover
         """``(B, T, K)`` log p(x_t | k); with ``mask`` ``(B, T)`` padded frames are not read and give 0."""

@@ -19,11 +19,12 @@ def diag_log_density(x: torch.Tensor, means: torch.Tensor, log_var: torch.Tensor
     means (a constant) to limit cancellation.
     """
     ref = means.detach().mean(0)
-    xc = x - ref
-    mc = means - ref
-    prec = torch.exp(-log_var)
+    # the expansion cancels catastrophically in float32 when |x - ref| >> std: work in float64
+    xc = (x - ref).double()
+    mc = (means - ref).double()
+    prec = torch.exp(-log_var.double())
     quad = (xc * xc) @ prec.T - 2.0 * (xc @ (mc * prec).T) + (mc * mc * prec).sum(-1)
-    return -0.5 * (x.shape[-1] * _LOG_2PI + log_var.sum(-1) + quad.clamp_min(0.0))
+    return (-0.5 * (x.shape[-1] * _LOG_2PI + log_var.double().sum(-1) + quad.clamp_min(0.0))).to(x.dtype)
 
 
 def full_log_density(x: torch.Tensor, means: torch.Tensor, scale_tril: torch.Tensor) -> torch.Tensor:
@@ -46,11 +47,12 @@ def tied_log_density(x: torch.Tensor, means: torch.Tensor, scale_tril: torch.Ten
     ``(N, C, D)`` intermediate.
     """
     ref = means.detach().mean(0)
-    zx = torch.linalg.solve_triangular(scale_tril, (x - ref).T, upper=False)  # (D, N)
-    zm = torch.linalg.solve_triangular(scale_tril, (means - ref).T, upper=False)  # (D, C)
+    tril = scale_tril.double()  # float64 expansion, as in diag_log_density
+    zx = torch.linalg.solve_triangular(tril, (x - ref).double().T, upper=False)  # (D, N)
+    zm = torch.linalg.solve_triangular(tril, (means - ref).double().T, upper=False)  # (D, C)
     maha = (zx * zx).sum(0)[:, None] - 2.0 * (zx.T @ zm) + (zm * zm).sum(0)[None, :]
-    logdet = 2.0 * torch.log(torch.diagonal(scale_tril)).sum()
-    return -0.5 * (x.shape[-1] * _LOG_2PI + logdet + maha.clamp_min(0.0))
+    logdet = 2.0 * torch.log(torch.diagonal(tril)).sum()
+    return (-0.5 * (x.shape[-1] * _LOG_2PI + logdet + maha.clamp_min(0.0))).to(x.dtype)
 
 
 # ------------------------------------------------------------------ covariance conversions

@@ -148,10 +148,6 @@ class Gaussian(Emission):
     def extra_repr(self) -> str:
         return f"num_states={self.num_states}, dim={self.dim}, covariance_type={self.covariance_type!r}"
 
-    def _load_from_state_dict(self, *args, **kwargs):
-        super()._load_from_state_dict(*args, **kwargs)
-        self.needs_init = False  # loaded parameters are not the placeholder defaults
-
     # -------------------------------------------------------------------- parameters
 
     @property
@@ -256,7 +252,7 @@ class Gaussian(Emission):
     def init_stats(self) -> Stats:
         """Zero statistics: ``post`` ``(K,)``, ``obs`` ``(K, D)``, ``obs_sq`` ``(K, D)`` or ``obs_outer`` ``(K, D, D)``."""
         k, d = self.num_states, self.dim
-        z = dict(dtype=self.loc.dtype, device=self.loc.device)
+        z = dict(dtype=torch.float64, device=self.loc.device)  # sums in float64: see accumulate
         stats = {"post": torch.zeros(k, **z), "obs": torch.zeros(k, d, **z)}
         if self.covariance_type in ("diag", "spherical"):
             stats["obs_sq"] = torch.zeros(k, d, **z)
@@ -282,8 +278,10 @@ class Gaussian(Emission):
         x, mask = check_observations(x, self.dim, self.loc, mask)
         g = check_posteriors(posteriors, x, self.num_states, mask).detach()
         with torch.no_grad():
-            xf = x.detach().reshape(-1, self.dim) - self.stats_offset
-            gf = g.reshape(-1, self.num_states)
+            # float64 sums: with float32 data, raw moments of a state far from the offset
+            # cancel catastrophically in the M-step's Q - 2 mu S + mu^2 N
+            xf = x.detach().reshape(-1, self.dim).double() - self.stats_offset.double()
+            gf = g.reshape(-1, self.num_states).double()
             stats["post"] += gf.sum(0)
             stats["obs"] += gf.T @ xf
             if "obs_sq" in stats:
@@ -313,8 +311,8 @@ class Gaussian(Emission):
         """
         check_stats(stats, self._stat_keys(), type(self).__name__)
         ct, d = self.covariance_type, self.dim
-        n = stats["post"].to(self.loc)
-        s1 = stats["obs"].to(self.loc)
+        n = stats["post"].to(self.loc.device)
+        s1 = stats["obs"].to(self.loc.device)
         c = self.stats_offset
         lam, mu0 = self.means_weight, self.means_prior - c
         with torch.no_grad():
@@ -323,7 +321,7 @@ class Gaussian(Emission):
             mu = torch.where((denom > 0)[:, None], (lam[:, None] * mu0 + s1) / safe[:, None], self.loc - c)
             diff0 = mu - mu0
             if ct in ("diag", "spherical"):
-                q = stats["obs_sq"].to(self.loc)
+                q = stats["obs_sq"].to(self.loc.device)
                 c_n = lam[:, None] * diff0**2 + q - 2.0 * mu * s1 + mu**2 * n[:, None]
                 c_d = (self.covars_weight - 1.0).clamp_min(0.0)[:, None] + n[:, None]
                 var = (self.covars_prior + c_n) / c_d.clamp_min(1e-5)
@@ -331,7 +329,7 @@ class Gaussian(Emission):
                     var = var.mean(1)
                 self.log_var.copy_(torch.log(var.clamp_min(max(self.min_covar, torch.finfo(var.dtype).tiny))))
             else:
-                q = stats["obs_outer"].to(self.loc)
+                q = stats["obs_outer"].to(self.loc.device)
                 sm = s1[:, :, None] * mu[:, None, :]
                 c_n = (
                     lam[:, None, None] * diff0[:, :, None] * diff0[:, None, :]

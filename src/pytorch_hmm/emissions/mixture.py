@@ -143,10 +143,6 @@ class GaussianMixture(Emission):
             f"covariance_type={self.covariance_type!r}"
         )
 
-    def _load_from_state_dict(self, *args, **kwargs):
-        super()._load_from_state_dict(*args, **kwargs)
-        self.needs_init = False  # loaded parameters are not the placeholder defaults
-
     # -------------------------------------------------------------------- parameters
 
     @property
@@ -263,7 +259,7 @@ class GaussianMixture(Emission):
         """Zero statistics: ``post`` ``(K,)``, ``post_mix`` ``(K, M)``, ``obs`` ``(K, M, D)`` and
         ``obs_sq`` ``(K, M, D)`` (diag) or ``obs_outer`` ``(K, M, D, D)`` (full)."""
         k, m, d = self.num_states, self.num_mixtures, self.dim
-        z = dict(dtype=self.loc.dtype, device=self.loc.device)
+        z = dict(dtype=torch.float64, device=self.loc.device)  # sums in float64: see accumulate
         stats = {"post": torch.zeros(k, **z), "post_mix": torch.zeros(k, m, **z), "obs": torch.zeros(k, m, d, **z)}
         if self.covariance_type == "diag":
             stats["obs_sq"] = torch.zeros(k, m, d, **z)
@@ -295,9 +291,10 @@ class GaussianMixture(Emission):
         with torch.no_grad():
             xf = x.detach().reshape(-1, d)
             resp = torch.softmax(self.component_log_prob(xf), -1).nan_to_num_(0.0)  # (N, K, M)
-            xf = xf - self.stats_offset
-            gkm = (g.reshape(-1, k)[:, :, None] * resp).reshape(-1, k * m)
-            stats["post"] += g.reshape(-1, k).sum(0)
+            # float64 sums (see Gaussian.accumulate)
+            xf = xf.double() - self.stats_offset.double()
+            gkm = (g.reshape(-1, k)[:, :, None] * resp).reshape(-1, k * m).double()
+            stats["post"] += g.reshape(-1, k).sum(0).double()
             stats["post_mix"] += gkm.sum(0).reshape(k, m)
             stats["obs"] += (gkm.T @ xf).reshape(k, m, d)
             if "obs_sq" in stats:
@@ -330,9 +327,9 @@ class GaussianMixture(Emission):
         """
         check_stats(stats, self._stat_keys(), type(self).__name__)
         d = self.dim
-        n_k = stats["post"].to(self.loc)
-        n_km = stats["post_mix"].to(self.loc)
-        s1 = stats["obs"].to(self.loc)
+        n_k = stats["post"].to(self.loc.device)
+        n_km = stats["post_mix"].to(self.loc.device)
+        s1 = stats["obs"].to(self.loc.device)
         c = self.stats_offset
         lam, mu0 = self.means_weight, self.means_prior - c  # everything shifted by c
         with torch.no_grad():
@@ -352,7 +349,7 @@ class GaussianMixture(Emission):
             cm = mu - mu0
             # covariances
             if self.covariance_type == "diag":
-                scatter = stats["obs_sq"].to(self.loc) - 2.0 * old_mu * s1 + old_mu**2 * n_km[..., None]
+                scatter = stats["obs_sq"].to(self.loc.device) - 2.0 * old_mu * s1 + old_mu**2 * n_km[..., None]
                 c_n = lam[..., None] * cm**2 + 2.0 * self.covars_weight + scatter
                 c_d = n_km[..., None] + 1.0 + 2.0 * (self.covars_prior + 1.0)
                 var = torch.where(c_d > 0, c_n / torch.where(c_d > 0, c_d, torch.ones_like(c_d)), self.covars)
@@ -360,7 +357,7 @@ class GaussianMixture(Emission):
             else:
                 so = s1[..., :, None] * old_mu[..., None, :]
                 scatter = (
-                    stats["obs_outer"].to(self.loc) - so - so.transpose(-1, -2)
+                    stats["obs_outer"].to(self.loc.device) - so - so.transpose(-1, -2)
                     + n_km[..., None, None] * old_mu[..., :, None] * old_mu[..., None, :]
                 )
                 c_n = self.covars_prior.transpose(-1, -2) + lam[..., None, None] * cm[..., :, None] * cm[..., None, :] + scatter
