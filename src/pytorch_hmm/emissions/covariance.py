@@ -19,12 +19,24 @@ def diag_log_density(x: torch.Tensor, means: torch.Tensor, log_var: torch.Tensor
     means (a constant) to limit cancellation.
     """
     ref = means.detach().mean(0)
-    # the expansion cancels catastrophically in float32 when |x - ref| >> std: work in float64
-    xc = (x - ref).double()
-    mc = (means - ref).double()
-    prec = torch.exp(-log_var.double())
+    xc, mc = x - ref, means - ref
+    prec = torch.exp(-log_var)
+    if _expansion_too_coarse(xc, mc, prec):  # redo in float64 where float32 could lose > 1e-2 nats
+        return diag_log_density(x.double(), means.double(), log_var.double()).to(x.dtype)
     quad = (xc * xc) @ prec.T - 2.0 * (xc @ (mc * prec).T) + (mc * mc * prec).sum(-1)
-    return (-0.5 * (x.shape[-1] * _LOG_2PI + log_var.double().sum(-1) + quad.clamp_min(0.0))).to(x.dtype)
+    return -0.5 * (x.shape[-1] * _LOG_2PI + log_var.sum(-1) + quad.clamp_min(0.0))
+
+
+def _expansion_too_coarse(xc: torch.Tensor, mc: torch.Tensor, prec: torch.Tensor) -> bool:
+    """Whether the rounding error of ``sum_d (x^2 - 2 x mu + mu^2) prec`` could exceed 1e-2 nats.
+
+    The terms are bounded by ``D (max|x|^2 + max|mu|^2) max(prec)``; their rounding error is
+    that times the dtype's epsilon (one host synchronisation on a few small reductions).
+    """
+    if xc.dtype == torch.float64:
+        return False
+    bound = xc.shape[-1] * (xc.detach().abs().amax() ** 2 + mc.detach().abs().amax() ** 2) * prec.detach().amax()
+    return bool(bound * torch.finfo(xc.dtype).eps > 1e-2)
 
 
 def full_log_density(x: torch.Tensor, means: torch.Tensor, scale_tril: torch.Tensor) -> torch.Tensor:
@@ -47,12 +59,13 @@ def tied_log_density(x: torch.Tensor, means: torch.Tensor, scale_tril: torch.Ten
     ``(N, C, D)`` intermediate.
     """
     ref = means.detach().mean(0)
-    tril = scale_tril.double()  # float64 expansion, as in diag_log_density
-    zx = torch.linalg.solve_triangular(tril, (x - ref).double().T, upper=False)  # (D, N)
-    zm = torch.linalg.solve_triangular(tril, (means - ref).double().T, upper=False)  # (D, C)
+    zx = torch.linalg.solve_triangular(scale_tril, (x - ref).T, upper=False)  # (D, N)
+    zm = torch.linalg.solve_triangular(scale_tril, (means - ref).T, upper=False)  # (D, C)
+    if _expansion_too_coarse(zx.T, zm.T, torch.ones((), dtype=zx.dtype, device=zx.device)):
+        return tied_log_density(x.double(), means.double(), scale_tril.double()).to(x.dtype)
     maha = (zx * zx).sum(0)[:, None] - 2.0 * (zx.T @ zm) + (zm * zm).sum(0)[None, :]
-    logdet = 2.0 * torch.log(torch.diagonal(tril)).sum()
-    return (-0.5 * (x.shape[-1] * _LOG_2PI + logdet + maha.clamp_min(0.0))).to(x.dtype)
+    logdet = 2.0 * torch.log(torch.diagonal(scale_tril)).sum()
+    return -0.5 * (x.shape[-1] * _LOG_2PI + logdet + maha.clamp_min(0.0))
 
 
 # ------------------------------------------------------------------ covariance conversions
