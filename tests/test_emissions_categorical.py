@@ -377,8 +377,9 @@ def test_statistics_errors():
         em.accumulate(em.init_stats(), x, torch.ones(1, 4, 2, dtype=torch.long), None)
     with pytest.raises(HMMDimensionError, match=r"posteriors must be \(B, T, K\) = \(1, 4, 2\) to match x; got \(1, 4, 3\)"):
         em.accumulate(em.init_stats(), x, torch.ones(1, 4, 3), None)
-    with pytest.raises(HMMValueError, match="posteriors must not contain NaN at valid frames"):
-        em.accumulate(em.init_stats(), x, torch.full((1, 4, 2), float("nan")), None)
+    for bad in [float("nan"), float("inf"), -1.0]:
+        with pytest.raises(HMMValueError, match="posteriors must be finite and non-negative at valid frames"):
+            em.accumulate(em.init_stats(), x, torch.full((1, 4, 2), bad), None)
     with pytest.raises(HMMValueError, match="stats must be the dict returned by Categorical.init_stats"):
         em.m_step({"obs": torch.zeros(2, 3)})
     with pytest.raises(HMMDimensionError, match=r"stats\['counts'\] must be \(K, S\) = \(2, 3\); got \(3, 2\)"):

@@ -648,3 +648,14 @@ def test_float32_well_separated_states(ct):
     ours = Gaussian(2, 1, "diag", means=means, covars=torch.full((2, 1), 0.01))
     point = torch.tensor([[[sep - 0.1]]])
     assert ours.log_prob(point)[0, 0, 1].item() == pytest.approx(ref.log_prob(point.double())[0, 0, 1].item(), abs=1e-3)
+
+
+def test_sample_padding_and_range():
+    em = Gaussian(2, 1, means=torch.tensor([[-10.0], [10.0]]), covars=torch.full((2, 1), 1e-4))
+    out = em.sample(torch.tensor([[0, 1, -1]]), generator=torch.Generator().manual_seed(0))
+    assert out.shape == (1, 3, 1) and torch.isnan(out[0, 2]).all()
+    assert out[0, 0].item() == pytest.approx(-10.0, abs=0.1) and out[0, 1].item() == pytest.approx(10.0, abs=0.1)
+    with pytest.raises(HMMValueError, match=r"states must be in \[0, 2\) or -1 \(padding\); got 2"):
+        em.sample(torch.tensor([0, 2]))
+    with pytest.raises(HMMValueError, match=r"states must be in \[0, 2\) or -1 \(padding\); got -3"):
+        em.sample(torch.tensor([-3]))

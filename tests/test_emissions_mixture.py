@@ -419,3 +419,11 @@ def test_error_stats_missing_key():
 def test_error_initialize_too_few_frames():
     with pytest.raises(HMMValueError, match=r"initialize needs at least K == 3 valid frames; got 2"):
         GaussianMixture(K, M, D).initialize(torch.zeros(1, 2, D), torch.ones(1, 2, dtype=torch.bool))
+
+
+def test_sample_padding_gives_nan_rows():
+    em = GaussianMixture(2, 2, 1, means=torch.tensor([[[-10.0], [-9.0]], [[9.0], [10.0]]]), covars=torch.full((2, 2, 1), 1e-4))
+    out = em.sample(torch.tensor([1, -1, 0]), generator=torch.Generator().manual_seed(0))
+    assert torch.isnan(out[1]).all() and out[0].item() > 8.0 and out[2].item() < -8.0
+    with pytest.raises(HMMValueError, match=r"states must be in \[0, 2\) or -1 \(padding\); got 5"):
+        em.sample(torch.tensor([5]))

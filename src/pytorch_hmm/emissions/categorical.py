@@ -186,8 +186,8 @@ class Categorical(Emission):
             if mask is not None:
                 w = torch.where(mask[..., None], w, torch.zeros((), dtype=w.dtype, device=w.device))
                 idx = torch.where(mask, idx, torch.zeros((), dtype=torch.long, device=idx.device))
-            if torch.isnan(w).any():
-                raise HMMValueError("posteriors must not contain NaN at valid frames")
+            if not bool((torch.isfinite(w) & (w >= 0)).all()):  # as Gaussian's check_posteriors
+                raise HMMValueError("posteriors must be finite and non-negative at valid frames; got NaN, inf or negative values")
             delta = torch.zeros((self.num_symbols, k), dtype=counts.dtype, device=counts.device)
             delta.index_add_(0, idx.reshape(-1), w.reshape(-1, k))
             counts += delta.t()

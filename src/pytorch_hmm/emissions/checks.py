@@ -145,3 +145,16 @@ def draw_normal(shape: Sequence[int], ref: torch.Tensor, generator: Optional[tor
     """Standard normal draws like ``ref`` (dtype, device), taken on the generator's device."""
     device = ref.device if generator is None else generator.device
     return torch.randn(tuple(shape), generator=generator, dtype=ref.dtype, device=device).to(ref.device)
+
+
+def sampling_states(states, num_states: int, device) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``(states with padding as state 0, padding mask)`` for ``sample``: ``-1`` marks padding
+    (as in Viterbi paths); any other index outside ``[0, K)`` is an error."""
+    states = torch.as_tensor(states, device=device)
+    if states.dtype.is_floating_point or states.dtype == torch.bool:
+        raise HMMDtypeError(f"states must be an integer tensor; got {states.dtype}")
+    padding = states == -1
+    bad = ((states < 0) & ~padding) | (states >= num_states)
+    if bool(bad.any()):
+        raise HMMValueError(f"states must be in [0, {num_states}) or -1 (padding); got {int(states[bad][0])}")
+    return states.masked_fill(padding, 0).long(), padding

@@ -24,6 +24,7 @@ from torch import nn
 from ..errors import HMMValueError
 from .base import Emission, Stats
 from .checks import (
+    sampling_states,
     as_tensor,
     check_shape,
     broadcast_prior,
@@ -237,11 +238,13 @@ class Gaussian(Emission):
         return full_log_density(x, self.loc, lower) if ct == "full" else tied_log_density(x, self.loc, lower)
 
     def sample(self, states: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        """Draw one observation per entry of the int64 tensor ``states`` (any shape ``S``) -> ``(*S, D)``."""
-        states = torch.as_tensor(states, device=self.loc.device)
+        """Draw one observation per entry of the int64 tensor ``states`` (any shape ``S``) -> ``(*S, D)``;
+        padding states (``-1``) give NaN rows."""
+        states, padding = sampling_states(states, self.num_states, self.loc.device)
         with torch.no_grad():
             eps = draw_normal(tuple(states.shape) + (self.dim,), self.loc, generator)
-            return self.loc[states] + (self.scale_tril[states] @ eps[..., None])[..., 0]
+            out = self.loc[states] + (self.scale_tril[states] @ eps[..., None])[..., 0]
+            return out.masked_fill(padding[..., None], float("nan"))
 
     # ----------------------------------------------------------------------------- EM
 

@@ -22,6 +22,7 @@ from torch import nn
 from ..errors import HMMValueError
 from .base import Emission, Stats
 from .checks import (
+    sampling_states,
     as_tensor,
     broadcast_prior,
     check_count,
@@ -238,8 +239,9 @@ class GaussianMixture(Emission):
         return zero_padding(torch.logsumexp(comp, -1).reshape(b, t, self.num_states), mask)
 
     def sample(self, states: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        """Draw one observation per entry of the int64 tensor ``states`` (any shape ``S``) -> ``(*S, D)``."""
-        states = torch.as_tensor(states, device=self.loc.device)
+        """Draw one observation per entry of the int64 tensor ``states`` (any shape ``S``) -> ``(*S, D)``;
+        padding states (``-1``) give NaN rows."""
+        states, padding = sampling_states(states, self.num_states, self.loc.device)
         with torch.no_grad():
             flat = states.reshape(-1)
             w = self.weights[flat]
@@ -248,7 +250,7 @@ class GaussianMixture(Emission):
             comp = torch.multinomial(w, 1, generator=generator)[:, 0].to(self.loc.device)
             eps = draw_normal((flat.numel(), self.dim), self.loc, generator)
             out = self.loc[flat, comp] + (self.scale_tril[flat, comp] @ eps[..., None])[..., 0]
-            return out.reshape(tuple(states.shape) + (self.dim,))
+            return out.reshape(tuple(states.shape) + (self.dim,)).masked_fill(padding[..., None], float("nan"))
 
     # ----------------------------------------------------------------------------- EM
 
