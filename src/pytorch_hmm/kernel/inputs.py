@@ -29,6 +29,11 @@ _FLOAT_DTYPES = (torch.float32, torch.float64)
 LengthsLike = Union[torch.Tensor, Sequence[int], None]
 
 
+def frame_mask(lengths, num_frames: int, device) -> torch.Tensor:
+    """``(B, T)`` bool, True at frames before each sequence's length."""
+    return torch.arange(num_frames, device=device)[None, :] < torch.as_tensor(lengths, device=device)[:, None]
+
+
 @dataclass
 class ChainProblem:
     """Canonical kernel inputs (see module docstring for shapes)."""
@@ -48,8 +53,7 @@ class ChainProblem:
     @property
     def mask(self) -> torch.Tensor:
         """``(B, T)`` bool, True at valid frames."""
-        t = torch.arange(self.emissions.shape[1], device=self.emissions.device)
-        return t[None, :] < self.lengths[:, None]
+        return frame_mask(self.lengths, self.emissions.shape[1], self.emissions.device)
 
     def detached(self) -> "ChainProblem":
         return ChainProblem(
@@ -89,7 +93,7 @@ def prepare(
         else _check_state_vector(log_final, "log_final", e)
     )
     lens = _check_lengths(lengths, e)
-    mask = torch.arange(t, device=e.device)[None, :] < lens[:, None]
+    mask = frame_mask(lens, t, e.device)
 
     trans = structure.log_probs
     if structure.kind == "banded":

@@ -10,6 +10,7 @@ from torch import nn
 from ..emissions.base import Emission
 from ..errors import HMMDimensionError, HMMValueError
 from ..kernel import log_partition, marginals, posteriors, sample_paths, viterbi
+from ..kernel.inputs import frame_mask
 from ..training.em import fit_em
 from ..transitions import Banded, Dense, TransitionStructure, ergodic, left_to_right
 
@@ -91,8 +92,7 @@ class HMM(nn.Module):
                 expected_shape=(x.shape[0],),
                 actual_shape=lengths.shape,
             )
-        mask = torch.arange(x.shape[1], device=x.device)[None, :] < lengths[:, None]
-        return self.emission.log_prob(x, mask)
+        return self.emission.log_prob(x, frame_mask(lengths, x.shape[1], x.device))
 
     def forward(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
         """``(B,)`` log p(x); ``-model(x, lengths).mean()`` is a training loss."""

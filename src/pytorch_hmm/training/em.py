@@ -8,6 +8,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import HMMValueError
+from ..kernel.inputs import frame_mask
 from .data import as_batches
 from .monitor import ConvergenceMonitor
 
@@ -60,10 +61,9 @@ def fit_em(model, data, lengths=None, *, max_iter: int = 100, tol: float = 1e-4,
 
 
 def _mask(gamma: torch.Tensor, lengths: Optional[torch.Tensor]) -> torch.Tensor:
-    t = torch.arange(gamma.shape[1], device=gamma.device)
     if lengths is None:
         return torch.ones(gamma.shape[:2], dtype=torch.bool, device=gamma.device)
-    return t[None, :] < torch.as_tensor(lengths, device=gamma.device)[:, None]
+    return frame_mask(lengths, gamma.shape[1], gamma.device)
 
 
 def _first_frames(batches) -> tuple:
@@ -73,7 +73,6 @@ def _first_frames(batches) -> tuple:
         if lens is None:
             frames.append(x.reshape((-1,) + tuple(x.shape[2:])))
         else:
-            keep = torch.arange(x.shape[1], device=x.device)[None, :] < torch.as_tensor(lens, device=x.device)[:, None]
-            frames.append(x[keep])
+            frames.append(x[frame_mask(lens, x.shape[1], x.device)])
     flat = torch.cat(frames)
     return flat.unsqueeze(0), torch.ones((1, flat.shape[0]), dtype=torch.bool, device=flat.device)
