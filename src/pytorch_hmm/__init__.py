@@ -2,11 +2,12 @@
 
 Public API so far: the chain kernel (:mod:`pytorch_hmm.kernel`), transition structures and
 builders (:mod:`pytorch_hmm.transitions`), emissions (:mod:`pytorch_hmm.emissions`), the
-:class:`HMM` model with EM training, and the error types (:mod:`pytorch_hmm.errors`).
+:class:`HMM` and :class:`HSMM` models with EM training, duration distributions
+(:mod:`pytorch_hmm.durations`), and the error types (:mod:`pytorch_hmm.errors`).
 """
 
-from . import errors, kernel, transitions
-from .models import HMM, HMMLayer, MixtureGaussianHMM
+from . import durations, errors, kernel, transitions
+from .models import HSMM, HMM, HMMLayer, MixtureGaussianHMM, SemiMarkovHMM
 from .errors import HMMDeviceError, HMMDimensionError, HMMDtypeError, HMMValueError, InfeasibleAlignmentError
 from .kernel import expected_transitions, forward_backward, log_partition, posteriors, viterbi
 from .semiring import LogSemiring, MaxSemiring
@@ -17,8 +18,11 @@ __version__ = "0.1.0"
 __all__ = [
     "__version__",
     "HMM",
+    "HSMM",
+    "SemiMarkovHMM",
     "HMMLayer",
     "MixtureGaussianHMM",
+    "durations",
     "errors",
     "kernel",
     "transitions",

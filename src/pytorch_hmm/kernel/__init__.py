@@ -1,7 +1,7 @@
 """The shared log-space kernels (chain and semi-Markov segment): the only place in pytorch_hmm with a loop over time."""
 
 from .chain import expected_transitions, forward_backward, log_partition, marginals, posteriors, viterbi
-from .sampling import sample_paths
+from .sampling import sample_paths, sample_segments
 from .segment import (
     SemiMarkovMarginals,
     semi_markov_log_partition,
@@ -10,6 +10,6 @@ from .segment import (
     semi_markov_viterbi,
 )
 
-__all__ = ["log_partition", "posteriors", "expected_transitions", "forward_backward", "marginals", "viterbi", "sample_paths",
+__all__ = ["log_partition", "posteriors", "expected_transitions", "forward_backward", "marginals", "viterbi", "sample_paths", "sample_segments",
            "semi_markov_log_partition", "semi_markov_posteriors", "semi_markov_marginals", "semi_markov_viterbi",
            "SemiMarkovMarginals"]

@@ -57,3 +57,52 @@ def sample_paths(
         state = state + move if s.kind == "banded" else move
         path.append(state)
     return torch.stack(path, dim=1)
+
+
+def sample_segments(
+    log_transitions: torch.Tensor,
+    log_durations: torch.Tensor,
+    log_init: torch.Tensor,
+    num_sequences: int,
+    length: int,
+    generator: Optional[torch.Generator] = None,
+) -> torch.Tensor:
+    """Draw ``(num_sequences, length)`` int64 state paths from a semi-Markov chain.
+
+    Segments are drawn one after another (state, then duration from ``log_durations[state]``,
+    then the next state from ``log_transitions[state]``) and the last one is cut at ``length``.
+    Rows are normalised before sampling; a state without outgoing transitions repeats.
+
+    Args:
+        log_transitions: ``(K, K)`` with a ``-inf`` diagonal; log_durations: ``(K, D)``;
+        log_init: ``(K,)``.
+    """
+    k = log_init.shape[-1]
+    if not isinstance(num_sequences, int) or num_sequences < 1:
+        raise HMMValueError(f"num_sequences must be a positive int; got {num_sequences!r}")
+    if not isinstance(length, int) or length < 1:
+        raise HMMValueError(f"length must be a positive int; got {length!r}")
+    if log_init.shape != (k,) or log_transitions.shape != (k, k) or log_durations.ndim != 2 or log_durations.shape[0] != k:
+        raise HMMValueError(
+            f"expected log_init (K,), log_transitions (K, K) and log_durations (K, D) with one K; got "
+            f"{tuple(log_init.shape)}, {tuple(log_transitions.shape)} and {tuple(log_durations.shape)}"
+        )
+    stuck = torch.isneginf(log_transitions).all(-1)
+    trans = torch.where(stuck[:, None] & torch.eye(k, dtype=torch.bool, device=stuck.device), 0.0, log_transitions)
+
+    def draw(logits: torch.Tensor) -> torch.Tensor:
+        return torch.multinomial(torch.softmax(logits, -1), 1, generator=generator).squeeze(-1)
+
+    state = draw(log_init.expand(num_sequences, k))
+    states, durations = [], []
+    covered = torch.zeros(num_sequences, dtype=torch.long, device=log_init.device)
+    for _ in range(length):  # every segment covers at least one frame
+        d = draw(log_durations[state]) + 1
+        states.append(state)
+        durations.append((covered + d).clamp(max=length) - covered)
+        covered = covered + durations[-1]
+        if bool((covered >= length).all()):
+            break
+        state = draw(trans[state])
+    flat = torch.repeat_interleave(torch.stack(states, 1).flatten(), torch.stack(durations, 1).flatten())
+    return flat.reshape(num_sequences, length)

@@ -1,7 +1,8 @@
 """Models built on the shared kernel."""
 
 from .hmm import HMM
+from .hsmm import HSMM, SemiMarkovHMM
 from .layer import HMMLayer
 from .mixture_hmm import MixtureGaussianHMM
 
-__all__ = ["HMM", "HMMLayer", "MixtureGaussianHMM"]
+__all__ = ["HMM", "HSMM", "SemiMarkovHMM", "HMMLayer", "MixtureGaussianHMM"]

@@ -83,16 +83,7 @@ class HMM(nn.Module):
 
     def log_emissions(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
         """``(B, T, K)`` emission log-likelihoods; padded frames (past ``lengths``) are not read."""
-        if lengths is None:
-            return self.emission.log_prob(x)
-        lengths = torch.as_tensor(lengths, device=x.device)
-        if lengths.ndim != 1 or lengths.shape[0] != x.shape[0]:
-            raise HMMDimensionError(
-                f"lengths must be (B,) with B == {x.shape[0]}; got shape {tuple(lengths.shape)}",
-                expected_shape=(x.shape[0],),
-                actual_shape=lengths.shape,
-            )
-        return self.emission.log_prob(x, frame_mask(lengths, x.shape[1], x.device))
+        return emission_log_probs(self.emission, x, lengths)
 
     def forward(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
         """``(B,)`` log p(x); ``-model(x, lengths).mean()`` is a training loss."""
@@ -171,6 +162,20 @@ class HMM(nn.Module):
             if self.banded:
                 new = new.masked_fill(~self.transitions.valid_mask(), float("-inf"))
             self.transition_logits.copy_(torch.where(totals > 0, new, torch.log_softmax(self.transition_logits, -1)))
+
+
+def emission_log_probs(emission: Emission, x: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``(B, T, K)`` ``emission.log_prob`` of a padded batch; frames past ``lengths`` are not read."""
+    if lengths is None:
+        return emission.log_prob(x)
+    lengths = torch.as_tensor(lengths, device=x.device)
+    if lengths.ndim != 1 or lengths.shape[0] != x.shape[0]:
+        raise HMMDimensionError(
+            f"lengths must be (B,) with B == {x.shape[0]}; got shape {tuple(lengths.shape)}",
+            expected_shape=(x.shape[0],),
+            actual_shape=lengths.shape,
+        )
+    return emission.log_prob(x, frame_mask(lengths, x.shape[1], x.device))
 
 
 def _structure(spec: TransitionSpec, k: int, dtype: torch.dtype) -> TransitionStructure:

@@ -21,9 +21,10 @@ def fit_em(model, data, lengths=None, *, max_iter: int = 100, tol: float = 1e-4,
     """Run EM on ``model`` (an ``HMM``-like module with ``init_stats`` / ``accumulate`` / ``m_step``
     and an ``emission`` following the emission protocol). Returns the log-likelihood history."""
     frozen = tuple(frozen)
-    unknown = [f for f in frozen if f not in COMPONENTS]
+    components = getattr(model, "em_components", COMPONENTS)
+    unknown = [f for f in frozen if f not in components]
     if unknown:
-        raise HMMValueError(f"frozen must name components among {COMPONENTS}; got {unknown}")
+        raise HMMValueError(f"frozen must name components among {components}; got {unknown}")
     if not isinstance(max_iter, int) or max_iter < 1:
         raise HMMValueError(f"max_iter must be a positive int; got {max_iter!r}")
     batches = as_batches(data, lengths)

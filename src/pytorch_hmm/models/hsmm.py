@@ -1,0 +1,235 @@
+"""The hidden semi-Markov model: states emit segments whose lengths follow a duration distribution."""
+
+from __future__ import annotations
+
+import math
+from typing import Iterable, List, Optional, Tuple, Union
+
+import torch
+from torch import nn
+
+from .. import durations as duration_models
+from ..emissions.base import Emission
+from ..errors import HMMDimensionError, HMMValueError
+from ..kernel import sample_segments, semi_markov_log_partition, semi_markov_marginals, semi_markov_viterbi
+from ..training.em import fit_em
+from .hmm import _check_probs, emission_log_probs
+
+Segments = List[List[Tuple[int, int, int]]]
+_DURATIONS = {
+    "poisson": duration_models.Poisson,
+    "gaussian": duration_models.Gaussian,
+    "gamma": duration_models.Gamma,
+    "categorical": duration_models.Categorical,
+}
+
+
+class HSMM(nn.Module):
+    """Explicit-duration HMM on the shared semi-Markov kernel.
+
+    A state emits a whole segment: its duration ``d ~ durations[k]``, then ``d`` frames from
+    ``emission[k]``, then the next state ``j != k`` with probability ``transmat[k, j]``.
+
+    Args:
+        emission: an :class:`~pytorch_hmm.emissions.base.Emission` over ``K`` states.
+        durations: a :class:`~pytorch_hmm.durations.Duration` over ``K`` states, or one of
+            ``"poisson"``, ``"gaussian"``, ``"gamma"``, ``"categorical"`` (built with default
+            parameters on ``1..max_duration``).
+        transitions: ``"ergodic"`` (uniform over the other states), ``"left_to_right"``
+            (state ``k`` to ``k + 1``; the sequence must end in the last state; a phone chain for
+            duration modelling), or a ``(K, K)`` probability tensor with a zero diagonal (a row
+            of zeros marks a state that can only end the sequence).
+        init_probs: ``(K,)``; default uniform (ergodic) or state 0 (left-to-right).
+        max_duration: longest segment ``D``; required with a named duration family, otherwise
+            taken from (and checked against) ``durations``.
+
+    ``SemiMarkovHMM`` is the same class.
+    """
+
+    em_components = ("init_probs", "transitions", "durations", "emission")
+
+    def __init__(
+        self,
+        emission: Emission,
+        durations: Union[str, duration_models.Duration],
+        transitions: Union[str, torch.Tensor] = "ergodic",
+        init_probs: Optional[torch.Tensor] = None,
+        max_duration: Optional[int] = None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(emission, Emission):
+            raise TypeError(f"emission must be a pytorch_hmm.emissions Emission; got {type(emission).__name__}")
+        k = emission.num_states
+        self.emission = emission
+        self.durations = _durations(durations, k, max_duration)
+        reference = next((t for t in list(emission.parameters()) + list(emission.buffers()) if t.is_floating_point()), None)
+        dtype = reference.dtype if reference is not None else torch.float32
+        probs, final = _transitions(transitions, k)
+        self.transition_logits = nn.Parameter(torch.log(probs).to(dtype))
+        if init_probs is None:
+            init_probs = torch.full((k,), 1.0 / k, dtype=torch.float64)
+            if isinstance(transitions, str) and transitions == "left_to_right":
+                init_probs = torch.nn.functional.one_hot(torch.tensor(0), k).double()
+        self.init_logits = nn.Parameter(torch.log(_check_probs(init_probs, "init_probs", (k,))).to(dtype))
+        self.register_buffer("log_final", final.to(dtype))
+        if reference is not None:
+            self.to(reference.device)
+
+    @property
+    def num_states(self) -> int:
+        return self.emission.num_states
+
+    @property
+    def max_duration(self) -> int:
+        return self.durations.max_duration
+
+    @property
+    def log_init(self) -> torch.Tensor:
+        """``(K,)`` log initial probabilities."""
+        return torch.log_softmax(self.init_logits, -1)
+
+    @property
+    def init_probs(self) -> torch.Tensor:
+        return self.log_init.exp()
+
+    @property
+    def log_transitions(self) -> torch.Tensor:
+        """``(K, K)`` log transition probabilities, ``-inf`` diagonal; rows without moves stay ``-inf``."""
+        logits = self.transition_logits.masked_fill(torch.eye(self.num_states, dtype=torch.bool, device=self.transition_logits.device), -math.inf)
+        norm = torch.logsumexp(logits, -1, keepdim=True)
+        return logits - torch.where(torch.isfinite(norm), norm, torch.zeros((), dtype=norm.dtype, device=norm.device))
+
+    @property
+    def transmat(self) -> torch.Tensor:
+        return self.log_transitions.exp()
+
+    def log_durations(self, context: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``(K, D)`` (or ``(B, K, D)`` for context-dependent durations) in the model's dtype."""
+        return self.durations.log_probs(context).to(self.init_logits.dtype)
+
+    def expected_durations(self, context: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``(K,)`` mean segment length per state in frames (``(B, K)`` with a batched context)."""
+        return self.durations.mean(context)
+
+    def log_emissions(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return emission_log_probs(self.emission, x, lengths)
+
+    def _potentials(self, x, lengths, context) -> tuple:
+        return (self.log_emissions(x, lengths), self.log_transitions, self.log_durations(context), self.log_init,
+                lengths, self.log_final)
+
+    def forward(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None,
+                duration_context: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``(B,)`` log p(x); ``-model(x, lengths).mean()`` is a training loss."""
+        return semi_markov_log_partition(*self._potentials(x, lengths, duration_context))
+
+    @torch.no_grad()
+    def posteriors(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None,
+                   duration_context: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``(B, T, K)`` p(frame t belongs to a segment of state k); 0 at padded frames."""
+        return semi_markov_marginals(*self._potentials(x, lengths, duration_context)).posteriors
+
+    @torch.no_grad()
+    def viterbi(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None,
+                duration_context: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor, Segments]:
+        """Best segmentation: ``(paths (B, T), scores (B,), segments)``, segments as ``(state, start, end)``."""
+        return semi_markov_viterbi(*self._potentials(x, lengths, duration_context))
+
+    decode = viterbi
+
+    @torch.no_grad()
+    def sample(self, num_sequences: int, length: int, generator: Optional[torch.Generator] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Draw ``(x, states)``: observations ``(N, T, ...)`` and state paths ``(N, T)``; the last segment is cut at ``length``."""
+        states = sample_segments(self.log_transitions, self.log_durations(), self.log_init, num_sequences, length, generator=generator)
+        return self.emission.sample(states, generator=generator), states
+
+    def fit(self, data, lengths: Optional[torch.Tensor] = None, max_iter: int = 100, tol: float = 1e-4, verbose: bool = True,
+            frozen: Iterable[str] = (), initialize: Optional[bool] = None, generator: Optional[torch.Generator] = None) -> List[float]:
+        """EM for semi-Markov models; same arguments as :meth:`pytorch_hmm.HMM.fit`, and ``frozen`` may
+        also name ``"durations"`` (needed for :class:`~pytorch_hmm.durations.Neural`)."""
+        if not self.durations.has_m_step and "durations" not in tuple(frozen):
+            raise HMMValueError(f"{type(self.durations).__name__} durations have no closed-form M-step; pass frozen=('durations',) "
+                                "to fit the other components by EM, and train the durations by gradient descent")
+        return fit_em(self, data, lengths, max_iter=max_iter, tol=tol, verbose=verbose, frozen=frozen,
+                      initialize=initialize, generator=generator)
+
+    # --- EM statistics (used by fit_em) ---
+
+    def init_stats(self) -> dict:
+        stats = {"init": torch.zeros_like(self.init_logits.detach()), "trans": torch.zeros_like(self.transition_logits.detach())}
+        if self.durations.has_m_step:
+            stats["durations"] = self.durations.init_stats()
+        return stats
+
+    @torch.no_grad()
+    def accumulate(self, stats: dict, x: torch.Tensor, lengths: Optional[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Add one batch's statistics; returns ``(log-likelihoods (B,), posteriors (B, T, K))``."""
+        m = semi_markov_marginals(*self._potentials(x, lengths, None))
+        stats["init"] += m.init.sum(0)
+        stats["trans"] += m.transitions.sum(0)
+        if "durations" in stats:
+            self.durations.accumulate(stats["durations"], m.durations)
+        return m.log_z, m.posteriors
+
+    @torch.no_grad()
+    def m_step(self, stats: dict, frozen: Iterable[str] = ()) -> None:
+        """Initial, transition and duration parameters from expected counts (rows without counts keep their values)."""
+        if "init_probs" not in frozen:
+            self.init_logits.copy_(torch.log(stats["init"] / stats["init"].sum()))
+        if "transitions" not in frozen:
+            counts = stats["trans"]
+            totals = counts.sum(-1, keepdim=True)
+            new = torch.log(counts / totals.clamp(min=torch.finfo(counts.dtype).tiny))
+            self.transition_logits.copy_(torch.where(totals > 0, new, self.log_transitions))
+        if "durations" not in frozen:
+            self.durations.m_step(stats["durations"])
+
+
+SemiMarkovHMM = HSMM
+
+
+def _durations(spec, k: int, max_duration: Optional[int]) -> duration_models.Duration:
+    if isinstance(spec, str):
+        if spec not in _DURATIONS:
+            raise HMMValueError(f"durations must be a Duration module or one of {sorted(_DURATIONS)}; got {spec!r}")
+        if max_duration is None:
+            raise HMMValueError(f"durations={spec!r} needs max_duration (the longest segment in frames)")
+        return _DURATIONS[spec](k, max_duration)
+    if not isinstance(spec, duration_models.Duration):
+        raise TypeError(f"durations must be a pytorch_hmm.durations.Duration or a family name; got {type(spec).__name__}")
+    if spec.num_states not in (None, k):
+        raise HMMDimensionError(f"durations must describe K == {k} states (the emission's); got {spec.num_states}",
+                                expected_shape=(k, spec.max_duration), actual_shape=(spec.num_states, spec.max_duration))
+    if max_duration is not None and max_duration != spec.max_duration:
+        raise HMMValueError(f"max_duration ({max_duration}) differs from durations.max_duration ({spec.max_duration}); "
+                            "leave max_duration out when passing a Duration module")
+    return spec
+
+
+def _transitions(spec, k: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``(K, K)`` float64 probabilities with a zero diagonal and the ``(K,)`` log end weights."""
+    final = torch.zeros(k, dtype=torch.float64)
+    if isinstance(spec, str):
+        if spec == "ergodic":
+            probs = (1 - torch.eye(k, dtype=torch.float64)) / max(k - 1, 1)
+        elif spec == "left_to_right":
+            probs = torch.diag(torch.ones(k - 1, dtype=torch.float64), 1)
+            final = torch.full((k,), -math.inf, dtype=torch.float64)
+            final[-1] = 0.0
+        else:
+            raise HMMValueError(f"transitions must be 'ergodic', 'left_to_right' or a (K, K) tensor; got {spec!r}")
+        return probs, final
+    if not isinstance(spec, torch.Tensor):
+        raise TypeError(f"transitions must be a string or a (K, K) probability tensor; got {type(spec).__name__}")
+    probs = torch.as_tensor(spec, dtype=torch.float64)
+    if probs.shape != (k, k):
+        raise HMMDimensionError(f"transitions must have shape ({k}, {k}); got {tuple(probs.shape)}", expected_shape=(k, k), actual_shape=probs.shape)
+    if torch.isnan(probs).any() or (probs < 0).any():
+        raise HMMValueError("transitions must hold non-negative probabilities; got NaN or negative values")
+    if (torch.diagonal(probs) != 0).any():
+        raise HMMValueError("transitions must have a zero diagonal (a semi-Markov state stays by its duration); "
+                            f"got diagonal {torch.diagonal(probs).tolist()}")
+    sums = probs.sum(-1)
+    if (((sums - 1).abs() > 1e-4) & (sums != 0)).any():
+        raise HMMValueError(f"transitions rows must sum to 1 (or 0 for a state that only ends the sequence); got sums {sums.tolist()}")
+    return probs, final
