@@ -9,7 +9,8 @@ Every distribution is an ``nn.Module`` with
 * ``mean(context=None) -> (K,)``: expected duration in frames.
 
 ``Poisson``, ``Gaussian`` and ``Gamma`` are exponential families restricted to the finite
-support (probabilities proportional to the pmf or density at each integer ``d``). Their M-step
+support (probabilities proportional to the pmf or density at each integer ``d``). Constructors take
+``dtype`` (default float32); :class:`~pytorch_hmm.HSMM` casts its durations to the emission's dtype. Their M-step
 is the exact maximum-likelihood fit of the truncated family: the expected log-likelihood is
 concave in the natural parameters and is maximised by damped Newton steps that never lower it
 (so EM stays monotone). ``Categorical`` is non-parametric (closed-form counts); ``Neural`` maps a
@@ -183,10 +184,11 @@ class Poisson(_ExponentialFamily):
         rate: scalar or ``(K,)``; default puts the mean near ``max_duration / 3``.
     """
 
-    def __init__(self, num_states: int, max_duration: int, rate: Optional[Param] = None, min_duration: int = 1) -> None:
+    def __init__(self, num_states: int, max_duration: int, rate: Optional[Param] = None, min_duration: int = 1,
+                 dtype: torch.dtype = torch.float32) -> None:
         _check_support(num_states, max_duration, min_duration)
         rate = max(max_duration / 3 - min_duration, 0.5) if rate is None else rate
-        super().__init__(torch.log(_per_state(rate, num_states, "rate")).unsqueeze(-1).float(), max_duration, min_duration)
+        super().__init__(torch.log(_per_state(rate, num_states, "rate")).unsqueeze(-1).to(dtype), max_duration, min_duration)
 
     @property
     def rate(self) -> torch.Tensor:
@@ -207,12 +209,12 @@ class Gaussian(_ExponentialFamily):
     """
 
     def __init__(self, num_states: int, max_duration: int, mean: Optional[Param] = None, std: Optional[Param] = None,
-                 min_duration: int = 1) -> None:
+                 min_duration: int = 1, dtype: torch.dtype = torch.float32) -> None:
         _check_support(num_states, max_duration, min_duration)
         mu = _per_state((min_duration + max_duration) / 2 if mean is None else mean, num_states, "mean", positive=False)
         sigma = _per_state(max(max_duration - min_duration, 1) / 4 if std is None else std, num_states, "std")
         natural = torch.stack([mu / sigma ** 2, -0.5 / sigma ** 2], -1)
-        super().__init__(natural.float(), max_duration, min_duration)
+        super().__init__(natural.to(dtype), max_duration, min_duration)
 
     @property
     def location(self) -> torch.Tensor:
@@ -232,11 +234,11 @@ class Gamma(_ExponentialFamily):
     """Discretised Gamma: p(d) proportional to ``d^(shape-1) exp(-d / scale)`` on the support."""
 
     def __init__(self, num_states: int, max_duration: int, shape: Optional[Param] = None, scale: Optional[Param] = None,
-                 min_duration: int = 1) -> None:
+                 min_duration: int = 1, dtype: torch.dtype = torch.float32) -> None:
         _check_support(num_states, max_duration, min_duration)
         a = _per_state(2.0 if shape is None else shape, num_states, "shape")
         theta = _per_state(max(max_duration / 6, 0.5) if scale is None else scale, num_states, "scale")
-        super().__init__(torch.stack([a - 1, -1 / theta], -1).float(), max_duration, min_duration)
+        super().__init__(torch.stack([a - 1, -1 / theta], -1).to(dtype), max_duration, min_duration)
 
     @property
     def shape(self) -> torch.Tensor:
@@ -260,10 +262,10 @@ class Categorical(Duration):
     """
 
     def __init__(self, num_states: int, max_duration: int, probs: Optional[torch.Tensor] = None, min_duration: int = 1,
-                 pseudo_count: float = 0.0) -> None:
+                 pseudo_count: float = 0.0, dtype: torch.dtype = torch.float32) -> None:
         super().__init__(num_states, max_duration, min_duration)
         if probs is None:
-            logits = torch.zeros((num_states, max_duration))
+            logits = torch.zeros((num_states, max_duration), dtype=dtype)
         else:
             probs = torch.as_tensor(probs, dtype=torch.float64)
             if probs.shape != (num_states, max_duration):
@@ -271,7 +273,7 @@ class Categorical(Duration):
                                         expected_shape=(num_states, max_duration), actual_shape=probs.shape)
             if torch.isnan(probs).any() or (probs < 0).any() or ((probs.sum(-1) - 1).abs() > 1e-4).any():
                 raise HMMValueError("probs must be non-negative with rows summing to 1; got NaN, negative values or other sums")
-            logits = torch.log(probs).float()
+            logits = torch.log(probs).to(dtype)
         if pseudo_count < 0:
             raise HMMValueError(f"pseudo_count must be >= 0; got {pseudo_count}")
         self.pseudo_count = float(pseudo_count)

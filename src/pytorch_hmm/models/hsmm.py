@@ -64,6 +64,7 @@ class HSMM(nn.Module):
         self.durations = _durations(durations, k, max_duration)
         reference = next((t for t in list(emission.parameters()) + list(emission.buffers()) if t.is_floating_point()), None)
         dtype = reference.dtype if reference is not None else torch.float32
+        self.durations.to(dtype)  # the emission's dtype throughout (EM statistics stay exact in float64 models)
         probs, final = _transitions(transitions, k)
         self.transition_logits = nn.Parameter(torch.log(probs).to(dtype))
         if init_probs is None:
