@@ -59,3 +59,29 @@ def test_models_example_runs():
     )
     assert agreement > 0.9
     assert scope["gamma"].shape == (8, 200, 3) and scope["loss"].requires_grad
+
+
+def test_hsmm_example_runs():
+    code = re.findall(r"```python\n(.*?)\n```", README, flags=re.S)[2]
+    scope: dict = {}
+    exec(compile(code, "README.md", "exec"), scope)
+    import torch
+
+    history, segments, states, model = scope["history"], scope["segments"], scope["states"], scope["model"]
+    assert all(b >= a - 1e-3 for a, b in zip(history, history[1:]))
+    assert len(segments) == 16 and segments[0][0][1] == 0 and segments[0][-1][2] == 120
+    # fitted mean durations match the truth's (about 3, 7 and 13 frames) up to a relabelling of the states
+    fitted = torch.sort(model.expected_durations().detach()).values
+    true = torch.sort(scope["truth"].expected_durations().detach()).values
+    torch.testing.assert_close(fitted, true, rtol=0.1, atol=0)
+    assert agreement_up_to_relabelling(scope["paths"], states) > 0.9
+    assert scope["phones"].num_states == 4
+
+
+def agreement_up_to_relabelling(paths, states) -> float:
+    import itertools
+
+    import torch
+
+    k = int(states.max()) + 1
+    return max((paths == torch.tensor(perm)[states]).double().mean().item() for perm in itertools.permutations(range(k)))
