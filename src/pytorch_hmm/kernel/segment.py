@@ -24,7 +24,7 @@ import torch
 
 from ..errors import HMMDeviceError, HMMDimensionError, HMMDtypeError, HMMValueError
 from . import segment_loops as loops
-from .chain import _static_dense_edges
+from .chain import _exp_flushed_, _static_dense_edges
 from .inputs import LengthsLike, _check_emissions, _check_finite_or_neginf, _check_lengths, _check_state_vector, frame_mask
 from .segment_loops import SegmentProblem
 
@@ -133,7 +133,7 @@ def _marginals(p: SegmentProblem, f: _Passes, d_user: int, edges: bool = True) -
     lz3 = lz[:, None, None]
 
     def prob(x: torch.Tensor) -> torch.Tensor:
-        return torch.where(feasible[:, None, None], torch.exp(x - lz3), torch.zeros((), dtype=x.dtype, device=x.device))
+        return torch.where(feasible[:, None, None], _exp_flushed_(x - lz3), torch.zeros((), dtype=x.dtype, device=x.device))
 
     cum_lo, cum_hi = f.cum[:, :-1], f.cum[:, 1:]
     starts = prob(f.u + cum_lo + f.bstart)  # p(a segment of k starts at s)
@@ -148,7 +148,7 @@ def _marginals(p: SegmentProblem, f: _Passes, d_user: int, edges: bool = True) -
     counts = torch.zeros((b, k, d_user), dtype=torch.float64, device=gamma.device)
     for d in range(d_max):  # d + 1 = duration; segments start at s and end at s + d
         term = f.u[:, :t_max - d] + f.v[:, d:] + dur[:, None, :, d] - lz3
-        counts[:, :, d] = torch.where(feasible[:, None], torch.exp(term).sum(1), 0.0)
+        counts[:, :, d] = torch.where(feasible[:, None], _exp_flushed_(term).sum(1), 0.0)
 
     if edges and t_max > 1:
         step_ok = p.mask[:, 1:] & feasible[:, None]
