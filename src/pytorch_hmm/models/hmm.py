@@ -10,14 +10,14 @@ from torch import nn
 from ..emissions.base import Emission
 from ..errors import HMMDimensionError, HMMValueError
 from ..kernel import log_partition, marginals, posteriors, sample_paths, viterbi
-from ..kernel.inputs import frame_mask
 from ..training.em import fit_em
+from .base import EmissionModel, check_probs, row_log_probs
 from ..transitions import Banded, Dense, TransitionStructure, ergodic, left_to_right
 
 TransitionSpec = Union[str, torch.Tensor, TransitionStructure]
 
 
-class HMM(nn.Module):
+class HMM(EmissionModel):
     """``p(x, z) = pi(z_1) prod_t A(z_{t-1}, z_t) prod_t p(x_t | z_t)`` on the shared kernel.
 
     Args:
@@ -33,13 +33,8 @@ class HMM(nn.Module):
     """
 
     def __init__(self, emission: Emission, transitions: TransitionSpec = "ergodic", init_probs: Optional[torch.Tensor] = None) -> None:
-        super().__init__()
-        if not isinstance(emission, Emission):
-            raise TypeError(f"emission must be a pytorch_hmm.emissions Emission; got {type(emission).__name__}")
-        self.emission = emission
-        k = emission.num_states
-        reference = next((t for t in list(emission.parameters()) + list(emission.buffers()) if t.is_floating_point()), None)
-        dtype = reference.dtype if reference is not None else torch.float32
+        super().__init__(emission)
+        k, dtype = emission.num_states, self._dtype
         structure = _structure(transitions, k, dtype)
         self.banded = structure.kind == "banded"
         logits = structure.log_probs.detach().clone()
@@ -51,22 +46,7 @@ class HMM(nn.Module):
             init_probs[0] = 1.0
             if not self.banded:
                 init_probs.fill_(1.0 / k)
-        self.init_logits = nn.Parameter(torch.log(_check_probs(init_probs, "init_probs", (k,)).to(dtype)))
-        if reference is not None:  # live where the emission lives
-            self.to(reference.device)
-
-    @property
-    def num_states(self) -> int:
-        return self.emission.num_states
-
-    @property
-    def log_init(self) -> torch.Tensor:
-        """``(K,)`` log initial probabilities."""
-        return torch.log_softmax(self.init_logits, -1)
-
-    @property
-    def init_probs(self) -> torch.Tensor:
-        return self.log_init.exp()
+        self._set_init(init_probs)
 
     @property
     def transitions(self) -> TransitionStructure:
@@ -80,10 +60,6 @@ class HMM(nn.Module):
         structure = self.transitions
         dense = structure.to_dense() if self.banded else structure
         return dense.log_probs.exp()
-
-    def log_emissions(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """``(B, T, K)`` emission log-likelihoods; padded frames (past ``lengths``) are not read."""
-        return emission_log_probs(self.emission, x, lengths)
 
     def forward(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
         """``(B,)`` log p(x); ``-model(x, lengths).mean()`` is a training loss."""
@@ -154,28 +130,12 @@ class HMM(nn.Module):
     def m_step(self, stats: dict, frozen: Iterable[str] = ()) -> None:
         """Set initial and transition probabilities from expected counts (rows without counts keep their values)."""
         if "init_probs" not in frozen:
-            self.init_logits.copy_(torch.log(stats["init"] / stats["init"].sum()))
+            self._m_step_init(stats["init"])
         if "transitions" not in frozen:
-            counts = stats["trans"]
-            totals = counts.sum(-1, keepdim=True)
-            new = torch.log(counts / totals.clamp(min=torch.finfo(counts.dtype).tiny))
+            new = row_log_probs(stats["trans"], torch.log_softmax(self.transition_logits, -1))
             if self.banded:
                 new = new.masked_fill(~self.transitions.valid_mask(), float("-inf"))
-            self.transition_logits.copy_(torch.where(totals > 0, new, torch.log_softmax(self.transition_logits, -1)))
-
-
-def emission_log_probs(emission: Emission, x: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """``(B, T, K)`` ``emission.log_prob`` of a padded batch; frames past ``lengths`` are not read."""
-    if lengths is None:
-        return emission.log_prob(x)
-    lengths = torch.as_tensor(lengths, device=x.device)
-    if lengths.ndim != 1 or lengths.shape[0] != x.shape[0]:
-        raise HMMDimensionError(
-            f"lengths must be (B,) with B == {x.shape[0]}; got shape {tuple(lengths.shape)}",
-            expected_shape=(x.shape[0],),
-            actual_shape=lengths.shape,
-        )
-    return emission.log_prob(x, frame_mask(lengths, x.shape[1], x.device))
+            self.transition_logits.copy_(new)
 
 
 def _structure(spec: TransitionSpec, k: int, dtype: torch.dtype) -> TransitionStructure:
@@ -186,7 +146,7 @@ def _structure(spec: TransitionSpec, k: int, dtype: torch.dtype) -> TransitionSt
             return left_to_right(k, dtype=dtype)
         raise HMMValueError(f"transitions must be 'ergodic', 'left_to_right', a (K, K) tensor or a structure; got {spec!r}")
     if isinstance(spec, torch.Tensor):
-        return Dense.from_probs(_check_probs(spec, "transitions", (k, k)).to(dtype))
+        return Dense.from_probs(check_probs(spec, "transitions", (k, k)).to(dtype))
     if isinstance(spec, TransitionStructure):
         if spec.num_states != k or spec.batch_size is not None or spec.time_varying:
             raise HMMDimensionError(
@@ -196,18 +156,3 @@ def _structure(spec: TransitionSpec, k: int, dtype: torch.dtype) -> TransitionSt
             )
         return type(spec)(spec.log_probs.to(dtype))
     raise TypeError(f"transitions must be a string, a tensor or a Dense/Banded structure; got {type(spec).__name__}")
-
-
-def _check_probs(p: torch.Tensor, name: str, shape: tuple) -> torch.Tensor:
-    p = torch.as_tensor(p)
-    if tuple(p.shape) != shape:
-        raise HMMDimensionError(f"{name} must have shape {shape}; got {tuple(p.shape)}", expected_shape=shape, actual_shape=p.shape)
-    if not p.dtype.is_floating_point:
-        p = p.double()
-    if torch.isnan(p).any() or (p < 0).any():
-        raise HMMValueError(f"{name} must hold non-negative probabilities; got NaN or negative values")
-    sums = p.sum(-1)
-    if ((sums - 1).abs() > 1e-4).any():
-        bad = sums.flatten()[((sums - 1).abs() > 1e-4).flatten()][0].item()
-        raise HMMValueError(f"{name} must sum to 1 along its last axis; got a sum of {bad:.6g}")
-    return p

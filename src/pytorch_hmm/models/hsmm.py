@@ -13,7 +13,7 @@ from ..emissions.base import Emission
 from ..errors import HMMDimensionError, HMMValueError
 from ..kernel import sample_segments, semi_markov_log_partition, semi_markov_marginals, semi_markov_viterbi
 from ..training.em import fit_em
-from .hmm import _check_probs, emission_log_probs
+from .base import EmissionModel, row_log_probs
 
 Segments = List[List[Tuple[int, int, int]]]
 _DURATIONS = {
@@ -24,7 +24,7 @@ _DURATIONS = {
 }
 
 
-class HSMM(nn.Module):
+class HSMM(EmissionModel):
     """Explicit-duration HMM on the shared semi-Markov kernel.
 
     A state emits a whole segment: its duration ``d ~ durations[k]``, then ``d`` frames from
@@ -56,14 +56,9 @@ class HSMM(nn.Module):
         init_probs: Optional[torch.Tensor] = None,
         max_duration: Optional[int] = None,
     ) -> None:
-        super().__init__()
-        if not isinstance(emission, Emission):
-            raise TypeError(f"emission must be a pytorch_hmm.emissions Emission; got {type(emission).__name__}")
-        k = emission.num_states
-        self.emission = emission
+        super().__init__(emission)
+        k, dtype = emission.num_states, self._dtype
         self.durations = _durations(durations, k, max_duration)
-        reference = next((t for t in list(emission.parameters()) + list(emission.buffers()) if t.is_floating_point()), None)
-        dtype = reference.dtype if reference is not None else torch.float32
         self.durations.to(dtype)  # the emission's dtype throughout (EM statistics stay exact in float64 models)
         probs, final = _transitions(transitions, k)
         self.transition_logits = nn.Parameter(torch.log(probs).to(dtype))
@@ -71,27 +66,12 @@ class HSMM(nn.Module):
             init_probs = torch.full((k,), 1.0 / k, dtype=torch.float64)
             if isinstance(transitions, str) and transitions == "left_to_right":
                 init_probs = torch.nn.functional.one_hot(torch.tensor(0), k).double()
-        self.init_logits = nn.Parameter(torch.log(_check_probs(init_probs, "init_probs", (k,))).to(dtype))
         self.register_buffer("log_final", final.to(dtype))
-        if reference is not None:
-            self.to(reference.device)
-
-    @property
-    def num_states(self) -> int:
-        return self.emission.num_states
+        self._set_init(init_probs)
 
     @property
     def max_duration(self) -> int:
         return self.durations.max_duration
-
-    @property
-    def log_init(self) -> torch.Tensor:
-        """``(K,)`` log initial probabilities."""
-        return torch.log_softmax(self.init_logits, -1)
-
-    @property
-    def init_probs(self) -> torch.Tensor:
-        return self.log_init.exp()
 
     @property
     def log_transitions(self) -> torch.Tensor:
@@ -111,9 +91,6 @@ class HSMM(nn.Module):
     def expected_durations(self, context: Optional[torch.Tensor] = None) -> torch.Tensor:
         """``(K,)`` mean segment length per state in frames (``(B, K)`` with a batched context)."""
         return self.durations.mean(context)
-
-    def log_emissions(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
-        return emission_log_probs(self.emission, x, lengths)
 
     def _potentials(self, x, lengths, context) -> tuple:
         return (self.log_emissions(x, lengths), self.log_transitions, self.log_durations(context), self.log_init,
@@ -176,12 +153,9 @@ class HSMM(nn.Module):
     def m_step(self, stats: dict, frozen: Iterable[str] = ()) -> None:
         """Initial, transition and duration parameters from expected counts (rows without counts keep their values)."""
         if "init_probs" not in frozen:
-            self.init_logits.copy_(torch.log(stats["init"] / stats["init"].sum()))
+            self._m_step_init(stats["init"])
         if "transitions" not in frozen:
-            counts = stats["trans"]
-            totals = counts.sum(-1, keepdim=True)
-            new = torch.log(counts / totals.clamp(min=torch.finfo(counts.dtype).tiny))
-            self.transition_logits.copy_(torch.where(totals > 0, new, self.log_transitions))
+            self.transition_logits.copy_(row_log_probs(stats["trans"], self.log_transitions))
         if "durations" not in frozen:
             self.durations.m_step(stats["durations"])
 
