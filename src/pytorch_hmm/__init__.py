@@ -3,10 +3,11 @@
 Public API so far: the chain kernel (:mod:`pytorch_hmm.kernel`), transition structures and
 builders (:mod:`pytorch_hmm.transitions`), emissions (:mod:`pytorch_hmm.emissions`), the
 :class:`HMM` and :class:`HSMM` models with EM training, duration distributions
-(:mod:`pytorch_hmm.durations`), and the error types (:mod:`pytorch_hmm.errors`).
+(:mod:`pytorch_hmm.durations`), DTW, soft-DTW and CTC alignment (:mod:`pytorch_hmm.alignment`),
+and the error types (:mod:`pytorch_hmm.errors`).
 """
 
-from . import durations, errors, kernel, transitions
+from . import alignment, durations, errors, kernel, transitions
 from .models import HSMM, HMM, HMMLayer, MixtureGaussianHMM, SemiMarkovHMM
 from .errors import HMMDeviceError, HMMDimensionError, HMMDtypeError, HMMValueError, InfeasibleAlignmentError
 from .kernel import expected_transitions, forward_backward, log_partition, posteriors, viterbi
@@ -22,6 +23,7 @@ __all__ = [
     "SemiMarkovHMM",
     "HMMLayer",
     "MixtureGaussianHMM",
+    "alignment",
     "durations",
     "errors",
     "kernel",

@@ -185,27 +185,54 @@ def _check_state_vector(x: torch.Tensor, name: str, e: torch.Tensor) -> torch.Te
     return x.expand(b, k)
 
 
-def _check_lengths(lengths: LengthsLike, e: torch.Tensor) -> torch.Tensor:
-    b, t, _ = e.shape
+def check_lengths(
+    lengths: LengthsLike,
+    name: str,
+    batch: int,
+    limit: Optional[int],
+    device,
+    *,
+    low: int = 1,
+    limit_name: Optional[str] = None,
+) -> torch.Tensor:
+    """Validate ``lengths`` (``None``, a ``(B,)`` integer tensor or a sequence of ints).
+
+    Returns ``(B,)`` int64 on ``device`` with values in ``[low, limit]`` (``limit=None``: no upper
+    bound), all ``limit`` when ``lengths`` is ``None``. Errors name the argument ``name``;
+    ``limit_name`` (e.g. ``"T"``) also names the upper bound in the range message. One host
+    sync (the range check).
+    """
     if lengths is None:
-        return torch.full((b,), t, dtype=torch.long, device=e.device)
+        if limit is None:
+            raise HMMValueError(f"{name} is required")
+        return torch.full((batch,), limit, dtype=torch.long, device=device)
     if not isinstance(lengths, torch.Tensor):
         try:
             lengths = torch.as_tensor(lengths)
         except (TypeError, ValueError, RuntimeError) as err:
-            raise HMMValueError(f"lengths must be a (B,) sequence of integers; got {lengths!r}") from err
+            raise HMMValueError(f"{name} must be a (B,) sequence of integers; got {lengths!r}") from err
     if lengths.dtype.is_floating_point or lengths.dtype.is_complex or lengths.dtype == torch.bool:
-        raise HMMDtypeError(f"lengths must have an integer dtype; got {lengths.dtype}")
-    if lengths.shape != (b,):
+        raise HMMDtypeError(f"{name} must have an integer dtype; got {lengths.dtype}")
+    if lengths.shape != (batch,):
         raise HMMDimensionError(
-            f"lengths must be (B,) with B == {b}; got shape {tuple(lengths.shape)}",
-            expected_shape=(b,),
+            f"{name} must be (B,) with B == {batch}; got shape {tuple(lengths.shape)}",
+            expected_shape=(batch,),
             actual_shape=lengths.shape,
         )
     lo, hi = int(lengths.min()), int(lengths.max())
-    if lo < 1 or hi > t:
-        raise HMMValueError(f"lengths must be in [1, T] = [1, {t}]; got values in [{lo}, {hi}]")
-    return lengths.to(device=e.device, dtype=torch.long)
+    if lo < low or (limit is not None and hi > limit):
+        if limit is None:
+            bound = f">= {low}"
+        else:
+            bound = "in " + (f"[{low}, {limit_name}] = " if limit_name else "") + f"[{low}, {limit}]"
+        raise HMMValueError(f"{name} must be {bound}; got values in [{lo}, {hi}]")
+    return lengths.to(device=device, dtype=torch.long)
+
+
+def _check_lengths(lengths: LengthsLike, e: torch.Tensor) -> torch.Tensor:
+    """:func:`check_lengths` for the chain kernels: ``lengths`` of ``e`` ``(B, T, K)``, in ``[1, T]``."""
+    b, t, _ = e.shape
+    return check_lengths(lengths, "lengths", b, t, e.device, limit_name="T")
 
 
 def _check_finite_or_neginf(x: torch.Tensor, name: str, where: Optional[torch.Tensor]) -> None:

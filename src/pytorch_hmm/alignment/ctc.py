@@ -1,0 +1,385 @@
+"""CTC loss, forced alignment and greedy decoding on the shared chain kernel.
+
+A target ``l_1 .. l_S`` becomes the blank-extended chain of ``K = 2 S + 1`` states
+``(blank, l_1, blank, l_2, ..., l_S, blank)``, stored as :class:`~pytorch_hmm.transitions.Banded`
+transitions of width 3: stay (``w = 0``), next (``w = 1``) and skip a blank (``w = 2``, only
+into a label that differs from the label two states back). A path may start in the first
+blank or the first label and must end in the last label or the last blank. Emissions are
+``log_probs`` gathered at each state's token, so ``-log_partition`` of this chain is the CTC
+loss and :func:`~pytorch_hmm.kernel.viterbi` on it is CTC forced alignment.
+
+Batches hold targets of different lengths: the chain has ``K = 2 S_max + 1`` states and the
+states past ``2 S_b + 1`` of a shorter target are unreachable (``-inf`` everywhere).
+
+``log_probs`` are batch-first ``(B, T, C)`` (``torch.nn.functional.ctc_loss`` is time-first).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, NamedTuple, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import nn
+
+from ..errors import HMMDimensionError, HMMDtypeError, HMMValueError, InfeasibleAlignmentError
+from ..kernel import log_partition, viterbi
+from ..kernel.inputs import _check_finite_or_neginf, frame_mask
+from ..transitions import Banded
+from .spans import TokenSpan, merge_tokens
+
+__all__ = ["ctc_loss", "ctc_forced_align", "ctc_greedy_decode", "CTCAligner", "CTCAlignment"]
+
+IntsLike = Union[torch.Tensor, Sequence[int], None]
+REDUCTIONS = ("none", "sum", "mean")
+_NEG_INF = float("-inf")
+
+
+@dataclass
+class _Batch:
+    """Validated CTC inputs: ``targets`` padded to ``(B, S_max)`` (padding = blank), lengths ``(B,)`` int64."""
+
+    log_probs: torch.Tensor
+    targets: torch.Tensor
+    input_lengths: torch.Tensor
+    target_lengths: torch.Tensor
+    blank: int
+
+
+@dataclass
+class _Graph:
+    """The blank-extended chain: ``labels (B, K)`` token per state and the kernel's inputs."""
+
+    labels: torch.Tensor
+    emissions: torch.Tensor  # (B, T, K)
+    transitions: Banded  # (B, K, min(3, K))
+    log_init: torch.Tensor  # (B, K)
+    log_final: torch.Tensor  # (B, K)
+
+
+def ctc_loss(
+    log_probs: torch.Tensor,
+    targets: torch.Tensor,
+    input_lengths: IntsLike = None,
+    target_lengths: IntsLike = None,
+    blank: int = 0,
+    reduction: str = "mean",
+    zero_infinity: bool = False,
+    *,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """CTC negative log-likelihood, equal in value to ``torch.nn.functional.ctc_loss``.
+
+    Args:
+        log_probs: ``(B, T, C)`` float, per-frame log-probabilities of the ``C`` classes
+            (batch-first; pass ``x.transpose(0, 1)`` for a time-first ``(T, B, C)`` tensor).
+        targets: ``(B, S_max)`` padded, or 1-D ``(sum(target_lengths),)`` concatenated token ids
+            in ``[0, C)``, never ``blank``. Entries past each target length are ignored.
+        input_lengths: ``(B,)`` frames per sequence in ``[1, T]``; default all ``T``.
+        target_lengths: ``(B,)`` tokens per target; default ``S_max`` (2-D targets only).
+        blank: id of the blank class.
+        reduction: ``"none"`` -> ``(B,)``; ``"sum"``; ``"mean"``: each loss divided by its target
+            length (at least 1), then averaged over the batch (as in ``F.ctc_loss``).
+        zero_infinity: replace infinite losses (targets too long for their input) and their
+            gradients by 0. Without it such items give ``inf``.
+        backend: kernel backend (``"auto"``, ``"torch"``, ``"numba"``).
+
+    Gradients: this is the true derivative. W.r.t. ``log_probs`` it is minus the expected
+    number of frames in which each class is emitted (the posterior of the CTC states), whereas
+    PyTorch's native ``F.ctc_loss`` returns ``exp(log_probs) - posterior``, which is only
+    correct after a ``log_softmax``. Both agree w.r.t. the logits before ``log_softmax``.
+    An infinite (infeasible) loss gets a zero gradient here (``F.ctc_loss`` gives NaN).
+    """
+    if reduction not in REDUCTIONS:
+        raise HMMValueError(f"reduction must be one of {REDUCTIONS}; got {reduction!r}")
+    batch = _validate(log_probs, targets, input_lengths, target_lengths, blank)
+    g = _graph(batch)
+    loss = -log_partition(g.emissions, g.transitions, g.log_init, batch.input_lengths, g.log_final, backend=backend)
+    if zero_infinity:
+        loss = torch.where(torch.isinf(loss), torch.zeros((), dtype=loss.dtype, device=loss.device), loss)
+    if reduction == "none":
+        return loss
+    if reduction == "sum":
+        return loss.sum()
+    return (loss / batch.target_lengths.clamp(min=1).to(loss.dtype)).mean()
+
+
+def ctc_forced_align(
+    log_probs: torch.Tensor,
+    targets: torch.Tensor,
+    input_lengths: IntsLike = None,
+    target_lengths: IntsLike = None,
+    blank: int = 0,
+    *,
+    backend: str = "auto",
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Most likely CTC alignment of each target to its frames (batched, variable lengths).
+
+    Arguments as in :func:`ctc_loss`.
+
+    Returns:
+        labels: ``(B, T)`` int64 token id per frame (``blank`` included), ``-1`` at padded frames.
+        scores: ``(B, T)`` ``log_probs`` of each frame's label, 0 at padded frames, so that
+            ``scores.sum(1)`` is the log-score of the best alignment.
+
+    Raises:
+        InfeasibleAlignmentError: an input is shorter than ``S + repeats`` frames (a blank must
+            separate equal consecutive tokens), or every alignment hits a ``-inf`` log-prob.
+    """
+    batch = _validate(log_probs, targets, input_lengths, target_lengths, blank)
+    _check_feasible(batch)
+    g = _graph(batch)
+    paths, best = viterbi(g.emissions, g.transitions, g.log_init, batch.input_lengths, g.log_final, backend=backend)
+    dead = torch.isneginf(best)
+    if bool(dead.any()):
+        b = int(dead.nonzero()[0, 0])
+        raise InfeasibleAlignmentError(
+            f"no CTC alignment with a finite score for batch item {b}: every alignment of its "
+            f"{int(batch.target_lengths[b])} tokens to its {int(batch.input_lengths[b])} frames "
+            "passes through a frame where log_probs of the required token is -inf"
+        )
+    padded = paths < 0
+    labels = g.labels.gather(1, paths.clamp(min=0)).masked_fill(padded, -1)
+    scores = batch.log_probs.gather(2, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    return labels, scores.masked_fill(padded, 0.0)
+
+
+def ctc_greedy_decode(log_probs: torch.Tensor, input_lengths: IntsLike = None, blank: int = 0) -> List[List[int]]:
+    """Best class per frame, repeats collapsed and blanks dropped: one token list per sequence.
+
+    Args:
+        log_probs: ``(B, T, C)``; input_lengths: ``(B,)`` in ``[1, T]`` (default all ``T``).
+    """
+    lp = _check_log_probs(log_probs)
+    bsz, t_max, c = lp.shape
+    _check_blank(blank, c)
+    lengths = _check_ints(input_lengths, "input_lengths", bsz, 1, t_max, lp.device, default=t_max)
+    valid = frame_mask(lengths, t_max, lp.device)
+    _check_finite_or_neginf(lp, "log_probs", valid[:, :, None])
+    best = lp.argmax(-1).masked_fill(~valid, -1)
+    previous = torch.cat([best.new_full((bsz, 1), -1), best[:, :-1]], 1)
+    keep = valid & (best != previous) & (best != blank)
+    return [tokens.tolist() for tokens in torch.split(best[keep], keep.sum(1).tolist())]
+
+
+class CTCAlignment(NamedTuple):
+    """Result of :meth:`CTCAligner.align`: frame ``labels``/``scores`` ``(B, T)`` and token ``spans`` per sequence."""
+
+    labels: torch.Tensor
+    scores: torch.Tensor
+    spans: List[List[TokenSpan]]
+
+
+class CTCAligner(nn.Module):
+    """CTC as a module: ``forward`` is the loss, ``align`` the forced alignment, ``decode`` greedy decoding.
+
+    Args:
+        blank: id of the blank class.
+        reduction, zero_infinity: as in :func:`ctc_loss`.
+        backend: kernel backend for the loss and the alignment.
+    """
+
+    def __init__(self, blank: int = 0, reduction: str = "mean", zero_infinity: bool = False, backend: str = "auto") -> None:
+        super().__init__()
+        if not isinstance(blank, int) or isinstance(blank, bool) or blank < 0:
+            raise HMMValueError(f"blank must be a non-negative int; got {blank!r}")
+        if reduction not in REDUCTIONS:
+            raise HMMValueError(f"reduction must be one of {REDUCTIONS}; got {reduction!r}")
+        self.blank = blank
+        self.reduction = reduction
+        self.zero_infinity = zero_infinity
+        self.backend = backend
+
+    def forward(
+        self, log_probs: torch.Tensor, targets: torch.Tensor, input_lengths: IntsLike = None, target_lengths: IntsLike = None
+    ) -> torch.Tensor:
+        """CTC loss (see :func:`ctc_loss`)."""
+        return ctc_loss(log_probs, targets, input_lengths, target_lengths, self.blank, self.reduction,
+                        self.zero_infinity, backend=self.backend)
+
+    def align(
+        self, log_probs: torch.Tensor, targets: torch.Tensor, input_lengths: IntsLike = None, target_lengths: IntsLike = None
+    ) -> CTCAlignment:
+        """Forced alignment (see :func:`ctc_forced_align`) and its token spans (:func:`merge_tokens`)."""
+        labels, scores = ctc_forced_align(log_probs, targets, input_lengths, target_lengths, self.blank, backend=self.backend)
+        return CTCAlignment(labels, scores, merge_tokens(labels, scores, self.blank))
+
+    def decode(self, log_probs: torch.Tensor, input_lengths: IntsLike = None) -> List[List[int]]:
+        """Greedy (best-path) decoding (see :func:`ctc_greedy_decode`)."""
+        return ctc_greedy_decode(log_probs, input_lengths, self.blank)
+
+    def extra_repr(self) -> str:
+        return f"blank={self.blank}, reduction={self.reduction!r}, zero_infinity={self.zero_infinity}"
+
+
+# ---------------------------------------------------------------------------------------
+# graph
+# ---------------------------------------------------------------------------------------
+
+
+def _graph(batch: _Batch) -> _Graph:
+    """Build the ``K = 2 S_max + 1`` state chain (see the module docstring)."""
+    lp, targets, target_lengths = batch.log_probs, batch.targets, batch.target_lengths
+    bsz, t_max, _ = lp.shape
+    k = 2 * targets.shape[1] + 1
+    dev, dtype = lp.device, lp.dtype
+    labels = torch.full((bsz, k), batch.blank, dtype=torch.long, device=dev)
+    labels[:, 1::2] = targets
+    num_states = (2 * target_lengths + 1)[:, None]  # (B, 1)
+    has_label = (target_lengths > 0)[:, None]
+    states = torch.arange(k, device=dev)[None]  # (1, K)
+    # pad states read an appended -inf class: one gather, no second pass over (B, T, K)
+    with_impossible = torch.cat([lp, lp.new_full((bsz, t_max, 1), _NEG_INF)], -1)
+    index = labels.masked_fill(states >= num_states, lp.shape[2])
+    emissions = with_impossible.gather(2, index[:, None, :].expand(bsz, t_max, k))
+
+    width = min(3, k)
+    moves = torch.arange(width, device=dev)
+    allowed = (states[..., None] + moves) < num_states[..., None]  # (B, K, W): destination exists
+    if width == 3:
+        two_ahead = torch.cat([labels[:, 2:], labels[:, :2]], 1)  # wrap-around columns are never allowed
+        skip = (states % 2 == 1) & (labels != two_ahead)
+        allowed = torch.cat([allowed[..., :2], (allowed[..., 2] & skip)[..., None]], -1)
+    zero = torch.zeros((), dtype=dtype, device=dev)
+    neg_inf = torch.full((), _NEG_INF, dtype=dtype, device=dev)
+    trans = torch.where(allowed, zero, neg_inf)
+    init = torch.where((states == 0) | ((states == 1) & has_label), zero, neg_inf)
+    final = torch.where((states == num_states - 1) | ((states == num_states - 2) & has_label), zero, neg_inf)
+    return _Graph(labels, emissions, Banded(trans), init, final)
+
+
+def _repeats(batch: _Batch) -> torch.Tensor:
+    """``(B,)`` number of ``i`` with ``target[i] == target[i + 1]`` inside each target."""
+    t = batch.targets
+    if t.shape[1] < 2:
+        return torch.zeros(t.shape[0], dtype=torch.long, device=t.device)
+    inside = torch.arange(1, t.shape[1], device=t.device)[None] < batch.target_lengths[:, None]
+    return ((t[:, 1:] == t[:, :-1]) & inside).sum(1)
+
+
+def _check_feasible(batch: _Batch) -> None:
+    repeats = _repeats(batch)
+    need = batch.target_lengths + repeats
+    short = batch.input_lengths < need
+    if bool(short.any()):
+        b = int(short.nonzero()[0, 0])
+        s, r, t = int(batch.target_lengths[b]), int(repeats[b]), int(batch.input_lengths[b])
+        raise InfeasibleAlignmentError(
+            f"CTC alignment is infeasible for batch item {b}: its target needs at least S + repeats = "
+            f"{s} + {r} = {s + r} frames (S = {s} tokens, {r} repeated consecutive tokens that need a "
+            f"blank between them); got T = {t} frames"
+        )
+
+
+# ---------------------------------------------------------------------------------------
+# validation
+# ---------------------------------------------------------------------------------------
+
+
+def _validate(log_probs, targets, input_lengths, target_lengths, blank) -> _Batch:
+    lp = _check_log_probs(log_probs)
+    bsz, t_max, c = lp.shape
+    _check_blank(blank, c)
+    in_len = _check_ints(input_lengths, "input_lengths", bsz, 1, t_max, lp.device, default=t_max)
+    padded, tgt_len = _check_targets(targets, target_lengths, bsz, lp.device)
+    inside = torch.arange(padded.shape[1], device=lp.device)[None] < tgt_len[:, None]
+    bad = inside & ((padded < 0) | (padded >= c) | (padded == blank))
+    if bool(bad.any()):
+        b, i = (int(v) for v in bad.nonzero()[0])
+        raise HMMValueError(
+            f"targets must hold class ids in [0, C) = [0, {c}) other than blank = {blank}; "
+            f"got {int(padded[b, i])} at position {i} of batch item {b}"
+        )
+    padded = padded.masked_fill(~inside, blank)
+    _check_finite_or_neginf(lp, "log_probs", frame_mask(in_len, t_max, lp.device)[:, :, None])
+    return _Batch(lp, padded, in_len, tgt_len, blank)
+
+
+def _check_log_probs(x) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"log_probs must be a torch.Tensor of shape (B, T, C); got {type(x).__name__}")
+    if x.ndim != 3:
+        raise HMMDimensionError(
+            f"log_probs must be batch-first (B, T, C); got shape {tuple(x.shape)}",
+            expected_shape=("B", "T", "C"),
+            actual_shape=x.shape,
+            suggestion="for a single sequence use log_probs.unsqueeze(0)" if x.ndim == 2 else None,
+        )
+    if x.dtype not in (torch.float32, torch.float64):
+        raise HMMDtypeError(f"log_probs must be float32 or float64; got {x.dtype}")
+    if 0 in x.shape:
+        raise HMMDimensionError(
+            f"log_probs must have at least one sequence, frame and class; got shape {tuple(x.shape)}",
+            expected_shape=("B>0", "T>0", "C>0"),
+            actual_shape=x.shape,
+        )
+    return x
+
+
+def _check_blank(blank, num_classes: int) -> None:
+    if not isinstance(blank, int) or isinstance(blank, bool) or not 0 <= blank < num_classes:
+        raise HMMValueError(f"blank must be an int in [0, C) = [0, {num_classes}); got {blank!r}")
+
+
+def _check_ints(x: IntsLike, name: str, bsz: int, lo: int, hi: Optional[int], device, default: int) -> torch.Tensor:
+    """A ``(B,)`` int64 tensor on ``device`` with values in ``[lo, hi]`` (``hi=None``: unbounded)."""
+    if x is None:
+        return torch.full((bsz,), default, dtype=torch.long, device=device)
+    if not isinstance(x, torch.Tensor):
+        try:
+            x = torch.as_tensor(x)
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise HMMValueError(f"{name} must be a (B,) sequence of integers; got {x!r}") from err
+    if x.dtype.is_floating_point or x.dtype.is_complex or x.dtype == torch.bool:
+        raise HMMDtypeError(f"{name} must have an integer dtype; got {x.dtype}")
+    if x.shape != (bsz,):
+        raise HMMDimensionError(
+            f"{name} must be (B,) with B == {bsz}; got shape {tuple(x.shape)}", expected_shape=(bsz,), actual_shape=x.shape
+        )
+    x = x.to(device=device, dtype=torch.long)
+    low, high = int(x.min()), int(x.max())
+    if low < lo or (hi is not None and high > hi):
+        bound = f"[{lo}, {hi}]" if hi is not None else f">= {lo}"
+        raise HMMValueError(f"{name} must be in {bound}; got values in [{low}, {high}]")
+    return x
+
+
+def _check_targets(targets, target_lengths: IntsLike, bsz: int, device) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``(padded (B, S_max), target_lengths (B,))`` from padded or concatenated targets."""
+    if not isinstance(targets, torch.Tensor):
+        raise TypeError(f"targets must be a torch.Tensor of shape (B, S) or (sum(target_lengths),); got {type(targets).__name__}")
+    if targets.dtype.is_floating_point or targets.dtype.is_complex or targets.dtype == torch.bool:
+        raise HMMDtypeError(f"targets must have an integer dtype; got {targets.dtype}")
+    targets = targets.to(device=device, dtype=torch.long)
+    if targets.ndim == 2:
+        if targets.shape[0] != bsz:
+            raise HMMDimensionError(
+                f"targets must be (B, S) with B == {bsz} (the batch size of log_probs); got shape {tuple(targets.shape)}",
+                expected_shape=(bsz, "S"),
+                actual_shape=targets.shape,
+            )
+        s_max = targets.shape[1]
+        lengths = _check_ints(target_lengths, "target_lengths", bsz, 0, s_max, device, default=s_max)
+        return targets, lengths
+    if targets.ndim != 1:
+        raise HMMDimensionError(
+            f"targets must be (B, S) padded or (sum(target_lengths),) concatenated; got shape {tuple(targets.shape)}",
+            expected_shape=(bsz, "S"),
+            actual_shape=targets.shape,
+        )
+    if target_lengths is None:
+        raise HMMValueError("target_lengths is required with 1-D (concatenated) targets")
+    lengths = _check_ints(target_lengths, "target_lengths", bsz, 0, None, device, default=0)
+    total = int(lengths.sum())
+    if targets.shape[0] != total:
+        raise HMMDimensionError(
+            f"concatenated targets must have sum(target_lengths) == {total} entries; got {targets.shape[0]}",
+            expected_shape=(total,),
+            actual_shape=targets.shape,
+        )
+    s_max = int(lengths.max())
+    starts = torch.cumsum(lengths, 0) - lengths
+    index = starts[:, None] + torch.arange(s_max, device=device)[None]
+    inside = torch.arange(s_max, device=device)[None] < lengths[:, None]
+    padded = targets[index.clamp(max=max(total - 1, 0))] if total > 0 else index.new_zeros((bsz, s_max))
+    return torch.where(inside, padded, torch.zeros_like(padded)), lengths

@@ -1,0 +1,377 @@
+"""2-D monotone lattice DP: DTW (min-sum, with paths) and soft-DTW (soft-min, with its gradient).
+
+A pair ``b`` aligns ``N_b`` rows with ``M_b`` columns of a local cost ``(B, N, M)``. A path
+starts at ``(0, 0)``, ends at ``(N_b - 1, M_b - 1)`` and moves by ``(1, 0)``, ``(0, 1)`` or
+``(1, 1)``. Accumulated cost, with ``w = 1`` (``"symmetric1"``) or ``w = 2`` (``"symmetric2"``)::
+
+    D[0, 0] = c[0, 0]
+    D[i, j] = min(D[i-1, j] + c[i, j], D[i, j-1] + c[i, j], D[i-1, j-1] + w c[i, j])
+
+Soft-DTW (Cuturi & Blondel, 2017) replaces ``min`` by ``softmin_g(a) = -g log sum exp(-a / g)``.
+Its gradient w.r.t. the cost is the expected alignment (each cell's occupancy under the Gibbs
+distribution over paths, ``p(path) ~ exp(-cost(path) / g)``), times the expected step weight
+into the cell (1 for symmetric1); the backward pass computes it with the reverse recursion in
+``O(N M)`` memory per pair.
+
+Band (Sakoe-Chiba radius ``r`` in frames, around the slanted diagonal of each pair): cell
+``(i, j)`` is allowed iff ``|i (M_b - 1) - j (N_b - 1)| <= r max(N_b - 1, M_b - 1)``, i.e. it
+lies within ``r`` frames of the straight line from ``(0, 0)`` to ``(N_b - 1, M_b - 1)``,
+measured along the shorter sequence's axis (``|i - j| <= r`` for equal lengths). Any ``r >= 1``
+admits a path; ``r = 0`` only where the line passes through a chain of cells (equal lengths).
+
+Backends (keyword ``backend``): ``"torch"`` (:mod:`lattice_torch`) walks anti-diagonals
+``i + j = d`` (cells of one diagonal depend only on the two previous ones; a few tensor ops per
+diagonal, no host sync, any device); ``"numba"`` (:mod:`lattice_numba`) runs a row-major DP per
+pair on CPU (parallel over pairs); ``"auto"`` picks numba for CPU tensors when it is installed.
+Both return the same paths: ties prefer the diagonal step, then ``(i-1, j)``, then ``(i, j-1)``.
+
+This module holds the problem type, its validation, the backend dispatch, the autograd
+Functions and the public ``lattice_*`` routines (and :func:`pairwise_euclidean`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import List, Optional, Tuple
+
+import numpy as np
+import torch
+
+from ..errors import HMMDimensionError, HMMDtypeError, HMMValueError, InfeasibleAlignmentError
+from . import lattice_torch
+from .inputs import LengthsLike, check_lengths
+from .lattice_torch import band_mask
+
+try:  # numba is a declared dependency, but keep the kernel usable without it
+    from . import lattice_numba
+except ImportError:  # pragma: no cover - exercised only where numba is missing
+    lattice_numba = None  # type: ignore[assignment]
+
+STEP_PATTERNS = {"symmetric1": 1.0, "symmetric2": 2.0}  # weight of the diagonal step
+BACKENDS = ("auto", "torch", "numba")
+
+__all__ = [
+    "LatticeProblem", "prepare_lattice", "band_mask", "lattice_dtw", "lattice_soft_dtw", "lattice_soft_alignment",
+    "lattice_dtw_euclidean", "pairwise_euclidean", "check_band", "check_step_pattern", "check_gamma",
+]
+
+
+@dataclass
+class LatticeProblem:
+    """Validated lattice inputs: a cost ``(B, N, M)``, or features ``x (B, N, D)``, ``y (B, M, D)``
+    whose (squared) Euclidean distances are the cost."""
+
+    cost: Optional[torch.Tensor]
+    x_lengths: torch.Tensor  # (B,) int64
+    y_lengths: torch.Tensor  # (B,) int64
+    band: Optional[int]
+    step_pattern: str
+    features: Optional[Tuple[torch.Tensor, torch.Tensor, bool]] = None  # (x, y, squared)
+
+    @property
+    def w_diag(self) -> float:
+        return STEP_PATTERNS[self.step_pattern]
+
+    @property
+    def shape(self) -> Tuple[int, int, int]:
+        if self.cost is not None:
+            return tuple(self.cost.shape)  # type: ignore[return-value]
+        x, y, _ = self.features  # type: ignore[misc]
+        return x.shape[0], x.shape[1], y.shape[1]
+
+    @property
+    def device(self) -> torch.device:
+        return self.cost.device if self.cost is not None else self.features[0].device  # type: ignore[index]
+
+    def masked_cost(self) -> torch.Tensor:
+        """The cost with ``+inf`` outside each pair's band and lengths (differentiable w.r.t. ``cost``;
+        from features, without gradient). Raises on NaN or ``-inf`` inside a cost (one host sync)."""
+        if self.cost is None:  # features: validated finite by the caller
+            with torch.no_grad():
+                cost = lattice_torch.distances(*self.features)  # type: ignore[misc]
+            return lattice_torch.mask_cost(cost, self.x_lengths, self.y_lengths, self.band)
+        masked = lattice_torch.mask_cost(self.cost, self.x_lengths, self.y_lengths, self.band)
+        low = float(masked.detach().min())
+        if math.isnan(low) or low == -math.inf:
+            _raise_bad_cost()
+        return masked
+
+
+def _raise_bad_cost() -> None:
+    raise HMMValueError("cost must not contain NaN or -inf inside the band and lengths")
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation
+
+
+def check_band(band) -> Optional[int]:
+    if band is None:
+        return None
+    if isinstance(band, bool) or not isinstance(band, (int, np.integer)) or band < 0:
+        raise HMMValueError(f"band must be None or a non-negative integer radius in frames; got {band!r}")
+    return int(band)
+
+
+def check_step_pattern(step_pattern: str) -> str:
+    if step_pattern not in STEP_PATTERNS:
+        raise HMMValueError(f"step_pattern must be one of {tuple(STEP_PATTERNS)}; got {step_pattern!r}")
+    return step_pattern
+
+
+def prepare_lattice(
+    cost: torch.Tensor,
+    x_lengths: LengthsLike = None,
+    y_lengths: LengthsLike = None,
+    band: Optional[int] = None,
+    step_pattern: str = "symmetric1",
+    name: str = "cost",
+) -> LatticeProblem:
+    """Validate the lattice inputs (shapes, lengths, band, step pattern; no pass over the cost).
+
+    ``cost`` may hold ``+inf`` (forbidden cells) but no NaN or ``-inf`` inside the band and
+    lengths (checked where the DP reads it); values outside are ignored whatever they are.
+    """
+    if not isinstance(cost, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape (B, N, M); got {type(cost).__name__}")
+    if cost.ndim != 3:
+        raise HMMDimensionError(
+            f"{name} must be (B, N, M); got shape {tuple(cost.shape)}",
+            expected_shape=("B", "N", "M"), actual_shape=cost.shape,
+            suggestion=f"for a single pair use {name}.unsqueeze(0)" if cost.ndim == 2 else None,
+        )
+    if cost.dtype not in (torch.float32, torch.float64):
+        raise HMMDtypeError(f"{name} must be float32 or float64; got {cost.dtype}")
+    if 0 in cost.shape:
+        raise HMMDimensionError(
+            f"{name} must have at least one pair, row and column; got shape {tuple(cost.shape)}",
+            expected_shape=("B>0", "N>0", "M>0"), actual_shape=cost.shape,
+        )
+    b, n, m = cost.shape
+    xl = check_lengths(x_lengths, "x_lengths", b, n, cost.device)
+    yl = check_lengths(y_lengths, "y_lengths", b, m, cost.device)
+    return LatticeProblem(cost, xl, yl, check_band(band), check_step_pattern(step_pattern))
+
+
+def _use_numba(device: torch.device, backend: str) -> bool:
+    if backend not in BACKENDS:
+        raise HMMValueError(f"backend must be one of {BACKENDS}; got {backend!r}")
+    on_cpu = device.type == "cpu"
+    if backend == "numba":
+        if lattice_numba is None:
+            raise ImportError("backend='numba' needs the numba package: pip install numba")
+        if not on_cpu:
+            raise HMMValueError(f"backend='numba' runs on CPU tensors only; got device {device}")
+        return True
+    return backend == "auto" and on_cpu and lattice_numba is not None
+
+
+def _check_feasible(values: torch.Tensor, p: LatticeProblem) -> None:
+    """Raise :class:`InfeasibleAlignmentError` naming the first pair without a finite path (one sync)."""
+    bad = ~torch.isfinite(values.detach())
+    if bool(bad.any()):
+        b = int(bad.nonzero()[0, 0])
+        raise InfeasibleAlignmentError(
+            f"no monotone path with finite cost for pair {b} (x length {int(p.x_lengths[b])}, "
+            f"y length {int(p.y_lengths[b])}) with band={p.band}: widen the band (any radius >= 1 "
+            "admits a path) or remove +inf cells from the cost"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Backend dispatch (both backends' ``run_*`` take and return tensors)
+
+
+def _numba_dtw(p: LatticeProblem, want_paths: bool) -> Tuple[torch.Tensor, Optional[List[torch.Tensor]]]:
+    total, paths, bad = lattice_numba.run_dtw(
+        p.shape, p.cost, p.features, p.x_lengths, p.y_lengths, p.band, p.w_diag, want_paths
+    )
+    if bad:
+        _raise_bad_cost()
+    if want_paths:
+        _check_feasible(total, p)
+    return total.to(p.device), paths
+
+
+def _torch_dtw(p: LatticeProblem, want_paths: bool) -> Tuple[torch.Tensor, Optional[List[torch.Tensor]]]:
+    total, table = lattice_torch.run_dtw(p.masked_cost(), p.x_lengths, p.y_lengths, p.w_diag)
+    if not want_paths:
+        return total, None
+    _check_feasible(total, p)
+    return total, lattice_torch.trace_paths(table)
+
+
+def _soft_forward(p: LatticeProblem, cost: torch.Tensor, gamma: float, numba: bool):
+    """Soft-DTW value ``(B,)`` on ``cost``'s device (raises where infeasible) and the state for
+    :func:`_soft_backward`. ``cost``: ``p.cost`` for numba, ``p.masked_cost()`` for torch."""
+    if numba:
+        value, state, bad = lattice_numba.run_soft_forward(cost, p.x_lengths, p.y_lengths, p.band, p.w_diag, gamma)
+        if bad:
+            _raise_bad_cost()
+    else:
+        value, state = lattice_torch.run_soft_forward(cost.detach(), p.x_lengths, p.y_lengths, p.w_diag, gamma)
+    value = value.to(cost.device)
+    _check_feasible(value, p)
+    return value, state
+
+
+def _soft_backward(state, w_diag: float, numba: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Expected alignment and ``d value / d cost``, both ``(B, N, M)``."""
+    return (lattice_numba if numba else lattice_torch).run_soft_backward(state, w_diag)
+
+
+# ---------------------------------------------------------------------------------------------
+# Public routines
+
+
+def _dtw(p: LatticeProblem, backend: str, want_paths: bool) -> Tuple[torch.Tensor, Optional[List[torch.Tensor]]]:
+    with torch.no_grad():
+        return (_numba_dtw if _use_numba(p.device, backend) else _torch_dtw)(p, want_paths)
+
+
+def lattice_dtw(
+    cost: torch.Tensor,
+    x_lengths: LengthsLike = None,
+    y_lengths: LengthsLike = None,
+    band: Optional[int] = None,
+    step_pattern: str = "symmetric1",
+    *,
+    backend: str = "auto",
+    return_paths: bool = True,
+) -> Tuple[torch.Tensor, Optional[List[torch.Tensor]]]:
+    """Minimum path cost ``(B,)`` and, with ``return_paths``, one ``(L_b, 2)`` int64 path per pair.
+
+    Paths list ``(i, j)`` from ``(0, 0)`` to ``(N_b - 1, M_b - 1)`` on the cost's device. Raises
+    :class:`~pytorch_hmm.errors.InfeasibleAlignmentError` when a pair has no finite path and
+    paths were asked for (without paths such pairs cost ``inf``). No gradient.
+    """
+    return _dtw(prepare_lattice(cost, x_lengths, y_lengths, band, step_pattern), backend, return_paths)
+
+
+def lattice_dtw_euclidean(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    x_lengths: torch.Tensor,
+    y_lengths: torch.Tensor,
+    band: Optional[int] = None,
+    step_pattern: str = "symmetric1",
+    squared: bool = False,
+    *,
+    backend: str = "auto",
+    return_paths: bool = True,
+) -> Tuple[torch.Tensor, Optional[List[torch.Tensor]]]:
+    """:func:`lattice_dtw` on the (squared) Euclidean distances between ``x`` ``(B, N, D)`` and
+    ``y`` ``(B, M, D)``, summed feature by feature (no ``|x|^2 + |y|^2 - 2 x.y`` cancellation).
+
+    The numba backend computes each row of distances inside the DP (no ``N x M`` cost in
+    memory). Inputs must be validated by the caller (finite, same dtype/device, lengths
+    ``(B,)`` int64 in range), as :func:`pytorch_hmm.alignment.dtw` does.
+    """
+    p = LatticeProblem(
+        None, x_lengths, y_lengths, check_band(band), check_step_pattern(step_pattern), (x, y, bool(squared))
+    )
+    return _dtw(p, backend, return_paths)
+
+
+class _SoftDTW(torch.autograd.Function):
+    """Soft-DTW value with the expected-alignment recursion as its backward."""
+
+    @staticmethod
+    def forward(ctx, cost, problem: LatticeProblem, gamma: float, numba: bool):  # type: ignore[override]
+        value, state = _soft_forward(problem, cost, gamma, numba)
+        ctx.state, ctx.numba, ctx.w = state, numba, problem.w_diag
+        return value
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_value):  # type: ignore[override]
+        _, grad = _soft_backward(ctx.state, ctx.w, ctx.numba)
+        grad = grad.to(grad_value.device)
+        return grad * grad_value[:, None, None], None, None, None
+
+
+def check_gamma(gamma: float) -> float:
+    if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not (0 < gamma < math.inf):
+        raise HMMValueError(f"gamma must be a positive finite number; got {gamma!r}")
+    return float(gamma)
+
+
+def lattice_soft_dtw(
+    cost: torch.Tensor,
+    gamma: float = 1.0,
+    x_lengths: LengthsLike = None,
+    y_lengths: LengthsLike = None,
+    band: Optional[int] = None,
+    step_pattern: str = "symmetric1",
+    *,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """Soft-DTW value ``(B,)``, differentiable w.r.t. ``cost`` (the gradient is computed by the
+    expected-alignment recursion; no double backward)."""
+    gamma = check_gamma(gamma)
+    p = prepare_lattice(cost, x_lengths, y_lengths, band, step_pattern)
+    numba = _use_numba(p.device, backend)
+    return _SoftDTW.apply(p.cost if numba else p.masked_cost(), p, gamma, numba)
+
+
+def lattice_soft_alignment(
+    cost: torch.Tensor,
+    gamma: float = 1.0,
+    x_lengths: LengthsLike = None,
+    y_lengths: LengthsLike = None,
+    band: Optional[int] = None,
+    step_pattern: str = "symmetric1",
+    *,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """Expected alignment ``(B, N, M)``: the probability that the path visits each cell under
+    ``p(path) ~ exp(-cost(path) / gamma)``; 0 outside the band and lengths (no gradient)."""
+    gamma = check_gamma(gamma)
+    p = prepare_lattice(cost, x_lengths, y_lengths, band, step_pattern)
+    numba = _use_numba(p.device, backend)
+    with torch.no_grad():
+        _, state = _soft_forward(p, p.cost if numba else p.masked_cost(), gamma, numba)
+        occ, _ = _soft_backward(state, p.w_diag, numba)
+    return occ.to(p.device)
+
+
+class _PairwiseEuclidean(torch.autograd.Function):
+    """(Squared) Euclidean frame distances; backward by two small matrix products."""
+
+    @staticmethod
+    def forward(ctx, x, y, x_lengths, y_lengths, squared: bool, numba: bool):  # type: ignore[override]
+        cost = (lattice_numba if numba else lattice_torch).run_distance(x, y, x_lengths, y_lengths, squared)
+        ctx.save_for_backward(x, y, cost)
+        ctx.squared = squared
+        return cost
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):  # type: ignore[override]
+        x, y, cost = ctx.saved_tensors
+        if ctx.squared:
+            g = 2 * grad
+        else:  # d||x - y|| = (x - y) / ||x - y||; 0 where the frames coincide
+            zero = torch.zeros((), dtype=cost.dtype, device=cost.device)
+            g = torch.where(cost > 0, grad / cost.clamp_min(torch.finfo(cost.dtype).tiny), zero)
+        gx = x * g.sum(2, keepdim=True) - g @ y if ctx.needs_input_grad[0] else None
+        gy = y * g.sum(1).unsqueeze(-1) - g.transpose(1, 2) @ x if ctx.needs_input_grad[1] else None
+        return gx, gy, None, None, None, None
+
+
+def pairwise_euclidean(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    x_lengths: torch.Tensor,
+    y_lengths: torch.Tensor,
+    squared: bool = False,
+    *,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """``(B, N, M)`` (squared) Euclidean distances between the frames of ``x`` ``(B, N, D)`` and
+    ``y`` ``(B, M, D)``, summed feature by feature (exact for close frames, unlike the
+    ``|x|^2 + |y|^2 - 2 x.y`` expansion); 0 past the lengths. Differentiable w.r.t. ``x`` and
+    ``y`` (a Euclidean distance of 0 gets gradient 0). Inputs validated by the caller.
+    """
+    return _PairwiseEuclidean.apply(x, y, x_lengths, y_lengths, bool(squared), _use_numba(x.device, backend))

@@ -1,0 +1,354 @@
+"""Compiled CPU loops (numba) for the 2-D monotone lattice (DTW, soft-DTW).
+
+Same mathematics as the PyTorch wavefront in :mod:`lattice_torch` (see :mod:`lattice` for the
+recursions, the band and the tie rule), but each pair is a plain row-major DP: on a CPU the
+order of the cells does not matter and a row costs no per-operation overhead. Only the cells
+inside the band and the lengths are read, so padding never needs masking. Hard DTW can take the
+features instead of a cost matrix and compute each row of Euclidean distances on the fly (no
+``N x M`` cost in memory, one pass).
+
+``*_pair`` functions handle one pair, ``*_batch`` run them in parallel over pairs, and the
+``run_*`` wrappers (plain Python, CPU tensors in and out, as :mod:`lattice_torch`'s) call the
+pair function directly for a batch of one (no thread-pool wake-up, which on a busy machine
+costs milliseconds). ``bad`` flags report a NaN or ``-inf`` cost met inside the band.
+
+Step codes (``dirs``): 0 diagonal, 1 vertical (from ``(i-1, j)``), 2 horizontal (from
+``(i, j-1)``), 3 the start cell. Ties prefer diagonal, then vertical, then horizontal.
+"""
+
+from __future__ import annotations
+
+from typing import Tuple
+
+import numba
+import numpy as np
+import torch
+
+_JIT = dict(nogil=True, cache=True)
+PRECOMPUTED, EUCLIDEAN, SQEUCLIDEAN = -1, 0, 1  # ``metric`` codes
+
+
+@numba.njit(**_JIT)
+def band_range(i, n, m, band):
+    """Inclusive column range ``(lo, hi)`` of row ``i`` allowed by the band (``band < 0``: none).
+
+    Cell ``(i, j)`` is allowed iff ``|i (m-1) - j (n-1)| <= band * max(n-1, m-1)`` (exact integers).
+    """
+    if band < 0 or n == 1 or m == 1:
+        return 0, m - 1
+    r = band * max(n - 1, m - 1)
+    t = i * (m - 1)
+    lo = -((r - t) // (n - 1))  # ceil((t - r) / (n - 1))
+    hi = (t + r) // (n - 1)
+    return max(lo, 0), min(hi, m - 1)
+
+
+@numba.njit(**_JIT)
+def _distance_row(x_i, y_t, lo, hi, metric, out):
+    """``out[j] = ||x_i - y_j||`` (squared for SQEUCLIDEAN) for ``lo <= j <= hi``, summed feature by feature.
+
+    (Loops run over slices from 0: with a variable start numba's negative-index handling
+    would stop LLVM from vectorising them.)
+    """
+    o = out[lo : hi + 1]
+    o[:] = 0
+    for d in range(y_t.shape[0]):
+        xv = x_i[d]
+        yd = y_t[d, lo : hi + 1]
+        for t in range(o.shape[0]):
+            diff = xv - yd[t]
+            o[t] += diff * diff
+    if metric == EUCLIDEAN:
+        for t in range(o.shape[0]):
+            o[t] = np.sqrt(o[t])
+
+
+@numba.njit(**_JIT)
+def distance_pair(x, y_t, n, m, metric, out):
+    """``out[:n, :m]`` = (squared) Euclidean distances of one pair; 0 elsewhere."""
+    out[:, :] = 0
+    for i in range(n):
+        _distance_row(x[i], y_t, 0, m - 1, metric, out[i])
+
+
+@numba.njit(parallel=True, **_JIT)
+def distance_batch(x, y_t, x_lengths, y_lengths, metric, out):
+    for b in numba.prange(x.shape[0]):
+        distance_pair(x[b], y_t[b], x_lengths[b], y_lengths[b], metric, out[b])
+
+
+@numba.njit(**_JIT)
+def _row_is_bad(c_row, lo, hi):
+    bad = False
+    row = c_row[lo : hi + 1]
+    for t in range(row.shape[0]):
+        bad |= not (row[t] > -np.inf)  # NaN or -inf
+    return bad
+
+
+@numba.njit(**_JIT)
+def dtw_pair(cost, x, y_t, metric, n, m, band, w_diag, want_path, dirs, path):
+    """One pair: ``(total, path_length, bad)``; the path goes to ``path[:path_length]``.
+
+    ``cost`` ``(N, M)`` when ``metric == PRECOMPUTED``, else ``x`` ``(N, D)`` and ``y_t`` ``(D, M)``
+    give the distances; ``dirs`` ``(N, M)`` int8 scratch when ``want_path``.
+    """
+    inf = np.inf
+    dtype = x.dtype  # the caller passes a dummy ``x`` of the cost's dtype for PRECOMPUTED
+    prev = np.full(m, np.inf, dtype=dtype)
+    cur = np.full(m, np.inf, dtype=dtype)
+    row = np.empty(m if metric != PRECOMPUTED else 0, dtype=dtype)
+    bad = False
+    old_lo, old_hi, prev_lo, prev_hi = 0, m - 1, 0, m - 1  # ranges last held by cur / prev
+    for i in range(n):
+        lo, hi = band_range(i, n, m, band)
+        if band >= 0:
+            for j in range(old_lo, old_hi + 1):
+                cur[j] = inf
+        if metric == PRECOMPUTED:
+            c_row = cost[i]
+            bad |= _row_is_bad(c_row, lo, hi)
+        else:
+            _distance_row(x[i], y_t, lo, hi, metric, row)
+            c_row = row
+        d_row = dirs[i] if want_path else dirs[0]
+        j0 = lo
+        if lo == 0:  # first column: from above, or the start cell
+            if i == 0:
+                cur[0] = c_row[0]
+                k0 = 3
+            else:
+                cur[0] = prev[0] + c_row[0]
+                k0 = 1
+            if want_path:
+                d_row[0] = k0
+            j0 = 1
+        if j0 <= hi:  # the rest of the row, on slices from 0 (see _distance_row); D[i, j-1] stays in a register
+            up_left, up, c_sl = prev[j0 - 1 : hi], prev[j0 : hi + 1], c_row[j0 : hi + 1]
+            out, d_sl = cur[j0 : hi + 1], d_row[j0 : hi + 1] if want_path else d_row[0:1]
+            left = cur[j0 - 1]
+            for t in range(c_sl.shape[0]):
+                c = c_sl[t]
+                best = up_left[t] + w_diag * c
+                v = up[t] + c
+                h = left + c
+                k = 1 if v < best else 0
+                best = min(best, v)
+                k = 2 if h < best else k
+                left = min(best, h)
+                out[t] = left
+                if want_path:
+                    d_sl[t] = k
+        old_lo, old_hi, prev_lo, prev_hi = prev_lo, prev_hi, lo, hi
+        prev, cur = cur, prev
+    total = prev[m - 1]
+    if not want_path or not total < np.inf:
+        return total, 0, bad
+    i, j, steps = n - 1, m - 1, 0
+    while True:
+        path[steps, 0] = i
+        path[steps, 1] = j
+        steps += 1
+        k = dirs[i, j]
+        if k == 3:
+            break
+        if k != 2:
+            i -= 1
+        if k != 1:
+            j -= 1
+    for s in range(steps // 2):  # forward order
+        for a in range(2):
+            t = path[s, a]
+            path[s, a] = path[steps - 1 - s, a]
+            path[steps - 1 - s, a] = t
+    return total, steps, bad
+
+
+@numba.njit(parallel=True, **_JIT)
+def dtw_batch(cost, x, y_t, metric, x_lengths, y_lengths, band, w_diag, want_path, dirs, paths, path_lengths, total, bad):
+    """:func:`dtw_pair` for every pair, in parallel (``dirs`` ``(B, N, M)`` when ``want_path``)."""
+    for b in numba.prange(x_lengths.shape[0]):
+        cb = cost[b] if metric == PRECOMPUTED else cost[0]
+        xb = x[b] if metric != PRECOMPUTED else x[0]
+        yb = y_t[b] if metric != PRECOMPUTED else y_t[0]
+        db = dirs[b] if want_path else dirs[0]
+        total[b], path_lengths[b], bad[b] = dtw_pair(
+            cb, xb, yb, metric, x_lengths[b], y_lengths[b], band, w_diag, want_path, db, paths[b]
+        )
+
+
+@numba.njit(**_JIT)
+def _softmin3(a, b, c, gamma, inv_gamma):
+    """``-gamma log(exp(-a/gamma) + exp(-b/gamma) + exp(-c/gamma))``; ``inf`` if all are ``inf``."""
+    m = min(a, min(b, c))
+    if m == np.inf:
+        return m
+    s = np.exp((m - a) * inv_gamma) + np.exp((m - b) * inv_gamma) + np.exp((m - c) * inv_gamma)
+    return m - gamma * np.log(s)
+
+
+@numba.njit(**_JIT)
+def soft_forward_pair(cost, n, m, band, w_diag, gamma, acc):
+    """Soft-min accumulated cost ``acc`` (``R``, ``inf`` outside the band); returns ``(R[n-1, m-1], bad)``."""
+    inf = np.inf
+    inv_gamma = 1 / gamma
+    bad = False
+    acc[:, :] = inf
+    for i in range(n):
+        lo, hi = band_range(i, n, m, band)
+        c_row = cost[i]
+        bad |= _row_is_bad(c_row, lo, hi)
+        out_row = acc[i]
+        j0 = lo
+        if lo == 0:
+            out_row[0] = c_row[0] if i == 0 else _softmin3(inf, acc[i - 1, 0] + c_row[0], inf, gamma, inv_gamma)
+            j0 = 1
+        if j0 > hi:
+            continue
+        up_left = acc[i - 1, j0 - 1 : hi] if i > 0 else acc[0, 0:0]  # as in dtw_pair: slices from 0
+        up = acc[i - 1, j0 : hi + 1] if i > 0 else acc[0, 0:0]
+        c_sl, out = c_row[j0 : hi + 1], out_row[j0 : hi + 1]
+        left = out_row[j0 - 1]
+        for t in range(c_sl.shape[0]):
+            c = c_sl[t]
+            dg = up_left[t] + w_diag * c if i > 0 else inf
+            v = up[t] + c if i > 0 else inf
+            left = _softmin3(dg, v, left + c, gamma, inv_gamma)
+            out[t] = left
+    return acc[n - 1, m - 1], bad
+
+
+@numba.njit(**_JIT)
+def _edge(r_from, r_to, weight_c, gamma):
+    """Probability that the path reaching a cell with value ``r_to`` came from ``r_from`` (0 if unreachable)."""
+    z = -np.inf if r_to == np.inf else (r_to - r_from - weight_c) / gamma
+    return np.exp(z)
+
+
+@numba.njit(**_JIT)
+def soft_backward_pair(cost, n, m, w_diag, gamma, acc, occupancy, grad_cost):
+    """Expected alignment (cell occupancy) and ``d R[n-1, m-1] / d cost`` of one pair.
+
+    ``occupancy[i, j] = sum_succ occupancy[succ] * p(succ came from (i, j))`` with
+    ``p = exp((R[succ] - R[i, j] - w c[succ]) / gamma)``; ``grad_cost = occupancy`` times the
+    expected step weight into the cell (1 for symmetric1). Zero outside the band and lengths.
+    """
+    r, e, g = acc, occupancy, grad_cost
+    e[:, :] = 0
+    g[:, :] = 0
+    for i in range(n - 1, -1, -1):
+        for j in range(m - 1, -1, -1):
+            if r[i, j] == np.inf:
+                continue
+            if i == n - 1 and j == m - 1:
+                total = 1.0
+            else:
+                total = 0.0
+                if i + 1 < n:
+                    total += e[i + 1, j] * _edge(r[i, j], r[i + 1, j], cost[i + 1, j], gamma)
+                if j + 1 < m:
+                    total += e[i, j + 1] * _edge(r[i, j], r[i, j + 1], cost[i, j + 1], gamma)
+                if i + 1 < n and j + 1 < m:
+                    total += e[i + 1, j + 1] * _edge(r[i, j], r[i + 1, j + 1], w_diag * cost[i + 1, j + 1], gamma)
+            e[i, j] = total
+            weight = 1.0
+            if w_diag != 1 and i > 0 and j > 0:
+                weight += (w_diag - 1) * _edge(r[i - 1, j - 1], r[i, j], w_diag * cost[i, j], gamma)
+            g[i, j] = total * weight
+
+
+@numba.njit(parallel=True, **_JIT)
+def soft_forward_batch(cost, x_lengths, y_lengths, band, w_diag, gamma, acc, value, bad):
+    for b in numba.prange(cost.shape[0]):
+        value[b], bad[b] = soft_forward_pair(cost[b], x_lengths[b], y_lengths[b], band, w_diag, gamma, acc[b])
+
+
+@numba.njit(parallel=True, **_JIT)
+def soft_backward_batch(cost, x_lengths, y_lengths, w_diag, gamma, acc, occupancy, grad_cost):
+    for b in numba.prange(cost.shape[0]):
+        soft_backward_pair(cost[b], x_lengths[b], y_lengths[b], w_diag, gamma, acc[b], occupancy[b], grad_cost[b])
+
+
+def _band(band) -> int:
+    return -1 if band is None else int(band)
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return np.ascontiguousarray(t.detach().cpu().numpy())
+
+
+def _features(x: torch.Tensor, y: torch.Tensor, squared: bool):
+    """``x (B, N, D)``, ``y_t (B, D, M)`` as arrays and the metric code."""
+    return _np(x), _np(y.transpose(1, 2)), SQEUCLIDEAN if squared else EUCLIDEAN
+
+
+def run_distance(x, y, x_lengths, y_lengths, squared: bool) -> torch.Tensor:
+    """``(B, N, M)`` (squared) distances between ``x (B, N, D)`` and ``y (B, M, D)``; 0 past the lengths."""
+    x, y_t, metric = _features(x, y, squared)
+    out = np.empty((x.shape[0], x.shape[1], y_t.shape[2]), dtype=x.dtype)
+    if x.shape[0] == 1:
+        distance_pair(x[0], y_t[0], int(x_lengths[0]), int(y_lengths[0]), metric, out[0])
+    else:
+        distance_batch(x, y_t, _np(x_lengths), _np(y_lengths), metric, out)
+    return torch.from_numpy(out)
+
+
+def run_dtw(shape, cost, features, x_lengths, y_lengths, band, w_diag, want_paths):
+    """Hard DTW of a ``(B, N, M)`` lattice: ``(total (B,), paths or None, bad)``.
+
+    Reads ``cost`` ``(B, N, M)``, or when it is ``None`` the ``features`` ``(x (B, N, D),
+    y (B, M, D), squared)``. ``paths``: one ``(L_b, 2)`` int64 tensor per pair; ``bad``: a NaN
+    or ``-inf`` cost inside the band of some pair.
+    """
+    bsz, n, m = shape
+    if cost is None:
+        x, y_t, metric = _features(*features)
+        cost = np.empty((1, 1, 1), dtype=x.dtype)  # unused dummy
+    else:
+        cost = _np(cost)
+        x = y_t = np.empty((1, 1, 1), dtype=cost.dtype)
+        metric = PRECOMPUTED
+    dtype = x.dtype
+    dirs = np.empty((bsz, n, m) if want_paths else (1, 1, 1), dtype=np.int8)
+    paths = np.empty((bsz, n + m - 1 if want_paths else 1, 2), dtype=np.int64)
+    lengths = np.zeros(bsz, dtype=np.int64)
+    total = np.empty(bsz, dtype=dtype)
+    bad = np.zeros(bsz, dtype=np.bool_)
+    args = (_band(band), dtype.type(w_diag), want_paths)
+    if bsz == 1:
+        total[0], lengths[0], bad[0] = dtw_pair(
+            cost[0], x[0], y_t[0], metric, int(x_lengths[0]), int(y_lengths[0]), *args, dirs[0], paths[0]
+        )
+    else:
+        dtw_batch(cost, x, y_t, metric, _np(x_lengths), _np(y_lengths), *args, dirs, paths, lengths, total, bad)
+    paths_t = torch.from_numpy(paths)
+    path_list = [paths_t[b, : lengths[b]] for b in range(bsz)] if want_paths else None
+    return torch.from_numpy(total), path_list, bool(bad.any())
+
+
+def run_soft_forward(cost, x_lengths, y_lengths, band, w_diag, gamma):
+    """Soft-DTW values ``(B,)``, the state :func:`run_soft_backward` needs, and ``bad`` (as in
+    :func:`run_dtw`)."""
+    cost, x_lengths, y_lengths = _np(cost), _np(x_lengths), _np(y_lengths)
+    acc = np.empty_like(cost)
+    value = np.empty(cost.shape[0], dtype=cost.dtype)
+    bad = np.zeros(cost.shape[0], dtype=np.bool_)
+    args = (_band(band), cost.dtype.type(w_diag), cost.dtype.type(gamma))
+    if cost.shape[0] == 1:
+        value[0], bad[0] = soft_forward_pair(cost[0], int(x_lengths[0]), int(y_lengths[0]), *args, acc[0])
+    else:
+        soft_forward_batch(cost, x_lengths, y_lengths, *args, acc, value, bad)
+    return torch.from_numpy(value), (cost, x_lengths, y_lengths, acc, gamma), bool(bad.any())
+
+
+def run_soft_backward(state, w_diag) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Expected alignment and ``d value / d cost``, both ``(B, N, M)``."""
+    cost, x_lengths, y_lengths, acc, gamma = state
+    occ = np.empty_like(cost)
+    grad = np.empty_like(cost)
+    w, g = cost.dtype.type(w_diag), cost.dtype.type(gamma)
+    if cost.shape[0] == 1:
+        soft_backward_pair(cost[0], int(x_lengths[0]), int(y_lengths[0]), w, g, acc[0], occ[0], grad[0])
+    else:
+        soft_backward_batch(cost, x_lengths, y_lengths, w, g, acc, occ, grad)
+    return torch.from_numpy(occ), torch.from_numpy(grad)

@@ -1,0 +1,215 @@
+"""PyTorch anti-diagonal wavefront for the 2-D monotone lattice (DTW, soft-DTW).
+
+Same mathematics as :mod:`lattice` (see its docstring for the recursions, the band and the tie
+rule). Cells on one anti-diagonal ``i + j = d`` depend only on the two previous diagonals, so
+each diagonal is a few tensor ops over the whole batch: no host sync inside the loop, any
+device. The cost comes in already masked (``+inf`` outside each pair's band and lengths), so
+cells off a pair's lattice stay unreachable without per-pair bookkeeping.
+
+Storage is "skewed", ``(L + 4, B, N + 2)`` with ``L = N + M - 1``: cell ``(b, i, j)`` lives at
+``[i + j + 2, b, i + 1]``; two padding diagonals on each end and padding columns 0 and
+``N + 1`` hold the fill value, so every neighbour of a cell is a plain shifted slice. The
+shorter sequence runs along the diagonals (storage ``O(N M)``, fewest columns per op).
+
+Also here: the band as a mask (:func:`band_mask`, :func:`mask_cost`) and the frame distances
+(:func:`distances`, :func:`run_distance`) this backend reads. The ``run_*`` functions and
+:func:`trace_paths` take and return tensors, as :mod:`lattice_numba`'s do; :mod:`lattice`
+validates the inputs and picks the backend.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import List, Optional, Tuple
+
+import torch
+
+Table = Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, bool]
+SoftState = Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, bool, int]
+
+
+def band_mask(x_lengths: torch.Tensor, y_lengths: torch.Tensor, n: int, m: int, band: Optional[int]) -> torch.Tensor:
+    """``(B, N, M)`` bool: cells inside each pair's lengths and band (see :mod:`lattice`)."""
+    dev = x_lengths.device
+    i = torch.arange(n, device=dev)[None, :, None]
+    j = torch.arange(m, device=dev)[None, None, :]
+    nb, mb = x_lengths[:, None, None], y_lengths[:, None, None]
+    mask = (i < nb) & (j < mb)
+    if band is not None:
+        mask &= (i * (mb - 1) - j * (nb - 1)).abs() <= band * torch.maximum(nb - 1, mb - 1)
+    return mask
+
+
+def mask_cost(cost: torch.Tensor, x_lengths: torch.Tensor, y_lengths: torch.Tensor, band: Optional[int]) -> torch.Tensor:
+    """``cost`` ``(B, N, M)`` with ``+inf`` outside each pair's band and lengths (differentiable)."""
+    mask = band_mask(x_lengths, y_lengths, cost.shape[1], cost.shape[2], band)
+    return torch.where(mask, cost, torch.full((), math.inf, dtype=cost.dtype, device=cost.device))
+
+
+def distances(x: torch.Tensor, y: torch.Tensor, squared: bool) -> torch.Tensor:
+    """``(B, N, M)`` (squared) Euclidean distances between the frames of ``x`` ``(B, N, D)`` and
+    ``y`` ``(B, M, D)``, summed feature by feature. Squares in place: call without autograd."""
+    cost = torch.cdist(x, y, compute_mode="donot_use_mm_for_euclid_dist")
+    return cost.square_() if squared else cost
+
+
+def run_distance(x, y, x_lengths, y_lengths, squared: bool) -> torch.Tensor:
+    """:func:`distances`, 0 past the lengths (as :func:`lattice_numba.run_distance`)."""
+    mask = band_mask(x_lengths, y_lengths, x.shape[1], y.shape[1], None)
+    return distances(x, y, squared).masked_fill_(~mask, 0)
+
+
+def _cells(skewed: torch.Tensor, n: int, m: int) -> torch.Tensor:
+    """The ``(B, N, M)`` view of the lattice cells inside a skewed storage."""
+    _, bsz, width = skewed.shape
+    row = bsz * width
+    return skewed.as_strided((bsz, n, m), (width, row + 1, row), skewed.storage_offset() + 2 * row + 1)
+
+
+def _skew(t: torch.Tensor, fill: float) -> torch.Tensor:
+    bsz, n, m = t.shape
+    out = t.new_full((n + m + 3, bsz, n + 2), fill)
+    _cells(out, n, m).copy_(t)
+    return out
+
+
+def _oriented(
+    cost: torch.Tensor, x_lengths: torch.Tensor, y_lengths: torch.Tensor
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, bool]:
+    """Cost with the shorter sequence along the diagonals (storage ``O(N M)``); transposed flag."""
+    if cost.shape[1] > cost.shape[2]:
+        return cost.transpose(1, 2), y_lengths, x_lengths, True
+    return cost, x_lengths, y_lengths, False
+
+
+def _rows(t: torch.Tensor, first_col: int) -> Tuple[torch.Tensor, ...]:
+    """Per-diagonal views ``t[r, :, first_col : first_col + N]`` (one op for all ``r``)."""
+    return t[:, :, first_col : first_col + t.shape[2] - 2].unbind(0)
+
+
+def run_dtw(
+    cost: torch.Tensor, x_lengths: torch.Tensor, y_lengths: torch.Tensor, w_diag: float
+) -> Tuple[torch.Tensor, Table]:
+    """Minimum path cost ``(B,)`` of a masked cost ``(B, N, M)`` (``inf`` where no path), and the
+    table :func:`trace_paths` reads the paths from."""
+    cost, xl, yl, transposed = _oriented(cost, x_lengths, y_lengths)
+    bsz = cost.shape[0]
+    w = w_diag
+    c = _skew(cost, math.inf)
+    cw = c * w if w != 1 else c
+    acc = torch.full_like(c, math.inf)
+    acc[2, :, 1] = c[2, :, 1]
+    last = int((xl + yl).max())  # storage row of the last pair's end cell
+    # row r, column i of these views: cell i on diagonal r - 2 (``up``: cell i - 1)
+    up, here, c_here, cw_here = _rows(acc, 0), _rows(acc, 1), _rows(c, 1), _rows(cw, 1)
+    for r in range(3, last + 1):  # whole diagonals; cells off the lattice stay +inf
+        best = torch.minimum(up[r - 1], here[r - 1])
+        if w == 1:
+            torch.minimum(best, up[r - 2], out=best)
+            torch.add(best, c_here[r], out=here[r])
+        else:
+            best += c_here[r]
+            torch.minimum(best, up[r - 2] + cw_here[r], out=here[r])
+    total = acc[xl + yl, torch.arange(bsz, device=cost.device), xl]
+    return total, (acc[: last + 1], c[: last + 1], cw[: last + 1], xl, yl, transposed)
+
+
+def trace_paths(table: Table) -> List[torch.Tensor]:
+    """One ``(L_b, 2)`` int64 path per pair (all finite): step choices for all cells at once,
+    then one gather per path step."""
+    acc, c, cw, xl, yl, transposed = table
+    rows, bsz, width = acc.shape
+    n = width - 2
+    here = c[2:, :, 1:-1]
+    plane = bsz * n
+    # flat offsets to the predecessor in a (rows - 2, B, N) array: diag, vert, horiz; start: 0
+    k_vert, k_horiz, k_diag = plane + 1, plane, 2 * plane + 1
+    # candidates in the tie order of the original orientation: diag, then (i-1, j), then (i, j-1)
+    first, second = (acc[1:-1, :, :-2], acc[1:-1, :, 1:-1]) if not transposed else (acc[1:-1, :, 1:-1], acc[1:-1, :, :-2])
+    k_first, k_second = (k_vert, k_horiz) if not transposed else (k_horiz, k_vert)
+    best = acc[:-2, :, :-2] + cw[2:, :, 1:-1]
+    cand = first + here
+    first_wins = cand < best
+    torch.minimum(best, cand, out=best)
+    torch.add(second, here, out=cand)
+    second_wins = cand < best
+    del best, cand
+    as_int = dict(dtype=torch.int32, device=acc.device)
+    step = torch.where(first_wins, torch.tensor(k_first, **as_int), torch.tensor(k_diag, **as_int))
+    step = torch.where(second_wins, torch.tensor(k_second, **as_int), step)
+    step[0, :, 0] = 0
+    del first_wins, second_wins
+    flat = step.reshape(-1)
+    idx = (xl + yl - 2) * plane + torch.arange(bsz, device=acc.device) * n + (xl - 1)
+    trail = [idx]
+    for _ in range(rows - 3):
+        idx = idx - flat.index_select(0, idx)
+        trail.append(idx)
+    at = torch.stack(trail)  # (steps, B), from the end backwards; stays at the start once there
+    d = at // plane
+    i = at % n
+    pairs = torch.stack((i, d - i), -1)
+    if transposed:
+        pairs = pairs.flip(-1)
+    lengths = ((d > 0).sum(0) + 1).tolist()
+    return [pairs[: lengths[b], b].flip(0) for b in range(bsz)]
+
+
+def run_soft_forward(
+    cost: torch.Tensor, x_lengths: torch.Tensor, y_lengths: torch.Tensor, w_diag: float, gamma: float
+) -> Tuple[torch.Tensor, SoftState]:
+    """Soft-DTW value ``(B,)`` of a masked cost ``(B, N, M)`` and the state
+    :func:`run_soft_backward` needs: ``s = -R / gamma`` and ``c / gamma``, skewed."""
+    cost, xl, yl, transposed = _oriented(cost, x_lengths, y_lengths)
+    bsz = cost.shape[0]
+    w = w_diag
+    c = _skew(cost / gamma, math.inf)
+    cw = c * w if w != 1 else c
+    s = torch.full_like(c, -math.inf)
+    s[2, :, 1] = -c[2, :, 1]
+    last = int((xl + yl).max())
+    up, here, c_here, cw_here = _rows(s, 0), _rows(s, 1), _rows(c, 1), _rows(cw, 1)
+    for r in range(3, last + 1):
+        t = torch.logaddexp(up[r - 1], here[r - 1])
+        if w == 1:
+            torch.logaddexp(t, up[r - 2], out=t)
+            torch.sub(t, c_here[r], out=here[r])
+        else:
+            t -= c_here[r]
+            torch.logaddexp(t, up[r - 2] - cw_here[r], out=here[r])
+    value = -gamma * s[xl + yl, torch.arange(bsz, device=cost.device), xl]
+    return value, (s, c, cw, xl, yl, transposed, last)
+
+
+def run_soft_backward(state: SoftState, w_diag: float) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Occupancy and ``dR/dcost``, both ``(B, N, M)`` in the caller's orientation."""
+    s, c, cw, xl, yl, transposed, last = state
+    w = w_diag
+    rows, bsz, width = s.shape
+    n, m = width - 2, rows - width - 1
+    zero = torch.zeros((), dtype=s.dtype, device=s.device)
+    here = s[2:-2, :, 1:-1]
+
+    def edge(succ, succ_cost):  # p(succ came from here); 0 where succ is unreachable
+        return torch.where(succ > -math.inf, torch.exp(here - succ_cost - succ), zero)
+
+    p_vert = edge(s[3:-1, :, 2:], c[3:-1, :, 2:])
+    p_horiz = edge(s[3:-1, :, 1:-1], c[3:-1, :, 1:-1])
+    p_diag = edge(s[4:, :, 2:], cw[4:, :, 2:])
+    occ = torch.zeros_like(s)
+    occ[xl + yl, torch.arange(bsz, device=s.device), xl] = 1
+    o_here, o_next = _rows(occ, 1), _rows(occ, 2)  # column i: cell i / cell i + 1
+    pv, ph, pd = p_vert.unbind(0), p_horiz.unbind(0), p_diag.unbind(0)  # index d: diagonal d
+    for r in range(last - 1, 1, -1):
+        cells = o_here[r]
+        cells.addcmul_(pv[r - 2], o_next[r + 1])
+        cells.addcmul_(ph[r - 2], o_here[r + 1])
+        cells.addcmul_(pd[r - 2], o_next[r + 2])
+    grad = occ
+    if w != 1:  # expected step weight into each cell: 1 + (w - 1) p(entered diagonally)
+        grad = occ.clone()
+        grad[4:-2, :, 2:-1] *= 1 + (w - 1) * p_diag[:-2, :, :-1]
+    occ_cells, grad_cells = _cells(occ, n, m), _cells(grad, n, m)
+    if transposed:
+        occ_cells, grad_cells = occ_cells.transpose(1, 2), grad_cells.transpose(1, 2)
+    return occ_cells.contiguous(), grad_cells.contiguous()
