@@ -85,3 +85,18 @@ def agreement_up_to_relabelling(paths, states) -> float:
 
     k = int(states.max()) + 1
     return max((paths == torch.tensor(perm)[states]).double().mean().item() for perm in itertools.permutations(range(k)))
+
+
+def test_alignment_example_runs():
+    code = re.findall(r"```python\n(.*?)\n```", README, flags=re.S)[3]
+    scope: dict = {}
+    exec(compile(code, "README.md", "exec"), scope)
+    import torch
+
+    r = scope["r"]
+    assert r.cost.shape == (2,) and torch.isfinite(r.cost).all() and len(r.paths) == 2
+    assert r.paths[1][-1].tolist() == [89, 79]  # ends at the last valid frames of pair 1
+    assert scope["pred"].grad is not None and scope["logits"].grad is not None
+    spans = scope["spans"]
+    assert [s.token for s in spans[0]] == [1, 2, 2, 3] and [s.token for s in spans[1]] == [4, 5]
+    assert spans[1][-1].end <= 40
