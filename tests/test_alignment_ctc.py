@@ -481,7 +481,7 @@ def test_error_target_lengths_range():
 
 def test_error_target_lengths_negative_concatenated():
     lp, tg = _good()
-    with pytest.raises(HMMValueError, match=r"target_lengths must be in >= 0; got values in \[-1, 5\]"):
+    with pytest.raises(HMMValueError, match=r"target_lengths must be >= 0; got values in \[-1, 5\]"):
         ctc_loss(lp, tg.reshape(-1), None, [-1, 5])
 
 

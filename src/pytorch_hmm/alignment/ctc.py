@@ -17,14 +17,14 @@ states past ``2 S_b + 1`` of a shorter target are unreachable (``-inf`` everywhe
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import List, NamedTuple, Sequence, Tuple, Union
 
 import torch
 from torch import nn
 
 from ..errors import HMMDimensionError, HMMDtypeError, HMMValueError, InfeasibleAlignmentError
 from ..kernel import log_partition, viterbi
-from ..kernel.inputs import _check_finite_or_neginf, frame_mask
+from ..kernel.inputs import _check_finite_or_neginf, check_lengths, frame_mask
 from ..transitions import Banded
 from .spans import TokenSpan, merge_tokens
 
@@ -153,7 +153,7 @@ def ctc_greedy_decode(log_probs: torch.Tensor, input_lengths: IntsLike = None, b
     lp = _check_log_probs(log_probs)
     bsz, t_max, c = lp.shape
     _check_blank(blank, c)
-    lengths = _check_ints(input_lengths, "input_lengths", bsz, 1, t_max, lp.device, default=t_max)
+    lengths = check_lengths(input_lengths, "input_lengths", bsz, t_max, lp.device)
     valid = frame_mask(lengths, t_max, lp.device)
     _check_finite_or_neginf(lp, "log_probs", valid[:, :, None])
     best = lp.argmax(-1).masked_fill(~valid, -1)
@@ -280,7 +280,7 @@ def _validate(log_probs, targets, input_lengths, target_lengths, blank) -> _Batc
     lp = _check_log_probs(log_probs)
     bsz, t_max, c = lp.shape
     _check_blank(blank, c)
-    in_len = _check_ints(input_lengths, "input_lengths", bsz, 1, t_max, lp.device, default=t_max)
+    in_len = check_lengths(input_lengths, "input_lengths", bsz, t_max, lp.device)
     padded, tgt_len = _check_targets(targets, target_lengths, bsz, lp.device)
     inside = torch.arange(padded.shape[1], device=lp.device)[None] < tgt_len[:, None]
     bad = inside & ((padded < 0) | (padded >= c) | (padded == blank))
@@ -321,29 +321,6 @@ def _check_blank(blank, num_classes: int) -> None:
         raise HMMValueError(f"blank must be an int in [0, C) = [0, {num_classes}); got {blank!r}")
 
 
-def _check_ints(x: IntsLike, name: str, bsz: int, lo: int, hi: Optional[int], device, default: int) -> torch.Tensor:
-    """A ``(B,)`` int64 tensor on ``device`` with values in ``[lo, hi]`` (``hi=None``: unbounded)."""
-    if x is None:
-        return torch.full((bsz,), default, dtype=torch.long, device=device)
-    if not isinstance(x, torch.Tensor):
-        try:
-            x = torch.as_tensor(x)
-        except (TypeError, ValueError, RuntimeError) as err:
-            raise HMMValueError(f"{name} must be a (B,) sequence of integers; got {x!r}") from err
-    if x.dtype.is_floating_point or x.dtype.is_complex or x.dtype == torch.bool:
-        raise HMMDtypeError(f"{name} must have an integer dtype; got {x.dtype}")
-    if x.shape != (bsz,):
-        raise HMMDimensionError(
-            f"{name} must be (B,) with B == {bsz}; got shape {tuple(x.shape)}", expected_shape=(bsz,), actual_shape=x.shape
-        )
-    x = x.to(device=device, dtype=torch.long)
-    low, high = int(x.min()), int(x.max())
-    if low < lo or (hi is not None and high > hi):
-        bound = f"[{lo}, {hi}]" if hi is not None else f">= {lo}"
-        raise HMMValueError(f"{name} must be in {bound}; got values in [{low}, {high}]")
-    return x
-
-
 def _check_targets(targets, target_lengths: IntsLike, bsz: int, device) -> Tuple[torch.Tensor, torch.Tensor]:
     """``(padded (B, S_max), target_lengths (B,))`` from padded or concatenated targets."""
     if not isinstance(targets, torch.Tensor):
@@ -359,7 +336,7 @@ def _check_targets(targets, target_lengths: IntsLike, bsz: int, device) -> Tuple
                 actual_shape=targets.shape,
             )
         s_max = targets.shape[1]
-        lengths = _check_ints(target_lengths, "target_lengths", bsz, 0, s_max, device, default=s_max)
+        lengths = check_lengths(target_lengths, "target_lengths", bsz, s_max, device, low=0)
         return targets, lengths
     if targets.ndim != 1:
         raise HMMDimensionError(
@@ -369,7 +346,7 @@ def _check_targets(targets, target_lengths: IntsLike, bsz: int, device) -> Tuple
         )
     if target_lengths is None:
         raise HMMValueError("target_lengths is required with 1-D (concatenated) targets")
-    lengths = _check_ints(target_lengths, "target_lengths", bsz, 0, None, device, default=0)
+    lengths = check_lengths(target_lengths, "target_lengths", bsz, None, device, low=0)
     total = int(lengths.sum())
     if targets.shape[0] != total:
         raise HMMDimensionError(
