@@ -172,28 +172,30 @@ def main() -> None:
     if args.plot:
         plot(sweep, args.plot, b, t, k, d)
 
-    sep = "|" if args.markdown else " "
+    def row(cells: List[str]) -> None:
+        print("| " + " | ".join(cells) + " |" if args.markdown else " ".join(cells))
+
     print("\nSegment kernel vs the expanded-state HMM on the chain kernel (ms per batch, median):")
     head = ["model", "B", "T", "K", "D", "expanded states", "segment fb", "expanded fb", "ratio", "segment Viterbi",
             "expanded Viterbi", "ratio", "log Z rel. gap"]
-    print(sep.join(head))
+    row(head)
     if args.markdown:
-        print("|".join(["---"] * len(head)))
+        row(["---"] * len(head))
     for r in rows:
         s, c = r["seg"], r["chain"]
         kind = "left-to-right (banded W = D+1)" if r["topology"] == "left_to_right" else "ergodic (dense)"
-        print(sep.join([kind, str(r["b"]), str(r["t"]), str(r["k"]), str(r["d"]), str(r["k"] * r["d"]),
+        row([kind, str(r["b"]), str(r["t"]), str(r["k"]), str(r["d"]), str(r["k"] * r["d"]),
                         f"{s['fb_ms']:.0f}", f"{c['fb_ms']:.0f}", f"{s['fb_ms'] / c['fb_ms']:.3f}x",
                         f"{s['viterbi_ms']:.0f}", f"{c['viterbi_ms']:.0f}", f"{s['viterbi_ms'] / c['viterbi_ms']:.3f}x",
-                        f"{r['rel_gap']:.1e}"]))
+                        f"{r['rel_gap']:.1e}"])
     print("\nTarget: segment kernel no slower than the expanded HMM (ratio <= 1).")
     print(f"\nScaling of the segment kernel (ergodic, B = {b}, T = {t}), ms per batch:")
-    print(sep.join(["sweep", "value", "fb", "Viterbi"]))
+    row(["sweep", "value", "fb", "Viterbi"])
     if args.markdown:
-        print("|".join(["---"] * 4))
+        row(["---"] * 4)
     for key, fixed in (("D", f"K = {k}"), ("K", f"D = {d}")):
         for x, res in sweep[key]:
-            print(sep.join([f"{key} ({fixed})", str(x), f"{res['fb_ms']:.0f}", f"{res['viterbi_ms']:.0f}"]))
+            row([f"{key} ({fixed})", str(x), f"{res['fb_ms']:.0f}", f"{res['viterbi_ms']:.0f}"])
     print("\nmachine:", ", ".join(f"{a}={v}" for a, v in machine_info().items()))
 
 
