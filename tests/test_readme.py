@@ -100,3 +100,14 @@ def test_alignment_example_runs():
     spans = scope["spans"]
     assert [s.token for s in spans[0]] == [1, 2, 2, 3] and [s.token for s in spans[1]] == [4, 5]
     assert spans[1][-1].end <= 40
+
+
+def test_metrics_example_runs():
+    code = re.findall(r"```python\n(.*?)\n```", README, flags=re.S)[4]
+    scope: dict = {}
+    exec(compile(code, "README.md", "exec"), scope)
+    acc = scope["boundary_accuracy"](scope["ref"], scope["hyp"], (0.01, 0.02), fold=scope["strip_stress"])
+    assert acc == {0.01: 0.75, 0.02: 1.0}
+    assert float(scope["mcd_db"]) > 0
+    rmse = float(scope["f0_rmse"](scope["f0_ref"], scope["f0_syn"], unit="cents"))
+    assert abs(rmse - 100) < 10

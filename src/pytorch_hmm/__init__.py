@@ -4,10 +4,11 @@ Public API so far: the chain kernel (:mod:`pytorch_hmm.kernel`), transition stru
 builders (:mod:`pytorch_hmm.transitions`), emissions (:mod:`pytorch_hmm.emissions`), the
 :class:`HMM` and :class:`HSMM` models with EM training, duration distributions
 (:mod:`pytorch_hmm.durations`), DTW, soft-DTW and CTC alignment (:mod:`pytorch_hmm.alignment`),
+evaluation metrics (:mod:`pytorch_hmm.metrics`),
 and the error types (:mod:`pytorch_hmm.errors`).
 """
 
-from . import alignment, durations, errors, kernel, transitions
+from . import alignment, durations, errors, kernel, metrics, transitions
 from .models import HSMM, HMM, HMMLayer, MixtureGaussianHMM, SemiMarkovHMM
 from .errors import HMMDeviceError, HMMDimensionError, HMMDtypeError, HMMValueError, InfeasibleAlignmentError
 from .kernel import expected_transitions, forward_backward, log_partition, posteriors, viterbi
@@ -26,6 +27,7 @@ __all__ = [
     "alignment",
     "durations",
     "errors",
+    "metrics",
     "kernel",
     "transitions",
     "Dense",

@@ -1,4 +1,4 @@
-"""Evaluation metrics: alignment accuracy (boundaries, frames, durations, phone error rate)."""
+"""Evaluation metrics: mel-cepstral distortion, F0 and voicing errors, alignment accuracy (boundaries, frames, durations, phone error rate)."""
 
 from .alignment import (
     BoundaryScores,
@@ -10,9 +10,19 @@ from .alignment import (
     phone_error_rate,
     strip_stress,
 )
+from .pitch import estimate_f0, f0_frame_error, f0_rmse, gross_pitch_error, vuv_error_rate
 from .sequence import align_sequences, edit_distance
+from .spectral import all_pass_alpha, mel_cepstral_distortion, mel_cepstrum
 
 __all__ = [
+    "mel_cepstral_distortion",
+    "mel_cepstrum",
+    "all_pass_alpha",
+    "f0_rmse",
+    "vuv_error_rate",
+    "gross_pitch_error",
+    "f0_frame_error",
+    "estimate_f0",
     "BoundaryScores",
     "boundary_accuracy",
     "boundary_f1",
