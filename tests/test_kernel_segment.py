@@ -34,7 +34,8 @@ def _problem(seed: int, b: int, t: int, k: int, d: int, holes: bool, dtype=torch
     dur = torch.randn(k, d, generator=g, dtype=dtype)
     init = torch.randn(k, generator=g, dtype=dtype)
     final = torch.randn(k, generator=g, dtype=dtype)
-    if holes:  # impossible durations, starts and ends
+    if holes:  # impossible emissions, durations, starts and ends
+        em[torch.rand(b, t, k, generator=g) < 0.2] = NEG
         dur[torch.rand(k, d, generator=g) < 0.3] = NEG
         init[torch.rand(k, generator=g) < 0.3] = NEG
         final[torch.rand(k, generator=g) < 0.3] = NEG
@@ -75,6 +76,19 @@ def test_matches_brute_force(seed, b, t, k, d, holes):
         for s, b_, e in segs:
             expected_path[b_:e] = s
         np.testing.assert_array_equal(paths[i].numpy(), expected_path)
+
+
+def test_an_impossible_frame_only_blocks_segments_that_contain_it():
+    """A -inf emission at frame 0 of state 0 must not poison state 0's later segments (review finding)."""
+    em = torch.tensor([[[NEG, 0.0], [0.0, 0.0], [0.0, 0.0]]], dtype=torch.float64)
+    trans = torch.tensor([[NEG, 0.0], [0.0, NEG]], dtype=torch.float64)
+    dur, init = torch.zeros(2, 3, dtype=torch.float64), torch.zeros(2, dtype=torch.float64)
+    truth = brute_force(em[0].numpy(), trans.numpy(), dur.numpy(), init.numpy())
+    m = semi_markov_marginals(em, trans, dur, init)
+    np.testing.assert_allclose(m.log_z.item(), truth.log_z, rtol=1e-12)
+    np.testing.assert_allclose(m.posteriors[0].numpy(), truth.posteriors, atol=1e-12)
+    _, scores, segs = semi_markov_viterbi(em, trans, dur, init)
+    assert scores.item() == truth.best_score and segs[0][0][0] == 1
 
 
 def test_gradients_are_the_marginals():

@@ -109,6 +109,7 @@ def _check_table(x, name: str, e: torch.Tensor, shape: tuple, spelled: str) -> t
 
 class _Passes(NamedTuple):
     cum: torch.Tensor
+    bad: torch.Tensor
     u: torch.Tensor
     end: torch.Tensor
     bstart: torch.Tensor
@@ -118,10 +119,10 @@ class _Passes(NamedTuple):
 
 def _passes(p: SegmentProblem) -> _Passes:
     with torch.no_grad():
-        cum = loops.cumulative(p)
-        u, end = loops.forward(p, cum)
-        bstart, v = loops.backward(p, cum)
-        return _Passes(cum, u, end, bstart, v, loops.log_z(p, end))
+        cum, bad = loops.cumulative(p)
+        u, end = loops.forward(p, cum, bad)
+        bstart, v = loops.backward(p, cum, bad)
+        return _Passes(cum, bad, u, end, bstart, v, loops.log_z(p, end))
 
 
 def _marginals(p: SegmentProblem, f: _Passes, d_user: int, edges: bool = True) -> SemiMarkovMarginals:
@@ -148,6 +149,7 @@ def _marginals(p: SegmentProblem, f: _Passes, d_user: int, edges: bool = True) -
     counts = torch.zeros((b, k, d_user), dtype=torch.float64, device=gamma.device)
     for d in range(d_max):  # d + 1 = duration; segments start at s and end at s + d
         term = f.u[:, :t_max - d] + f.v[:, d:] + dur[:, None, :, d] - lz3
+        term.masked_fill_(f.bad[:, d + 1:] != f.bad[:, :t_max - d], -math.inf)  # a -inf emission inside
         counts[:, :, d] = torch.where(feasible[:, None], _exp_flushed_(term).sum(1), 0.0)
 
     if edges and t_max > 1:
@@ -173,21 +175,22 @@ class _LogPartition(torch.autograd.Function):
     def forward(ctx, emissions, trans, durations, init, final, problem: SegmentProblem):  # type: ignore[override]
         p = SegmentProblem(emissions, trans, durations, init, final, problem.lengths)
         with torch.no_grad():
-            cum = loops.cumulative(p)
-            u, end = loops.forward(p, cum)
+            cum, bad = loops.cumulative(p)
+            u, end = loops.forward(p, cum, bad)
             log_z = loops.log_z(p, end)
-        ctx.save_for_backward(emissions, trans, durations, init, final, cum, u, end, log_z)
+        ctx.save_for_backward(emissions, trans, durations, init, final, cum, bad, u, end, log_z)
         ctx.meta = problem.lengths
         return log_z.to(emissions.dtype)
 
     @staticmethod
+    @torch.autograd.function.once_differentiable
     def backward(ctx, grad):  # type: ignore[override]
-        emissions, trans, durations, init, final, cum, u, end, log_z = ctx.saved_tensors
+        emissions, trans, durations, init, final, cum, bad, u, end, log_z = ctx.saved_tensors
         lengths = ctx.meta
         p = SegmentProblem(emissions, trans, durations, init, final, lengths)
         with torch.no_grad():
-            bstart, v = loops.backward(p, cum)
-            f = _Passes(cum, u, end, bstart, v, log_z)
+            bstart, v = loops.backward(p, cum, bad)
+            f = _Passes(cum, bad, u, end, bstart, v, log_z)
             m = _marginals(p, f, durations.shape[-1], edges=ctx.needs_input_grad[1])
             g = torch.where(torch.isfinite(log_z), grad.double(), 0.0).to(emissions.dtype)
             grad_e = m.posteriors * g[:, None, None]
@@ -263,8 +266,8 @@ def semi_markov_viterbi(
     """
     p, _ = _prepare(log_emissions, log_transitions, log_durations, log_init, lengths, log_final)
     with torch.no_grad():
-        cum = loops.cumulative(p)
-        end, dur_bp, prev_bp = loops.viterbi_tables(p, cum)
+        cum, bad = loops.cumulative(p)
+        end, dur_bp, prev_bp = loops.viterbi_tables(p, cum, bad)
         scores, segments = loops.backtrack(end, dur_bp, prev_bp, p.final, p.lengths)
     paths = loops.paths_from_segments(segments, p.emissions.shape[1], p.emissions.device)
     return paths, scores.to(p.emissions.dtype), segments

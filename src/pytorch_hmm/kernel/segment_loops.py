@@ -63,30 +63,48 @@ def logsumexp(x: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.where(finite, total, top.new_full((), NEG_INF)).squeeze(dim)
 
 
-def cumulative(p: SegmentProblem) -> torch.Tensor:
-    """``(B, T+1, K)`` float64 prefix sums of the emissions, ``cum[:, 0] = 0``."""
+def cumulative(p: SegmentProblem) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Prefix sums ``(cum, bad)``, both ``(B, T+1, K)`` with row 0 = 0.
+
+    ``cum`` (float64) sums the finite emissions; ``bad`` (int64) counts the ``-inf`` ones, so a
+    segment ``[s, e)`` is possible iff ``bad[e] == bad[s]``. Keeping ``-inf`` out of ``cum``
+    avoids ``-inf - (-inf)`` in later segments of the same state.
+    """
     e = p.emissions.double()
-    return torch.cat([torch.zeros_like(e[:, :1]), e.cumsum(1)], 1)
+    impossible = torch.isneginf(e)
+    e = e.masked_fill(impossible, 0.0)
+    cum = torch.cat([torch.zeros_like(e[:, :1]), e.cumsum(1)], 1)
+    bad = impossible.long().cumsum(1)
+    return cum, torch.cat([torch.zeros_like(bad[:, :1]), bad], 1)
 
 
-def forward(p: SegmentProblem, cum: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+def _padded(x: torch.Tensor, before: int, after: int, fill) -> torch.Tensor:
+    """``x`` ``(B, R, K)`` with ``before`` / ``after`` rows of ``fill`` added along axis 1."""
+    b, _, k = x.shape
+    parts = [x.new_full((b, before, k), fill), x, x.new_full((b, after, k), fill)]
+    return torch.cat(parts, 1)
+
+
+def forward(p: SegmentProblem, cum: torch.Tensor, bad: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     """``(u, end)``, both ``(B, T, K)`` float64: ``u = start - cum[:, :T]`` and ``end``."""
     b, t_max, k = p.emissions.shape
     d_max = p.durations.shape[-1]
     trans = p.trans.double()
     dur = p.durations.double().flip(-1).transpose(-1, -2)  # (B', D, K); row r is duration D - r
     u = torch.full((b, t_max + d_max - 1, k), NEG_INF, dtype=torch.float64, device=cum.device)
+    starts_bad = _padded(bad[:, :t_max], d_max - 1, 0, -1)  # bad count at each window start
     end = torch.empty((b, t_max, k), dtype=torch.float64, device=cum.device)
     start = p.init.double()
     for t in range(t_max):
         if t > 0:
             start = logsumexp(end[:, t - 1, :, None] + trans, 1)
         u[:, t + d_max - 1] = start - cum[:, t]
-        end[:, t] = cum[:, t + 1] + logsumexp(u[:, t:t + d_max] + dur, 1)
+        window = (u[:, t:t + d_max] + dur).masked_fill_(starts_bad[:, t:t + d_max] != bad[:, t + 1:t + 2], NEG_INF)
+        end[:, t] = cum[:, t + 1] + logsumexp(window, 1)
     return u[:, d_max - 1:], end
 
 
-def backward(p: SegmentProblem, cum: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+def backward(p: SegmentProblem, cum: torch.Tensor, bad: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     """``(bstart, v)``, both ``(B, T, K)`` float64: ``v = cum[:, 1:] + bend``.
 
     ``bend[L-1] = final`` and ``bend[t] = -inf`` for ``t >= L``, so no segment runs past a
@@ -99,6 +117,7 @@ def backward(p: SegmentProblem, cum: torch.Tensor) -> Tuple[torch.Tensor, torch.
     final = p.final.double()
     last = (p.lengths - 1)[:, None]
     v = torch.full((b, t_max + d_max - 1, k), NEG_INF, dtype=torch.float64, device=cum.device)
+    ends_bad = _padded(bad[:, 1:], 0, d_max - 1, -1)  # bad count after each window end
     bstart = torch.empty((b, t_max, k), dtype=torch.float64, device=cum.device)
     nxt = torch.full((b, k), NEG_INF, dtype=torch.float64, device=cum.device)
     for t in range(t_max - 1, -1, -1):
@@ -106,7 +125,8 @@ def backward(p: SegmentProblem, cum: torch.Tensor) -> Tuple[torch.Tensor, torch.
             nxt = logsumexp(trans + bstart[:, t + 1, None, :], 2)
         bend = torch.where(last == t, final, torch.where(last > t, nxt, NEG_INF))
         v[:, t] = cum[:, t + 1] + bend
-        bstart[:, t] = logsumexp(v[:, t:t + d_max] + dur, 1) - cum[:, t]
+        window = (v[:, t:t + d_max] + dur).masked_fill_(ends_bad[:, t:t + d_max] != bad[:, t:t + 1], NEG_INF)
+        bstart[:, t] = logsumexp(window, 1) - cum[:, t]
     return bstart, v[:, :t_max]
 
 
@@ -116,7 +136,7 @@ def log_z(p: SegmentProblem, end: torch.Tensor) -> torch.Tensor:
     return torch.logsumexp(end.gather(1, last).squeeze(1) + p.final.double(), -1)
 
 
-def viterbi_tables(p: SegmentProblem, cum: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def viterbi_tables(p: SegmentProblem, cum: torch.Tensor, bad: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Max-sum forward pass: ``(end (B, T, K) float64, best duration (B, T, K), previous state (B, T, K))``.
 
     ``dur_bp[b, t, k]`` is the duration of the best segment of ``k`` ending at ``t``;
@@ -128,6 +148,7 @@ def viterbi_tables(p: SegmentProblem, cum: torch.Tensor) -> Tuple[torch.Tensor, 
     dur = p.durations.double().flip(-1).transpose(-1, -2)
     small = torch.int16 if max(k, d_max) < 2 ** 15 else torch.int32
     u = torch.full((b, t_max + d_max - 1, k), NEG_INF, dtype=torch.float64, device=cum.device)
+    starts_bad = _padded(bad[:, :t_max], d_max - 1, 0, -1)
     end = torch.empty((b, t_max, k), dtype=torch.float64, device=cum.device)
     dur_bp = torch.empty((b, t_max, k), dtype=small, device=cum.device)
     prev_bp = torch.zeros((b, t_max, k), dtype=small, device=cum.device)
@@ -137,7 +158,8 @@ def viterbi_tables(p: SegmentProblem, cum: torch.Tensor) -> Tuple[torch.Tensor, 
             start, prev = (end[:, t - 1, :, None] + trans).max(1)
             prev_bp[:, t] = prev
         u[:, t + d_max - 1] = start - cum[:, t]
-        best, row = (u[:, t:t + d_max] + dur).max(1)
+        window = (u[:, t:t + d_max] + dur).masked_fill_(starts_bad[:, t:t + d_max] != bad[:, t + 1:t + 2], NEG_INF)
+        best, row = window.max(1)
         end[:, t] = cum[:, t + 1] + best
         dur_bp[:, t] = d_max - row
     return end, dur_bp, prev_bp
