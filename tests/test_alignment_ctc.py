@@ -546,3 +546,12 @@ def test_cpu_equals_cuda():
     assert torch.equal(labels_c.cpu(), labels)
     torch.testing.assert_close(scores_c.cpu(), scores)
     assert ctc_greedy_decode(lp.cuda(), lengths) == ctc_greedy_decode(lp, lengths)
+
+
+def test_merge_tokens_scores_stay_in_unit_interval():
+    """Review finding: span means from one running sum over the batch rounded past 1."""
+    labels = torch.tensor([[1, 1, 0, 1, -1], [2, 0, 0, 2, 2]])
+    scores = torch.log(torch.tensor([[0.5, 1, 1, 0.2, 1], [1, 1, 1, 0.5, 0.5]]))
+    spans = merge_tokens(labels, scores)
+    assert all(0.0 <= s.score <= 1.0 for row in spans for s in row)
+    assert spans[1][0].score == 1.0 and spans[1][1].score == pytest.approx(0.5)

@@ -425,3 +425,12 @@ def test_error_per_lengths_for_lists():
 def test_error_per_not_a_list():
     with pytest.raises(TypeError, match="ref must be a list of labels or segments"):
         phone_error_rate(5, [1])
+
+
+def test_phone_error_rate_reads_a_list_of_integer_lists_as_a_batch():
+    """Review finding: [[1, 2, 3], ...] looked like one segmentation of 3-item segments."""
+    assert phone_error_rate([[1, 2, 3], [4, 5, 6]], [[1, 2, 3], [4, 5, 7]]) == pytest.approx(1 / 6)
+    assert phone_error_rate([[1, 2, 3]], [[1, 3]]) == pytest.approx(1 / 3)
+    segs = [("a", 0.0, 0.1), ("b", 0.1, 0.2)]
+    assert phone_error_rate(segs, [("a", 0.0, 0.2)]) == pytest.approx(0.5)
+    assert phone_error_rate([segs, segs], [segs, [("b", 0.0, 0.2)]]) == pytest.approx(0.25)

@@ -205,7 +205,10 @@ class Gaussian(_ExponentialFamily):
     """Discretised Gaussian: p(d) proportional to ``N(d; mean, std^2)`` on the support.
 
     ``mean`` and ``std`` (scalars or ``(K,)``) are those of the underlying Gaussian; the
-    truncated distribution's own mean is :meth:`mean`.
+    truncated distribution's own mean is :meth:`mean`. On a finite support the maximum-likelihood
+    fit may be U-shaped (natural parameter ``natural[:, 1] >= 0``, e.g. counts only at both ends);
+    it is still a valid distribution, but :attr:`location` and :attr:`std` are then undefined
+    (``std`` is NaN).
     """
 
     def __init__(self, num_states: int, max_duration: int, mean: Optional[Param] = None, std: Optional[Param] = None,

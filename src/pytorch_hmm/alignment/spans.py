@@ -65,7 +65,8 @@ def merge_tokens(
     tokens = labels.reshape(-1)[flat_starts]
     probs = scores.detach().reshape(-1).to(torch.float64).exp()
     cumulative = torch.cat([probs.new_zeros(1), probs.cumsum(0)])
-    mean = (cumulative[flat_ends] - cumulative[flat_starts]) / (flat_ends - flat_starts)
+    # clamped: differences of one running sum over the batch can round a mean of ones past 1
+    mean = ((cumulative[flat_ends] - cumulative[flat_starts]) / (flat_ends - flat_starts)).clamp_(0.0, 1.0)
     keep = (tokens != blank) & (tokens >= 0)
     rows = (flat_starts // t_max)[keep].tolist()
     starts = (flat_starts % t_max)[keep].tolist()

@@ -369,11 +369,20 @@ def _label_seq(x: Any, name: str, lengths: Any, fold: Fold) -> List[List[Hashabl
             raise HMMValueError(f"{name}_lengths is only for (B, L) arrays; {name} is a {type(x).__name__}")
         if not _seq_like(x):
             raise TypeError(f"{name} must be a list of labels or segments, a batch of them, or an array; got {type(x).__name__}")
-        batch = len(x) > 0 and _seq_like(x[0]) and not _is_segment(x[0])
+        # a list inside is a label sequence (batch); segments here are tuples or span objects,
+        # so [[1, 2, 3], [4, 5, 6]] is two utterances of integer labels, not two segments
+        batch = len(x) > 0 and isinstance(x[0], list)
         seqs = [list(u) for u in (x if batch else [x])]
-        seqs = [[u[0] if _seq_like(u) else getattr(u, "label", getattr(u, "token", u)) if _is_segment(u) else u
-                 for u in s] for s in seqs]
+        seqs = [[_segment_label(u) if _is_label_segment(u) else u for u in s] for s in seqs]
     return [[fold(v) for v in s] for s in seqs] if fold is not None else seqs
+
+
+def _is_label_segment(item: Any) -> bool:
+    return (isinstance(item, tuple) or not _seq_like(item)) and _is_segment(item)
+
+
+def _segment_label(item: Any) -> Hashable:
+    return item[0] if _seq_like(item) else getattr(item, "label", getattr(item, "token", None))
 
 
 def phone_error_rate(
@@ -381,9 +390,11 @@ def phone_error_rate(
 ) -> float:
     """Phone (token) error rate ``(S + D + I) / N`` from the minimum edit distance.
 
-    ``ref``/``hyp``: label lists, segmentations (labels taken in order), integer arrays ``(L,)``,
-    or batches (lists of those, or ``(B, L)`` arrays with ``*_lengths``); a batch pools the
-    errors and ``N`` (total ref labels). May exceed 1 (insertions). ``N`` must be > 0.
+    ``ref``/``hyp``: label lists, segmentations (labels taken in order; here segments must be
+    ``(label, start, end)`` *tuples* or span objects), integer arrays ``(L,)``, or batches (a
+    list of lists, or ``(B, L)`` arrays with ``*_lengths``): a list whose items are lists is a
+    batch of label sequences. A batch pools the errors and ``N`` (total ref labels). May exceed 1
+    (insertions). ``N`` must be > 0.
 
     >>> phone_error_rate(["k", "ae", "t"], ["k", "ah", "t", "s"])
     0.666...

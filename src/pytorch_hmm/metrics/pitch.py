@@ -178,7 +178,7 @@ def estimate_f0(
     if x.shape[1] < frame_length:
         raise HMMValueError(f"wave must have at least frame_length = {frame_length} samples; got {x.shape[1]}")
     f0, voiced, prob = librosa.pyin(
-        x.cpu().numpy(), fmin=fmin, fmax=fmax, sr=sample_rate, frame_length=frame_length, hop_length=hop
+        x.detach().cpu().numpy(), fmin=fmin, fmax=fmax, sr=sample_rate, frame_length=frame_length, hop_length=hop
     )
     f0 = np.where(voiced & np.isfinite(f0), f0, 0.0)
     f0_t = torch.from_numpy(np.ascontiguousarray(f0, dtype=np.float64)).to(x.device)
