@@ -24,7 +24,7 @@ from torch import nn
 
 from ..errors import HMMDimensionError, HMMDtypeError, HMMValueError, InfeasibleAlignmentError
 from ..kernel import log_partition, viterbi
-from ..kernel.inputs import _check_finite_or_neginf, check_lengths, frame_mask
+from ..kernel.inputs import _check_finite_or_neginf, check_frame_scores, check_lengths, frame_mask
 from ..transitions import Banded
 from .spans import TokenSpan, merge_tokens
 
@@ -150,7 +150,7 @@ def ctc_greedy_decode(log_probs: torch.Tensor, input_lengths: IntsLike = None, b
     Args:
         log_probs: ``(B, T, C)``; input_lengths: ``(B,)`` in ``[1, T]`` (default all ``T``).
     """
-    lp = _check_log_probs(log_probs)
+    lp = check_frame_scores(log_probs, "log_probs", "C", "class", layout="batch-first ")
     bsz, t_max, c = lp.shape
     _check_blank(blank, c)
     lengths = check_lengths(input_lengths, "input_lengths", bsz, t_max, lp.device)
@@ -277,7 +277,7 @@ def _check_feasible(batch: _Batch) -> None:
 
 
 def _validate(log_probs, targets, input_lengths, target_lengths, blank) -> _Batch:
-    lp = _check_log_probs(log_probs)
+    lp = check_frame_scores(log_probs, "log_probs", "C", "class", layout="batch-first ")
     bsz, t_max, c = lp.shape
     _check_blank(blank, c)
     in_len = check_lengths(input_lengths, "input_lengths", bsz, t_max, lp.device)
@@ -293,27 +293,6 @@ def _validate(log_probs, targets, input_lengths, target_lengths, blank) -> _Batc
     padded = padded.masked_fill(~inside, blank)
     _check_finite_or_neginf(lp, "log_probs", frame_mask(in_len, t_max, lp.device)[:, :, None])
     return _Batch(lp, padded, in_len, tgt_len, blank)
-
-
-def _check_log_probs(x) -> torch.Tensor:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"log_probs must be a torch.Tensor of shape (B, T, C); got {type(x).__name__}")
-    if x.ndim != 3:
-        raise HMMDimensionError(
-            f"log_probs must be batch-first (B, T, C); got shape {tuple(x.shape)}",
-            expected_shape=("B", "T", "C"),
-            actual_shape=x.shape,
-            suggestion="for a single sequence use log_probs.unsqueeze(0)" if x.ndim == 2 else None,
-        )
-    if x.dtype not in (torch.float32, torch.float64):
-        raise HMMDtypeError(f"log_probs must be float32 or float64; got {x.dtype}")
-    if 0 in x.shape:
-        raise HMMDimensionError(
-            f"log_probs must have at least one sequence, frame and class; got shape {tuple(x.shape)}",
-            expected_shape=("B>0", "T>0", "C>0"),
-            actual_shape=x.shape,
-        )
-    return x
 
 
 def _check_blank(blank, num_classes: int) -> None:

@@ -115,21 +115,27 @@ def prepare(
 
 
 def _check_emissions(x: torch.Tensor) -> torch.Tensor:
+    return check_frame_scores(x, "log_emissions", "K", "state")
+
+
+def check_frame_scores(x: torch.Tensor, name: str, last: str, unit: str, layout: str = "") -> torch.Tensor:
+    """A non-empty float32/float64 ``(B, T, last)`` tensor of per-frame scores (emissions, CTC
+    log-probabilities); ``unit`` names the last axis' entries, ``layout`` prefixes the shape."""
     if not isinstance(x, torch.Tensor):
-        raise TypeError(f"log_emissions must be a torch.Tensor of shape (B, T, K); got {type(x).__name__}")
+        raise TypeError(f"{name} must be a torch.Tensor of shape (B, T, {last}); got {type(x).__name__}")
     if x.ndim != 3:
         raise HMMDimensionError(
-            f"log_emissions must be (B, T, K); got shape {tuple(x.shape)}",
-            expected_shape=("B", "T", "K"),
+            f"{name} must be {layout}(B, T, {last}); got shape {tuple(x.shape)}",
+            expected_shape=("B", "T", last),
             actual_shape=x.shape,
-            suggestion="for a single sequence use log_emissions.unsqueeze(0)" if x.ndim == 2 else None,
+            suggestion=f"for a single sequence use {name}.unsqueeze(0)" if x.ndim == 2 else None,
         )
     if x.dtype not in _FLOAT_DTYPES:
-        raise HMMDtypeError(f"log_emissions must be float32 or float64; got {x.dtype}")
+        raise HMMDtypeError(f"{name} must be float32 or float64; got {x.dtype}")
     if 0 in x.shape:
         raise HMMDimensionError(
-            f"log_emissions must have at least one sequence, frame and state; got shape {tuple(x.shape)}",
-            expected_shape=("B>0", "T>0", "K>0"),
+            f"{name} must have at least one sequence, frame and {unit}; got shape {tuple(x.shape)}",
+            expected_shape=("B>0", "T>0", f"{last}>0"),
             actual_shape=x.shape,
         )
     return x
