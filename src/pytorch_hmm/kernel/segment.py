@@ -161,13 +161,6 @@ def _marginals(p: SegmentProblem, f: _Passes, d_user: int, edges: bool = True) -
     return SemiMarkovMarginals(f.log_z.to(dtype), gamma.to(dtype), counts.to(dtype), xi.to(dtype), starts[:, 0].to(dtype))
 
 
-def _final_posterior(p: SegmentProblem, f: _Passes) -> torch.Tensor:
-    """``(B, K)`` p(the last segment is k)."""
-    last = (p.lengths - 1)[:, None, None].expand(-1, 1, f.end.shape[2])
-    x = (f.end + f.v - f.cum[:, 1:]).gather(1, last).squeeze(1) - f.log_z[:, None]
-    return torch.where(torch.isfinite(f.log_z)[:, None], torch.exp(x), torch.zeros((), dtype=x.dtype, device=x.device))
-
-
 class _LogPartition(torch.autograd.Function):
     """Semi-Markov log Z; the backward pass returns the expected counts as gradients."""
 
@@ -197,7 +190,8 @@ class _LogPartition(torch.autograd.Function):
             grad_trans = m.transitions * g[:, None, None]
             grad_dur = m.durations * g[:, None, None]
             grad_init = m.init * g[:, None]
-            grad_final = _final_posterior(p, f).to(emissions.dtype) * g[:, None]
+            last = (lengths - 1)[:, None, None].expand(-1, 1, m.posteriors.shape[2])
+            grad_final = m.posteriors.gather(1, last).squeeze(1) * g[:, None]  # p(the last segment is k)
         if trans.shape[0] == 1:
             grad_trans = grad_trans.sum(0, keepdim=True)
         if durations.shape[0] == 1:
