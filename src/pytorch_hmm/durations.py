@@ -155,22 +155,23 @@ class _ExponentialFamily(Duration):
 
         current = objective(eta)
         halvings = 0.5 ** torch.arange(31, dtype=torch.float64, device=eta.device)
+        states = torch.arange(eta.shape[0], device=eta.device)
         for _ in range(max_iter):
             p = torch.softmax(self._scores(eta), -1)
-            centred = feats - (p @ feats)[:, None, :]  # (K, D, P)
-            grad = target - n[:, None] * (p @ feats)
+            mean = p @ feats  # (K, P) expected statistics
+            centred = feats - mean[:, None, :]  # (K, D, P)
+            grad = target - n[:, None] * mean
             hess = n[:, None, None] * torch.einsum("kd,kdp,kdq->kpq", p, centred, centred)
             hess = hess + 1e-9 * (n[:, None, None] + 1) * torch.eye(feats.shape[1], dtype=torch.float64, device=eta.device)
             step = torch.linalg.solve(hess, grad.unsqueeze(-1)).squeeze(-1)
             trials = eta + halvings[:, None, None] * step  # (31, K, P)
             values = objective(trials)
             better = (values >= current) & torch.isfinite(values)
-            first = torch.where(better.any(0), better.double().argmax(0), torch.full_like(n, -1, dtype=torch.long))
-            ok = (first >= 0) & (n > 0)
-            pick = trials[first.clamp(min=0), torch.arange(eta.shape[0], device=eta.device)]
-            eta = torch.where(ok[:, None], pick, eta)
-            gain = torch.where(ok, values[first.clamp(min=0), torch.arange(eta.shape[0], device=eta.device)] - current, 0.0)
-            current = objective(eta)
+            first = better.double().argmax(0)  # the longest step that does not lower Q (0 if none)
+            ok = better.any(0) & (n > 0)
+            eta = torch.where(ok[:, None], trials[first, states], eta)
+            gain = torch.where(ok, values[first, states] - current, 0.0)
+            current = torch.where(ok, values[first, states], current)
             if bool((gain <= 1e-12 * (n.abs() + 1)).all()):
                 break
         self.natural.copy_(eta.to(self.natural.dtype))
