@@ -47,13 +47,10 @@ def sample_paths(
     table = table.expand((num_sequences,) + table.shape[-3:]) if s.batch_size is None else table
     rows = torch.arange(num_sequences, device=table.device)
 
-    def draw(logits: torch.Tensor) -> torch.Tensor:
-        return torch.multinomial(torch.softmax(logits, -1), 1, generator=generator).squeeze(-1)
-
-    state = draw(log_init.expand(num_sequences, k))
+    state = _draw(generator, log_init.expand(num_sequences, k))
     path = [state]
     for t in range(1, length):
-        move = draw(table[rows, t - 1 if s.time_varying else 0, state])
+        move = _draw(generator, table[rows, t - 1 if s.time_varying else 0, state])
         state = state + move if s.kind == "banded" else move
         path.append(state)
     return torch.stack(path, dim=1)
@@ -90,19 +87,21 @@ def sample_segments(
     stuck = torch.isneginf(log_transitions).all(-1)
     trans = torch.where(stuck[:, None] & torch.eye(k, dtype=torch.bool, device=stuck.device), 0.0, log_transitions)
 
-    def draw(logits: torch.Tensor) -> torch.Tensor:
-        return torch.multinomial(torch.softmax(logits, -1), 1, generator=generator).squeeze(-1)
-
-    state = draw(log_init.expand(num_sequences, k))
+    state = _draw(generator, log_init.expand(num_sequences, k))
     states, durations = [], []
     covered = torch.zeros(num_sequences, dtype=torch.long, device=log_init.device)
     for _ in range(length):  # every segment covers at least one frame
-        d = draw(log_durations[state]) + 1
+        d = _draw(generator, log_durations[state]) + 1
         states.append(state)
         durations.append((covered + d).clamp(max=length) - covered)
         covered = covered + durations[-1]
         if bool((covered >= length).all()):
             break
-        state = draw(trans[state])
+        state = _draw(generator, trans[state])
     flat = torch.repeat_interleave(torch.stack(states, 1).flatten(), torch.stack(durations, 1).flatten())
     return flat.reshape(num_sequences, length)
+
+
+def _draw(generator: Optional[torch.Generator], logits: torch.Tensor) -> torch.Tensor:
+    """One category per row of ``logits`` (normalised here)."""
+    return torch.multinomial(torch.softmax(logits, -1), 1, generator=generator).squeeze(-1)
