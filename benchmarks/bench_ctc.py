@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import Timing, cpu_snapshot, machine_info, other_cpu_load, other_cpu_share, time_call  # noqa: E402
+from common import Timing, cpu_snapshot, emit_report, machine_info, other_cpu_load, other_cpu_share, time_call  # noqa: E402
 
 if importlib.util.find_spec("pytorch_hmm") is None:  # not installed: use the source tree
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
@@ -242,11 +242,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     rows, results = run(args, w)
     load = (load_before, other_cpu_share(cpu_start, cpu_snapshot()))
     text = report(args, rows, results, w, time.perf_counter() - start, load)
-    print()
-    print(text)
-    if args.markdown:
-        args.markdown.write_text(text)
-        print(f"wrote {args.markdown}")
+    emit_report(text, args.markdown)
 
 
 if __name__ == "__main__":

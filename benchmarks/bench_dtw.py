@@ -43,7 +43,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import Timing, cpu_snapshot, machine_info, other_cpu_load, other_cpu_share, time_call  # noqa: E402
+from common import Timing, cpu_snapshot, emit_report, machine_info, other_cpu_load, other_cpu_share, time_call  # noqa: E402
 
 try:
     import pytorch_hmm  # noqa: F401
@@ -308,11 +308,7 @@ def main(argv=None) -> None:
     add_ratios(rows)
     load = (load_before, other_cpu_share(snap, cpu_snapshot()))
     report = build_report(args, rows, w, time.perf_counter() - start, load, sizes)
-    print()
-    print(report)
-    if args.markdown:
-        args.markdown.write_text(report)
-        print(f"wrote {args.markdown}")
+    emit_report(report, args.markdown)
 
 
 if __name__ == "__main__":

@@ -55,6 +55,7 @@ from common import (  # noqa: E402
     GaussianHMMParams,
     Timing,
     diag_gaussian_log_emissions,
+    emit_report,
     machine_info,
     make_hmmlearn,
     make_params,
@@ -604,11 +605,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     load_during = other_cpu_share(cpu_start, cpu_snapshot())
 
     report = build_report(args, rows, fb_note, memory, runtime, (load_before, load_during))
-    print()
-    print(report)
-    if args.markdown:
-        args.markdown.write_text(report)
-        print(f"wrote {args.markdown}")
+    emit_report(report, args.markdown)
 
 
 if __name__ == "__main__":

@@ -72,6 +72,7 @@ from common import (  # noqa: E402
     GaussianHMMParams,
     Timing,
     cpu_snapshot,
+    emit_report,
     machine_info,
     make_hmmlearn,
     make_params,
@@ -826,11 +827,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     runtime = time.perf_counter() - start
     load_during = other_cpu_share(cpu_start, cpu_snapshot())
     report = build_report(args, rows, workloads, profiles, runtime, (load_before, load_during))
-    print()
-    print(report)
-    if args.markdown:
-        args.markdown.write_text(report)
-        print(f"wrote {args.markdown}")
+    emit_report(report, args.markdown)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import platform
 import statistics
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Optional
 
 import numpy as np
@@ -211,6 +212,15 @@ def time_call(
         times.append(dt * 1e3)
         spent += dt
     return Timing(statistics.median(times), times, result)
+
+
+def emit_report(text: str, markdown: Optional[Path]) -> None:
+    """Print the finished report and, if a path was given (``--markdown``), write it there."""
+    print()
+    print(text)
+    if markdown:
+        markdown.write_text(text)
+        print(f"wrote {markdown}")
 
 
 # --------------------------------------------------------------------------
