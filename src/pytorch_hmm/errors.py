@@ -48,7 +48,21 @@ class InfeasibleAlignmentError(HMMValueError):
     """No state path has a finite score, so no alignment exists."""
 
 
+class AudioError(HMMValueError):
+    """An audio file is missing, unreadable, empty or not in a supported format.
+
+    Attributes:
+        path: the file that could not be used.
+    """
+
+    def __init__(self, path: object, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"audio file {str(path)!r}: {reason}")
+
+
 __all__ = [
+    "AudioError",
     "HMMValueError",
     "HMMDimensionError",
     "HMMDtypeError",

@@ -1,0 +1,129 @@
+"""Speech corpora: utterances read lazily from a folder layout; bad entries reported, never fatal.
+
+A corpus is an iterable of :class:`Utterance` (id, speaker, audio path, text). Reading one
+walks the folders and transcript files as it goes, so the first utterance of a large corpus
+comes at once. An entry that cannot be used (missing or unreadable audio, empty text, no
+transcript) is skipped: it is appended to ``corpus.problems`` as a :class:`CorpusProblem`
+and logged as a warning on the ``pytorch_hmm.speech`` logger, and the walk goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Optional, Union
+
+import numpy as np
+
+from ..errors import AudioError, HMMValueError
+
+logger = logging.getLogger("pytorch_hmm.speech")
+
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """One recording and its transcript.
+
+    Attributes:
+        id: the corpus's own utterance id (e.g. ``"84-121123-0000"``).
+        speaker: speaker id (a folder name, or the corpus's single speaker).
+        audio_path: the audio file.
+        text: the transcript as the corpus writes it (case and punctuation kept).
+        duration: seconds, where the corpus lists it (KSS); else ``None``.
+    """
+
+    id: str
+    speaker: str
+    audio_path: Path
+    text: str
+    duration: Optional[float] = None
+
+    def load_audio(self, sample_rate: Optional[int] = 16000) -> np.ndarray:
+        """The audio as float32 ``(N,)`` mono at ``sample_rate`` (``None``: the file's own)."""
+        from .audio import load_audio
+
+        return load_audio(self.audio_path, sample_rate)[0]
+
+
+@dataclass(frozen=True)
+class CorpusProblem:
+    """A skipped entry: ``item`` is the utterance id (or a path where there is none)."""
+
+    item: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.item}: {self.reason}"
+
+
+Entry = Union[Utterance, CorpusProblem]
+
+
+class Corpus:
+    """Base class: subclasses yield candidate entries from :meth:`_entries`.
+
+    Iterating checks each candidate (non-empty text; audio present and readable when
+    ``check_audio``) and yields the good ones; each iteration starts a fresh ``problems`` list.
+    """
+
+    def __init__(self, root: Union[str, Path], *, check_audio: bool = True) -> None:
+        root = Path(root)
+        if not root.is_dir():
+            raise HMMValueError(f"root must be an existing folder; got {str(root)!r}")
+        self.root = root
+        self.check_audio = check_audio
+        self.problems: list[CorpusProblem] = []
+
+    def _entries(self) -> Iterator[Entry]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[Utterance]:
+        self.problems = []
+        for entry in self._entries():
+            if isinstance(entry, Utterance):
+                entry = self._check(entry)
+            if isinstance(entry, CorpusProblem):
+                self.problems.append(entry)
+                logger.warning("skipped %s", entry)
+                continue
+            yield entry
+
+    def _check(self, utt: Utterance) -> Entry:
+        if not utt.text.strip():
+            return CorpusProblem(utt.id, "empty transcript")
+        if not utt.audio_path.is_file():
+            return CorpusProblem(utt.id, f"missing audio {str(utt.audio_path)!r}")
+        if self.check_audio:
+            from .audio import audio_info
+
+            try:
+                audio_info(utt.audio_path)
+            except AudioError as err:
+                return CorpusProblem(utt.id, f"unreadable audio: {err.reason}")
+        return utt
+
+    def utterances(self) -> list[Utterance]:
+        """All good utterances as a list (``problems`` then lists the skipped ones)."""
+        return list(self)
+
+    def report(self) -> str:
+        """The skipped entries of the last iteration, one per line (empty when none)."""
+        if not self.problems:
+            return ""
+        lines = [f"{type(self).__name__} at {self.root}: skipped {len(self.problems)} entries"]
+        lines += [f"  {p}" for p in self.problems]
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.root)!r})"
+
+
+def read_text(path: Path) -> Union[str, CorpusProblem]:
+    """A transcript file's text, or a problem when it cannot be decoded as UTF-8."""
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as err:
+        return CorpusProblem(str(path), f"unreadable transcript: {err}")

@@ -1,0 +1,241 @@
+"""Corpus loaders on tiny corpora written in each real layout, good and bad entries mixed."""
+
+from __future__ import annotations
+
+import logging
+import unicodedata
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from pytorch_hmm.errors import HMMValueError
+from pytorch_hmm.speech import KSS, AudioTextFolder, CorpusProblem, LibriSpeech, Utterance
+
+RATE = 16000
+
+
+def write_audio(path: Path, seconds: float = 0.25, rate: int = RATE) -> np.ndarray:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    t = np.arange(int(seconds * rate)) / rate
+    audio = (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+    sf.write(path, audio, rate)
+    return audio
+
+
+def write_garbage(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"this is not audio" * 10)
+
+
+def reasons(corpus) -> dict[str, str]:
+    return {p.item: p.reason for p in corpus.problems}
+
+
+# ---------------------------------------------------------------- LibriSpeech
+
+
+@pytest.fixture
+def librispeech(tmp_path: Path) -> Path:
+    root = tmp_path / "LibriSpeech"
+    chapter = root / "dev-clean" / "84" / "121123"
+    for n in range(3):
+        write_audio(chapter / f"84-121123-{n:04d}.flac")
+    write_garbage(chapter / "84-121123-0003.flac")  # corrupt audio
+    write_audio(chapter / "84-121123-0005.flac")  # audio no line names
+    (chapter / "84-121123.trans.txt").write_text(
+        "84-121123-0000 GO DO YOU HEAR\n"
+        "84-121123-0001 BUT IN LESS THAN FIVE MINUTES\n"
+        "84-121123-0002\n"  # empty text
+        "84-121123-0003 CORRUPT AUDIO HERE\n"
+        "84-121123-0004 NO AUDIO FOR THIS LINE\n"
+        "garbage line\n"
+    )
+    other = root / "dev-clean" / "174" / "50561"  # chapter without a transcript
+    write_audio(other / "174-50561-0000.flac")
+    second = root / "dev-clean" / "1272" / "128104"
+    write_audio(second / "1272-128104-0000.flac")
+    (second / "1272-128104.trans.txt").write_text("1272-128104-0000 MISTER QUILTER IS THE APOSTLE\n")
+    (root / "test-clean").mkdir()
+    return tmp_path
+
+
+def test_librispeech_yields_good_utterances_in_order(librispeech: Path) -> None:
+    corpus = LibriSpeech(librispeech, "dev-clean")  # the parent of LibriSpeech/ works
+    utts = corpus.utterances()
+    assert [u.id for u in utts] == ["1272-128104-0000", "84-121123-0000", "84-121123-0001"]
+    first = utts[1]
+    assert first == Utterance(
+        "84-121123-0000",
+        "84",
+        librispeech / "LibriSpeech" / "dev-clean" / "84" / "121123" / "84-121123-0000.flac",
+        "GO DO YOU HEAR",
+    )
+    assert first.load_audio().shape == (4000,)
+
+
+def test_librispeech_reports_every_bad_entry(librispeech: Path, caplog) -> None:
+    corpus = LibriSpeech(librispeech / "LibriSpeech", "dev-clean")
+    with caplog.at_level(logging.WARNING, logger="pytorch_hmm.speech"):
+        list(corpus)
+    got = reasons(corpus)
+    chapter = librispeech / "LibriSpeech" / "dev-clean" / "84" / "121123"
+    assert got["84-121123-0002"] == "empty transcript"
+    assert got["84-121123-0003"].startswith("unreadable audio")
+    assert got["84-121123-0004"].startswith("missing audio")
+    assert got["84-121123-0005"] == "no transcript line in 84-121123.trans.txt"
+    assert got["174-50561-0000"] == "no transcript line"
+    assert "no transcript file 174-50561.trans.txt" in got.values()
+    assert any(k == f"{chapter / '84-121123.trans.txt'}:6" for k in got)
+    assert len(corpus.problems) == 7
+    assert len(caplog.records) == 7
+    assert "skipped 7 entries" in corpus.report()
+
+
+def test_librispeech_without_audio_check_defers_to_loading(librispeech: Path) -> None:
+    corpus = LibriSpeech(librispeech, "dev-clean", check_audio=False)
+    ids = [u.id for u in corpus]
+    assert "84-121123-0003" in ids  # the corrupt file's header was not read
+    assert "84-121123-0004" not in ids  # a missing file is still caught
+
+
+def test_librispeech_problems_restart_with_each_iteration(librispeech: Path) -> None:
+    corpus = LibriSpeech(librispeech, "dev-clean")
+    list(corpus)
+    list(corpus)
+    assert len(corpus.problems) == 7
+
+
+def test_librispeech_empty_subset_is_not_an_error(librispeech: Path) -> None:
+    corpus = LibriSpeech(librispeech, "test-clean")
+    assert corpus.utterances() == [] and corpus.problems == [] and corpus.report() == ""
+
+
+def test_librispeech_unknown_subset(librispeech: Path) -> None:
+    with pytest.raises(HMMValueError, match=r"subset must be a folder under root .*got 'train-clean-100' \(folders there: \['dev-clean', 'test-clean'\]\)"):
+        LibriSpeech(librispeech / "LibriSpeech", "train-clean-100")
+
+
+def test_corpus_root_must_exist(tmp_path: Path) -> None:
+    with pytest.raises(HMMValueError, match="root must be an existing folder; got '.*nowhere'"):
+        LibriSpeech(tmp_path / "nowhere", "dev-clean")
+
+
+# ---------------------------------------------------------------- KSS
+
+
+def kss_line(path: str, text: str, duration: str = "0.25", english: str = "") -> str:
+    decomposed = unicodedata.normalize("NFD", text)
+    return f"{path}|{text}|{text}|{decomposed}|{duration}|{english}"
+
+
+@pytest.fixture
+def kss(tmp_path: Path) -> Path:
+    root = tmp_path / "kss_root"
+    write_audio(root / "kss" / "1" / "1_0000.wav", rate=22050)
+    write_audio(root / "kss" / "1" / "1_0001.wav", rate=22050)
+    write_garbage(root / "kss" / "2" / "2_0000.wav")
+    write_audio(root / "kss" / "2" / "2_0001.wav", rate=22050)
+    lines = [
+        kss_line("1/1_0000.wav", "그는 괜찮은 척하려고 애쓰는 것 같았다.", english="He seemed to pretend."),
+        "1/1_0001.wav|세 시|세 시|" + unicodedata.normalize("NFD", "세 시") + "|1.5|three o'clock",
+        kss_line("1/1_0002.wav", "없는 파일"),
+        kss_line("2/2_0000.wav", "깨진 파일"),
+        "2/2_0001.wav|||||",
+        "1/1_0003.wav|too few columns",
+    ]
+    (root / "transcript.v.1.3.txt").write_text("old|version|file|x|1|y\n", encoding="utf-8")
+    (root / "transcript.v.1.4.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return root
+
+
+def test_kss_reads_newest_transcript_and_expanded_text(kss: Path) -> None:
+    corpus = KSS(kss)
+    utts = corpus.utterances()
+    assert corpus.transcript.name == "transcript.v.1.4.txt"
+    assert [u.id for u in utts] == ["1_0000", "1_0001"]
+    assert utts[0].speaker == "kss" and utts[0].audio_path == kss / "kss" / "1" / "1_0000.wav"
+    assert utts[0].text == "그는 괜찮은 척하려고 애쓰는 것 같았다."
+    assert utts[1].duration == 1.5
+    assert utts[1].load_audio(sample_rate=None).shape == (int(0.25 * 22050),)
+
+
+def test_kss_reports_bad_lines(kss: Path) -> None:
+    corpus = KSS(kss)
+    list(corpus)
+    got = reasons(corpus)
+    assert got["1_0002"].startswith("missing audio")
+    assert got["2_0000"].startswith("unreadable audio")
+    assert got["2_0001"] == "empty transcript"
+    assert got["transcript.v.1.4.txt:6"].startswith("expected path|original|expanded|decomposed|duration|english")
+    assert len(got) == 4
+
+
+def test_kss_decomposed_column_and_flat_layout(kss: Path) -> None:
+    flat = kss.parent / "flat"
+    (kss / "kss").rename(flat)
+    (kss / "transcript.v.1.4.txt").rename(flat / "transcript.v.1.4.txt")
+    utts = KSS(flat, text="decomposed").utterances()
+    assert utts[1].text == unicodedata.normalize("NFD", "세 시")
+    assert utts[1].audio_path == flat / "1" / "1_0001.wav"
+
+
+def test_kss_transcript_versions_sort_numerically(tmp_path: Path) -> None:
+    for version in ("1.9", "1.10"):
+        (tmp_path / f"transcript.v.{version}.txt").write_text("")
+    assert KSS(tmp_path).transcript.name == "transcript.v.1.10.txt"
+
+
+def test_kss_errors(tmp_path: Path, kss: Path) -> None:
+    with pytest.raises(HMMValueError, match="root must hold a KSS transcript transcript.v.1.x.txt; none in"):
+        KSS(tmp_path / "kss_root" / "kss")
+    with pytest.raises(HMMValueError, match=r"text must be one of \('original', 'expanded', 'decomposed'\); got 'english'"):
+        KSS(kss, text="english")
+    with pytest.raises(HMMValueError, match="transcript must be an existing file; got '.*nope.txt'"):
+        KSS(kss, transcript=kss / "nope.txt")
+
+
+# ---------------------------------------------------------------- MFA-style folders
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    root = tmp_path / "corpus"
+    write_audio(root / "alice" / "a1.wav")
+    (root / "alice" / "a1.lab").write_text("hello   world\n")
+    write_audio(root / "alice" / "a2.flac")
+    (root / "alice" / "a2.txt").write_text("second one")
+    (root / "alice" / "a2.lab").write_text("lab wins")
+    write_audio(root / "alice" / "a3.wav")  # no transcript
+    (root / "alice" / "notes.txt").write_text("a transcript without audio")
+    write_audio(root / "bob" / "session1" / "b1.ogg")
+    (root / "bob" / "session1" / "b1.lab").write_text("nested folders keep the first as speaker")
+    write_audio(root / "bob" / "a1.wav")
+    (root / "bob" / "a1.lab").write_text("same name as alice's")
+    write_audio(root / "bob" / "b2.wav")
+    (root / "bob" / "b2.lab").write_bytes(b"\xff\xfe\xfa bad utf-8")
+    write_audio(root / "top.wav")
+    (root / "top.lab").write_text("in the root")
+    return root
+
+
+def test_folder_yields_speakers_from_first_subfolder(folder: Path) -> None:
+    utts = {u.id: u for u in AudioTextFolder(folder)}
+    assert sorted(utts) == ["a1", "a2", "b1", "top"]
+    assert utts["a1"].text == "hello world" and utts["a1"].speaker == "alice"
+    assert utts["a2"].text == "lab wins" and utts["a2"].audio_path.suffix == ".flac"
+    assert utts["b1"].speaker == "bob" and utts["b1"].audio_path.suffix == ".ogg"
+    assert utts["top"].speaker == "corpus"
+
+
+def test_folder_reports_bad_entries(folder: Path) -> None:
+    corpus = AudioTextFolder(folder)
+    list(corpus)
+    got = reasons(corpus)
+    assert got["a3"] == "no transcript a3.lab or a3.txt beside a3.wav"
+    assert got[str(folder / "alice" / "notes.txt")] == "transcript without audio"
+    assert got["a1"].endswith(f"has the same name as {folder / 'alice' / 'a1.wav'}")
+    assert got["b2"].startswith("unreadable transcript")
+    assert len(got) == 4
+    assert all(isinstance(p, CorpusProblem) for p in corpus.problems)
