@@ -4,13 +4,14 @@ Public API so far: the chain kernel (:mod:`pytorch_hmm.kernel`), transition stru
 builders (:mod:`pytorch_hmm.transitions`), emissions (:mod:`pytorch_hmm.emissions`), the
 :class:`HMM` and :class:`HSMM` models with EM training, duration distributions
 (:mod:`pytorch_hmm.durations`), DTW, soft-DTW and CTC alignment (:mod:`pytorch_hmm.alignment`),
-evaluation metrics (:mod:`pytorch_hmm.metrics`),
+evaluation metrics (:mod:`pytorch_hmm.metrics`), the speech front end (audio, features,
+lexicons, corpora and synthetic speech: :mod:`pytorch_hmm.speech`),
 and the error types (:mod:`pytorch_hmm.errors`).
 """
 
-from . import alignment, durations, errors, kernel, metrics, transitions
+from . import alignment, durations, errors, kernel, metrics, speech, transitions
 from .models import HSMM, HMM, HMMLayer, MixtureGaussianHMM, SemiMarkovHMM
-from .errors import HMMDeviceError, HMMDimensionError, HMMDtypeError, HMMValueError, InfeasibleAlignmentError
+from .errors import AudioError, HMMDeviceError, HMMDimensionError, HMMDtypeError, HMMValueError, InfeasibleAlignmentError
 from .kernel import expected_transitions, forward_backward, log_partition, posteriors, viterbi
 from .semiring import LogSemiring, MaxSemiring
 from .transitions import Banded, Dense, ergodic, left_to_right
@@ -28,6 +29,7 @@ __all__ = [
     "durations",
     "errors",
     "metrics",
+    "speech",
     "kernel",
     "transitions",
     "Dense",
@@ -46,4 +48,5 @@ __all__ = [
     "HMMDtypeError",
     "HMMDeviceError",
     "InfeasibleAlignmentError",
+    "AudioError",
 ]
