@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterator, Union
+from typing import Iterator
 
 from .corpus import AUDIO_SUFFIXES, Corpus, CorpusProblem, Entry, Utterance, read_text
 
