@@ -1,8 +1,8 @@
 """Benchmark pytorch_hmm.speech feature extraction throughput (× real time) against direct librosa calls.
 
-Workload: 60 s of 16 kHz audio (``--quick``: 15 s) in utterances of 3–7 s. Real speech (the
-LibriVox clips shipped with pocketsphinx, ``/usr/share/pocketsphinx/test/data/librivox``,
-cycled) where present, else a synthetic voiced signal with noise. What each row computes,
+Workload: 60 s of 16 kHz audio (``--quick``: 15 s) in utterances of 3–7 s. Real speech: the five
+LibriVox clips of the committed fixture ``tests/fixtures/LibriSpeech`` (FLAC), cycled; a
+synthetic voiced signal with noise only if that folder is missing. What each row computes,
 per utterance, from float32 samples:
 
 * MFCC+Δ+ΔΔ:  ``FeatureExtractor("mfcc")``: 13 MFCC from 40 mel bands (25 ms Hann window,
@@ -46,7 +46,7 @@ if importlib.util.find_spec("pytorch_hmm") is None:  # not installed: use the so
 from pytorch_hmm.speech.features import FeatureExtractor  # noqa: E402
 
 RATE = 16000
-SPEECH_DIR = Path("/usr/share/pocketsphinx/test/data/librivox")
+SPEECH_DIR = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "LibriSpeech"
 TARGET_X_REALTIME = 500.0
 TARGET_ROWS = ("MFCC+Δ+ΔΔ", "MFCC+Δ+ΔΔ + CMVN", "log-mel", "log-mel + CMVN")
 CPU_LOAD_WARN = 0.10
@@ -68,9 +68,9 @@ def make_workload(total_s: float, seed: int, folder: Path) -> Workload:
     import soundfile as sf
 
     rng = np.random.default_rng(seed)
-    clips = [sf.read(p, dtype="float32")[0] for p in sorted(SPEECH_DIR.glob("*.wav"))] if SPEECH_DIR.is_dir() else []
+    clips = [sf.read(p, dtype="float32")[0] for p in sorted(SPEECH_DIR.rglob("*.flac"))] if SPEECH_DIR.is_dir() else []
     if clips:
-        source = f"real speech: {len(clips)} LibriVox clips from {SPEECH_DIR}, cycled"
+        source = f"real speech: {len(clips)} LibriVox clips from tests/fixtures/LibriSpeech, cycled"
         stream = np.concatenate(clips)
     else:
         source = "synthetic: harmonic tone (f0 100–160 Hz, amplitude-modulated) + white noise"

@@ -111,3 +111,17 @@ def test_metrics_example_runs():
     assert float(scope["mcd_db"]) > 0
     rmse = float(scope["f0_rmse"](scope["f0_ref"], scope["f0_syn"], unit="cents"))
     assert abs(rmse - 100) < 10
+
+
+def test_speech_example_runs():
+    code = re.findall(r"```python\n(.*?)\n```", README, flags=re.S)[5]
+    scope: dict = {}
+    exec(compile(code, "README.md", "exec"), scope)
+    utts, feats, lengths = scope["utts"], scope["feats"], scope["lengths"]
+    assert [u.text for u in utts] == ["She had your dark suit.", "Don't ask me to carry an oily rag."]
+    assert scope["phones"][0] == ("SH", "IY", "HH", "AE", "D", "Y", "AO", "R", "D", "AA", "R", "K", "S", "UW", "T")
+    assert feats.shape == (2, int(lengths.max()), 39)
+    truth = scope["truth"]
+    assert [iv.phone for iv in truth] == ["sil", *scope["phones"][0], "sil"]
+    # the true phone intervals cover the audio the features were computed from
+    assert int(lengths[0]) == 1 + round(truth[-1].end * 16000) // 160
