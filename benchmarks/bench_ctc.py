@@ -34,7 +34,9 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import Timing, cpu_snapshot, emit_report, machine_info, other_cpu_load, other_cpu_share, time_call  # noqa: E402
+from common import (  # noqa: E402
+    Timing, cpu_snapshot, emit_report, machine_info, other_cpu_load, other_cpu_share, parse_run_args, time_call,
+)
 
 if importlib.util.find_spec("pytorch_hmm") is None:  # not installed: use the source tree
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
@@ -217,14 +219,9 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--frames", type=int, default=None, help="T (default 1000; 300 with --quick)")
     p.add_argument("--target", type=int, default=None, help="S (default 200; 60 with --quick)")
     p.add_argument("--classes", type=int, default=40, help="C (default 40)")
-    p.add_argument("--repeats", type=int, default=None, help="max timed calls per row (default 7; 2 with --quick)")
-    p.add_argument("--budget", type=float, default=None, help="seconds of timed calls per row (default 10; 1 with --quick)")
     p.add_argument("--slow", type=float, default=30.0, help="a row whose warm-up takes this long is not repeated")
-    p.add_argument("--quick", action="store_true", help="small sizes and few repeats (smoke test)")
-    p.add_argument("--markdown", type=Path, default=None, help="also write the report (markdown) to this file")
-    p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
-    defaults = dict(batch=(8, 32), frames=(300, 1000), target=(60, 200), repeats=(2, 7), budget=(1.0, 10.0))
+    args = parse_run_args(p, argv, repeats=(7, 2), budget=(10.0, 1.0))
+    defaults = dict(batch=(8, 32), frames=(300, 1000), target=(60, 200))
     for name, (quick, full) in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, quick if args.quick else full)

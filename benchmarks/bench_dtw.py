@@ -43,7 +43,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import Timing, cpu_snapshot, emit_report, machine_info, other_cpu_load, other_cpu_share, time_call  # noqa: E402
+from common import (  # noqa: E402
+    Timing, cpu_snapshot, emit_report, machine_info, other_cpu_load, other_cpu_share, parse_run_args, time_call,
+)
 
 try:
     import pytorch_hmm  # noqa: F401
@@ -282,17 +284,9 @@ def build_report(args, rows, w, runtime_s: float, load: tuple[float, float], siz
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="smaller problems, fewer repeats (smoke test)")
-    p.add_argument("--repeats", type=int, default=None, help="max timed calls per row (default 15; 3 with --quick)")
-    p.add_argument("--budget", type=float, default=None, help="seconds of timed calls per row (default 5; 1 with --quick)")
     p.add_argument("--slow", type=float, default=20.0, help="a row whose warm-up takes this long is not repeated")
     p.add_argument("--backends", nargs="+", default=["numba", "torch"], choices=["numba", "torch"])
-    p.add_argument("--markdown", type=Path, default=None, help="also write the report to this file")
-    p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
-    args.repeats = args.repeats or (3 if args.quick else 15)
-    args.budget = args.budget or (1.0 if args.quick else 5.0)
-    return args
+    return parse_run_args(p, argv)
 
 
 def main(argv=None) -> None:

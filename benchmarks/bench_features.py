@@ -38,7 +38,9 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import Timing, cpu_snapshot, emit_report, machine_info, other_cpu_load, other_cpu_share, time_call  # noqa: E402
+from common import (  # noqa: E402
+    Timing, cpu_snapshot, emit_report, machine_info, other_cpu_load, other_cpu_share, parse_run_args, time_call,
+)
 
 if importlib.util.find_spec("pytorch_hmm") is None:  # not installed: use the source tree
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
@@ -224,16 +226,9 @@ def build_report(rows: list[Row], w: Workload, runtime_s: float, load: tuple[flo
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="15 s of audio, fewer repeats (smoke test)")
     p.add_argument("--seconds", type=float, default=None, help="seconds of audio (default 60; 15 with --quick)")
-    p.add_argument("--repeats", type=int, default=None, help="max timed calls per row (default 15; 3 with --quick)")
-    p.add_argument("--budget", type=float, default=None, help="seconds of timed calls per row (default 5; 1 with --quick)")
-    p.add_argument("--markdown", type=Path, default=None, help="also write the report to this file")
-    p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
+    args = parse_run_args(p, argv)
     args.seconds = args.seconds or (15.0 if args.quick else 60.0)
-    args.repeats = args.repeats or (3 if args.quick else 15)
-    args.budget = args.budget or (1.0 if args.quick else 5.0)
     return args
 
 

@@ -63,6 +63,7 @@ from common import (  # noqa: E402
     cpu_snapshot,
     other_cpu_load,
     other_cpu_share,
+    parse_run_args,
     peak_extra_rss_mb,
     sample_sequences,
     time_call,
@@ -542,27 +543,14 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--ks", type=int, nargs="+", default=None,
                    help="numbers of states (default 8 64 256; 8 64 with --quick)")
-    p.add_argument("--repeats", type=int, default=None,
-                   help="max timed calls per row (default 15; 3 with --quick)")
-    p.add_argument("--budget", type=float, default=None,
-                   help="stop repeating a row once its timed calls used this many "
-                        "seconds (default 5; 1 with --quick)")
     p.add_argument("--slow", type=float, default=10.0,
                    help="a row whose warm-up call takes this many seconds is not repeated: "
                         "the warm-up time is reported (default 10)")
-    p.add_argument("--quick", action="store_true", help="fewer K and repeats (smoke test)")
-    p.add_argument("--markdown", type=Path, default=None,
-                   help="also write the report (markdown) to this file")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--memory-child", nargs=2, metavar=("NPZ", "BACKEND"), help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
+    args = parse_run_args(p, argv)
     if args.ks is None:
         args.ks = [8, 64] if args.quick else [8, 64, 256]
-    if args.repeats is None:
-        args.repeats = 3 if args.quick else 15
-    if args.budget is None:
-        args.budget = 1.0 if args.quick else 5.0
     return args
 
 

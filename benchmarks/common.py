@@ -8,6 +8,7 @@ peak-memory probes and machine description.
 
 from __future__ import annotations
 
+import argparse
 import math
 import os
 import platform
@@ -221,6 +222,34 @@ def emit_report(text: str, markdown: Optional[Path]) -> None:
     if markdown:
         markdown.write_text(text)
         print(f"wrote {markdown}")
+
+
+def parse_run_args(
+    parser: argparse.ArgumentParser,
+    argv: Optional[list[str]] = None,
+    *,
+    repeats: tuple[int, int] = (15, 3),
+    budget: tuple[float, float] = (5.0, 1.0),
+) -> argparse.Namespace:
+    """Add the options every benchmark shares and parse ``argv``.
+
+    The options are ``--quick``, ``--repeats``, ``--budget``, ``--markdown`` and ``--seed``.
+    ``repeats`` and ``budget`` are the (full, ``--quick``) defaults, used when the option is
+    not given.
+    """
+    parser.add_argument("--quick", action="store_true", help="smaller problems, fewer repeats (smoke test)")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help=f"max timed calls per row (default {repeats[0]}; {repeats[1]} with --quick)")
+    parser.add_argument("--budget", type=float, default=None,
+                        help=f"seconds of timed calls per row (default {budget[0]:g}; {budget[1]:g} with --quick)")
+    parser.add_argument("--markdown", type=Path, default=None, help="also write the report (markdown) to this file")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.repeats is None:
+        args.repeats = repeats[args.quick]
+    if args.budget is None:
+        args.budget = budget[args.quick]
+    return args
 
 
 # --------------------------------------------------------------------------
