@@ -239,3 +239,50 @@ def test_folder_reports_bad_entries(folder: Path) -> None:
     assert got["b2"].startswith("unreadable transcript")
     assert len(got) == 4
     assert all(isinstance(p, CorpusProblem) for p in corpus.problems)
+
+
+def test_folder_root_given_as_dot_names_the_speaker(folder: Path, monkeypatch) -> None:
+    monkeypatch.chdir(folder)
+    utts = {u.id: u for u in AudioTextFolder(".")}
+    assert utts["top"].speaker == "corpus" and utts["a1"].speaker == "alice"
+
+
+def refuse_listing(monkeypatch, refused: Path) -> None:
+    """Make listing ``refused`` fail as an unreadable folder would (tests run as root here)."""
+    import os
+
+    real_scandir, real_iterdir = os.scandir, Path.iterdir
+
+    def scandir(path="."):
+        if Path(path) == refused:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    def iterdir(self):
+        if self == refused:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_iterdir(self)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    monkeypatch.setattr(Path, "iterdir", iterdir)
+
+
+def test_unlistable_folders_are_reported_and_the_rest_read(folder: Path, librispeech: Path, monkeypatch) -> None:
+    refuse_listing(monkeypatch, folder / "bob")
+    corpus = AudioTextFolder(folder)
+    assert sorted(u.id for u in corpus) == ["a1", "a2", "top"]
+    assert reasons(corpus)[str(folder / "bob")] == "folder cannot be listed: Permission denied"
+    monkeypatch.undo()
+    refuse_listing(monkeypatch, librispeech / "LibriSpeech" / "dev-clean" / "84")
+    corpus = LibriSpeech(librispeech, "dev-clean")
+    assert [u.id for u in corpus] == ["1272-128104-0000"]
+    unlisted = str(librispeech / "LibriSpeech" / "dev-clean" / "84")
+    assert reasons(corpus)[unlisted] == "folder cannot be listed: Permission denied"
+
+
+def test_librispeech_upper_case_suffix(librispeech: Path) -> None:
+    chapter = librispeech / "LibriSpeech" / "dev-clean" / "1272" / "128104"
+    (chapter / "1272-128104-0000.flac").rename(chapter / "1272-128104-0000.FLAC")
+    utts = {u.id: u for u in LibriSpeech(librispeech, "dev-clean")}
+    assert utts["1272-128104-0000"].audio_path.name == "1272-128104-0000.FLAC"
+    assert utts["1272-128104-0000"].load_audio().shape == (RATE // 4,)

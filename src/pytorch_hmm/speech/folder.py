@@ -25,11 +25,13 @@ class AudioTextFolder(Corpus):
 
     def _entries(self) -> Iterator[Entry]:
         seen: dict[str, Path] = {}
-        for folder, subfolders, files in os.walk(self.root):
+        unlistable: list[OSError] = []
+        for folder, subfolders, files in os.walk(self.root, onerror=unlistable.append):
+            yield from _unlistable(unlistable)
             subfolders.sort()
             folder = Path(folder)
             relative = folder.relative_to(self.root).parts
-            speaker = relative[0] if relative else self.root.name
+            speaker = relative[0] if relative else self.root.resolve().name
             by_stem: dict[str, dict[str, Path]] = {}
             for name in sorted(files):
                 path = folder / name
@@ -54,3 +56,11 @@ class AudioTextFolder(Corpus):
                     yield CorpusProblem(stem, text.reason)
                     continue
                 yield Utterance(stem, speaker, audio, " ".join(text.split()))
+        yield from _unlistable(unlistable)
+
+
+def _unlistable(errors: list[OSError]) -> Iterator[CorpusProblem]:
+    """Report (and forget) the folders ``os.walk`` could not list."""
+    while errors:
+        err = errors.pop(0)
+        yield CorpusProblem(str(err.filename), f"folder cannot be listed: {err.strerror or err}")

@@ -7,7 +7,7 @@ Each chapter folder holds one ``<speaker>-<chapter>.trans.txt`` with a line per 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator, Union
+from typing import Generator, Iterator, Union
 
 from ..errors import HMMValueError
 from .corpus import Corpus, CorpusProblem, Entry, Utterance, read_text
@@ -40,12 +40,15 @@ class LibriSpeech(Corpus):
             )
 
     def _entries(self) -> Iterator[Entry]:
-        for speaker_dir in _subfolders(self.subset_dir):
-            for chapter_dir in _subfolders(speaker_dir):
+        speakers = yield from _listing(self.subset_dir)
+        for speaker_dir in (p for p in speakers if p.is_dir()):
+            chapters = yield from _listing(speaker_dir)
+            for chapter_dir in (p for p in chapters if p.is_dir()):
                 yield from self._chapter(speaker_dir.name, chapter_dir)
 
     def _chapter(self, speaker: str, folder: Path) -> Iterator[Entry]:
-        audio = {p.stem: p for p in sorted(folder.glob("*.flac"))}
+        files = yield from _listing(folder)
+        audio = {p.stem: p for p in files if p.suffix.lower() == ".flac"}  # .FLAC too
         transcript = folder / f"{speaker}-{folder.name}.trans.txt"
         if not transcript.is_file():
             yield CorpusProblem(str(folder), f"no transcript file {transcript.name}")
@@ -68,10 +71,15 @@ class LibriSpeech(Corpus):
                 )
                 continue
             listed.add(utt_id)
-            yield Utterance(utt_id, speaker, folder / f"{utt_id}.flac", words.strip())
+            yield Utterance(utt_id, speaker, audio.get(utt_id, folder / f"{utt_id}.flac"), words.strip())
         for stem in sorted(audio.keys() - listed):
             yield CorpusProblem(stem, f"no transcript line in {transcript.name}")
 
 
-def _subfolders(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_dir())
+def _listing(folder: Path) -> Generator[CorpusProblem, None, list[Path]]:
+    """The sorted entries of ``folder``; one that cannot be listed is reported and counts as empty."""
+    try:
+        return sorted(folder.iterdir())
+    except OSError as err:
+        yield CorpusProblem(str(folder), f"folder cannot be listed: {err.strerror or err}")
+        return []
