@@ -145,12 +145,13 @@ def _write(tmp_path, text, name="bad.dict"):
     "text, message",
     [
         ("ok A B\n\nbad 0.5 0.2 A B\n", r"bad.dict', line 3: expected 0, 1 or 4 numeric columns .* got 2"),
+        ("w\t0.5\t0.2\tA B\n", r"line 1: expected 0, 1 or 4 numeric columns .* got 2"),
         ("ok A\nlonely 0.5\n", r"line 2: word 'lonely' has no phones; line was 'lonely 0.5'"),
         ("word 1.5 A\n", r"line 1: probability must be in \(0, 1\]; got 1.5"),
         ("word 1 2 1 1 A\n", r"line 1: silence_after must be in \[0, 1\]; got 2.0"),
         ("word 1 0.5 0 1 A\n", r"line 1: silence corrections must be finite and > 0; got \(0.0, 1.0\)"),
     ],
-    ids=["numeric-columns", "no-phones", "probability", "silence-probability", "silence-correction"],
+    ids=["numeric-columns", "numeric-tab-columns", "no-phones", "probability", "silence-probability", "silence-correction"],
 )
 def test_read_error_names_file_and_line(tmp_path, text, message):
     with pytest.raises(HMMValueError, match=message):
@@ -299,3 +300,28 @@ def test_add_word_with_space():
 def test_normalize_not_text():
     with pytest.raises(HMMValueError, match="text must be a str; got bytes"):
         Lexicon().normalize(b"hello")
+
+
+def test_integer_phones_parse_and_round_trip(tmp_path):
+    """X-SAMPA has digit phones (3, 9, 1, ...): a leading integer other than 1 is a phone."""
+    path = _write(tmp_path, "earth 3 T\nbird 0.5 b 3 d\nx 9 3 1 2 a\nsit 1.0 1 n\n")
+    lex = Lexicon.read(path)
+    assert lex["earth"][0].phones == ("3", "T")
+    assert lex["bird"][0].phones == ("b", "3", "d") and lex["bird"][0].probability == 0.5
+    assert lex["x"][0].phones == ("9", "3", "1", "2", "a")
+    assert lex["sit"][0].phones == ("1", "n")
+    out = tmp_path / "out.dict"
+    lex.write(out)
+    assert "sit\t1.0\t1 n" in out.read_text(encoding="utf-8").splitlines()  # probability column keeps "1" a phone
+    again = Lexicon.read(out)
+    assert {w: again[w] for w in again} == {w: lex[w] for w in lex}
+
+
+def test_normalize_keeps_combining_marks_and_spelling():
+    lex = Lexicon({})
+    # Devanagari vowel signs and virama, Arabic harakat are marks (category M), not separators
+    assert lex.normalize("हिन्दी  عَرَبِيّ") == ["हिन्दी", "عَرَبِيّ"]
+    assert lex.normalize("İstanbul") == ["i\u0307stanbul"]
+    # lower(), not casefold(): the written dictionary keeps the spelling
+    assert lex.normalize("Straße ΟΔΟΣ") == ["straße", "οδος"]
+    assert lex.normalize("e\u0301te\u0301") == ["\u00e9t\u00e9"]  # NFC

@@ -177,7 +177,18 @@ _TOKEN = re.compile(r"'?[^\W_]+(?:(?:'|-+|(?<=\d)[.,](?=\d))[^\W_]+)*'?")
 
 
 def _key(word: str) -> str:
-    return unicodedata.normalize("NFC", word).casefold()
+    """Lexicon key of a word: NFC, lower case (``lower``, not ``casefold``: ``straße`` stays)."""
+    return unicodedata.normalize("NFC", unicodedata.normalize("NFC", word).lower())
+
+
+def _tokens(text: str) -> list[str]:
+    """:data:`_TOKEN` matches of ``text``, combining marks (Devanagari vowel signs, Arabic
+    harakat, ...) counted as letters: ``re`` has no ``\\p{M}``, so match on a copy with each
+    mark replaced by a letter and cut the words out of the original."""
+    if text.isascii():
+        return _TOKEN.findall(text)
+    shadow = "".join("a" if unicodedata.category(c)[0] == "M" else c for c in text)
+    return [text[m.start():m.end()] for m in _TOKEN.finditer(shadow)]
 
 
 def _merge(prons: Iterable[Pronunciation]) -> tuple[Pronunciation, ...]:
@@ -320,7 +331,7 @@ class Lexicon:
                 self.oov_report.add(word)
                 continue
             items += [(word, p) for p in prons]
-        with_prob = any(p.probability != 1.0 or p.has_silence for _, p in items)
+        with_prob = any(p.probability != 1.0 or p.has_silence or _NUMBER.match(p.phones[0]) for _, p in items)
         lines = []
         for word, p in items:
             cols = [repr(p.probability)] if with_prob else []
@@ -384,7 +395,7 @@ class Lexicon:
 
     # --------------------------------------------------------------- text
     def normalize(self, text: str) -> list[str]:
-        """Words of ``text``: case-folded, punctuation stripped, whitespace collapsed.
+        """Words of ``text``: lower case (NFC), punctuation stripped, whitespace collapsed.
 
         Word-internal apostrophes stay (``don't``); edge apostrophes go unless the lexicon
         has the word with them (``'bout``). A hyphenated word stays whole when the lexicon has
@@ -393,7 +404,7 @@ class Lexicon:
         if not isinstance(text, str):
             raise HMMValueError(f"text must be a str; got {type(text).__name__}")
         words: list[str] = []
-        for token in _TOKEN.findall(_key(text).translate(_APOSTROPHES)):
+        for token in _tokens(_key(text).translate(_APOSTROPHES)):
             if token not in self:
                 token = token.strip("'")
             if "-" in token and token not in self:
@@ -421,18 +432,39 @@ _NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$")
 
 
 def _parse_line(line: str) -> tuple[str, Pronunciation]:
-    """One MFA dictionary line -> (word, pronunciation); raises HMMValueError (no line number)."""
+    """One MFA dictionary line -> (word, pronunciation); raises HMMValueError (no line number).
+
+    With tabs between the word, the numeric columns and the phones (as MFA and
+    :meth:`Lexicon.write` write), the columns say which is which. Otherwise leading numbers
+    are the probability and optionally the silence probability and two corrections; an
+    integer other than 1 there is a phone instead, so X-SAMPA's ``3`` or ``9`` work
+    (``earth 3 T``); phones that start with ``1`` need the probability column in front.
+    """
+    columns = [c.strip() for c in line.split("\t")]
+    if len(columns) > 2 and all(_NUMBER.match(c) for c in columns[1:-1]) and columns[-1]:
+        # tab-separated columns, as MFA and Lexicon.write lay them out: no guessing
+        if len(columns) - 2 not in (1, 4):
+            raise HMMValueError(
+                "expected 0, 1 or 4 numeric columns after the word (probability; then silence probability "
+                f"and two corrections); got {len(columns) - 2}"
+            )
+        return columns[0], Pronunciation(tuple(columns[-1].split()), *map(float, columns[1:-1]))
     fields = line.split()
     word, rest = fields[0], fields[1:]
-    n = 0
-    while n < len(rest) and _NUMBER.match(rest[n]):
-        n += 1
-    if n not in (0, 1, 4):
-        raise HMMValueError(
-            "expected 0, 1 or 4 numeric columns after the word (probability; then silence probability "
-            f"and two corrections); got {n}"
-        )
+    numeric = 0
+    while numeric < len(rest) and _NUMBER.match(rest[numeric]):
+        numeric += 1
+    if numeric == 0 or (rest[0].isdigit() and int(rest[0]) != 1):  # an integer phone: "earth 3 T"
+        n = 0
+    else:
+        n = 4 if numeric >= 4 and len(rest) > 4 else 1
     if n == len(rest):
         raise HMMValueError(f"word {word!r} has no phones")
-    numbers = [float(x) for x in rest[:n]]
-    return word, Pronunciation(tuple(rest[n:]), *numbers)
+    phones = rest[n:]
+    if _NUMBER.match(phones[0]) and not phones[0].isdigit():
+        raise HMMValueError(
+            "expected 0, 1 or 4 numeric columns after the word (probability; then silence probability "
+            f"and two corrections); got {numeric}"
+        )
+    values = [float(x) for x in rest[:n]]
+    return word, Pronunciation(tuple(phones), *values)
