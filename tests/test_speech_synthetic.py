@@ -302,6 +302,17 @@ def test_build_folder_layout_and_read_it_back(tmp_path: Path) -> None:
     assert a[1].phone == b[1].phone == "HH"
 
 
+def test_build_mixed_language_corpus_picks_the_lexicon_per_text(tmp_path: Path, caplog) -> None:
+    from pytorch_hmm.speech import korean
+
+    corpus = build_corpus(tmp_path, ["hello world", "안녕하세요", "hello zzyzxq"], engine="numpy")
+    english, hangul, oov = (tuple(iv.phone for iv in u.intervals) for u in corpus)
+    assert english == ("sil", "HH", "AH", "L", "OW", "W", "ER", "L", "D", "sil")
+    assert hangul == ("sil", *korean.g2p("안녕하세요"), "sil")
+    assert oov == ("sil", "HH", "AH", "L", "OW", "spn", "sil")
+    assert "spk1_0002: no pronunciation for zzyzxq; synthesised as 'spn'" in caplog.text
+
+
 def test_build_librispeech_layout_and_read_it_back(tmp_path: Path) -> None:
     from pytorch_hmm.speech import LibriSpeech
 

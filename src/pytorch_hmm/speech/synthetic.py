@@ -12,7 +12,10 @@ Three engines turn text into audio plus the phone intervals the audio was made f
   ``espeakng-loader`` (``pip install pytorch-hmm[synth]``) or the system's
   ``libespeak-ng`` (``apt-get install espeak-ng``). Phoneme events give each phone's first
   sample; phones are espeak-ng mnemonics with the stress marks removed (``h @ l oU``), pauses
-  ``sil``. English (``en-us``) and Korean (``ko``) at 22.05 kHz.
+  ``sil``. English (``en-us``) and Korean (``ko``) at 22.05 kHz. The library keeps state
+  between calls: the same text can come out a few samples longer or shorter depending on
+  what was synthesised before in the process (the intervals always match the audio
+  returned). A fresh process that makes the same calls in the same order gives the same bytes.
 - ``"numpy"``: :func:`synthesize_phones`, a small formant synthesiser needing nothing but
   numpy and scipy. Text goes through a :class:`~pytorch_hmm.speech.lexicon.Lexicon` and
   :func:`phone_durations`; phone boundaries are exactly the requested durations.
@@ -30,6 +33,7 @@ import ctypes
 import ctypes.util
 import functools
 import hashlib
+import logging
 import math
 import re
 import shutil
@@ -65,6 +69,7 @@ __all__ = [
 
 PathLike = Union[str, Path]
 SILENCE = "sil"
+_log = logging.getLogger("pytorch_hmm.speech")
 LAYOUTS = ("folder", "librispeech", "kss")
 ENGINES = ("auto", "flite", "espeak", "numpy")
 _HANGUL = re.compile("[\uac00-\ud7a3\u1100-\u11ff\u3130-\u318f]")
@@ -663,7 +668,9 @@ def synthesize(
     engine's own rate (flite 16 kHz, espeak-ng 22.05 kHz, numpy 16 kHz).
 
     The numpy engine transcribes ``text`` with ``lexicon`` (default: CMUdict without stress
-    for English, :meth:`Lexicon.korean` for Hangul), puts ``sil`` at both ends, draws
+    for English, :meth:`Lexicon.korean` for Hangul, chosen per text); out-of-vocabulary words
+    become the lexicon's OOV phone and are logged (logger ``pytorch_hmm.speech``), and are
+    counted in ``lexicon.oov_report``. It puts ``sil`` at both ends, draws
     :func:`phone_durations` with ``seed``, and uses ``voice`` as the synthetic speaker's name.
     """
     text = _check_text(text)
@@ -675,7 +682,11 @@ def synthesize(
     if engine == "espeak":
         return _retime(synthesize_espeak(text, voice), sample_rate)
     lexicon = lexicon if lexicon is not None else _default_lexicon(_is_korean(text))
-    phones = (SILENCE,) + lexicon.transcribe(text, utterance_id).phones + (SILENCE,)
+    transcription = lexicon.transcribe(text, utterance_id)
+    if transcription.oov:
+        _log.warning("%s: no pronunciation for %s; synthesised as %r",
+                     utterance_id or repr(text[:40]), ", ".join(transcription.oov), lexicon.oov_phone)
+    phones = (SILENCE,) + transcription.phones + (SILENCE,)
     durations = phone_durations(phones, seed=seed)
     return synthesize_phones(phones, durations, sample_rate or 16000, seed, speaker=voice)
 
@@ -785,7 +796,8 @@ def build_corpus(
     Args:
         engine: ``"auto"`` takes flite for English when installed, else espeak-ng when the
             library loads, else numpy; a named engine that is missing is an error.
-        lexicon: text -> phones for the numpy engine (default: CMUdict / Korean G2P).
+        lexicon: text -> phones for the numpy engine (default: CMUdict for English texts, the
+            Korean G2P for Hangul texts).
         voice: the engine's voice (flite ``"slt"``; espeak-ng ``"en-us"`` / ``"ko"``; numpy: a
             speaker name setting pitch and formants, default each utterance's speaker).
         speaker: one name, or one per text (``folder`` and ``librispeech``).
@@ -819,8 +831,6 @@ def build_corpus(
         i = next(i for i, t in enumerate(texts) if _is_korean(t))
         raise HMMValueError(f"engine 'flite' speaks English only; texts[{i}] is Korean: {texts[i][:40]!r} "
                             "(use engine='espeak' or 'numpy')")
-    if engine == "numpy" and lexicon is None:
-        lexicon = _default_lexicon(korean)
 
     import soundfile as sf
     from tqdm.auto import tqdm
