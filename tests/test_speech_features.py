@@ -122,11 +122,19 @@ def test_frames_and_times_follow_librosa_center_convention():
     assert ex.time_to_frame(0.0149) == 1 and ex.time_to_frame(0.0151) == 2
     assert torch.equal(time_to_frame(torch.tensor([0.0, 0.026]), RATE, 160), torch.tensor([0, 3]))
     assert frame_to_time(3, RATE, 160) == pytest.approx(0.03)
-    for n in (1, 159, 160, 161, 4000):
-        spec = librosa.stft(np.zeros(n), n_fft=512, win_length=400, hop_length=160) if n >= 512 else None
-        if spec is not None:
-            assert num_frames(n, 160) == spec.shape[1]
-        assert ex.num_frames(n) == 1 + n // 160
+    for n in (512, 513, 4000):
+        assert num_frames(n, 160) == librosa.stft(np.zeros(n), n_fft=512, win_length=400, hop_length=160).shape[1]
+    # shorter than one window, too: the frames the extractor really makes, without warnings
+    for n in (1, 159, 160, 161, 511, 4000):
+        assert ex(np.zeros(n, np.float32)).shape[0] == ex.num_frames(n) == num_frames(n, 160)
+    assert [num_frames(n, 160) for n in (1, 159, 160, 161)] == [1, 1, 2, 2]
+
+
+def test_cmvn_of_digital_silence_stays_zero():
+    """Constant tracks (all of them, for an all-zero signal) normalise to 0, not to noise of unit variance."""
+    feats = FeatureExtractor(cmvn="utterance")(np.zeros(1600, np.float32))
+    assert feats.shape == (11, 39) and feats.abs().max() < 1e-3
+    assert cmvn(FeatureExtractor()(np.zeros(1600, np.float32))).abs().max() < 1e-3
 
 
 def test_extractor_on_path_resamples(tmp_path, speech):
@@ -307,6 +315,7 @@ def test_load_audio_bad_path_type():
         (dict(sample_rate=0), "sample_rate must be a positive integer number of Hz; got 0"),
         (dict(hop_ms=0.0), "hop_ms must be a positive finite number; got 0.0"),
         (dict(window_ms=float("nan")), "window_ms must be a positive finite number"),
+        (dict(n_fft=513), r"n_fft must be an even number of samples; got 513"),
         (dict(n_fft=256), r"n_fft must be >= the window length \(400 samples = 25.0 ms at 16000 Hz\); got 256"),
         (dict(n_fft=512.0), "n_fft must be a positive integer; got 512.0"),
         (dict(n_mels=0), "n_mels must be a positive integer; got 0"),

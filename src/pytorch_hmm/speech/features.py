@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
@@ -103,6 +104,8 @@ class FeatureExtractor:
         win = self.win_length
         if self.n_fft is not None:
             _positive_int(self.n_fft, "n_fft")
+            if self.n_fft % 2:  # center=True pads n_fft // 2 per side: T = 1 + N // hop needs it even
+                raise HMMValueError(f"n_fft must be an even number of samples; got {self.n_fft}")
             if self.n_fft < win:
                 raise HMMValueError(
                     f"n_fft must be >= the window length ({win} samples = {self.window_ms} ms at "
@@ -214,10 +217,12 @@ class FeatureExtractor:
         import librosa
 
         n_fft = self.fft_size
-        spec = librosa.stft(
-            y, n_fft=n_fft, hop_length=self.hop_length, win_length=self.win_length,
-            window="hann", center=True, pad_mode="constant",
-        )
+        with warnings.catch_warnings():  # shorter than n_fft: the centre padding makes it fine
+            warnings.filterwarnings("ignore", message=r"n_fft=\d+ is too large for input signal", category=UserWarning)
+            spec = librosa.stft(
+                y, n_fft=n_fft, hop_length=self.hop_length, win_length=self.win_length,
+                window="hann", center=True, pad_mode="constant",
+            )
         power = np.square(spec.real) + np.square(spec.imag)  # |X|^2
         basis = _mel_basis(self.sample_rate, n_fft, self.resolved_n_mels, float(self.fmin),
                            None if self.fmax is None else float(self.fmax))
@@ -383,8 +388,11 @@ def _with_deltas(feats: np.ndarray, width: int, order: int) -> np.ndarray:
     import librosa
 
     mode = "interp" if feats.shape[-1] >= width else "nearest"
-    parts = [feats] + [librosa.feature.delta(feats, width=width, order=k, mode=mode) for k in range(1, order + 1)]
-    return np.concatenate(parts, axis=0)
+    # in float64: float32 Savitzky-Golay rounding turns a constant track (c0 of digital
+    # silence) into ~1e-4 noise that CMVN would blow up to unit variance
+    wide = feats.astype(np.float64)
+    deltas = [librosa.feature.delta(wide, width=width, order=k, mode=mode) for k in range(1, order + 1)]
+    return np.concatenate([feats] + [d.astype(feats.dtype) for d in deltas], axis=0)
 
 
 def _normalise(x: torch.Tensor, mask: torch.Tensor, count: torch.Tensor, variance: bool, eps: float) -> torch.Tensor:
