@@ -20,8 +20,9 @@ each syllable boundary (the coda of one syllable, the onset of the next):
   닿소 [다쏘]); ㄱ ㄷ ㅂ ㅈ + ㅎ -> ㅋ ㅌ ㅍ ㅊ (각하 [가카], 밝히다 [발키다], 앉히다 [안치다]).
 - ㅎ before ㄴ: ㅎ -> ㄴ, ㄶ ㅀ drop the ㅎ: 놓는 [논는], 않네 [안네], 뚫는 [뚤른].
 - coda neutralisation: codas reduce to ㄱ ㄴ ㄷ ㄹ ㅁ ㅂ ㅇ; a double coda keeps one
-  consonant (ㄺ ㄻ ㄿ the second, the others the first; ㄺ before ㄱ keeps ㄹ):
-  부엌 [부억], 꽃 [꼳], 닭 [닥], 값 [갑], 삶 [삼], 여덟 [여덜], 맑게 [말께].
+  consonant (ㄺ ㄻ ㄿ the second, the others the first; ㄺ before ㄱ keeps ㄹ, as verb stems
+  do, except in the nouns 닭 흙 칡 삵): 부엌 [부억], 꽃 [꼳], 닭 [닥], 값 [갑], 삶 [삼],
+  여덟 [여덜], 맑게 [말께], 닭고기 [닥꼬기].
 - ㄹ nasalisation: ㄹ -> ㄴ after ㅁ ㅇ ㄱ ㅂ: 종로 [종노], 담력 [담녁], 백로 [뱅노].
 - lateralisation: ㄴ + ㄹ and ㄹ + ㄴ -> ㄹ + ㄹ: 신라 [실라], 칼날 [칼랄].
 - nasalisation: ㄱ ㄷ ㅂ before ㄴ ㅁ -> ㅇ ㄴ ㅁ: 국물 [궁물], 있는 [인는], 앞마당 [암마당].
@@ -29,7 +30,9 @@ each syllable boundary (the coda of one syllable, the onset of the next):
   verb-stem codas ㄵ ㄻ ㄺ ㄼ ㄾ: 국밥 [국빱], 학교 [학꾜], 읽다 [익따], 넓게 [널께].
 - vowels: ㅢ after a consonant -> ㅣ (희망 [히망]); 져 쪄 쳐 -> 저 쩌 처 (가져 [가저]).
 
-Not handled (they need morphology or a word list): ㄴ insertion (솜이불 [솜니불]),
+Not handled (they need morphology or a word list): liaison across a morpheme boundary,
+where the coda is neutralised first (맛없다 [마덥따], 겉옷 [거돋], 값어치 [가버치]; we give
+[마섭따], [거톧], [갑써치]), ㄴ insertion (솜이불 [솜니불]),
 tensification after ㄴ/ㅁ verb stems and in Sino-Korean words (신고 [신꼬], 갈등 [갈뜽]),
 exceptions such as 밟다 [밥따], 의견란 [의견난] and nouns with ㄻ ㄼ (삶과 [삼과]),
 rules across word boundaries. Put such words in the lexicon: its entries win over the G2P.
@@ -133,10 +136,12 @@ _ASPIRATE = dict(zip("ㄱㄷㅈ", "ㅋㅌㅊ"))  # after a ㅎ coda
 _WITH_H = dict(zip("ㄱㄲㅋㄷㅅㅆㅌㅈㅊㅂㅍ", "ㅋㅋㅋㅌㅌㅌㅌㅊㅊㅍㅍ"))  # stop coda + ㅎ onset
 _NASAL = dict(zip("ㄱㄷㅂ", "ㅇㄴㅁ"))
 _STEM_CODAS = "ㄵㄻㄺㄼㄾ"  # double codas of verb stems: they tense the next lax consonant
+_RG_NOUNS = "닭흙칡삵"  # nouns ending in ㄺ: it stays ㄱ before ㄱ (닭고기 [닥꼬기]), unlike verb stems
 
 
-def _boundary(coda: str, onset: str, vowel: str) -> tuple[str, str]:
-    """The pronounced (coda, onset) at one syllable boundary inside a word."""
+def _boundary(coda: str, onset: str, vowel: str, noun: bool = False) -> tuple[str, str]:
+    """The pronounced (coda, onset) at one syllable boundary inside a word (``noun``: the
+    syllable is one of :data:`_RG_NOUNS`)."""
     if not coda:
         return coda, onset
     first, second = _SPLIT.get(coda, ("", coda))
@@ -163,7 +168,7 @@ def _boundary(coda: str, onset: str, vowel: str) -> tuple[str, str]:
         merged = _WITH_H[second]
         return first, ("ㅊ" if merged == "ㅌ" and vowel == "ㅣ" else merged)  # 굳히다 [구치다]
     tensing = coda in _STEM_CODAS
-    c = "ㄹ" if coda == "ㄺ" and onset == "ㄱ" else _NEUTRAL[coda]  # 맑게 [말께]
+    c = "ㄹ" if coda == "ㄺ" and onset == "ㄱ" and not noun else _NEUTRAL[coda]  # 맑게 [말께]
     if onset == "ㄹ":
         if c == "ㄴ":  # 신라 [실라]
             c = "ㄹ"
@@ -196,8 +201,8 @@ def pronounce(word: str) -> str:
     if not word or bad:
         raise HMMValueError(f"word must be Hangul syllables only; got {word!r} (non-Hangul: {''.join(bad)!r})")
     syl = [list(decompose(ch)) for ch in word]
-    for a, b in zip(syl, syl[1:]):
-        a[2], b[0] = _boundary(a[2], b[0], b[1])
+    for ch, a, b in zip(word, syl, syl[1:]):
+        a[2], b[0] = _boundary(a[2], b[0], b[1], noun=ch in _RG_NOUNS)
     syl[-1][2] = _NEUTRAL[syl[-1][2]]
     for s in syl:
         if s[1] == "ㅢ" and s[0] != "ㅇ":  # 희망 [히망]
