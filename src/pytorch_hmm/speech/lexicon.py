@@ -32,6 +32,11 @@ G2P = Callable[[str], Optional[Sequence[str]]]
 PathLike = Union[str, Path]
 
 
+def is_phone_name(name: object) -> bool:
+    """True for a usable phone name: a non-empty str without whitespace."""
+    return isinstance(name, str) and bool(name) and not any(c.isspace() for c in name)
+
+
 @dataclass(frozen=True)
 class Pronunciation:
     """One pronunciation of a word.
@@ -55,7 +60,7 @@ class Pronunciation:
         if isinstance(phones, str) or not isinstance(phones, Iterable):
             raise HMMValueError(f"phones must be a sequence of phone names, not one string; got {phones!r}")
         phones = tuple(phones)
-        if not phones or not all(isinstance(p, str) and p and not any(c.isspace() for c in p) for p in phones):
+        if not phones or not all(map(is_phone_name, phones)):
             raise HMMValueError(f"phones must be a non-empty sequence of names without spaces; got {phones!r}")
         object.__setattr__(self, "phones", phones)
         if not 0.0 < self.probability <= 1.0:
@@ -220,7 +225,7 @@ class Lexicon:
 
     Args:
         entries: word -> pronunciations (each a sequence of phones or a :class:`Pronunciation`).
-            Words are case-folded (Unicode NFC); repeated pronunciations are merged.
+            Words are lower-cased (Unicode NFC); repeated pronunciations are merged.
         g2p: called with a word the entries lack; returns its phones, or ``None`` (OOV).
         g2p_phones: the phones the G2P can produce (they join :attr:`phones`).
         oov_phone: the phone an OOV word is transcribed as (spoken noise).
@@ -241,7 +246,7 @@ class Lexicon:
         if g2p is not None and not callable(g2p):
             raise HMMValueError(f"g2p must be callable (word -> phones or None); got {type(g2p).__name__}")
         for name, phone in (("oov_phone", oov_phone), ("silence_phone", silence_phone or "sil")):
-            if not (isinstance(phone, str) and phone and not any(c.isspace() for c in phone)):
+            if not is_phone_name(phone):
                 raise HMMValueError(f"{name} must be a non-empty phone name without spaces; got {phone!r}")
         self._entries: dict[str, tuple[Pronunciation, ...]] = {}
         # a read-only word -> phone lists source (the CMU dictionary), converted on look-up

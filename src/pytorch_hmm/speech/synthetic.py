@@ -49,6 +49,7 @@ import numpy as np
 
 from ..errors import HMMValueError
 from .audio import check_sample_rate, resample
+from .lexicon import Lexicon, is_phone_name
 
 __all__ = [
     "PhoneInterval",
@@ -85,7 +86,7 @@ class PhoneInterval:
     end: float
 
     def __post_init__(self) -> None:
-        if not isinstance(self.phone, str) or not self.phone or any(c.isspace() for c in self.phone):
+        if not is_phone_name(self.phone):
             raise HMMValueError(f"phone must be a non-empty name without whitespace; got {self.phone!r}")
         start, end = float(self.start), float(self.end)
         if not (math.isfinite(start) and math.isfinite(end) and 0.0 <= start <= end):
@@ -475,7 +476,7 @@ def _check_phones(phones: Sequence[str]) -> tuple[str, ...]:
     if isinstance(phones, str) or not isinstance(phones, Sequence) or not phones:
         raise HMMValueError(f"phones must be a non-empty sequence of phone names; got {phones!r}")
     for i, p in enumerate(phones):
-        if not isinstance(p, str) or not p or any(c.isspace() for c in p):
+        if not is_phone_name(p):
             raise HMMValueError(f"phones[{i}] must be a non-empty name without whitespace; got {p!r}")
     return tuple(phones)
 
@@ -641,17 +642,10 @@ def synthesize_phones(
     return Synthesis(audio, rate, intervals)
 
 
-def _default_lexicon(korean: bool):
-    from .lexicon import Lexicon
-
-    return Lexicon.korean() if korean else _english_lexicon()
-
-
-@functools.lru_cache(maxsize=1)
-def _english_lexicon():
-    from .lexicon import Lexicon
-
-    return Lexicon.from_cmudict(stress="fold")
+@functools.lru_cache(maxsize=2)
+def _default_lexicon(korean: bool) -> Lexicon:
+    """The numpy engine's lexicon, made once per process: Korean G2P, or CMUdict without stress."""
+    return Lexicon.korean() if korean else Lexicon.from_cmudict(stress="fold")
 
 
 def synthesize(
@@ -659,7 +653,7 @@ def synthesize(
     *,
     engine: str = "auto",
     voice: Optional[str] = None,
-    lexicon=None,
+    lexicon: Optional[Lexicon] = None,
     sample_rate: Optional[int] = None,
     seed: int = 0,
     utterance_id: Optional[str] = None,
@@ -769,7 +763,7 @@ def build_corpus(
     *,
     layout: str = "folder",
     engine: str = "auto",
-    lexicon=None,
+    lexicon: Optional[Lexicon] = None,
     voice: Optional[str] = None,
     speaker: Union[str, Sequence[str], None] = None,
     sample_rate: Optional[int] = None,
