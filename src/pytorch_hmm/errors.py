@@ -13,6 +13,13 @@ class HMMValueError(ValueError):
     """Bad input value (NaN, out-of-range lengths, probabilities that do not sum to 1, ...)."""
 
 
+class HMMTypeError(HMMValueError, TypeError):
+    """An argument has the wrong type (e.g. a list where a tensor is needed).
+
+    Also a ``TypeError``, so ``except TypeError`` keeps working.
+    """
+
+
 class HMMDimensionError(HMMValueError):
     """An input tensor has the wrong number of dimensions or the wrong shape.
 
@@ -64,6 +71,7 @@ class AudioError(HMMValueError):
 __all__ = [
     "AudioError",
     "HMMValueError",
+    "HMMTypeError",
     "HMMDimensionError",
     "HMMDtypeError",
     "HMMDeviceError",

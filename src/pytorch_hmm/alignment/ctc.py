@@ -24,7 +24,7 @@ from torch import nn
 
 from ..errors import HMMDimensionError, HMMDtypeError, HMMValueError, InfeasibleAlignmentError
 from ..kernel import log_partition, viterbi
-from ..kernel.inputs import _check_finite_or_neginf, check_frame_scores, check_lengths, frame_mask
+from ..validation import check_finite_or_neginf, check_frame_scores, check_lengths, frame_mask
 from ..transitions import Banded
 from .spans import TokenSpan, merge_tokens
 
@@ -155,7 +155,7 @@ def ctc_greedy_decode(log_probs: torch.Tensor, input_lengths: IntsLike = None, b
     _check_blank(blank, c)
     lengths = check_lengths(input_lengths, "input_lengths", bsz, t_max, lp.device)
     valid = frame_mask(lengths, t_max, lp.device)
-    _check_finite_or_neginf(lp, "log_probs", valid[:, :, None])
+    check_finite_or_neginf(lp, "log_probs", valid[:, :, None])
     best = lp.argmax(-1).masked_fill(~valid, -1)
     previous = torch.cat([best.new_full((bsz, 1), -1), best[:, :-1]], 1)
     keep = valid & (best != previous) & (best != blank)
@@ -291,7 +291,7 @@ def _validate(log_probs, targets, input_lengths, target_lengths, blank) -> _Batc
             f"got {int(padded[b, i])} at position {i} of batch item {b}"
         )
     padded = padded.masked_fill(~inside, blank)
-    _check_finite_or_neginf(lp, "log_probs", frame_mask(in_len, t_max, lp.device)[:, :, None])
+    check_finite_or_neginf(lp, "log_probs", frame_mask(in_len, t_max, lp.device)[:, :, None])
     return _Batch(lp, padded, in_len, tgt_len, blank)
 
 

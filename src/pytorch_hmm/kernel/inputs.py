@@ -15,23 +15,14 @@ The canonicalisation uses differentiable ops only, so gradients reach the user's
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import Optional, Sequence, Union
+from typing import Optional, Union
 
 import torch
 
-from ..errors import HMMDeviceError, HMMDimensionError, HMMDtypeError, HMMValueError
+from ..errors import HMMDeviceError, HMMDimensionError, HMMDtypeError, HMMTypeError
 from ..transitions import Dense, TransitionStructure
-
-_FLOAT_DTYPES = (torch.float32, torch.float64)
-
-LengthsLike = Union[torch.Tensor, Sequence[int], None]
-
-
-def frame_mask(lengths, num_frames: int, device) -> torch.Tensor:
-    """``(B, T)`` bool, True at frames before each sequence's length."""
-    return torch.arange(num_frames, device=device)[None, :] < torch.as_tensor(lengths, device=device)[:, None]
+from ..validation import LengthsLike, check_finite_or_neginf, check_frame_scores, check_lengths, check_tensor, frame_mask
 
 
 @dataclass
@@ -68,7 +59,7 @@ def as_structure(transitions: Union[TransitionStructure, torch.Tensor]) -> Trans
         return transitions
     if isinstance(transitions, torch.Tensor):
         return Dense(transitions)
-    raise TypeError(
+    raise HMMTypeError(
         "transitions must be a pytorch_hmm.transitions.Dense or Banded structure "
         f"(or a (K, K) log-probability tensor); got {type(transitions).__name__}"
     )
@@ -100,45 +91,22 @@ def prepare(
         trans = trans.masked_fill(~structure.valid_mask(), float("-inf"))
     if structure.time_varying:
         step_valid = mask[:, 1:]  # step t (frame t -> t+1) is used iff t + 1 < length
-        _check_finite_or_neginf(trans, "transitions.log_probs", step_valid[:, :, None, None])
+        check_finite_or_neginf(trans, "transitions.log_probs", step_valid[:, :, None, None])
         trans = torch.where(step_valid[:, :, None, None], trans, torch.zeros((), dtype=e.dtype, device=e.device))
     else:
-        _check_finite_or_neginf(trans, "transitions.log_probs", None)
+        check_finite_or_neginf(trans, "transitions.log_probs", None)
         trans = trans.unsqueeze(-3)  # add S = 1
         if structure.batch_size is None:
             trans = trans.unsqueeze(0)  # B' = 1
     e = torch.where(mask[:, :, None], e, torch.zeros((), dtype=e.dtype, device=e.device))
-    _check_finite_or_neginf(e, "log_emissions", None)
-    _check_finite_or_neginf(init, "log_init", None)
-    _check_finite_or_neginf(final, "log_final", None)
+    check_finite_or_neginf(e, "log_emissions", None, " (at valid frames)")
+    check_finite_or_neginf(init, "log_init", None)
+    check_finite_or_neginf(final, "log_final", None)
     return ChainProblem(e, trans, structure.kind, init, final, lens, structure.time_varying)
 
 
 def _check_emissions(x: torch.Tensor) -> torch.Tensor:
     return check_frame_scores(x, "log_emissions", "K", "state")
-
-
-def check_frame_scores(x: torch.Tensor, name: str, last: str, unit: str, layout: str = "") -> torch.Tensor:
-    """A non-empty float32/float64 ``(B, T, last)`` tensor of per-frame scores (emissions, CTC
-    log-probabilities); ``unit`` names the last axis' entries, ``layout`` prefixes the shape."""
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of shape (B, T, {last}); got {type(x).__name__}")
-    if x.ndim != 3:
-        raise HMMDimensionError(
-            f"{name} must be {layout}(B, T, {last}); got shape {tuple(x.shape)}",
-            expected_shape=("B", "T", last),
-            actual_shape=x.shape,
-            suggestion=f"for a single sequence use {name}.unsqueeze(0)" if x.ndim == 2 else None,
-        )
-    if x.dtype not in _FLOAT_DTYPES:
-        raise HMMDtypeError(f"{name} must be float32 or float64; got {x.dtype}")
-    if 0 in x.shape:
-        raise HMMDimensionError(
-            f"{name} must have at least one sequence, frame and {unit}; got shape {tuple(x.shape)}",
-            expected_shape=("B>0", "T>0", f"{last}>0"),
-            actual_shape=x.shape,
-        )
-    return x
 
 
 def _check_structure(s: TransitionStructure, e: torch.Tensor) -> None:
@@ -176,8 +144,7 @@ def _check_structure(s: TransitionStructure, e: torch.Tensor) -> None:
 
 def _check_state_vector(x: torch.Tensor, name: str, e: torch.Tensor) -> torch.Tensor:
     b, _, k = e.shape
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of shape (K,) or (B, K); got {type(x).__name__}")
+    check_tensor(x, name, "(K,) or (B, K)")
     if x.shape not in ((k,), (b, k)):
         raise HMMDimensionError(
             f"{name} must be (K,) or (B, K) with B == {b}, K == {k}; got shape {tuple(x.shape)}",
@@ -191,68 +158,7 @@ def _check_state_vector(x: torch.Tensor, name: str, e: torch.Tensor) -> torch.Te
     return x.expand(b, k)
 
 
-def check_lengths(
-    lengths: LengthsLike,
-    name: str,
-    batch: int,
-    limit: Optional[int],
-    device,
-    *,
-    low: int = 1,
-    limit_name: Optional[str] = None,
-) -> torch.Tensor:
-    """Validate ``lengths`` (``None``, a ``(B,)`` integer tensor or a sequence of ints).
-
-    Returns ``(B,)`` int64 on ``device`` with values in ``[low, limit]`` (``limit=None``: no upper
-    bound), all ``limit`` when ``lengths`` is ``None``. Errors name the argument ``name``;
-    ``limit_name`` (e.g. ``"T"``) also names the upper bound in the range message. One host
-    sync (the range check).
-    """
-    if lengths is None:
-        if limit is None:
-            raise HMMValueError(f"{name} is required")
-        return torch.full((batch,), limit, dtype=torch.long, device=device)
-    if not isinstance(lengths, torch.Tensor):
-        try:
-            lengths = torch.as_tensor(lengths)
-        except (TypeError, ValueError, RuntimeError) as err:
-            raise HMMValueError(f"{name} must be a (B,) sequence of integers; got {lengths!r}") from err
-    if lengths.dtype.is_floating_point or lengths.dtype.is_complex or lengths.dtype == torch.bool:
-        raise HMMDtypeError(f"{name} must have an integer dtype; got {lengths.dtype}")
-    if lengths.shape != (batch,):
-        raise HMMDimensionError(
-            f"{name} must be (B,) with B == {batch}; got shape {tuple(lengths.shape)}",
-            expected_shape=(batch,),
-            actual_shape=lengths.shape,
-        )
-    lo, hi = int(lengths.min()), int(lengths.max())
-    if lo < low or (limit is not None and hi > limit):
-        if limit is None:
-            bound = f">= {low}"
-        else:
-            bound = "in " + (f"[{low}, {limit_name}] = " if limit_name else "") + f"[{low}, {limit}]"
-        raise HMMValueError(f"{name} must be {bound}; got values in [{lo}, {hi}]")
-    return lengths.to(device=device, dtype=torch.long)
-
-
 def _check_lengths(lengths: LengthsLike, e: torch.Tensor) -> torch.Tensor:
     """:func:`check_lengths` for the chain kernels: ``lengths`` of ``e`` ``(B, T, K)``, in ``[1, T]``."""
     b, t, _ = e.shape
     return check_lengths(lengths, "lengths", b, t, e.device, limit_name="T")
-
-
-def _check_finite_or_neginf(x: torch.Tensor, name: str, where: Optional[torch.Tensor]) -> None:
-    """Raise if ``x`` holds NaN or +inf (at positions where ``where`` is True).
-
-    One reduction in the common case: the maximum is NaN or +inf iff such an entry exists.
-    """
-    x = x.detach()
-    if where is not None:
-        x = torch.where(where, x, torch.zeros((), dtype=x.dtype, device=x.device))
-    if x.numel() == 0:
-        return
-    top = float(x.max())
-    if math.isnan(top) or top == math.inf:
-        kind = "NaN" if bool(torch.isnan(x).any()) else "+inf"
-        scope = " (at valid frames)" if name == "log_emissions" else ""
-        raise HMMValueError(f"{name} must not contain NaN or +inf{scope}; found {kind}")

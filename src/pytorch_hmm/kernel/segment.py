@@ -25,7 +25,8 @@ import torch
 from ..errors import HMMDeviceError, HMMDimensionError, HMMDtypeError, HMMValueError
 from . import segment_loops as loops
 from .chain import _exp_flushed_, _static_dense_edges
-from .inputs import LengthsLike, _check_emissions, _check_finite_or_neginf, _check_lengths, _check_state_vector, frame_mask
+from ..validation import LengthsLike, check_finite_or_neginf, frame_mask
+from .inputs import _check_emissions, _check_lengths, _check_state_vector
 from .segment_loops import SegmentProblem
 
 __all__ = [
@@ -85,7 +86,7 @@ def _prepare(log_emissions, log_transitions, log_durations, log_init, lengths, l
     e = torch.where(frame_mask(lens, t, e.device)[:, :, None], e, torch.zeros((), dtype=e.dtype, device=e.device))
     for x, name in ((e, "log_emissions"), (trans, "log_transitions"), (durations, "log_durations"),
                     (init, "log_init"), (final, "log_final")):
-        _check_finite_or_neginf(x, name, None)
+        check_finite_or_neginf(x, name, None, " (at valid frames)" if name == "log_emissions" else "")
     return SegmentProblem(e, trans, durations[..., :t], init, final, lens), d
 
 
