@@ -1,15 +1,17 @@
 """CTC loss, forced alignment and greedy decoding on the shared chain kernel.
 
 A target ``l_1 .. l_S`` becomes the blank-extended chain of ``K = 2 S + 1`` states
-``(blank, l_1, blank, l_2, ..., l_S, blank)``, stored as :class:`~pytorch_hmm.transitions.Banded`
-transitions of width 3: stay (``w = 0``), next (``w = 1``) and skip a blank (``w = 2``, only
+``(blank, l_1, blank, l_2, ..., l_S, blank)``, a :class:`~pytorch_hmm.alignment.graph.StateGraph`
+over the ``C`` classes with :class:`~pytorch_hmm.transitions.Banded` transitions of width 3: stay (``w = 0``), next (``w = 1``) and skip a blank (``w = 2``, only
 into a label that differs from the label two states back). A path may start in the first
 blank or the first label and must end in the last label or the last blank. Emissions are
 ``log_probs`` gathered at each state's token, so ``-log_partition`` of this chain is the CTC
-loss and :func:`~pytorch_hmm.kernel.viterbi` on it is CTC forced alignment.
+loss and :func:`~pytorch_hmm.kernel.viterbi` on it is CTC forced alignment. Each label state
+is its own graph position (blanks have none), so the token spans of an alignment are the
+graph's segments.
 
 Batches hold targets of different lengths: the chain has ``K = 2 S_max + 1`` states and the
-states past ``2 S_b + 1`` of a shorter target are unreachable (``-inf`` everywhere).
+states past ``2 S_b + 1`` of a shorter target are padding states (unit ``-1``, unreachable).
 
 ``log_probs`` are batch-first ``(B, T, C)`` (``torch.nn.functional.ctc_loss`` is time-first).
 """
@@ -23,10 +25,10 @@ import torch
 from torch import nn
 
 from ..errors import HMMDimensionError, HMMDtypeError, HMMValueError, InfeasibleAlignmentError
-from ..kernel import log_partition, viterbi
 from ..validation import check_finite_or_neginf, check_frame_scores, check_lengths, frame_mask
 from ..transitions import Banded
-from .spans import TokenSpan, merge_tokens
+from .graph import StateGraph
+from .spans import TokenSpan
 
 __all__ = ["ctc_loss", "ctc_forced_align", "ctc_greedy_decode", "CTCAligner", "CTCAlignment"]
 
@@ -44,17 +46,6 @@ class _Batch:
     input_lengths: torch.Tensor
     target_lengths: torch.Tensor
     blank: int
-
-
-@dataclass
-class _Graph:
-    """The blank-extended chain: ``labels (B, K)`` token per state and the kernel's inputs."""
-
-    labels: torch.Tensor
-    emissions: torch.Tensor  # (B, T, K)
-    transitions: Banded  # (B, K, min(3, K))
-    log_init: torch.Tensor  # (B, K)
-    log_final: torch.Tensor  # (B, K)
 
 
 def ctc_loss(
@@ -93,8 +84,7 @@ def ctc_loss(
     if reduction not in REDUCTIONS:
         raise HMMValueError(f"reduction must be one of {REDUCTIONS}; got {reduction!r}")
     batch = _validate(log_probs, targets, input_lengths, target_lengths, blank)
-    g = _graph(batch)
-    loss = -log_partition(g.emissions, g.transitions, g.log_init, batch.input_lengths, g.log_final, backend=backend)
+    loss = -_graph(batch).log_partition(batch.log_probs, batch.input_lengths, backend=backend)
     if zero_infinity:
         loss = torch.where(torch.isinf(loss), torch.zeros((), dtype=loss.dtype, device=loss.device), loss)
     if reduction == "none":
@@ -127,9 +117,15 @@ def ctc_forced_align(
             separate equal consecutive tokens), or every alignment hits a ``-inf`` log-prob.
     """
     batch = _validate(log_probs, targets, input_lengths, target_lengths, blank)
+    _, _, labels, scores = _align(batch, backend)
+    return labels, scores
+
+
+def _align(batch: _Batch, backend: str) -> Tuple[StateGraph, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(graph, state paths (B, T), labels (B, T), scores (B, T))`` of :func:`ctc_forced_align`."""
     _check_feasible(batch)
     g = _graph(batch)
-    paths, best = viterbi(g.emissions, g.transitions, g.log_init, batch.input_lengths, g.log_final, backend=backend)
+    paths, best = g.viterbi(batch.log_probs, batch.input_lengths, backend=backend)
     dead = torch.isneginf(best)
     if bool(dead.any()):
         b = int(dead.nonzero()[0, 0])
@@ -138,10 +134,7 @@ def ctc_forced_align(
             f"{int(batch.target_lengths[b])} tokens to its {int(batch.input_lengths[b])} frames "
             "passes through a frame where log_probs of the required token is -inf"
         )
-    padded = paths < 0
-    labels = g.labels.gather(1, paths.clamp(min=0)).masked_fill(padded, -1)
-    scores = batch.log_probs.gather(2, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-    return labels, scores.masked_fill(padded, 0.0)
+    return g, paths, g.path_units(paths), g.path_scores(batch.log_probs, paths)
 
 
 def ctc_greedy_decode(log_probs: torch.Tensor, input_lengths: IntsLike = None, blank: int = 0) -> List[List[int]]:
@@ -200,9 +193,15 @@ class CTCAligner(nn.Module):
     def align(
         self, log_probs: torch.Tensor, targets: torch.Tensor, input_lengths: IntsLike = None, target_lengths: IntsLike = None
     ) -> CTCAlignment:
-        """Forced alignment (see :func:`ctc_forced_align`) and its token spans (:func:`merge_tokens`)."""
-        labels, scores = ctc_forced_align(log_probs, targets, input_lengths, target_lengths, self.blank, backend=self.backend)
-        return CTCAlignment(labels, scores, merge_tokens(labels, scores, self.blank))
+        """Forced alignment (see :func:`ctc_forced_align`) and its token spans: the segments of the label states.
+
+        Equal to :func:`~pytorch_hmm.alignment.merge_tokens` of the frame labels (CTC puts a
+        blank between equal tokens), built from graph positions.
+        """
+        batch = _validate(log_probs, targets, input_lengths, target_lengths, self.blank)
+        g, paths, labels, scores = _align(batch, self.backend)
+        spans = [[TokenSpan(s.unit, s.start, s.end, s.score) for s in row] for row in g.segments(paths, scores)]
+        return CTCAlignment(labels, scores, spans)
 
     def decode(self, log_probs: torch.Tensor, input_lengths: IntsLike = None) -> List[List[int]]:
         """Greedy (best-path) decoding (see :func:`ctc_greedy_decode`)."""
@@ -217,10 +216,10 @@ class CTCAligner(nn.Module):
 # ---------------------------------------------------------------------------------------
 
 
-def _graph(batch: _Batch) -> _Graph:
+def _graph(batch: _Batch) -> StateGraph:
     """Build the ``K = 2 S_max + 1`` state chain (see the module docstring)."""
     lp, targets, target_lengths = batch.log_probs, batch.targets, batch.target_lengths
-    bsz, t_max, _ = lp.shape
+    bsz = lp.shape[0]
     k = 2 * targets.shape[1] + 1
     dev, dtype = lp.device, lp.dtype
     labels = torch.full((bsz, k), batch.blank, dtype=torch.long, device=dev)
@@ -228,10 +227,7 @@ def _graph(batch: _Batch) -> _Graph:
     num_states = (2 * target_lengths + 1)[:, None]  # (B, 1)
     has_label = (target_lengths > 0)[:, None]
     states = torch.arange(k, device=dev)[None]  # (1, K)
-    # pad states read an appended -inf class: one gather, no second pass over (B, T, K)
-    with_impossible = torch.cat([lp, lp.new_full((bsz, t_max, 1), _NEG_INF)], -1)
-    index = labels.masked_fill(states >= num_states, lp.shape[2])
-    emissions = with_impossible.gather(2, index[:, None, :].expand(bsz, t_max, k))
+    padding = states >= num_states
 
     width = min(3, k)
     moves = torch.arange(width, device=dev)
@@ -245,7 +241,8 @@ def _graph(batch: _Batch) -> _Graph:
     trans = torch.where(allowed, zero, neg_inf)
     init = torch.where((states == 0) | ((states == 1) & has_label), zero, neg_inf)
     final = torch.where((states == num_states - 1) | ((states == num_states - 2) & has_label), zero, neg_inf)
-    return _Graph(labels, emissions, Banded(trans), init, final)
+    positions = states.masked_fill(padding | (states % 2 == 0), -1).expand(bsz, k)
+    return StateGraph(labels.masked_fill(padding, -1), Banded(trans), init, final, positions=positions)
 
 
 def _repeats(batch: _Batch) -> torch.Tensor:

@@ -1,21 +1,26 @@
-"""Token spans: runs of equal frame labels turned into (token, start, end, score) segments.
+"""Spans: runs of frames turned into (unit, start, end, score) segments.
 
-:func:`merge_tokens` turns a frame-level CTC alignment (from
-:func:`~pytorch_hmm.alignment.ctc_forced_align`) into one :class:`TokenSpan` per emitted
-token: consecutive equal frames merge, blanks and padding (``-1``) are dropped, and a token
-repeated with a blank between its runs gives two spans.
+:func:`path_segments` turns a path of graph states (a Viterbi path on a
+:class:`~pytorch_hmm.alignment.graph.StateGraph`) into one
+:class:`~pytorch_hmm.alignment.segments.Segment` per run of frames in one graph position, so
+two equal adjacent phones (two positions) stay two segments. :func:`merge_tokens` turns a
+frame-level CTC alignment (from :func:`~pytorch_hmm.alignment.ctc_forced_align`) into one
+:class:`TokenSpan` per emitted token: consecutive equal frames merge, blanks and padding
+(``-1``) are dropped, and a token repeated with a blank between its runs gives two spans.
+Both score a span by the mean per-frame probability ``exp(score_t)``, in ``[0, 1]``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Union
+from typing import Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 
 from ..errors import HMMDimensionError, HMMDtypeError, HMMValueError
+from .segments import Segment
 
-__all__ = ["TokenSpan", "merge_tokens"]
+__all__ = ["TokenSpan", "merge_tokens", "path_segments"]
 
 
 @dataclass(frozen=True)
@@ -53,28 +58,75 @@ def merge_tokens(
     single = labels.ndim == 1
     if single:
         labels, scores = labels[None], scores[None]
-    bsz, t_max = labels.shape
+    out: List[List[TokenSpan]] = [[] for _ in range(labels.shape[0])]
+    for row, token, start, end, score in _runs(labels, (labels != blank) & (labels >= 0), scores, labels):
+        out[row].append(TokenSpan(token, start, end, score))
+    return out[0] if single else out
+
+
+def path_segments(
+    paths: torch.Tensor,
+    positions: torch.Tensor,
+    units: torch.Tensor,
+    scores: torch.Tensor,
+    labels: Optional[Sequence[Sequence[Union[str, int]]]] = None,
+) -> List[List[Segment]]:
+    """Segments of a path of graph states: consecutive frames merge while they stay in one graph position.
+
+    Args:
+        paths: ``(B, T)`` int64 state per frame, ``-1`` at padded frames.
+        positions: ``(B, K)`` int64 position id per state; ``-1`` = not reported (blank, padding).
+        units: ``(B, K)`` int64 unit id per state (the segment's unit without ``labels``).
+        scores: ``(B, T)`` float per-frame log-score; a segment scores the mean of ``exp(scores)``.
+        labels: optional per item the unit to report for each position id.
+
+    Returns one list of :class:`~pytorch_hmm.alignment.segments.Segment` (frames, ``end``
+    exclusive) per item. Two equal adjacent units in different positions stay two segments.
+    """
+    if not isinstance(scores, torch.Tensor) or scores.shape != paths.shape or not scores.dtype.is_floating_point:
+        got = tuple(scores.shape) if isinstance(scores, torch.Tensor) else type(scores).__name__
+        raise HMMDimensionError(
+            f"scores must be a float tensor with the shape of paths {tuple(paths.shape)}; got {got}",
+            expected_shape=paths.shape,
+            actual_shape=scores.shape if isinstance(scores, torch.Tensor) else None,
+        )
+    if labels is not None and len(labels) != paths.shape[0]:
+        raise HMMValueError(f"labels must hold one sequence per batch item ({paths.shape[0]}); got {len(labels)}")
+    state = paths.clamp(min=0)
+    key = positions.gather(1, state).masked_fill(paths < 0, -1)  # (B, T) position per frame
+    values = units.gather(1, state) if labels is None else key
+    out: List[List[Segment]] = [[] for _ in range(paths.shape[0])]
+    for row, value, start, end, score in _runs(key, key >= 0, scores.to(paths.device), values):
+        out[row].append(Segment(value if labels is None else labels[row][value], start, end, score))
+    return out
+
+
+def _runs(
+    keys: torch.Tensor, keep: torch.Tensor, scores: torch.Tensor, values: torch.Tensor
+) -> Iterator[Tuple[int, int, int, int, float]]:
+    """``(row, values at the run's first frame, start, end, mean exp(score))`` of each run of equal
+    ``keys`` ``(B, T)`` whose ``keep`` is True (``end`` exclusive, frames within the row).
+
+    Vectorised over the batch: one pass of tensor ops, then one host transfer.
+    """
+    bsz, t_max = keys.shape
     if t_max == 0:
-        return [] if single else [[] for _ in range(bsz)]
-    # a run starts at frame 0 of every row and wherever the label changes
-    change = torch.ones_like(labels, dtype=torch.bool)
-    change[:, 1:] = labels[:, 1:] != labels[:, :-1]
+        return iter(())
+    # a run starts at frame 0 of every row and wherever the key changes
+    change = torch.ones_like(keys, dtype=torch.bool)
+    change[:, 1:] = keys[:, 1:] != keys[:, :-1]
     flat_starts = change.reshape(-1).nonzero().squeeze(1)
     flat_ends = torch.cat([flat_starts[1:], flat_starts.new_tensor([bsz * t_max])])
     # a run never crosses a row boundary, because every row starts a new run
-    tokens = labels.reshape(-1)[flat_starts]
     probs = scores.detach().reshape(-1).to(torch.float64).exp()
     cumulative = torch.cat([probs.new_zeros(1), probs.cumsum(0)])
     # clamped: differences of one running sum over the batch can round a mean of ones past 1
     mean = ((cumulative[flat_ends] - cumulative[flat_starts]) / (flat_ends - flat_starts)).clamp_(0.0, 1.0)
-    keep = (tokens != blank) & (tokens >= 0)
-    rows = (flat_starts // t_max)[keep].tolist()
-    starts = (flat_starts % t_max)[keep].tolist()
-    lengths = (flat_ends - flat_starts)[keep].tolist()
-    out: List[List[TokenSpan]] = [[] for _ in range(bsz)]
-    for row, tok, start, n, score in zip(rows, tokens[keep].tolist(), starts, lengths, mean[keep].tolist()):
-        out[row].append(TokenSpan(tok, start, start + n, score))
-    return out[0] if single else out
+    kept = keep.reshape(-1)[flat_starts]
+    starts, ends = flat_starts[kept], flat_ends[kept]
+    rows = starts // t_max
+    return zip(rows.tolist(), values.reshape(-1)[starts].tolist(), (starts % t_max).tolist(),
+               (ends - rows * t_max).tolist(), mean[kept].tolist())
 
 
 def _check(labels: torch.Tensor, scores: torch.Tensor, blank: int):
