@@ -277,8 +277,8 @@ def test_auto_engine_prefers_the_installed_tools() -> None:
 
 
 def test_auto_engine_falls_back_to_numpy(monkeypatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(synthetic, "flite_available", lambda: False)
-    monkeypatch.setattr(synthetic, "espeak_available", lambda: False)
+    monkeypatch.setattr(synthetic.engine, "flite_available", lambda: False)
+    monkeypatch.setattr(synthetic.engine, "espeak_available", lambda: False)
     corpus = build_corpus(tmp_path, ENGLISH[:1], lexicon=TINY)
     assert corpus.engine == "numpy" and corpus.sample_rate == 16000
 
@@ -484,11 +484,11 @@ def test_forced_engines_report_missing_tools(monkeypatch, tmp_path: Path) -> Non
     monkeypatch.setattr(shutil, "which", lambda name: None)
     with pytest.raises(HMMValueError, match=re.escape("engine 'flite' needs the flite program on PATH")):
         build_corpus(tmp_path, ["hello"], engine="flite")
-    monkeypatch.setattr(synthetic, "_ESPEAK", None)
-    monkeypatch.setattr(synthetic, "_espeak_libraries", lambda: [])
+    monkeypatch.setattr(synthetic.espeak, "_ESPEAK", None)
+    monkeypatch.setattr(synthetic.espeak, "_espeak_libraries", lambda: [])
     assert not synthetic.espeak_available()
     with pytest.raises(HMMValueError, match=re.escape("engine 'espeak' needs libespeak-ng (pip install espeakng-loader")):
         build_corpus(tmp_path, ["hello"], engine="espeak")
-    monkeypatch.setattr(synthetic, "_espeak_libraries", lambda: [("/nonexistent/libespeak-ng.so", None)])
+    monkeypatch.setattr(synthetic.espeak, "_espeak_libraries", lambda: [("/nonexistent/libespeak-ng.so", None)])
     with pytest.raises(HMMValueError, match="not found: /nonexistent/libespeak-ng.so"):
         synthesize_espeak("hello")

@@ -2,6 +2,22 @@
 
 from .ctc import CTCAligner, CTCAlignment, ctc_forced_align, ctc_greedy_decode, ctc_loss
 from .dtw import DTWAligner, DTWResult, dtw, pairwise_cost, soft_dtw, soft_dtw_alignment
+from .segments import (
+    PhoneInterval,
+    Segment,
+    Tiers,
+    check_segments,
+    frames_to_seconds,
+    read_ctm,
+    read_json,
+    read_phone_intervals,
+    read_textgrid,
+    seconds_to_frames,
+    write_ctm,
+    write_json,
+    write_phone_intervals,
+    write_textgrid,
+)
 from .spans import TokenSpan, merge_tokens
 
 __all__ = [
@@ -18,4 +34,18 @@ __all__ = [
     "CTCAlignment",
     "TokenSpan",
     "merge_tokens",
+    "Segment",
+    "PhoneInterval",
+    "Tiers",
+    "check_segments",
+    "frames_to_seconds",
+    "seconds_to_frames",
+    "write_textgrid",
+    "read_textgrid",
+    "write_ctm",
+    "read_ctm",
+    "write_json",
+    "read_json",
+    "write_phone_intervals",
+    "read_phone_intervals",
 ]
