@@ -2,6 +2,7 @@
 
 from .ctc import CTCAligner, CTCAlignment, ctc_forced_align, ctc_greedy_decode, ctc_loss
 from .dtw import DTWAligner, DTWResult, dtw, pairwise_cost, soft_dtw, soft_dtw_alignment
+from .graph import StateGraph
 from .segments import (
     PhoneInterval,
     Segment,
@@ -18,7 +19,7 @@ from .segments import (
     write_phone_intervals,
     write_textgrid,
 )
-from .spans import TokenSpan, merge_tokens
+from .spans import TokenSpan, merge_tokens, path_segments
 
 __all__ = [
     "dtw",
@@ -48,4 +49,6 @@ __all__ = [
     "read_json",
     "write_phone_intervals",
     "read_phone_intervals",
+    "StateGraph",
+    "path_segments",
 ]
