@@ -199,7 +199,7 @@ def test_left_to_right_model_and_state_dict_round_trip():
 @pytest.mark.parametrize(
     "make, error, message",
     [
-        (lambda: HMM(Gaussian(K, D), init_probs=torch.tensor([0.5, 0.6, 0.1])), HMMValueError, "init_probs must sum to 1 along its last axis; got a sum of 1.2"),
+        (lambda: HMM(Gaussian(K, D), init_probs=torch.tensor([0.5, 0.6, 0.1])), HMMValueError, r"each row of init_probs must sum to 1 \(within 0.0001\); found a row summing to 1.2"),
         (lambda: HMM(Gaussian(K, D), init_probs=torch.tensor([0.5, 0.5])), HMMDimensionError, r"init_probs must have shape \(3,\); got \(2,\)"),
         (lambda: HMM(Gaussian(K, D), transitions=torch.eye(2)), HMMDimensionError, r"transitions must have shape \(3, 3\); got \(2, 2\)"),
         (lambda: HMM(Gaussian(K, D), transitions="circular"), HMMValueError, "transitions must be 'ergodic', 'left_to_right'"),

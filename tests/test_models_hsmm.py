@@ -62,7 +62,7 @@ def test_fit_recovers_durations_and_transitions():
     g = torch.Generator().manual_seed(2)
     truth = _true_model()
     with torch.no_grad():
-        truth.transition_logits.copy_(torch.log(torch.tensor([[0.0, 0.8, 0.2], [0.3, 0.0, 0.7], [0.5, 0.5, 0.0]])).double())
+        truth.transition.logits.copy_(torch.log(torch.tensor([[0.0, 0.8, 0.2], [0.3, 0.0, 0.7], [0.5, 0.5, 0.0]])).double())
     x, _ = truth.sample(60, 150, generator=g)
     model = HSMM(Gaussian(3, 2, dtype=torch.float64), Poisson(3, 25))
     model.fit(x, max_iter=60, verbose=False, generator=g)
@@ -151,7 +151,7 @@ def test_error_durations_mismatch():
 def test_error_transitions():
     with pytest.raises(HMMValueError, match=r"transitions must have a zero diagonal"):
         HSMM(Gaussian(2, 1), Poisson(2, 5), transitions=torch.tensor([[0.5, 0.5], [1.0, 0.0]]))
-    with pytest.raises(HMMValueError, match=r"transitions rows must sum to 1 \(or 0"):
+    with pytest.raises(HMMValueError, match=r"each row of transitions must sum to 1 \(or 0 for a state without moves\)"):
         HSMM(Gaussian(2, 1), Poisson(2, 5), transitions=torch.tensor([[0.0, 0.5], [1.0, 0.0]]))
     with pytest.raises(HMMDimensionError, match=r"transitions must have shape \(2, 2\); got \(3, 3\)"):
         HSMM(Gaussian(2, 1), Poisson(2, 5), transitions=torch.zeros(3, 3))

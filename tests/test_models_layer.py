@@ -16,7 +16,7 @@ def test_values_are_the_kernel_posteriors(transitions):
     scores = torch.randn(3, 12, 4, dtype=torch.float64)
     lengths = torch.tensor([12, 7, 9])
     out = layer(scores, lengths)
-    ref = posteriors(scores, layer.transitions, torch.log_softmax(layer.init_logits, -1), lengths)
+    ref = posteriors(scores, layer.transitions, layer.initial.log_probs, lengths)
     torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
     assert (out[1, 7:] == 0).all()
 
@@ -26,15 +26,15 @@ def test_gradcheck(transitions):
     torch.manual_seed(1)
     layer = HMMLayer(3, transitions=transitions, dtype=torch.float64)
     with torch.no_grad():
-        layer.transition_logits.add_(torch.randn_like(layer.transition_logits) * 0.3)
-        layer.init_logits.add_(torch.randn(3, dtype=torch.float64) * 0.3)
+        layer.transition.logits.add_(torch.randn_like(layer.transition.logits) * 0.3)
+        layer.initial.logits.add_(torch.randn(3, dtype=torch.float64) * 0.3)
     scores = torch.randn(2, 5, 3, dtype=torch.float64, requires_grad=True)
     weights = torch.randn(2, 5, 3, dtype=torch.float64)
     assert torch.autograd.gradcheck(lambda s: (layer(s, torch.tensor([5, 3])) * weights).sum(), (scores,))
     loss = (layer(scores, torch.tensor([5, 3])) * weights).sum()
     loss.backward()
-    assert layer.transition_logits.grad is not None and torch.isfinite(layer.transition_logits.grad).all()
-    assert torch.isfinite(layer.init_logits.grad).all() and layer.init_logits.grad.abs().sum() > 0
+    assert layer.transition.logits.grad is not None and torch.isfinite(layer.transition.logits.grad).all()
+    assert torch.isfinite(layer.initial.logits.grad).all() and layer.initial.logits.grad.abs().sum() > 0
 
 
 def test_parameter_gradients_match_finite_differences():
@@ -43,16 +43,16 @@ def test_parameter_gradients_match_finite_differences():
     scores = torch.randn(2, 6, 3, dtype=torch.float64)
     weights = torch.randn(2, 6, 3, dtype=torch.float64)
     (layer(scores) * weights).sum().backward()
-    grad = layer.transition_logits.grad.clone()
+    grad = layer.transition.logits.grad.clone()
     eps = 1e-6
     numeric = torch.zeros_like(grad)
     for idx in [(0, 0), (0, 2), (1, 1), (2, 0)]:
         with torch.no_grad():
-            layer.transition_logits[idx] += eps
+            layer.transition.logits[idx] += eps
             up = (layer(scores) * weights).sum().item()
-            layer.transition_logits[idx] -= 2 * eps
+            layer.transition.logits[idx] -= 2 * eps
             down = (layer(scores) * weights).sum().item()
-            layer.transition_logits[idx] += eps
+            layer.transition.logits[idx] += eps
         numeric[idx] = (up - down) / (2 * eps)
         assert grad[idx].item() == pytest.approx(numeric[idx].item(), rel=1e-5, abs=1e-8)
 
@@ -77,7 +77,7 @@ def test_sequential_containing_the_layer_trains():
         optimiser.step()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]
-    assert model[1].transition_logits.grad is not None
+    assert model[1].transition.logits.grad is not None
 
 
 def test_viterbi_mode_in_eval():
@@ -85,7 +85,7 @@ def test_viterbi_mode_in_eval():
     layer = HMMLayer(4, mode="viterbi", dtype=torch.float64).eval()
     scores = torch.randn(2, 9, 4, dtype=torch.float64)
     out = layer(scores, torch.tensor([9, 5]))
-    paths, _ = viterbi(scores, layer.transitions, torch.log_softmax(layer.init_logits, -1), torch.tensor([9, 5]))
+    paths, _ = viterbi(scores, layer.transitions, layer.initial.log_probs, torch.tensor([9, 5]))
     assert torch.equal(out[0].argmax(-1), paths[0]) and (out.sum(-1)[0] == 1).all()
     assert (out[1, 5:] == 0).all() and torch.equal(out[1, :5].argmax(-1), paths[1, :5])
     assert layer.train()(scores).sum(-1).allclose(torch.ones(2, 9, dtype=torch.float64))  # posteriors when training

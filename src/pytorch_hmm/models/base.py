@@ -1,39 +1,58 @@
-"""What every state-sequence model shares: an emission, initial probabilities, EM counts."""
+"""What every state-sequence model shares: an emission, an initial component, EM over components."""
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Dict, Iterable, Optional, Union
 
 import torch
 from torch import nn
 
 from ..emissions.base import Emission
-from ..errors import HMMDimensionError, HMMValueError
+from ..errors import HMMDimensionError, HMMTypeError
 from ..kernel.inputs import frame_mask
+from ..transitions.components import Final, Initial
+from ..validation import check_stochastic
+
+# old-format state-dict keys (before components) -> new keys
+_OLD_KEYS = {"transition_logits": "transition.logits", "init_logits": "initial.logits", "log_final": "final.log_weights"}
 
 
 class EmissionModel(nn.Module):
     """Base of :class:`~pytorch_hmm.HMM` and :class:`~pytorch_hmm.HSMM`.
 
-    Holds ``emission`` and the ``init_logits`` parameter (set by the subclass through
-    :meth:`_set_init`), takes the emission's dtype (``self._dtype``), and gives the shared
-    properties, emission scores and the initial-state M-step.
+    Holds ``emission``, takes the emission's dtype (``self._dtype``) and device, and gives the
+    shared properties, emission scores, the initial component (``initial``) and the EM protocol
+    over the components named by :meth:`em_parts` (``fit_em`` calls ``init_stats``,
+    ``accumulate`` (model-specific: one kernel pass, counts handed to each component) and ``m_step``).
     """
 
     def __init__(self, emission: Emission) -> None:
         super().__init__()
         if not isinstance(emission, Emission):
-            raise TypeError(f"emission must be a pytorch_hmm.emissions Emission; got {type(emission).__name__}")
+            raise HMMTypeError(f"emission must be a pytorch_hmm.emissions Emission; got {type(emission).__name__}")
         self.emission = emission
         reference = next((t for t in list(emission.parameters()) + list(emission.buffers()) if t.is_floating_point()), None)
         self._dtype = reference.dtype if reference is not None else torch.float32
         self._device = reference.device if reference is not None else None
 
-    def _set_init(self, init_probs: torch.Tensor) -> None:
-        """Register ``init_logits`` from ``(K,)`` probabilities, then move to the emission's device."""
-        self.init_logits = nn.Parameter(torch.log(check_probs(init_probs, "init_probs", (self.num_states,))).to(self._dtype))
+    def _set_initial(self, initial: Union[Initial, torch.Tensor, None], default: Initial) -> None:
+        """Register ``initial`` (an :class:`Initial`, ``(K,)`` probabilities or ``None`` for ``default``), then move to the emission's device."""
+        if initial is None:
+            initial = default
+        elif isinstance(initial, torch.Tensor):
+            initial = Initial.from_probs(check_probs(initial, "init_probs", (self.num_states,)).to(self._dtype))
+        elif not isinstance(initial, Initial):
+            raise HMMTypeError(f"initial must be an Initial component or a (K,) probability tensor; got {type(initial).__name__}")
+        if initial.num_states != self.num_states:
+            raise HMMDimensionError(f"initial must describe K == {self.num_states} states (the emission's); got {initial.num_states}",
+                                    expected_shape=(self.num_states,), actual_shape=initial.logits.shape)
+        self.initial = initial.to(self._dtype)
         if self._device is not None:  # live where the emission lives
             self.to(self._device)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        rename_old_keys(state_dict, prefix)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @property
     def num_states(self) -> int:
@@ -42,7 +61,7 @@ class EmissionModel(nn.Module):
     @property
     def log_init(self) -> torch.Tensor:
         """``(K,)`` log initial probabilities."""
-        return torch.log_softmax(self.init_logits, -1)
+        return self.initial.log_probs
 
     @property
     def init_probs(self) -> torch.Tensor:
@@ -61,29 +80,69 @@ class EmissionModel(nn.Module):
             )
         return self.emission.log_prob(x, frame_mask(lengths, x.shape[1], x.device))
 
+    # --- EM over components (used by fit_em) ---
+
+    def em_parts(self) -> Dict[str, nn.Module]:
+        """The components EM may update, by the names ``frozen=`` takes."""
+        return {"init_probs": self.initial, "transitions": self.transition, "emission": self.emission}
+
+    def init_stats(self, frozen: Iterable[str] = ()) -> Dict[str, dict]:
+        """Zero statistics of every component EM updates (not frozen, with a closed-form M-step)."""
+        frozen = tuple(frozen)
+        return {name: part.init_stats() for name, part in self.em_parts().items()
+                if name not in frozen and getattr(part, "has_m_step", True)}
+
+    def _accumulate_parts(self, stats: Dict[str, dict], x: torch.Tensor, lengths: Optional[torch.Tensor],
+                          posteriors: torch.Tensor, counts: Dict[str, torch.Tensor]) -> None:
+        """Hand each component its counts (``counts`` by part name) and the emission its posteriors."""
+        parts = self.em_parts()
+        for name, value in counts.items():
+            if name in stats:
+                parts[name].accumulate(stats[name], value)
+        if "emission" in stats:
+            mask = torch.ones(posteriors.shape[:2], dtype=torch.bool, device=posteriors.device) if lengths is None \
+                else frame_mask(lengths, posteriors.shape[1], posteriors.device)
+            self.emission.accumulate(stats["emission"], x, posteriors, mask)
+
     @torch.no_grad()
-    def _m_step_init(self, counts: torch.Tensor) -> None:
-        self.init_logits.copy_(torch.log(counts / counts.sum()))
+    def m_step(self, stats: Dict[str, dict], frozen: Iterable[str] = ()) -> None:
+        """M-step of every component with statistics (rows/groups without counts keep their values)."""
+        frozen = tuple(frozen)
+        parts = self.em_parts()
+        for name, s in stats.items():
+            if name not in frozen:
+                parts[name].m_step(s)
 
 
-def row_log_probs(counts: torch.Tensor, current: torch.Tensor) -> torch.Tensor:
-    """Row-normalised log counts; rows without counts keep ``current``."""
-    totals = counts.sum(-1, keepdim=True)
-    new = torch.log(counts / totals.clamp(min=torch.finfo(counts.dtype).tiny))
-    return torch.where(totals > 0, new, current)
+def rename_old_keys(state_dict: dict, prefix: str) -> None:
+    """In place: map state-dict keys saved before the components existed (``transition_logits``,
+    ``init_logits``, ``log_final``) to the components' keys, so old checkpoints still load."""
+    for old, new in _OLD_KEYS.items():
+        if prefix + old in state_dict and prefix + new not in state_dict:
+            state_dict[prefix + new] = state_dict.pop(prefix + old)
+
+
+def as_final(final: Union[None, str, torch.Tensor, Final], num_states: int, dtype: torch.dtype) -> Optional[Final]:
+    """``final`` (``None``, ``"last"``, ``(K,)`` log weights or a :class:`Final`) as a ``Final`` or ``None``."""
+    if final is None:
+        return None
+    if isinstance(final, str):
+        if final != "last":
+            raise HMMTypeError(f"final must be None, 'last', a (K,) log-weight tensor or a Final; got {final!r}")
+        return Final.last(num_states, dtype)
+    if isinstance(final, torch.Tensor):
+        final = Final(final.to(dtype) if final.is_floating_point() else final)
+    if not isinstance(final, Final):
+        raise HMMTypeError(f"final must be None, 'last', a (K,) log-weight tensor or a Final; got {type(final).__name__}")
+    if final.num_states != num_states:
+        raise HMMDimensionError(f"final must be (K,) with K == {num_states}; got {tuple(final.log_weights.shape)}",
+                                expected_shape=(num_states,), actual_shape=final.log_weights.shape)
+    return final.to(dtype)
 
 
 def check_probs(p: torch.Tensor, name: str, shape: tuple) -> torch.Tensor:
-    """``p`` as a float tensor of ``shape`` with non-negative rows summing to 1."""
+    """``p`` as a float tensor of ``shape`` whose rows are probabilities summing to 1 (:func:`check_stochastic`)."""
     p = torch.as_tensor(p)
     if tuple(p.shape) != shape:
         raise HMMDimensionError(f"{name} must have shape {shape}; got {tuple(p.shape)}", expected_shape=shape, actual_shape=p.shape)
-    if not p.dtype.is_floating_point:
-        p = p.double()
-    if torch.isnan(p).any() or (p < 0).any():
-        raise HMMValueError(f"{name} must hold non-negative probabilities; got NaN or negative values")
-    sums = p.sum(-1)
-    if ((sums - 1).abs() > 1e-4).any():
-        bad = sums.flatten()[((sums - 1).abs() > 1e-4).flatten()][0].item()
-        raise HMMValueError(f"{name} must sum to 1 along its last axis; got a sum of {bad:.6g}")
-    return p
+    return check_stochastic(p if p.dtype.is_floating_point else p.double(), name)

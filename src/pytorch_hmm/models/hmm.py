@@ -5,75 +5,87 @@ from __future__ import annotations
 from typing import Iterable, List, Optional, Tuple, Union
 
 import torch
-from torch import nn
-
 from ..emissions.base import Emission
-from ..errors import HMMDimensionError, HMMValueError
+from ..errors import HMMValueError
 from ..kernel import log_partition, marginals, posteriors, sample_paths, viterbi
 from ..training.em import fit_em
-from .base import EmissionModel, check_probs, row_log_probs
-from ..transitions import Banded, Dense, TransitionStructure, ergodic, left_to_right
+from ..transitions import TransitionStructure, ergodic, left_to_right
+from ..transitions.components import (BandedTransitions, DenseTransitions, Final, Initial, TransitionComponent,
+                                      as_transition_component)
+from .base import EmissionModel, as_final, check_probs
 
-TransitionSpec = Union[str, torch.Tensor, TransitionStructure]
+TransitionSpec = Union[str, torch.Tensor, TransitionStructure, TransitionComponent]
+FinalSpec = Union[None, str, torch.Tensor, Final]
 
 
 class HMM(EmissionModel):
     """``p(x, z) = pi(z_1) prod_t A(z_{t-1}, z_t) prod_t p(x_t | z_t)`` on the shared kernel.
 
+    The model composes components and only builds the kernel's potentials from them:
+    ``initial`` (:class:`~pytorch_hmm.transitions.Initial`), ``transition`` (a
+    :class:`~pytorch_hmm.transitions.TransitionComponent`), ``emission`` and an optional end
+    constraint ``final`` (:class:`~pytorch_hmm.transitions.Final`).
+
     Args:
         emission: an :class:`~pytorch_hmm.emissions.base.Emission` over ``K`` states.
         transitions: ``"ergodic"`` (uniform ``K x K``), ``"left_to_right"`` (banded, self-loop
-            0.5, no skips), a ``(K, K)`` probability tensor, or a ``Dense`` / ``Banded`` structure
-            of log-probabilities (its rows are renormalised).
-        init_probs: ``(K,)`` initial state probabilities; default uniform (ergodic) or state 0
-            (left-to-right).
+            0.5, no skips), a ``(K, K)`` probability tensor, a static ``Dense`` / ``Banded`` /
+            ``Sparse`` structure of log-probabilities (a learned component initialised from it,
+            rows renormalised), a batched or time-varying structure (fixed potentials, used as
+            given: EM leaves them unchanged, as if frozen), or a ``TransitionComponent``.
+        initial: an :class:`~pytorch_hmm.transitions.Initial` or ``(K,)`` initial state
+            probabilities; default uniform (dense, sparse) or state 0 (banded).
+        final: end constraint: ``None`` (any state), ``"last"`` (the last state only), ``(K,)``
+            log weights or a :class:`~pytorch_hmm.transitions.Final`. ``sample`` ignores it.
+        init_probs: the older name of ``initial`` (probabilities).
 
-    Parameters are ``transition_logits`` and ``init_logits`` (log-probabilities up to a
-    per-row constant), so both EM (:meth:`fit`) and gradient descent on ``-model(x).mean()`` work.
+    Parameters are the components' logits (log-probabilities up to a per-row constant), so both
+    EM (:meth:`fit`) and gradient descent on ``-model(x).mean()`` work.
     """
 
-    def __init__(self, emission: Emission, transitions: TransitionSpec = "ergodic", init_probs: Optional[torch.Tensor] = None) -> None:
+    def __init__(self, emission: Emission, transitions: TransitionSpec = "ergodic",
+                 initial: Union[Initial, torch.Tensor, None] = None, final: FinalSpec = None, *,
+                 init_probs: Optional[torch.Tensor] = None) -> None:
         super().__init__(emission)
         k, dtype = emission.num_states, self._dtype
-        structure = _structure(transitions, k, dtype)
-        self.banded = structure.kind == "banded"
-        logits = structure.log_probs.detach().clone()
-        if self.banded:
-            logits = logits.masked_fill(~structure.valid_mask(), float("-inf"))
-        self.transition_logits = nn.Parameter(logits)
-        if init_probs is None:
-            init_probs = torch.zeros(k, dtype=dtype)
-            init_probs[0] = 1.0
-            if not self.banded:
-                init_probs.fill_(1.0 / k)
-        self._set_init(init_probs)
+        if initial is not None and init_probs is not None:
+            raise HMMValueError("pass initial or init_probs (its older name), not both")
+        self.transition = _transition_component(transitions, k, dtype)
+        first = self.transition.kind == "banded"
+        self._set_initial(initial if initial is not None else init_probs,
+                          (Initial.first if first else Initial.uniform)(k, dtype))
+        self.final = as_final(final, k, dtype)
+        if self._device is not None:
+            self.to(self._device)
 
     @property
     def transitions(self) -> TransitionStructure:
-        """The normalised transition structure (``Dense`` or ``Banded``) for the kernel."""
-        log_probs = torch.log_softmax(self.transition_logits, -1)
-        return Banded(log_probs) if self.banded else Dense(log_probs)
+        """The kernel's transition structure (``Dense``, ``Banded`` or ``Sparse``), from the transition component."""
+        return self.transition.structure()
+
+    @property
+    def log_final(self) -> Optional[torch.Tensor]:
+        """``(K,)`` end log weights, or ``None`` without an end constraint."""
+        return None if self.final is None else self.final.log_weights
 
     @property
     def transmat(self) -> torch.Tensor:
         """``(K, K)`` transition probabilities (dense view, also for banded models)."""
-        structure = self.transitions
-        dense = structure.to_dense() if self.banded else structure
-        return dense.log_probs.exp()
+        return self.transition.dense_log_probs().exp()
 
     def forward(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
         """``(B,)`` log p(x); ``-model(x, lengths).mean()`` is a training loss."""
-        return log_partition(self.log_emissions(x, lengths), self.transitions, self.log_init, lengths)
+        return log_partition(self.log_emissions(x, lengths), self.transitions, self.log_init, lengths, self.log_final)
 
     @torch.no_grad()
     def posteriors(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
         """``(B, T, K)`` state posteriors (0 at padded frames)."""
-        return posteriors(self.log_emissions(x, lengths), self.transitions, self.log_init, lengths)
+        return posteriors(self.log_emissions(x, lengths), self.transitions, self.log_init, lengths, self.log_final)
 
     @torch.no_grad()
     def viterbi(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
         """Best state paths ``(B, T)`` (``-1`` at padding) and their log-scores ``(B,)``."""
-        return viterbi(self.log_emissions(x, lengths), self.transitions, self.log_init, lengths)
+        return viterbi(self.log_emissions(x, lengths), self.transitions, self.log_init, lengths, self.log_final)
 
     decode = viterbi
 
@@ -110,49 +122,23 @@ class HMM(EmissionModel):
         return fit_em(self, data, lengths, max_iter=max_iter, tol=tol, verbose=verbose, frozen=frozen,
                       initialize=initialize, generator=generator)
 
-    # --- EM statistics for the initial and transition components (used by fit_em) ---
-
-    def init_stats(self) -> dict:
-        return {
-            "init": torch.zeros_like(self.init_logits.detach()),
-            "trans": torch.zeros_like(self.transition_logits.detach()),
-        }
+    # --- EM statistics (used by fit_em): one kernel pass, counts handed to each component ---
 
     @torch.no_grad()
     def accumulate(self, stats: dict, x: torch.Tensor, lengths: Optional[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Add one batch's statistics; returns ``(log-likelihoods (B,), posteriors (B, T, K))``."""
-        log_z, gamma, xi = marginals(self.log_emissions(x, lengths), self.transitions, self.log_init, lengths)
-        stats["init"] += gamma[:, 0].sum(0)
-        stats["trans"] += xi.sum(0)
+        """Add one batch's statistics to ``stats`` (from :meth:`init_stats`); returns ``(log-likelihoods (B,), posteriors (B, T, K))``."""
+        log_z, gamma, xi = marginals(self.log_emissions(x, lengths), self.transitions, self.log_init, lengths, self.log_final)
+        self._accumulate_parts(stats, x, lengths, gamma, {"init_probs": gamma[:, 0], "transitions": xi})
         return log_z, gamma
 
-    @torch.no_grad()
-    def m_step(self, stats: dict, frozen: Iterable[str] = ()) -> None:
-        """Set initial and transition probabilities from expected counts (rows without counts keep their values)."""
-        if "init_probs" not in frozen:
-            self._m_step_init(stats["init"])
-        if "transitions" not in frozen:
-            new = row_log_probs(stats["trans"], torch.log_softmax(self.transition_logits, -1))
-            if self.banded:
-                new = new.masked_fill(~self.transitions.valid_mask(), float("-inf"))
-            self.transition_logits.copy_(new)
 
-
-def _structure(spec: TransitionSpec, k: int, dtype: torch.dtype) -> TransitionStructure:
+def _transition_component(spec: TransitionSpec, k: int, dtype: torch.dtype) -> TransitionComponent:
     if isinstance(spec, str):
         if spec == "ergodic":
-            return ergodic(k, dtype=dtype)
+            return DenseTransitions(ergodic(k, dtype=dtype).log_probs)
         if spec == "left_to_right":
-            return left_to_right(k, dtype=dtype)
-        raise HMMValueError(f"transitions must be 'ergodic', 'left_to_right', a (K, K) tensor or a structure; got {spec!r}")
+            return BandedTransitions(left_to_right(k, dtype=dtype).log_probs)
+        raise HMMValueError(f"transitions must be 'ergodic', 'left_to_right', a (K, K) tensor, a structure or a component; got {spec!r}")
     if isinstance(spec, torch.Tensor):
-        return Dense.from_probs(check_probs(spec, "transitions", (k, k)).to(dtype))
-    if isinstance(spec, TransitionStructure):
-        if spec.num_states != k or spec.batch_size is not None or spec.time_varying:
-            raise HMMDimensionError(
-                f"transitions must be an unbatched, static structure over K == {k} states; got log_probs of shape {tuple(spec.log_probs.shape)}",
-                expected_shape=(k, "X"),
-                actual_shape=spec.log_probs.shape,
-            )
-        return type(spec)(spec.log_probs.to(dtype))
-    raise TypeError(f"transitions must be a string, a tensor or a Dense/Banded structure; got {type(spec).__name__}")
+        return DenseTransitions.from_probs(check_probs(spec, "transitions", (k, k)).to(dtype))
+    return as_transition_component(spec, k, dtype)

@@ -6,14 +6,14 @@ import math
 from typing import Iterable, List, Optional, Tuple, Union
 
 import torch
-from torch import nn
-
 from .. import durations as duration_models
 from ..emissions.base import Emission
-from ..errors import HMMDimensionError, HMMValueError
+from ..errors import HMMDimensionError, HMMTypeError, HMMValueError
 from ..kernel import sample_segments, semi_markov_log_partition, semi_markov_marginals, semi_markov_viterbi
 from ..training.em import fit_em
-from .base import EmissionModel, row_log_probs
+from ..transitions.components import DenseTransitions, Final, Initial
+from ..validation import check_stochastic
+from .base import EmissionModel
 
 Segments = List[List[Tuple[int, int, int]]]
 _DURATIONS = {
@@ -43,10 +43,11 @@ class HSMM(EmissionModel):
         max_duration: longest segment ``D``; required with a named duration family, otherwise
             taken from (and checked against) ``durations``.
 
-    ``SemiMarkovHMM`` is the same class.
+    Components: ``initial`` (:class:`~pytorch_hmm.transitions.Initial`), ``transition`` (a
+    :class:`~pytorch_hmm.transitions.DenseTransitions` whose diagonal does not exist),
+    ``durations``, ``emission`` and ``final`` (:class:`~pytorch_hmm.transitions.Final`; its
+    ``log_weights`` are also ``log_final``). ``SemiMarkovHMM`` is the same class.
     """
-
-    em_components = ("init_probs", "transitions", "durations", "emission")
 
     def __init__(
         self,
@@ -61,24 +62,25 @@ class HSMM(EmissionModel):
         self.durations = _durations(durations, k, max_duration)
         self.durations.to(dtype)  # the emission's dtype throughout (EM statistics stay exact in float64 models)
         probs, final = _transitions(transitions, k)
-        self.transition_logits = nn.Parameter(torch.log(probs).to(dtype))
-        if init_probs is None:
-            init_probs = torch.full((k,), 1.0 / k, dtype=torch.float64)
-            if isinstance(transitions, str) and transitions == "left_to_right":
-                init_probs = torch.nn.functional.one_hot(torch.tensor(0), k).double()
-        self.register_buffer("log_final", final.to(dtype))
-        self._set_init(init_probs)
+        off_diagonal = ~torch.eye(k, dtype=torch.bool)
+        self.transition = DenseTransitions(torch.log(probs).to(dtype), exists=off_diagonal)
+        self.final = Final(final.to(dtype))
+        first = isinstance(transitions, str) and transitions == "left_to_right"
+        self._set_initial(init_probs, (Initial.first if first else Initial.uniform)(k, dtype))
 
     @property
     def max_duration(self) -> int:
         return self.durations.max_duration
 
     @property
+    def log_final(self) -> torch.Tensor:
+        """``(K,)`` end log weights (the ``final`` component's buffer)."""
+        return self.final.log_weights
+
+    @property
     def log_transitions(self) -> torch.Tensor:
         """``(K, K)`` log transition probabilities, ``-inf`` diagonal; rows without moves stay ``-inf``."""
-        logits = self.transition_logits.masked_fill(torch.eye(self.num_states, dtype=torch.bool, device=self.transition_logits.device), -math.inf)
-        norm = torch.logsumexp(logits, -1, keepdim=True)
-        return logits - torch.where(torch.isfinite(norm), norm, torch.zeros((), dtype=norm.dtype, device=norm.device))
+        return self.transition.log_probs
 
     @property
     def transmat(self) -> torch.Tensor:
@@ -86,7 +88,7 @@ class HSMM(EmissionModel):
 
     def log_durations(self, context: Optional[torch.Tensor] = None) -> torch.Tensor:
         """``(K, D)`` (or ``(B, K, D)`` for context-dependent durations) in the model's dtype."""
-        return self.durations.log_probs(context).to(self.init_logits.dtype)
+        return self.durations.log_probs(context).to(self._dtype)
 
     def expected_durations(self, context: Optional[torch.Tensor] = None) -> torch.Tensor:
         """``(K,)`` mean segment length per state in frames (``(B, K)`` with a batched context)."""
@@ -131,33 +133,18 @@ class HSMM(EmissionModel):
         return fit_em(self, data, lengths, max_iter=max_iter, tol=tol, verbose=verbose, frozen=frozen,
                       initialize=initialize, generator=generator)
 
-    # --- EM statistics (used by fit_em) ---
+    # --- EM statistics (used by fit_em): one kernel pass, counts handed to each component ---
 
-    def init_stats(self) -> dict:
-        stats = {"init": torch.zeros_like(self.init_logits.detach()), "trans": torch.zeros_like(self.transition_logits.detach())}
-        if self.durations.has_m_step:
-            stats["durations"] = self.durations.init_stats()
-        return stats
+    def em_parts(self) -> dict:
+        return {"init_probs": self.initial, "transitions": self.transition, "durations": self.durations, "emission": self.emission}
 
     @torch.no_grad()
     def accumulate(self, stats: dict, x: torch.Tensor, lengths: Optional[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Add one batch's statistics; returns ``(log-likelihoods (B,), posteriors (B, T, K))``."""
+        """Add one batch's statistics to ``stats`` (from :meth:`init_stats`); returns ``(log-likelihoods (B,), posteriors (B, T, K))``."""
         m = semi_markov_marginals(*self._potentials(x, lengths, None))
-        stats["init"] += m.init.sum(0)
-        stats["trans"] += m.transitions.sum(0)
-        if "durations" in stats:
-            self.durations.accumulate(stats["durations"], m.durations)
+        counts = {"init_probs": m.init, "transitions": m.transitions, "durations": m.durations}
+        self._accumulate_parts(stats, x, lengths, m.posteriors, counts)
         return m.log_z, m.posteriors
-
-    @torch.no_grad()
-    def m_step(self, stats: dict, frozen: Iterable[str] = ()) -> None:
-        """Initial, transition and duration parameters from expected counts (rows without counts keep their values)."""
-        if "init_probs" not in frozen:
-            self._m_step_init(stats["init"])
-        if "transitions" not in frozen:
-            self.transition_logits.copy_(row_log_probs(stats["trans"], self.log_transitions))
-        if "durations" not in frozen:
-            self.durations.m_step(stats["durations"])
 
 
 SemiMarkovHMM = HSMM
@@ -171,7 +158,7 @@ def _durations(spec, k: int, max_duration: Optional[int]) -> duration_models.Dur
             raise HMMValueError(f"durations={spec!r} needs max_duration (the longest segment in frames)")
         return _DURATIONS[spec](k, max_duration)
     if not isinstance(spec, duration_models.Duration):
-        raise TypeError(f"durations must be a pytorch_hmm.durations.Duration or a family name; got {type(spec).__name__}")
+        raise HMMTypeError(f"durations must be a pytorch_hmm.durations.Duration or a family name; got {type(spec).__name__}")
     if spec.num_states not in (None, k):
         raise HMMDimensionError(f"durations must describe K == {k} states (the emission's); got {spec.num_states}",
                                 expected_shape=(k, spec.max_duration), actual_shape=(spec.num_states, spec.max_duration))
@@ -195,16 +182,12 @@ def _transitions(spec, k: int) -> Tuple[torch.Tensor, torch.Tensor]:
             raise HMMValueError(f"transitions must be 'ergodic', 'left_to_right' or a (K, K) tensor; got {spec!r}")
         return probs, final
     if not isinstance(spec, torch.Tensor):
-        raise TypeError(f"transitions must be a string or a (K, K) probability tensor; got {type(spec).__name__}")
+        raise HMMTypeError(f"transitions must be a string or a (K, K) probability tensor; got {type(spec).__name__}")
     probs = torch.as_tensor(spec, dtype=torch.float64)
     if probs.shape != (k, k):
         raise HMMDimensionError(f"transitions must have shape ({k}, {k}); got {tuple(probs.shape)}", expected_shape=(k, k), actual_shape=probs.shape)
-    if torch.isnan(probs).any() or (probs < 0).any():
-        raise HMMValueError("transitions must hold non-negative probabilities; got NaN or negative values")
     if (torch.diagonal(probs) != 0).any():
         raise HMMValueError("transitions must have a zero diagonal (a semi-Markov state stays by its duration); "
                             f"got diagonal {torch.diagonal(probs).tolist()}")
-    sums = probs.sum(-1)
-    if (((sums - 1).abs() > 1e-4) & (sums != 0)).any():
-        raise HMMValueError(f"transitions rows must sum to 1 (or 0 for a state that only ends the sequence); got sums {sums.tolist()}")
+    check_stochastic(probs, "transitions", allow_empty_rows=True)
     return probs, final

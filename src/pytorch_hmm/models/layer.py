@@ -10,7 +10,9 @@ from torch import nn
 
 from ..errors import HMMDimensionError, HMMValueError
 from ..kernel import posteriors, viterbi
-from ..transitions import Banded, Dense, TransitionStructure, ergodic, left_to_right
+from ..transitions import TransitionStructure, ergodic, left_to_right
+from ..transitions.components import BandedTransitions, DenseTransitions, Initial, TransitionComponent
+from .base import rename_old_keys
 
 MODES = ("posteriors", "viterbi")
 
@@ -18,8 +20,9 @@ MODES = ("posteriors", "viterbi")
 class HMMLayer(nn.Module):
     """Maps ``(B, T, K)`` log-emission scores to ``(B, T, K)`` state posteriors.
 
-    The layer holds learnable initial and transition logits (an ``ergodic`` dense or a
-    ``left_to_right`` banded structure) and returns ``p(z_t = k | scores)``, differentiable
+    The layer holds an :class:`~pytorch_hmm.transitions.Initial` (``initial``) and a learnable
+    transition component (``transition``: ``DenseTransitions`` for ``"ergodic"``,
+    ``BandedTransitions`` for ``"left_to_right"``) and returns ``p(z_t = k | scores)``, differentiable
     w.r.t. the scores and its own parameters, so it trains by backprop inside
     ``nn.Sequential``. With ``mode="viterbi"`` it returns the one-hot Viterbi path in eval
     mode (posteriors while training). Scores must be finite.
@@ -34,26 +37,25 @@ class HMMLayer(nn.Module):
         super().__init__()
         if mode not in MODES:
             raise HMMValueError(f"mode must be one of {MODES}; got {mode!r}")
+        self.num_states, self.mode = num_states, mode
+        # finite logits on every existing move, so every state stays reachable and gradients stay finite
         if transitions == "ergodic":
-            structure: TransitionStructure = ergodic(num_states, self_loop=0.5 if num_states > 1 else None, dtype=dtype)
+            structure = ergodic(num_states, self_loop=0.5 if num_states > 1 else None, dtype=dtype)
+            self.transition: TransitionComponent = DenseTransitions(structure.log_probs.clamp(min=-10.0))
         elif transitions == "left_to_right":
-            structure = left_to_right(num_states, dtype=dtype)
+            self.transition = BandedTransitions(left_to_right(num_states, dtype=dtype).log_probs.clamp(min=-10.0))
         else:
             raise HMMValueError(f"transitions must be 'ergodic' or 'left_to_right'; got {transitions!r}")
-        self.num_states, self.mode = num_states, mode
-        self.banded = structure.kind == "banded"
-        # finite logits everywhere (past-the-end band entries are masked by the kernel), so
-        # every state stays reachable and gradients stay finite
-        self.transition_logits = nn.Parameter(structure.log_probs.clamp(min=-10.0))
-        self.init_logits = nn.Parameter(torch.zeros(num_states, dtype=dtype))
+        self.initial = Initial(torch.zeros(num_states, dtype=dtype))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        rename_old_keys(state_dict, prefix)  # pre-component state dicts
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @property
     def transitions(self) -> TransitionStructure:
-        logits = self.transition_logits
-        if self.banded:
-            logits = logits.masked_fill(~Banded(logits).valid_mask(), float("-inf"))
-        log_probs = torch.log_softmax(logits, -1)
-        return Banded(log_probs) if self.banded else Dense(log_probs)
+        """The kernel's transition structure (normalised), from ``transition``."""
+        return self.transition.structure()
 
     def forward(self, scores: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
         """``(B, T, K)`` scores -> ``(B, T, K)`` posteriors (or one-hot Viterbi in eval, ``mode="viterbi"``).
@@ -67,11 +69,11 @@ class HMMLayer(nn.Module):
                 expected_shape=("B", "T", self.num_states),
                 actual_shape=scores.shape if isinstance(scores, torch.Tensor) else None,
             )
-        log_init = torch.log_softmax(self.init_logits, -1)
+        log_init = self.initial.log_probs
         if self.mode == "viterbi" and not self.training:
             paths, _ = viterbi(scores, self.transitions, log_init, lengths)
             return F.one_hot(paths.clamp(min=0), self.num_states).to(scores.dtype) * (paths >= 0).unsqueeze(-1)
         return posteriors(scores, self.transitions, log_init, lengths, differentiable=True)
 
     def extra_repr(self) -> str:
-        return f"num_states={self.num_states}, transitions={'left_to_right' if self.banded else 'ergodic'}, mode={self.mode!r}"
+        return f"num_states={self.num_states}, transitions={'left_to_right' if self.transition.kind == 'banded' else 'ergodic'}, mode={self.mode!r}"

@@ -8,7 +8,7 @@ import torch
 
 from ..emissions.mixture import GaussianMixture
 from ..errors import HMMValueError
-from .hmm import HMM, TransitionSpec
+from .hmm import HMM, FinalSpec, TransitionSpec
 
 
 class MixtureGaussianHMM(HMM):
@@ -17,7 +17,7 @@ class MixtureGaussianHMM(HMM):
     Args:
         num_states, num_mixtures, dim: ``K``, ``M``, ``D``.
         covariance_type: ``"diag"`` or ``"full"`` (shapes as hmmlearn's ``GMMHMM``).
-        transitions, init_probs: as for :class:`HMM`.
+        transitions, init_probs, final: as for :class:`HMM` (``init_probs`` may be an ``Initial``).
         weights, means, covars: optional mixture parameters ``(K, M)``, ``(K, M, D)``,
             ``(K, M, D)`` / ``(K, M, D, D)``; without them ``fit`` initialises by k-means.
         **mixture_kwargs: priors and ``min_covar`` of :class:`GaussianMixture`.
@@ -35,11 +35,12 @@ class MixtureGaussianHMM(HMM):
         means: Optional[torch.Tensor] = None,
         covars: Optional[torch.Tensor] = None,
         dtype: torch.dtype = torch.float32,
+        final: FinalSpec = None,
         **mixture_kwargs,
     ) -> None:
         emission = GaussianMixture(num_states, num_mixtures, dim, covariance_type, weights=weights, means=means,
                                    covars=covars, dtype=dtype, **mixture_kwargs)
-        super().__init__(emission, transitions, init_probs)
+        super().__init__(emission, transitions, init_probs, final)
 
     @property
     def num_mixtures(self) -> int:

@@ -12,16 +12,21 @@ from ..kernel.inputs import frame_mask
 from .data import as_batches
 from .monitor import ConvergenceMonitor
 
-COMPONENTS = ("init_probs", "transitions", "emission")
-
 
 def fit_em(model, data, lengths=None, *, max_iter: int = 100, tol: float = 1e-4, verbose: bool = True,
            frozen: Iterable[str] = (), initialize: Optional[bool] = None,
            generator: Optional[torch.Generator] = None) -> List[float]:
-    """Run EM on ``model`` (an ``HMM``-like module with ``init_stats`` / ``accumulate`` / ``m_step``
-    and an ``emission`` following the emission protocol). Returns the log-likelihood history."""
+    """Run EM on ``model``; returns the log-likelihood history.
+
+    ``model`` names its components in ``em_parts()`` (``{"init_probs": ..., "transitions": ...,
+    "emission": ...}``, the names ``frozen`` takes) and follows the statistics protocol:
+    ``init_stats(frozen)`` (zero statistics per updated component), ``accumulate(stats, x,
+    lengths) -> (log_z, posteriors)`` (one kernel pass, counts handed to each component) and
+    ``m_step(stats)``. Components without a closed-form M-step (``has_m_step = False``: fixed
+    or neural transitions) are left unchanged, as if frozen.
+    """
     frozen = tuple(frozen)
-    components = getattr(model, "em_components", COMPONENTS)
+    components = tuple(model.em_parts())
     unknown = [f for f in frozen if f not in components]
     if unknown:
         raise HMMValueError(f"frozen must name components among {components}; got {unknown}")
@@ -39,32 +44,21 @@ def fit_em(model, data, lengths=None, *, max_iter: int = 100, tol: float = 1e-4,
     bar = tqdm(total=max_iter, desc="EM", disable=not verbose, leave=False)
     try:
         while not monitor.converged:
-            stats = model.init_stats()
-            emission_stats = emission.init_stats() if "emission" not in frozen else None
+            stats = model.init_stats(frozen)
             total = 0.0
             for x, lens in batches:
-                log_z, gamma = model.accumulate(stats, x, lens)
+                log_z, _ = model.accumulate(stats, x, lens)
                 if not torch.isfinite(log_z).all():
                     bad = torch.nonzero(~torch.isfinite(log_z)).flatten().tolist()
                     raise HMMValueError(f"sequences {bad} of a batch have zero likelihood under the model; EM cannot use them")
                 total += float(log_z.double().sum())
-                if emission_stats is not None:
-                    emission.accumulate(emission_stats, x, gamma, _mask(gamma, lens))
             monitor.report(total)
-            model.m_step(stats, frozen)
-            if emission_stats is not None:
-                emission.m_step(emission_stats)
+            model.m_step(stats)
             bar.update(1)
             bar.set_postfix(log_likelihood=f"{total:.4f}", gain=f"{monitor.gain:.2e}")
     finally:
         bar.close()
     return monitor.history
-
-
-def _mask(gamma: torch.Tensor, lengths: Optional[torch.Tensor]) -> torch.Tensor:
-    if lengths is None:
-        return torch.ones(gamma.shape[:2], dtype=torch.bool, device=gamma.device)
-    return frame_mask(lengths, gamma.shape[1], gamma.device)
 
 
 def _first_frames(batches) -> tuple:

@@ -1,0 +1,390 @@
+"""Initial, transition and end components: ``nn.Module``s that own their parameters and EM statistics.
+
+A model composes components and only builds the kernel's potentials from them:
+
+* :class:`Initial` gives ``log_init`` ``(K,)``;
+* a :class:`TransitionComponent` gives a transition structure through :meth:`~TransitionComponent.structure`:
+  :class:`DenseTransitions` (``Dense`` ``(K, K)``), :class:`BandedTransitions` (``Banded``
+  ``(K, W)``), :class:`SparseTransitions` (``Sparse`` predecessor lists ``(K, P)``) and
+  :class:`FixedTransitions` (any structure, batched or time-varying included, as fixed
+  potentials);
+* :class:`Final` gives the end constraint ``log_final`` ``(K,)`` (e.g. forced alignment must
+  end in the last state).
+
+The learned components follow the statistics protocol of the emissions
+(:mod:`pytorch_hmm.emissions.base`): ``init_stats()`` returns a dict of zero tensors,
+``accumulate(stats, counts)`` adds expected counts in place (additive: the statistics of two
+halves of the data summed equal those of the whole), ``m_step(stats)`` sets the parameters.
+For :class:`Initial` the counts are the state posteriors at frame 0 ``(B, K)``; for transitions
+they are the kernel's expected transition counts in the storage's own shape (``(B, K, X)``,
+as returned by :func:`pytorch_hmm.kernel.marginals`).
+
+Parameters are ``logits`` (``nn.Parameter``): log-probabilities up to a per-group constant, so
+gradient training works as well as EM. Entries where the ``exists`` mask is False (moves past
+the last state of a band, unused predecessor slots, the diagonal of a semi-Markov chain) are
+ignored; ``-inf`` logits are edges with probability 0 and stay ``-inf`` under the M-step.
+Groups without counts keep their values.
+
+Where a ``NeuralTransitions`` goes: a subclass of :class:`TransitionComponent` whose
+``structure(context)`` runs a network on an input sequence and returns a batched
+``(B, K, X)`` or time-varying ``(B, T-1, K, X)`` structure. It has no closed-form M-step
+(``has_m_step = False``, the protocol methods raise), so EM leaves it alone (as if frozen) and
+it trains by gradient descent on ``-model(x).mean()``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Dict, Optional, Union
+
+import torch
+from torch import nn
+
+from ..errors import HMMDimensionError, HMMTypeError, HMMValueError
+from ..validation import FLOAT_DTYPES, check_stochastic, check_tensor
+from .storage import Banded, Dense, Sparse, TransitionStructure
+
+__all__ = [
+    "Stats", "Component", "Initial", "TransitionComponent", "DenseTransitions", "BandedTransitions",
+    "SparseTransitions", "FixedTransitions", "Final",
+]
+
+Stats = Dict[str, torch.Tensor]
+
+
+def _float_table(x: object, name: str, what: str) -> torch.Tensor:
+    check_tensor(x, name, what)
+    if x.dtype not in FLOAT_DTYPES:
+        raise HMMTypeError(f"{name} must be a float32/float64 tensor of shape {what}; got dtype {x.dtype}")
+    return x
+
+
+class Component(nn.Module):
+    """Base of the learned components: a ``logits`` table normalised in groups, plus EM statistics.
+
+    Subclasses choose the groups: by default each row (the last axis) is one distribution;
+    :class:`SparseTransitions` groups the slots by source state. ``exists`` ``(same shape)``
+    bool marks entries that may carry probability (default: all).
+    """
+
+    has_m_step = True
+
+    def __init__(self, logits: torch.Tensor, exists: Optional[torch.Tensor] = None) -> None:
+        super().__init__()
+        exists = torch.ones(logits.shape, dtype=torch.bool, device=logits.device) if exists is None else exists.to(logits.device, torch.bool)
+        self.register_buffer("exists", exists, persistent=False)
+        # entries that do not exist hold 0 (ignored), so optimisers never see -inf there
+        self.logits = nn.Parameter(logits.detach().clone().masked_fill(~exists, 0.0))
+
+    @property
+    def num_states(self) -> int:
+        return int(self.logits.shape[0])
+
+    @property
+    def log_probs(self) -> torch.Tensor:
+        """Normalised log-probabilities (same shape as ``logits``; ``-inf`` where ``exists`` is False)."""
+        return self._normalise(self.logits.masked_fill(~self.exists, -math.inf))
+
+    def _normalise(self, logits: torch.Tensor) -> torch.Tensor:
+        """Per-row log-softmax; rows without any finite entry stay ``-inf``."""
+        empty = ~torch.isfinite(logits).any(-1, keepdim=True)
+        return torch.log_softmax(logits.masked_fill(empty, 0.0), -1).masked_fill(empty, -math.inf)
+
+    def _group_totals(self, counts: torch.Tensor) -> torch.Tensor:
+        """The total count of each entry's group, broadcast to ``counts``' shape."""
+        return counts.sum(-1, keepdim=True).expand_as(counts)
+
+    # --- statistics protocol ---
+
+    def init_stats(self) -> Stats:
+        """``{"counts": zeros like logits}``."""
+        return {"counts": torch.zeros_like(self.logits.detach())}
+
+    @torch.no_grad()
+    def accumulate(self, stats: Stats, counts: torch.Tensor) -> None:
+        """Add expected counts ``(..., *logits.shape)`` (leading batch/time axes are summed) in place."""
+        shape = tuple(self.logits.shape)
+        _float_table(counts, "counts", f"(..., {', '.join(map(str, shape))})")
+        if tuple(counts.shape[counts.ndim - len(shape):]) != shape or counts.ndim < len(shape):
+            raise HMMDimensionError(
+                f"{type(self).__name__} counts must end in {shape} (the parameter shape); got {tuple(counts.shape)}",
+                expected_shape=("...",) + shape,
+                actual_shape=counts.shape,
+            )
+        stats["counts"] += counts.reshape((-1,) + shape).sum(0).to(stats["counts"].dtype)
+
+    @torch.no_grad()
+    def m_step(self, stats: Stats) -> None:
+        """Normalised counts per group; groups without counts keep their values."""
+        counts = stats["counts"].masked_fill(~self.exists, 0.0)
+        totals = self._group_totals(counts)
+        new = torch.log(counts / totals.clamp(min=torch.finfo(counts.dtype).tiny))
+        new = torch.where(totals > 0, new, self.log_probs)
+        self.logits.copy_(new.masked_fill(~self.exists, 0.0))
+
+
+class Initial(Component):
+    """Initial state distribution ``p(z_1 = k)`` from ``(K,)`` logits.
+
+    Args:
+        log_probs: ``(K,)`` log-probabilities (up to a constant; ``-inf`` = never starts there).
+
+    Statistics: ``accumulate(stats, posteriors)`` with the state posteriors at frame 0 ``(B, K)``.
+    """
+
+    def __init__(self, log_probs: torch.Tensor) -> None:
+        _float_table(log_probs, "Initial log_probs", "(K,)")
+        if log_probs.ndim != 1 or log_probs.shape[0] < 1:
+            raise HMMDimensionError(f"Initial log_probs must be (K,); got {tuple(log_probs.shape)}",
+                                    expected_shape=("K",), actual_shape=log_probs.shape)
+        super().__init__(log_probs)
+
+    @classmethod
+    def from_probs(cls, probs: torch.Tensor) -> "Initial":
+        """From ``(K,)`` probabilities summing to 1 (validated)."""
+        return cls(torch.log(check_stochastic(probs, "init_probs")))
+
+    @classmethod
+    def uniform(cls, num_states: int, dtype: torch.dtype = torch.float32, device=None) -> "Initial":
+        return cls(torch.full((num_states,), -math.log(num_states), dtype=dtype, device=device))
+
+    @classmethod
+    def first(cls, num_states: int, dtype: torch.dtype = torch.float32, device=None) -> "Initial":
+        """Always start in state 0 (left-to-right chains)."""
+        probs = torch.zeros(num_states, dtype=dtype, device=device)
+        probs[0] = 1.0
+        return cls(torch.log(probs))
+
+    @property
+    def probs(self) -> torch.Tensor:
+        return self.log_probs.exp()
+
+
+class TransitionComponent(nn.Module):
+    """Protocol of every transition component (learned tables, fixed structures, networks).
+
+    ``structure()`` returns the kernel's transition structure (normalised log-probabilities).
+    EM statistics: ``init_stats()``, ``accumulate(stats, expected_counts)`` with the kernel's
+    expected counts in the storage's own shape, ``m_step(stats)``; components with
+    ``has_m_step = False`` (fixed or neural) are left out of EM.
+    """
+
+    has_m_step = False
+    kind: str = ""
+
+    def structure(self) -> TransitionStructure:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @property
+    def num_states(self) -> int:
+        return self.structure().num_states
+
+    def dense_log_probs(self) -> torch.Tensor:
+        """``(..., K, K)`` dense view of ``structure()`` (``-inf`` where there is no edge)."""
+        s = self.structure()
+        return s.log_probs if isinstance(s, Dense) else s.to_dense().log_probs
+
+    def init_stats(self) -> Stats:
+        raise NotImplementedError(f"{type(self).__name__} has no closed-form EM statistics; train it by gradient or freeze it")
+
+    def accumulate(self, stats: Stats, counts: torch.Tensor) -> None:
+        raise NotImplementedError(f"{type(self).__name__} has no closed-form EM statistics; train it by gradient or freeze it")
+
+    def m_step(self, stats: Stats) -> None:
+        raise NotImplementedError(f"{type(self).__name__} has no closed-form EM statistics; train it by gradient or freeze it")
+
+
+class _TableTransitions(Component, TransitionComponent):
+    """Transitions held as one static ``(K, X)`` logits table (the learned storages)."""
+
+    has_m_step = True
+    _storage: type = Dense
+
+    def __init__(self, logits: torch.Tensor, exists: Optional[torch.Tensor] = None) -> None:
+        Component.__init__(self, logits, exists)
+
+    @property
+    def num_states(self) -> int:
+        return int(self.logits.shape[0])
+
+    def structure(self) -> TransitionStructure:
+        return self._storage(self.log_probs)
+
+    @classmethod
+    def _check_table(cls, log_probs: object, what: str) -> torch.Tensor:
+        name = f"{cls.__name__} log_probs"
+        _float_table(log_probs, name, what)
+        if log_probs.ndim != 2:
+            raise HMMDimensionError(f"{name} must be {what}; got {tuple(log_probs.shape)}",
+                                    expected_shape=tuple(what.strip("()").split(", ")), actual_shape=log_probs.shape,
+                                    suggestion="batched or time-varying structures are fixed potentials: use FixedTransitions")
+        return log_probs
+
+
+class DenseTransitions(_TableTransitions):
+    """Full ``(K, K)`` transitions: ``log_probs[i, j] = log p(z_{t+1} = j | z_t = i)``, rows normalised.
+
+    Args:
+        log_probs: ``(K, K)`` (up to a per-row constant; ``-inf`` = no edge).
+        exists: optional ``(K, K)`` bool; False entries are not edges (e.g. ``~eye`` for a
+            semi-Markov chain, whose states stay by their durations).
+    """
+
+    kind = "dense"
+    _storage = Dense
+
+    def __init__(self, log_probs: torch.Tensor, exists: Optional[torch.Tensor] = None) -> None:
+        self._check_table(log_probs, "(K, K)")
+        Dense(log_probs)  # square check
+        super().__init__(log_probs, exists)
+
+    @classmethod
+    def from_probs(cls, probs: torch.Tensor, exists: Optional[torch.Tensor] = None, *, allow_empty_rows: bool = False) -> "DenseTransitions":
+        """From ``(K, K)`` row-stochastic probabilities (validated)."""
+        return cls(torch.log(check_stochastic(probs, "transitions", exists, allow_empty_rows=allow_empty_rows)), exists)
+
+
+class BandedTransitions(_TableTransitions):
+    """Left-to-right ``(K, W)`` transitions: ``log_probs[i, w] = log p(z_{t+1} = i + w | z_t = i)``.
+
+    Moves past the last state (``i + w >= K``) do not exist; each row's existing moves are normalised.
+    """
+
+    kind = "banded"
+    _storage = Banded
+
+    def __init__(self, log_probs: torch.Tensor) -> None:
+        self._check_table(log_probs, "(K, W)")
+        super().__init__(log_probs, Banded(log_probs).valid_mask())
+
+    @classmethod
+    def from_probs(cls, probs: torch.Tensor) -> "BandedTransitions":
+        """From ``(K, W)`` probabilities whose existing moves sum to 1 per row (validated)."""
+        return cls(Banded.from_probs(probs).log_probs)
+
+
+class SparseTransitions(_TableTransitions):
+    """Any graph as predecessor lists: ``log_probs[j, p] = log p(z_{t+1} = j | z_t = predecessors[j, p])``.
+
+    Args:
+        predecessors: ``(K, P)`` int64 source states, ``-1`` = unused slot (a buffer, saved in
+            ``state_dict``).
+        log_probs: ``(K, P)``; normalised over each SOURCE's outgoing edges (the slots that
+            name it, across destinations), so ``structure()`` is a proper Markov chain.
+    """
+
+    kind = "sparse"
+
+    def __init__(self, predecessors: torch.Tensor, log_probs: torch.Tensor) -> None:
+        self._check_table(log_probs, "(K, P)")
+        check = Sparse(predecessors, log_probs)  # validates predecessors against log_probs
+        if check.predecessors.ndim != 2:
+            raise HMMDimensionError(f"SparseTransitions predecessors must be (K, P); got {tuple(predecessors.shape)}",
+                                    expected_shape=("K", "P"), actual_shape=predecessors.shape,
+                                    suggestion="batched graphs are fixed potentials: use FixedTransitions")
+        super().__init__(log_probs, check.valid_mask())
+        self.register_buffer("predecessors", check.predecessors.clone())
+
+    def structure(self) -> Sparse:
+        return Sparse(self.predecessors, self.log_probs)
+
+    @classmethod
+    def from_structure(cls, structure: Sparse) -> "SparseTransitions":
+        return cls(structure.predecessors, structure.log_probs)
+
+    def _sources(self) -> torch.Tensor:
+        return self.predecessors.clamp(min=0).reshape(-1)
+
+    def _normalise(self, logits: torch.Tensor) -> torch.Tensor:
+        """Log-softmax over each source's slots (scatter by predecessor); sources without a finite edge stay ``-inf``."""
+        k, src, flat = self.num_states, self._sources(), logits.reshape(-1)
+        top = flat.new_full((k,), -math.inf).scatter_reduce(0, src, flat.detach(), "amax")
+        top = torch.where(torch.isfinite(top), top, torch.zeros((), dtype=top.dtype, device=top.device))
+        mass = flat.new_zeros(k).scatter_add(0, src, torch.exp(flat - top[src]))
+        lse = torch.log(mass) + top
+        lse = torch.where(torch.isfinite(lse), lse, torch.zeros((), dtype=lse.dtype, device=lse.device))
+        return (flat - lse[src]).reshape(logits.shape)
+
+    def _group_totals(self, counts: torch.Tensor) -> torch.Tensor:
+        src = self._sources()
+        totals = counts.new_zeros(self.num_states).scatter_add(0, src, counts.reshape(-1))
+        return totals[src].reshape(counts.shape)
+
+
+class FixedTransitions(TransitionComponent):
+    """Any structure as fixed (non-learned) potentials, batched and time-varying included.
+
+    The log-probabilities are used as given (not renormalised) and held as buffers; EM leaves
+    them unchanged (as if frozen) and they have no gradient parameters.
+    """
+
+    def __init__(self, structure: TransitionStructure) -> None:
+        super().__init__()
+        if not isinstance(structure, TransitionStructure):
+            raise HMMTypeError(f"FixedTransitions structure must be a Dense, Banded or Sparse structure; got {type(structure).__name__}")
+        self.kind = structure.kind
+        self.register_buffer("table", structure.log_probs.detach().clone())
+        if isinstance(structure, Sparse):
+            self.register_buffer("predecessors", structure.predecessors.clone())
+
+    def structure(self) -> TransitionStructure:
+        if self.kind == "sparse":
+            return Sparse(self.predecessors, self.table)
+        return (Banded if self.kind == "banded" else Dense)(self.table)
+
+
+class Final(nn.Module):
+    """End constraint: ``(K,)`` log weights on the last frame's state (a buffer, not learned).
+
+    ``Final.last(K)`` allows only the last state (forced alignment); zeros allow every state.
+    """
+
+    def __init__(self, log_weights: torch.Tensor) -> None:
+        super().__init__()
+        _float_table(log_weights, "log_final", "(K,)")
+        if log_weights.ndim != 1:
+            raise HMMDimensionError(f"log_final must be (K,); got {tuple(log_weights.shape)}",
+                                    expected_shape=("K",), actual_shape=log_weights.shape)
+        self.register_buffer("log_weights", log_weights.detach().clone())
+
+    @classmethod
+    def last(cls, num_states: int, dtype: torch.dtype = torch.float32, device=None) -> "Final":
+        w = torch.full((num_states,), -math.inf, dtype=dtype, device=device)
+        w[-1] = 0.0
+        return cls(w)
+
+    @property
+    def num_states(self) -> int:
+        return int(self.log_weights.shape[0])
+
+
+def as_transition_component(spec: object, num_states: int, dtype: torch.dtype) -> TransitionComponent:
+    """The transition component for a model's ``transitions`` argument.
+
+    Accepts a :class:`TransitionComponent` (used as is, cast to ``dtype``), a static
+    ``Dense``/``Banded``/``Sparse`` structure (a learned component initialised from it, rows
+    renormalised) or a batched or time-varying structure (:class:`FixedTransitions`). Strings
+    and probability tensors are the models' business (their defaults and checks differ).
+    """
+    if isinstance(spec, TransitionComponent):
+        comp = spec.to(dtype)
+    elif isinstance(spec, TransitionStructure):
+        s = spec.to(dtype)
+        if s.batch_size is not None or s.time_varying:
+            comp = FixedTransitions(s)
+        elif isinstance(s, Sparse):
+            comp = SparseTransitions.from_structure(s)
+        else:
+            comp = (BandedTransitions if isinstance(s, Banded) else DenseTransitions)(s.log_probs)
+    else:
+        raise HMMTypeError(
+            "transitions must be 'ergodic', 'left_to_right', a (K, K) probability tensor, a Dense/Banded/Sparse "
+            f"structure or a TransitionComponent; got {type(spec).__name__}"
+        )
+    if comp.num_states != num_states:
+        raise HMMDimensionError(
+            f"transitions must describe K == {num_states} states (the emission's); got {comp.num_states}",
+            expected_shape=(num_states, "X"),
+            actual_shape=comp.structure().log_probs.shape,
+        )
+    return comp
