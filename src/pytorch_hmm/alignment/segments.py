@@ -116,6 +116,11 @@ def _number(value: object, name: str, *, positive: bool = False) -> float:
     return float(value)
 
 
+def _check_precision(precision: object) -> None:
+    if not isinstance(precision, int) or isinstance(precision, bool) or not 0 <= precision <= 12:
+        raise HMMValueError(f"precision must be an integer number of decimals in 0..12; got {precision!r}")
+
+
 def check_segments(
     segments: Sequence[Segment], name: str = "segments", *, duration: Optional[float] = None, frames: bool = False
 ) -> tuple[Segment, ...]:
@@ -204,8 +209,7 @@ def seconds_to_frames(
 def _check_tiers(tiers: Mapping[str, Sequence[Segment]], duration: float, precision: int) -> dict[str, list]:
     """Tier name -> ``[(start, end, label), ...]`` rounded to ``precision``, after checking."""
     duration = _number(duration, "duration", positive=True)
-    if not isinstance(precision, int) or isinstance(precision, bool) or not 0 <= precision <= 12:
-        raise HMMValueError(f"precision must be an integer number of decimals in 0..12; got {precision!r}")
+    _check_precision(precision)
     if not isinstance(tiers, Mapping):
         raise HMMTypeError(f"tiers must be a mapping of tier name -> segments; got {type(tiers).__name__}")
     out = {}
@@ -325,8 +329,7 @@ def write_ctm(
         raise HMMTypeError(f"utterances must be a mapping of utterance id -> segments; got {type(utterances).__name__}")
     if not _is_name(channel):
         raise HMMValueError(f"channel must be a non-empty name without whitespace; got {channel!r}")
-    if not isinstance(precision, int) or isinstance(precision, bool) or not 0 <= precision <= 12:
-        raise HMMValueError(f"precision must be an integer number of decimals in 0..12; got {precision!r}")
+    _check_precision(precision)
     lines = []
     for utt, segments in utterances.items():
         if not _is_name(utt):
@@ -338,7 +341,10 @@ def write_ctm(
             start, end = round(float(seg.start), precision), round(float(seg.end), precision)
             line = f"{utt} {channel} {start:.{precision}f} {end - start:.{precision}f} {seg.unit}"
             if seg.score is not None:
-                line += f" {_number(seg.score, f'utterances[{utt!r}][{i}].score'):.{precision}f}"
+                if not _is_number(seg.score) or not math.isfinite(seg.score):
+                    raise HMMValueError(f"utterances[{utt!r}][{i}].score must be a finite number or None; "
+                                        f"got {seg.score!r}")
+                line += f" {seg.score:.{precision}f}"
             lines.append(line + "\n")
     Path(path).write_text("".join(lines), encoding="utf-8")
 
