@@ -425,6 +425,18 @@ def test_interval_and_writer_errors(tmp_path: Path) -> None:
         write_phone_intervals(tmp_path / "x.tsv", [("a", 0, 1)])
 
 
+def test_old_import_paths_keep_working() -> None:
+    """The split into one module per engine keeps every public name (and the private ones tests use)."""
+    from pytorch_hmm import speech
+    from pytorch_hmm.alignment import segments
+
+    for name in synthetic.__all__ + ["_describe", "_espeak", "_espeak_libraries", "_ESPEAK_LOCK", "ESPEAK_VOICES"]:
+        assert hasattr(synthetic, name), name
+    assert synthetic.PhoneInterval is speech.PhoneInterval is segments.PhoneInterval
+    assert issubclass(PhoneInterval, segments.Segment) and PhoneInterval("a", 0, 1).phone == "a"
+    assert synthetic.read_phone_intervals is segments.read_phone_intervals
+
+
 # ----------------------------------------------------------------------------- errors
 
 

@@ -10,8 +10,9 @@
 - :mod:`~pytorch_hmm.speech.korean`: Hangul decomposition and rule-based pronunciation.
 - Corpora yielding :class:`Utterance` lazily: :class:`LibriSpeech`, :class:`KSS`,
   :class:`AudioTextFolder`; bad entries land in ``corpus.problems``.
-- :mod:`~pytorch_hmm.speech.synthetic`: flite / espeak-ng / numpy synthesis with true phone
-  intervals and :func:`build_corpus`.
+- :mod:`~pytorch_hmm.speech.synthetic`: flite / espeak-ng / numpy synthesis (one module per
+  engine) with true phone intervals and :func:`build_corpus`; :class:`PhoneInterval` is the
+  seconds flavour of :class:`pytorch_hmm.alignment.Segment`.
 
 librosa, soundfile and scipy are imported inside the functions that need them, so
 ``import pytorch_hmm`` stays fast.
