@@ -1,8 +1,17 @@
-"""Semirings for the chain kernel: how scores of alternative paths are combined.
+"""Semirings of the chain kernel: they carry its recursion.
 
-``LogSemiring`` sums probabilities (``logsumexp``) and gives the forward algorithm;
-``MaxSemiring`` keeps the best path (``max``) and gives Viterbi. Path scores are always
-combined along a path by ``+`` (log space).
+One chain step is ``next_j = (+)_x (v[source(j, x)] (x) A[j, x])``, the same for every
+transition storage; the semiring decides what ``(+)`` is:
+
+* :class:`LogSemiring` ``(logsumexp, +)`` sums over paths: the forward / backward algorithm;
+* :class:`MaxSemiring` ``(max, +)`` keeps the best path: Viterbi (``sum_with_argmax`` also
+  returns the maximising index, which the kernel turns into a backpointer).
+
+Path scores are always combined along a path by ``+`` (log space). Besides ``sum`` over an
+axis, each semiring provides the vector-matrix product of a dense step (``vecmat``) from
+factors precomputed once per call (``matrix_factors``): for ``LogSemiring`` the max-shifted
+GEMM ``log(exp(v - max v) @ exp(A - shift)) + max v + shift``, for ``MaxSemiring`` a
+broadcast max. The step functions that use them are in :mod:`pytorch_hmm.kernel.steps`.
 """
 
 from __future__ import annotations
@@ -11,17 +20,53 @@ from typing import Tuple
 
 import torch
 
+__all__ = ["LogSemiring", "MaxSemiring"]
+
+
+def _log_vecmat(v: torch.Tensor, exp_matrix: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """``log(exp(v) @ exp(A))`` for ``v`` ``(B, K)`` given ``exp_matrix = exp(A - shift)``."""
+    m = torch.nan_to_num(v.amax(-1, keepdim=True), neginf=0.0)
+    out = torch.matmul(torch.exp(v - m).unsqueeze(-2), exp_matrix).squeeze(-2)
+    return torch.log(out) + m + shift
+
 
 class LogSemiring:
     """``(logsumexp, +)``: sums over paths in log space."""
+
+    zero = float("-inf")
+    one = 0.0
 
     @staticmethod
     def sum(x: torch.Tensor, dim: int) -> torch.Tensor:
         return torch.logsumexp(x, dim)  # -inf (not NaN) where every entry is -inf
 
+    @staticmethod
+    def matrix_factors(trans: torch.Tensor, reverse: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(..., K, K)`` log-probs ``[i, j]`` -> ``(E, shift)`` for :meth:`vecmat`.
+
+        Forward (``reverse=False``): ``E[.., i, j] = exp(A_ij - shift_j)`` with ``shift`` the
+        column maximum (0 for a column without edges), so that
+        ``next_j = log(sum_i exp(v_i - m) E_ij) + m + shift_j``. Reverse: the same for ``A``
+        transposed (``next_i = log sum_j exp(c_j + A_ij)``), ``E`` stored contiguous.
+        """
+        if reverse:
+            shift = torch.nan_to_num(trans.amax(-1), neginf=0.0)
+            return torch.exp(trans - shift.unsqueeze(-1)).transpose(-1, -2).contiguous(), shift
+        shift = torch.nan_to_num(trans.amax(-2), neginf=0.0)
+        return torch.exp(trans - shift.unsqueeze(-2)), shift
+
+    @staticmethod
+    def vecmat(v: torch.Tensor, factors: Tuple[torch.Tensor, torch.Tensor], s: int) -> torch.Tensor:
+        """``(B, K)`` ``v`` times step ``s`` of the ``(B', S, K, K)`` factors: ``(B, K)``."""
+        matrix, shift = factors
+        return _log_vecmat(v, matrix[:, s], shift[:, s])
+
 
 class MaxSemiring:
     """``(max, +)``: keeps the best path; ``sum_with_argmax`` also returns its index."""
+
+    zero = float("-inf")
+    one = 0.0
 
     @staticmethod
     def sum(x: torch.Tensor, dim: int) -> torch.Tensor:
@@ -29,5 +74,19 @@ class MaxSemiring:
 
     @staticmethod
     def sum_with_argmax(x: torch.Tensor, dim: int) -> Tuple[torch.Tensor, torch.Tensor]:
-        values, index = x.max(dim)
+        values, index = x.max(dim)  # the first maximum on ties
         return values, index
+
+    @staticmethod
+    def matrix_factors(trans: torch.Tensor, reverse: bool = False) -> torch.Tensor:
+        """The log-probs themselves, indexed ``[source, destination]`` (transposed if ``reverse``)."""
+        return trans.transpose(-1, -2) if reverse else trans
+
+    @staticmethod
+    def vecmat(v: torch.Tensor, factors: torch.Tensor, s: int) -> torch.Tensor:
+        return (v.unsqueeze(-1) + factors[:, s]).amax(-2)
+
+    @staticmethod
+    def vecmat_with_argmax(v: torch.Tensor, factors: torch.Tensor, s: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(best (B, K), source state (B, K))`` of the step."""
+        return MaxSemiring.sum_with_argmax(v.unsqueeze(-1) + factors[:, s], -2)

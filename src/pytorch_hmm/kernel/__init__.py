@@ -2,6 +2,7 @@
 
 from .chain import expected_transitions, forward_backward, log_partition, marginals, posteriors, viterbi
 from .sampling import sample_paths, sample_segments
+from .steps import chain_step, forward_step, viterbi_step
 from .segment import (
     SemiMarkovMarginals,
     semi_markov_log_partition,
@@ -11,5 +12,6 @@ from .segment import (
 )
 
 __all__ = ["log_partition", "posteriors", "expected_transitions", "forward_backward", "marginals", "viterbi", "sample_paths", "sample_segments",
+           "forward_step", "viterbi_step", "chain_step",
            "semi_markov_log_partition", "semi_markov_posteriors", "semi_markov_marginals", "semi_markov_viterbi",
            "SemiMarkovMarginals"]

@@ -20,7 +20,8 @@ import torch
 
 from ..transitions import TransitionStructure
 from . import torch_loops
-from .factors import shift_windows
+from .factors import exp_flushed_ as _exp_flushed_  # (the segment kernel imports these two from here)
+from .factors import static_dense_edges as _static_dense_edges
 from .inputs import ChainProblem, LengthsLike, prepare
 
 try:  # numba is a declared dependency, but keep the kernel usable without it
@@ -47,18 +48,6 @@ def _loops(p: ChainProblem, backend: str):
     if backend == "auto" and on_cpu and numba_loops is not None:
         return numba_loops
     return torch_loops
-
-
-def _exp_flushed_(d: torch.Tensor) -> torch.Tensor:
-    """In place: ``exp(d)`` with results below the dtype's smallest normal number set to 0.
-
-    Identical to ``exp`` up to denormals, and several times faster on CPU, where ``exp`` takes a
-    slow path for results that are denormal or underflow (common: log-posteriors of unlikely
-    states). The cutoff keeps a margin of one nat above the smallest normal number.
-    """
-    lo = math.log(torch.finfo(d.dtype).tiny) + 1.0
-    underflow = d <= lo
-    return d.clamp_(min=lo).exp_().masked_fill_(underflow, 0.0)
 
 
 def _log_z(p: ChainProblem, alpha: torch.Tensor, log_norm: torch.Tensor) -> torch.Tensor:
@@ -99,11 +88,11 @@ def _edge_marginals(
     """Expected transition counts ``(B, S', K, X)``: ``S' = T - 1`` if time-varying, else 1.
 
     ``xi_t(i, j) = exp(alpha_hat_t(i) + A_ij + e_{t+1}(j) + beta_hat_{t+1}(j) - log_norm_{t+1} - totals_{t+1})``
-    (summing ``xi_t`` over ``i`` gives the posterior at ``t + 1``, so each step sums to 1).
+    (summing ``xi_t`` over ``i`` gives the posterior at ``t + 1``, so each step sums to 1),
+    laid out in the storage's own shape by its :class:`~.storages.StorageOps`.
     """
     bsz, t_max, k = p.shape
     dtype = alpha.dtype
-    zero = torch.zeros((), dtype=dtype, device=alpha.device)
     if t_max == 1:
         return torch.zeros((bsz, 1 if not p.time_varying else 0) + p.trans.shape[2:], dtype=dtype, device=alpha.device)
     # a step t -> t + 1 is used iff t + 1 < length; infeasible sequences get no counts
@@ -112,34 +101,7 @@ def _edge_marginals(
     a = alpha[:, :-1]
     c = (p.emissions + beta - log_norm.unsqueeze(-1))[:, 1:]
     lz = step_totals[:, :, None, None]
-    if p.kind == "banded":
-        xi = _exp_flushed_(a.unsqueeze(-1) + p.trans + shift_windows(c, p.trans.shape[-1], ahead=True) - lz)
-        xi = torch.where(step_ok[:, :, None, None], xi, zero)
-        return xi if p.time_varying else xi.sum(1, keepdim=True)
-    if p.time_varying:
-        xi = _exp_flushed_(a.unsqueeze(-1) + p.trans + c.unsqueeze(-2) - lz)
-        return torch.where(step_ok[:, :, None, None], xi, zero)
-    return _static_dense_edges(p.trans[:, 0], a, c, step_totals, step_ok).unsqueeze(1)
-
-
-def _static_dense_edges(
-    trans: torch.Tensor, a: torch.Tensor, c: torch.Tensor, step_totals: torch.Tensor, step_ok: torch.Tensor
-) -> torch.Tensor:
-    """``sum_t xi_t`` for one ``(B', K, K)`` matrix as a single GEMM over time.
-
-    ``xi_t(i, j) = u_t(i) v_t(j) exp(A_ij - M)`` with per-step scale factors split evenly
-    between ``u`` and ``v``; computed in float64 so that even alpha/beta disagreeing by
-    hundreds of nats neither overflow nor lose the counts.
-    """
-    a64, c64, lz = a.double(), c.double(), step_totals.double().unsqueeze(-1)
-    top = torch.nan_to_num(trans.double().amax((-2, -1), keepdim=True), neginf=0.0)  # (B', 1, 1)
-    m = torch.nan_to_num(a64.amax(-1, keepdim=True), neginf=0.0)
-    n = torch.nan_to_num(c64.amax(-1, keepdim=True), neginf=0.0)
-    half = torch.where(step_ok[:, :, None], (m + n + top - lz) / 2, torch.zeros((), dtype=torch.float64, device=a.device))
-    u = torch.where(step_ok[:, :, None], torch.exp(a64 - m + half), torch.zeros((), dtype=torch.float64, device=a.device))
-    v = torch.where(step_ok[:, :, None], torch.exp(c64 - n + half), torch.zeros((), dtype=torch.float64, device=a.device))
-    counts = torch.matmul(u.transpose(1, 2), v) * torch.exp(trans.double() - top)
-    return counts.to(a.dtype)
+    return p.ops.edge_marginals(p, a, c, lz, step_totals, step_ok)
 
 
 class _LogPartition(torch.autograd.Function):
@@ -147,18 +109,19 @@ class _LogPartition(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, emissions, trans, init, final, problem: ChainProblem, loops):  # type: ignore[override]
-        p = ChainProblem(emissions, trans, problem.kind, init, final, problem.lengths, problem.time_varying)
+        p = problem.replace(emissions=emissions, trans=trans, init=init, final=final)
         alpha, log_norm = loops.forward(p)
         log_z = _log_z(p, alpha, log_norm)
         ctx.save_for_backward(emissions, trans, init, final, alpha, log_norm, log_z)
-        ctx.meta = (problem.kind, problem.lengths, problem.time_varying, loops)
+        ctx.meta = (problem, loops)
         return log_z
 
     @staticmethod
     def backward(ctx, grad_log_z):  # type: ignore[override]
         emissions, trans, init, final, alpha, log_norm, log_z = ctx.saved_tensors
-        kind, lengths, time_varying, loops = ctx.meta
-        p = ChainProblem(emissions, trans, kind, init, final, lengths, time_varying)
+        problem, loops = ctx.meta
+        lengths = problem.lengths
+        p = problem.replace(emissions=emissions, trans=trans, init=init, final=final)
         beta = loops.backward(p, log_norm)
         g = torch.where(torch.isfinite(log_z), grad_log_z, torch.zeros_like(grad_log_z))
         gamma, totals = _state_marginals(p, alpha, beta)
@@ -268,7 +231,7 @@ def posteriors(
     p = prepare(log_emissions, transitions, log_init, lengths, log_final)
     with torch.enable_grad():
         e = p.emissions if p.emissions.requires_grad else p.emissions.detach().requires_grad_(True)
-        q = ChainProblem(e, p.trans, p.kind, p.init, p.final, p.lengths, p.time_varying)
+        q = p.replace(emissions=e)
         alpha, log_norm = torch_loops.forward(q)
         log_z = _log_z(q, alpha, log_norm)
         (gamma,) = torch.autograd.grad(log_z.sum(), e, create_graph=True)
@@ -286,9 +249,10 @@ def expected_transitions(
 ) -> torch.Tensor:
     """Expected transition counts in the structure's storage (no grad).
 
-    ``(B, K, K)`` dense or ``(B, K, W)`` banded, summed over time; time-varying structures
-    keep the time axis: ``(B, T-1, K, K)`` / ``(B, T-1, K, W)``. Moves that do not exist
-    (banded ``i + w >= K``, padded steps, infeasible sequences) count 0.
+    ``(B, K, K)`` dense, ``(B, K, W)`` banded or ``(B, K, P)`` sparse (per predecessor slot;
+    parallel edges each get their own share), summed over time; time-varying structures keep
+    the time axis: ``(B, T-1, K, X)``. Moves that do not exist (banded ``i + w >= K``, unused
+    sparse slots, padded steps, infeasible sequences) count 0.
     """
     return marginals(log_emissions, transitions, log_init, lengths, log_final, backend=backend)[2]
 

@@ -6,8 +6,10 @@ boundary (one host synchronisation, never inside the time loop) and returns a
 
 * ``emissions`` ``(B, T, K)``, padded frames set to 0;
 * ``trans`` ``(B', S, K, X)`` with ``B'`` in ``{1, B}``, ``S`` = 1 (static) or ``T - 1``
-  (time-varying, padded steps set to 0), ``X`` = ``K`` (dense) or ``W`` (banded, moves past
-  the last state set to ``-inf``);
+  (time-varying, padded steps set to 0), ``X`` = ``K`` (dense), ``W`` (banded, moves past
+  the last state set to ``-inf``) or ``P`` (sparse, unused slots set to ``-inf``);
+* ``ops``: the storage's kernel operations (:mod:`.storages`), chosen here once;
+* ``index``: sparse predecessor lists ``(B'', K, P)`` (``B''`` in ``{1, B}``), else ``None``;
 * ``init``, ``final`` ``(B, K)``; ``lengths`` ``(B,)`` int64 on the emissions' device.
 
 The canonicalisation uses differentiable ops only, so gradients reach the user's tensors.
@@ -23,6 +25,10 @@ import torch
 from ..errors import HMMDeviceError, HMMDimensionError, HMMDtypeError, HMMTypeError
 from ..transitions import Dense, TransitionStructure
 from ..validation import LengthsLike, check_finite_or_neginf, check_frame_scores, check_lengths, check_tensor, frame_mask
+from .storages import StorageOps, as_steps, ops_for
+
+__all__ = ["ChainProblem", "prepare", "as_structure", "frame_mask", "check_lengths", "check_frame_scores", "LengthsLike",
+           "check_emissions", "check_state_vector", "check_chain_lengths"]
 
 
 @dataclass
@@ -31,11 +37,17 @@ class ChainProblem:
 
     emissions: torch.Tensor
     trans: torch.Tensor
-    kind: str  # "dense" or "banded"
+    ops: StorageOps
     init: torch.Tensor
     final: torch.Tensor
     lengths: torch.Tensor
     time_varying: bool
+    index: Optional[torch.Tensor] = None
+
+    @property
+    def kind(self) -> str:
+        """The storage's name: ``"dense"``, ``"banded"`` or ``"sparse"``."""
+        return self.ops.name
 
     @property
     def shape(self) -> torch.Size:
@@ -48,9 +60,15 @@ class ChainProblem:
 
     def detached(self) -> "ChainProblem":
         return ChainProblem(
-            self.emissions.detach(), self.trans.detach(), self.kind,
-            self.init.detach(), self.final.detach(), self.lengths, self.time_varying,
+            self.emissions.detach(), self.trans.detach(), self.ops,
+            self.init.detach(), self.final.detach(), self.lengths, self.time_varying, self.index,
         )
+
+    def replace(self, **changes) -> "ChainProblem":
+        """A copy with some fields replaced (e.g. tensors that now require grad)."""
+        fields = dict(self.__dict__)
+        fields.update(changes)
+        return ChainProblem(**fields)
 
 
 def as_structure(transitions: Union[TransitionStructure, torch.Tensor]) -> TransitionStructure:
@@ -73,50 +91,48 @@ def prepare(
     log_final: Optional[torch.Tensor] = None,
 ) -> ChainProblem:
     """Validate the kernel's inputs and return their canonical form."""
-    e = _check_emissions(log_emissions)
+    e = check_emissions(log_emissions)
     b, t, k = e.shape
     structure = as_structure(transitions)
-    _check_structure(structure, e)
-    init = _check_state_vector(log_init, "log_init", e)
+    ops = ops_for(structure)
+    _check_structure(structure, ops, e)
+    init = check_state_vector(log_init, "log_init", e)
     final = (
         torch.zeros((b, k), dtype=e.dtype, device=e.device)
         if log_final is None
-        else _check_state_vector(log_final, "log_final", e)
+        else check_state_vector(log_final, "log_final", e)
     )
-    lens = _check_lengths(lengths, e)
+    lens = check_chain_lengths(lengths, e)
     mask = frame_mask(lens, t, e.device)
 
-    trans = structure.log_probs
-    if structure.kind == "banded":
-        trans = trans.masked_fill(~structure.valid_mask(), float("-inf"))
+    trans, index = ops.canonical(structure)
     if structure.time_varying:
         step_valid = mask[:, 1:]  # step t (frame t -> t+1) is used iff t + 1 < length
         check_finite_or_neginf(trans, "transitions.log_probs", step_valid[:, :, None, None])
         trans = torch.where(step_valid[:, :, None, None], trans, torch.zeros((), dtype=e.dtype, device=e.device))
     else:
         check_finite_or_neginf(trans, "transitions.log_probs", None)
-        trans = trans.unsqueeze(-3)  # add S = 1
-        if structure.batch_size is None:
-            trans = trans.unsqueeze(0)  # B' = 1
+    trans = as_steps(trans, structure)
     e = torch.where(mask[:, :, None], e, torch.zeros((), dtype=e.dtype, device=e.device))
     check_finite_or_neginf(e, "log_emissions", None, " (at valid frames)")
     check_finite_or_neginf(init, "log_init", None)
     check_finite_or_neginf(final, "log_final", None)
-    return ChainProblem(e, trans, structure.kind, init, final, lens, structure.time_varying)
+    return ChainProblem(e, trans, ops, init, final, lens, structure.time_varying, index)
 
 
-def _check_emissions(x: torch.Tensor) -> torch.Tensor:
+def check_emissions(x: torch.Tensor) -> torch.Tensor:
+    """``log_emissions`` ``(B, T, K)`` float32/float64, non-empty."""
     return check_frame_scores(x, "log_emissions", "K", "state")
 
 
-def _check_structure(s: TransitionStructure, e: torch.Tensor) -> None:
+def _check_structure(s: TransitionStructure, ops: StorageOps, e: torch.Tensor) -> None:
     b, t, k = e.shape
     shape = tuple(s.log_probs.shape)
     if s.num_states != k:
         raise HMMDimensionError(
             f"transitions must describe K == {k} states to match log_emissions {tuple(e.shape)}; "
             f"got {type(s).__name__} log_probs of shape {shape} ({s.num_states} states)",
-            expected_shape=(k, k if s.kind == "dense" else "W"),
+            expected_shape=(k, ops.expected_last_dim(k)),
             actual_shape=shape,
         )
     if s.batch_size is not None and s.batch_size != b:
@@ -142,7 +158,8 @@ def _check_structure(s: TransitionStructure, e: torch.Tensor) -> None:
         )
 
 
-def _check_state_vector(x: torch.Tensor, name: str, e: torch.Tensor) -> torch.Tensor:
+def check_state_vector(x: torch.Tensor, name: str, e: torch.Tensor) -> torch.Tensor:
+    """``x`` ``(K,)`` or ``(B, K)`` matching ``e`` ``(B, T, K)`` in dtype and device, expanded to ``(B, K)``."""
     b, _, k = e.shape
     check_tensor(x, name, "(K,) or (B, K)")
     if x.shape not in ((k,), (b, k)):
@@ -158,7 +175,13 @@ def _check_state_vector(x: torch.Tensor, name: str, e: torch.Tensor) -> torch.Te
     return x.expand(b, k)
 
 
-def _check_lengths(lengths: LengthsLike, e: torch.Tensor) -> torch.Tensor:
+def check_chain_lengths(lengths: LengthsLike, e: torch.Tensor) -> torch.Tensor:
     """:func:`check_lengths` for the chain kernels: ``lengths`` of ``e`` ``(B, T, K)``, in ``[1, T]``."""
     b, t, _ = e.shape
     return check_lengths(lengths, "lengths", b, t, e.device, limit_name="T")
+
+
+# the names the segment kernel imports (kept until its next edit)
+_check_emissions = check_emissions
+_check_state_vector = check_state_vector
+_check_lengths = check_chain_lengths

@@ -1,9 +1,12 @@
 """Compiled CPU time loops (numba), parallel over the batch.
 
 Same mathematics and the same inputs as :mod:`torch_loops` (dense steps as shifted
-vector-matrix products, banded steps as exact logsumexp over the ``W`` moves), but
+vector-matrix products, banded steps as exact logsumexp over the ``W`` moves, sparse steps
+as exact logsumexp over the ``P`` listed predecessors, or successors going backwards), but
 without per-op overhead, which dominates eager PyTorch at small ``K``. Padded frames of
-``alpha`` / ``beta`` are set to ``-inf`` / 0; callers mask them anyway.
+``alpha`` / ``beta`` are set to ``-inf`` / 0; callers mask them anyway. Which compiled loop
+runs is the storage's choice (:mod:`.storages`: ``numba_forward``, ``numba_backward``,
+``numba_viterbi``).
 """
 
 from __future__ import annotations
@@ -14,11 +17,13 @@ import numba
 import numpy as np
 import torch
 
-from .factors import banded_by_destination, dense_backward_factors, dense_forward_factors
 from .inputs import ChainProblem
 from .torch_loops import backpointer_dtype
 
 _JIT = dict(nogil=True, cache=True)
+
+# how _viterbi reads its table: [dest, source] (dense), [dest, w] from j - w (banded), [dest, x] from index[dest, x] (sparse)
+MODE_DENSE, MODE_BANDED, MODE_GATHER = 0, 1, 2
 
 
 @numba.njit(**_JIT)
@@ -44,7 +49,7 @@ def _normalise(row):
 def _exp_shifted(v, out):
     """``out = exp(v - max v)``; returns the shift."""
     m = _row_max(v)
-    lo = np.log(np.finfo(v.dtype).tiny) + 1  # see chain._exp_flushed_
+    lo = np.log(np.finfo(v.dtype).tiny) + 1  # see factors.exp_flushed_
     for i in range(v.shape[0]):
         d = v[i] - m
         out[i] = np.exp(d) if d > lo else 0
@@ -83,7 +88,7 @@ def _logsumexp_band(scores_row, table_row, v, j, ahead):
     if m == -np.inf:
         return m
     total = v.dtype.type(0)
-    lo = np.log(np.finfo(v.dtype).tiny) + 1  # see chain._exp_flushed_
+    lo = np.log(np.finfo(v.dtype).tiny) + 1  # see factors.exp_flushed_
     for w in range(width):
         d = scores_row[w] - m
         if d > lo:
@@ -178,16 +183,99 @@ def _backward_banded(e, trans, final, lengths, log_norm, beta):
 
 
 @numba.njit(**_JIT)
-def _best_source(delta, row, j, banded):
-    """``max_x delta[src] + row[x]`` and its first maximising source (``src = j - x`` if banded)."""
+def _logsumexp_gather(scores_row, table_row, index_row, v):
+    """``logsumexp_x(table_row[x] + v[index_row[x]])`` over used slots (``index_row[x] >= 0``)."""
+    width = table_row.shape[0]
+    m = v.dtype.type(-np.inf)
+    for x in range(width):
+        src = index_row[x]
+        if src >= 0:
+            s = table_row[x] + v[src]
+            scores_row[x] = s
+            if s > m:
+                m = s
+        else:
+            scores_row[x] = -np.inf
+    if m == -np.inf:
+        return m
+    total = v.dtype.type(0)
+    lo = np.log(np.finfo(v.dtype).tiny) + 1  # see factors.exp_flushed_
+    for x in range(width):
+        d = scores_row[x] - m
+        if d > lo:
+            total += np.exp(d)
+    return np.log(total) + m
+
+
+@numba.njit(parallel=True, **_JIT)
+def _forward_gather(e, table, index, init, lengths, alpha, log_norm):
+    """``table`` ``(B', S, K, P)`` and ``index`` ``(B'', K, P)``: predecessor lists by destination."""
+    bsz, t_max, k = e.shape
+    for b in numba.prange(bsz):
+        bb = np.int64(b) if table.shape[0] > 1 else np.int64(0)
+        bi = np.int64(b) if index.shape[0] > 1 else np.int64(0)
+        scores = np.empty(table.shape[3], dtype=e.dtype)
+        for j in range(k):
+            alpha[b, 0, j] = init[b, j] + e[b, 0, j]
+        log_norm[b, 0] = _normalise(alpha[b, 0])
+        for t in range(1, lengths[b]):
+            s = np.int64(t - 1) if table.shape[1] > 1 else np.int64(0)
+            for j in range(k):
+                alpha[b, t, j] = _logsumexp_gather(scores, table[bb, s, j], index[bi, j], alpha[b, t - 1]) + e[b, t, j]
+            log_norm[b, t] = _normalise(alpha[b, t])
+        for t in range(lengths[b], t_max):
+            log_norm[b, t] = 0.0
+            for j in range(k):
+                alpha[b, t, j] = -np.inf
+
+
+@numba.njit(parallel=True, **_JIT)
+def _backward_gather(e, table, index, final, lengths, log_norm, beta):
+    """``table`` ``(B', S, K, Q)`` and ``index`` ``(B'', K, Q)``: successor lists by source."""
+    bsz, t_max, k = e.shape
+    for b in numba.prange(bsz):
+        bb = np.int64(b) if table.shape[0] > 1 else np.int64(0)
+        bi = np.int64(b) if index.shape[0] > 1 else np.int64(0)
+        scores = np.empty(table.shape[3], dtype=e.dtype)
+        c = np.empty(k, dtype=e.dtype)
+        last = lengths[b] - 1
+        for t in range(last + 1, t_max):
+            for j in range(k):
+                beta[b, t, j] = 0.0
+        for j in range(k):
+            beta[b, last, j] = final[b, j]
+        for t in range(last - 1, -1, -1):
+            s = np.int64(t) if table.shape[1] > 1 else np.int64(0)
+            for j in range(k):
+                c[j] = e[b, t + 1, j] + beta[b, t + 1, j]
+            for i in range(k):
+                beta[b, t, i] = _logsumexp_gather(scores, table[bb, s, i], index[bi, i], c) - log_norm[b, t + 1]
+
+
+@numba.njit(**_JIT)
+def _best_source(delta, row, j, mode, index_row):
+    """``max_x delta[src] + row[x]`` and its first maximising source.
+
+    ``src = x`` (dense), ``j - x`` (banded) or ``index_row[x]`` (sparse, ``-1`` = unused slot).
+    """
     best = delta.dtype.type(-np.inf)
-    if banded:
+    if mode == MODE_BANDED:
         arg = j
         for x in range(min(row.shape[0], j + 1)):
             v = delta[j - x] + row[x]
             if v > best:
                 best = v
                 arg = j - x
+        return best, arg
+    if mode == MODE_GATHER:
+        arg = j
+        for x in range(row.shape[0]):
+            src = index_row[x]
+            if src >= 0:
+                v = delta[src] + row[x]
+                if v > best:
+                    best = v
+                    arg = src
         return best, arg
     for x in range(row.shape[0]):  # branch-free max first: vectorises
         best = max(best, delta[x] + row[x])
@@ -198,11 +286,13 @@ def _best_source(delta, row, j, banded):
 
 
 @numba.njit(parallel=True, **_JIT)
-def _viterbi(e, table, banded, init, final, lengths, pointers, paths, scores):
-    """``table``: dense ``(B', S, K, K)`` indexed ``[dest, source]``, or banded ``[dest, w]``."""
+def _viterbi(e, table, mode, index, init, final, lengths, pointers, paths, scores):
+    """``table`` ``(B', S, K, X)``: dense ``[dest, source]``, banded ``[dest, w]`` or sparse ``[dest, x]``
+    with sources ``index`` ``(B'', K, X)`` (a dummy for dense and banded), see :data:`MODE_DENSE`."""
     bsz, t_max, k = e.shape
     for b in numba.prange(bsz):
         bb = np.int64(b) if table.shape[0] > 1 else np.int64(0)
+        bi = np.int64(b) if index.shape[0] > 1 else np.int64(0)
         delta = np.empty(k, dtype=e.dtype)
         nxt = np.empty(k, dtype=e.dtype)
         for j in range(k):
@@ -211,7 +301,7 @@ def _viterbi(e, table, banded, init, final, lengths, pointers, paths, scores):
             s = np.int64(t - 1) if table.shape[1] > 1 else np.int64(0)
             for j in range(k):
                 row = table[bb, s, j]
-                best, arg = _best_source(delta, row, j, banded)
+                best, arg = _best_source(delta, row, j, mode, index[bi, j])
                 nxt[j] = best + e[b, t, j]
                 pointers[b, t, j] = arg
             for j in range(k):
@@ -242,36 +332,31 @@ def forward(p: ChainProblem) -> Tuple[torch.Tensor, torch.Tensor]:
     """Scaled forward scores ``(alpha_hat, log_norm)`` as in :func:`torch_loops.forward` (``-inf`` past each length)."""
     alpha = torch.empty_like(p.emissions)
     log_norm = p.emissions.new_empty(p.emissions.shape[:2])
-    e, init, lengths = _np(p.emissions), _np(p.init), _np(p.lengths)
-    if p.kind == "dense":
-        matrix, shift = dense_forward_factors(p.trans)
-        _forward_dense(e, _np(matrix), _np(shift), init, lengths, alpha.numpy(), log_norm.numpy())
-    else:
-        _forward_banded(e, _np(banded_by_destination(p.trans)), init, lengths, alpha.numpy(), log_norm.numpy())
+    p.ops.numba_forward(p, alpha.numpy(), log_norm.numpy())
     return alpha, log_norm
 
 
 def backward(p: ChainProblem, log_norm: torch.Tensor) -> torch.Tensor:
     """Scaled backward scores ``beta_hat`` as in :func:`torch_loops.backward` (0 past each length)."""
     beta = torch.empty_like(p.emissions)
-    e, final, lengths, norm = _np(p.emissions), _np(p.final), _np(p.lengths), _np(log_norm)
-    if p.kind == "dense":
-        matrix, shift = dense_backward_factors(p.trans)
-        _backward_dense(e, _np(matrix), _np(shift), final, lengths, norm, beta.numpy())
-    else:
-        _backward_banded(e, _np(p.trans), final, lengths, norm, beta.numpy())
+    p.ops.numba_backward(p, log_norm, beta.numpy())
     return beta
+
+
+def run_viterbi(p: ChainProblem, table: torch.Tensor, mode: int, index, pointers, paths, scores) -> None:
+    """Run :func:`_viterbi` on ``table`` read as ``mode`` (``index``: sparse sources, else ``None``)."""
+    idx = np.zeros((1, 1, 1), dtype=np.int64) if index is None else _np(index)
+    _viterbi(
+        _np(p.emissions), _np(table), mode, idx, _np(p.init), _np(p.final), _np(p.lengths),
+        pointers.numpy(), paths.numpy(), scores.numpy(),
+    )
 
 
 def viterbi(p: ChainProblem) -> Tuple[torch.Tensor, torch.Tensor]:
     """Best paths ``(B, T)`` int64 (-1 past each length or when infeasible) and scores ``(B,)``."""
     bsz, t_max, k = p.shape
-    table = p.trans.transpose(-1, -2) if p.kind == "dense" else banded_by_destination(p.trans)
     pointers = torch.empty((bsz, t_max, k), dtype=backpointer_dtype(k))
     paths = torch.empty((bsz, t_max), dtype=torch.long)
     scores = torch.empty((bsz,), dtype=p.emissions.dtype)
-    _viterbi(
-        _np(p.emissions), _np(table), p.kind == "banded", _np(p.init), _np(p.final), _np(p.lengths),
-        pointers.numpy(), paths.numpy(), scores.numpy(),
-    )
+    p.ops.numba_viterbi(p, pointers, paths, scores)
     return paths, scores

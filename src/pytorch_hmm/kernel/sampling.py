@@ -9,6 +9,7 @@ import torch
 from ..errors import HMMValueError
 from ..transitions import TransitionStructure
 from .inputs import as_structure
+from .storages import as_steps, ops_for
 
 
 def sample_paths(
@@ -24,11 +25,13 @@ def sample_paths(
     potentials give the locally normalised chain.
 
     Args:
-        transitions: ``Dense`` or ``Banded``, static ``(K, X)`` / ``(N, K, X)`` or
-            time-varying ``(N, length-1, K, X)``.
+        transitions: ``Dense``, ``Banded`` or ``Sparse``, static ``(K, X)`` / ``(N, K, X)``
+            or time-varying ``(N, length-1, K, X)``. Sparse graphs draw among each state's
+            outgoing edges (parallel edges: their probabilities add).
         log_init: ``(K,)`` or ``(N, K)`` initial log-probabilities.
     """
     s = as_structure(transitions)
+    ops = ops_for(s)
     k = s.num_states
     if not isinstance(num_sequences, int) or num_sequences < 1:
         raise HMMValueError(f"num_sequences must be a positive int; got {num_sequences!r}")
@@ -40,18 +43,17 @@ def sample_paths(
         raise HMMValueError(f"time-varying transitions must have length-1 == {length - 1} steps; got {s.log_probs.shape[1]}")
     if log_init.shape not in ((k,), (num_sequences, k)):
         raise HMMValueError(f"log_init must be (K,) or (N, K) with K == {k}, N == {num_sequences}; got {tuple(log_init.shape)}")
-    table = s.log_probs
-    if s.kind == "banded":
-        table = table.masked_fill(~s.valid_mask(), float("-inf"))
-    table = table if s.time_varying else table.unsqueeze(-3)
-    table = table.expand((num_sequences,) + table.shape[-3:]) if s.batch_size is None else table
+    trans, index = ops.canonical(s)
+    table, dest = ops.outgoing(as_steps(trans, s), index)  # (B', S, K, Y), (B'', K, Y): move y of state i goes to dest[i, y]
+    table = table.expand((num_sequences,) + table.shape[-3:])
+    dest = dest.expand((num_sequences,) + dest.shape[-2:])
     rows = torch.arange(num_sequences, device=table.device)
 
     state = _draw(generator, log_init.expand(num_sequences, k))
     path = [state]
     for t in range(1, length):
         move = _draw(generator, table[rows, t - 1 if s.time_varying else 0, state])
-        state = state + move if s.kind == "banded" else move
+        state = dest[rows, state, move]
         path.append(state)
     return torch.stack(path, dim=1)
 

@@ -1,52 +1,25 @@
 """Pure-PyTorch time loops: the reference implementation, used on CUDA and wherever numba is not.
 
 Each routine runs one Python loop over ``T`` with a handful of batched tensor ops per step
-and no host synchronisation. Frames at or after a sequence's length are computed but never
+and no host synchronisation. The steps are the storage's step tables (:mod:`.steps`, chosen by
+``p.ops``) in the semiring of the recursion: ``LogSemiring`` forward and backward,
+``MaxSemiring`` Viterbi. Frames at or after a sequence's length are computed but never
 read: callers mask them.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Tuple
+from typing import Tuple
 
 import torch
 
 from ..semiring import LogSemiring, MaxSemiring
-from .factors import banded_by_destination, dense_backward_factors, dense_forward_factors, shift_windows
 from .inputs import ChainProblem
-
-Step = Callable[[torch.Tensor, int], torch.Tensor]
-
-
-def _log_vecmat(v: torch.Tensor, exp_matrix: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-    """``log(exp(v) @ exp(A))`` for ``v`` ``(B, K)`` given ``exp_matrix = exp(A - shift)``."""
-    m = torch.nan_to_num(v.amax(-1, keepdim=True), neginf=0.0)
-    out = torch.matmul(torch.exp(v - m).unsqueeze(-2), exp_matrix).squeeze(-2)
-    return torch.log(out) + m + shift
 
 
 def _step_index(p: ChainProblem, t: int) -> int:
     """Index into the ``S`` axis of ``p.trans`` for the step from frame ``t`` to ``t + 1``."""
     return t if p.time_varying else 0
-
-
-def _forward_step(p: ChainProblem) -> Step:
-    """``(scores at frame t, t) -> scores at frame t + 1`` before adding emissions."""
-    if p.kind == "dense":
-        matrix, shift = dense_forward_factors(p.trans)
-        return lambda a, t: _log_vecmat(a, matrix[:, _step_index(p, t)], shift[:, _step_index(p, t)])
-    by_dest = banded_by_destination(p.trans)
-    width = p.trans.shape[-1]
-    return lambda a, t: LogSemiring.sum(shift_windows(a, width, ahead=False) + by_dest[:, _step_index(p, t)], -1)
-
-
-def _backward_step(p: ChainProblem) -> Step:
-    """``(emission + beta at frame t + 1, t) -> beta at frame t``."""
-    if p.kind == "dense":
-        matrix, shift = dense_backward_factors(p.trans)
-        return lambda c, t: _log_vecmat(c, matrix[:, _step_index(p, t)], shift[:, _step_index(p, t)])
-    width = p.trans.shape[-1]
-    return lambda c, t: LogSemiring.sum(shift_windows(c, width, ahead=True) + p.trans[:, _step_index(p, t)], -1)
 
 
 def _normalise(a: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -62,11 +35,11 @@ def forward(p: ChainProblem) -> Tuple[torch.Tensor, torch.Tensor]:
     values stay O(1) however long the sequence, so float32 keeps its precision.
     """
     e = p.emissions
-    step = _forward_step(p)
+    steps = p.ops.forward_steps(p.trans, p.index, LogSemiring)
     a, n = _normalise(p.init + e[:, 0])
     alphas, norms = [a], [n]
     for t in range(1, e.shape[1]):
-        a, n = _normalise(step(a, t - 1) + e[:, t])
+        a, n = _normalise(steps.step(a, _step_index(p, t - 1)) + e[:, t])
         alphas.append(a)
         norms.append(n)
     # lists + stack rather than writes into a preallocated tensor: differentiable by autograd
@@ -82,29 +55,14 @@ def backward(p: ChainProblem, log_norm: torch.Tensor) -> torch.Tensor:
     e = p.emissions
     t_max = e.shape[1]
     last = (p.lengths - 1)[:, None]
-    step = _backward_step(p)
+    steps = p.ops.backward_steps(p.trans, p.index)
     beta = torch.empty_like(e)
     b = torch.where(last == t_max - 1, p.final, torch.zeros_like(p.final))
     beta[:, t_max - 1] = b
     for t in range(t_max - 2, -1, -1):
-        b = torch.where(last == t, p.final, step(e[:, t + 1] + b, t) - log_norm[:, t + 1, None])
+        b = torch.where(last == t, p.final, steps.step(e[:, t + 1] + b, _step_index(p, t)) - log_norm[:, t + 1, None])
         beta[:, t] = b
     return beta
-
-
-def _viterbi_step(p: ChainProblem) -> Callable[[torch.Tensor, int], Tuple[torch.Tensor, torch.Tensor]]:
-    """``(delta at frame t, t) -> (best score into each state at t + 1, its source state)``."""
-    if p.kind == "dense":
-        return lambda d, t: MaxSemiring.sum_with_argmax(d.unsqueeze(-1) + p.trans[:, _step_index(p, t)], -2)
-    by_dest = banded_by_destination(p.trans)
-    width = p.trans.shape[-1]
-    states = torch.arange(p.shape[2], device=p.emissions.device)
-
-    def step(d: torch.Tensor, t: int) -> Tuple[torch.Tensor, torch.Tensor]:
-        values, move = MaxSemiring.sum_with_argmax(shift_windows(d, width, ahead=False) + by_dest[:, _step_index(p, t)], -1)
-        return values, states - move
-
-    return step
 
 
 def backpointer_dtype(num_states: int) -> torch.dtype:
@@ -117,12 +75,12 @@ def viterbi(p: ChainProblem) -> Tuple[torch.Tensor, torch.Tensor]:
     e = p.emissions
     bsz, t_max, k = e.shape
     last = (p.lengths - 1)[:, None]
-    step = _viterbi_step(p)
+    steps = p.ops.forward_steps(p.trans, p.index, MaxSemiring)
     pointers = torch.zeros((bsz, t_max, k), dtype=backpointer_dtype(k), device=e.device)
     delta = p.init + e[:, 0]
     at_last = delta
     for t in range(1, t_max):
-        best, source = step(delta, t - 1)
+        best, source = steps.step_with_argmax(delta, _step_index(p, t - 1))
         delta = best + e[:, t]
         pointers[:, t] = source
         at_last = torch.where(last == t, delta, at_last)

@@ -1,0 +1,209 @@
+"""One step of the chain recursion, for every storage and semiring.
+
+A step maps scores ``v`` ``(B, K)`` at frame ``t`` to ``next_j = (+)_x v[source(j, x)] + A[j, x]``
+at frame ``t + 1`` (or, run backwards, ``beta_i`` from ``emission + beta`` at ``t + 1``). The
+semiring (:mod:`pytorch_hmm.semiring`) decides ``(+)``: ``LogSemiring`` gives the forward and
+backward algorithms, ``MaxSemiring`` Viterbi. A *step table* holds one direction of one storage,
+precomputed once per call:
+
+* :class:`MatrixSteps` (dense): the semiring's vector-matrix product (max-shifted GEMM for
+  ``LogSemiring``);
+* :class:`WindowSteps` (banded): ``W`` shifted adds, ``source(j, w) = j - w`` (forward) or
+  ``j + w`` (backward);
+* :class:`GatherSteps` (sparse): a gather over the ``X`` listed sources of each state.
+
+The PyTorch time loops (:mod:`.torch_loops`) and the public single-step functions below
+(:func:`forward_step`, :func:`viterbi_step`, for streaming) run the same tables.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple, Union
+
+import torch
+
+from ..errors import HMMDeviceError, HMMDimensionError, HMMDtypeError, HMMValueError
+from ..semiring import LogSemiring, MaxSemiring
+from ..transitions import TransitionStructure
+from ..validation import FLOAT_DTYPES, check_tensor
+from .factors import shift_windows
+
+__all__ = ["forward_step", "viterbi_step", "chain_step", "MatrixSteps", "WindowSteps", "GatherSteps"]
+
+
+class MatrixSteps:
+    """Dense steps: ``trans`` ``(B', S, K, K)`` indexed ``[source, destination]``."""
+
+    def __init__(self, trans: torch.Tensor, semiring, reverse: bool = False) -> None:
+        self.semiring = semiring
+        self.factors = semiring.matrix_factors(trans, reverse)
+
+    def step(self, v: torch.Tensor, s: int) -> torch.Tensor:
+        return self.semiring.vecmat(v, self.factors, s)
+
+    def step_with_argmax(self, v: torch.Tensor, s: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        return self.semiring.vecmat_with_argmax(v, self.factors, s)
+
+
+class WindowSteps:
+    """Banded steps: ``table`` ``(B', S, K, W)``, ``[j, w]`` the move from ``j - w`` (or ``j + w`` if ``ahead``) to ``j``."""
+
+    def __init__(self, table: torch.Tensor, semiring, ahead: bool) -> None:
+        self.semiring, self.table, self.ahead = semiring, table, ahead
+        self.width = table.shape[-1]
+        self._states = None
+
+    def _scores(self, v: torch.Tensor, s: int) -> torch.Tensor:
+        return shift_windows(v, self.width, ahead=self.ahead) + self.table[:, s]
+
+    def step(self, v: torch.Tensor, s: int) -> torch.Tensor:
+        return self.semiring.sum(self._scores(v, s), -1)
+
+    def step_with_argmax(self, v: torch.Tensor, s: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        values, move = self.semiring.sum_with_argmax(self._scores(v, s), -1)
+        if self._states is None:
+            self._states = torch.arange(v.shape[-1], device=v.device)
+        return values, self._states + move if self.ahead else self._states - move
+
+
+class GatherSteps:
+    """Sparse steps: ``table`` ``(B', S, K, X)`` and ``index`` ``(B'', K, X)`` source states (``-1`` unused)."""
+
+    def __init__(self, table: torch.Tensor, index: torch.Tensor, semiring) -> None:
+        self.semiring, self.table = semiring, table  # -inf at unused slots (canonical form)
+        self.index = index.clamp(min=0)
+        self._flat = self.index.reshape(index.shape[0], -1)
+
+    def _scores(self, v: torch.Tensor, s: int) -> torch.Tensor:
+        b, k = v.shape
+        gathered = v.gather(-1, self._flat.expand(b, -1)).view(b, k, -1)
+        return gathered + self.table[:, s]
+
+    def step(self, v: torch.Tensor, s: int) -> torch.Tensor:
+        return self.semiring.sum(self._scores(v, s), -1)
+
+    def step_with_argmax(self, v: torch.Tensor, s: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        values, slot = self.semiring.sum_with_argmax(self._scores(v, s), -1)
+        source = self.index.expand(v.shape[0], -1, -1).gather(-1, slot.unsqueeze(-1)).squeeze(-1)
+        return values, source
+
+
+# ---------------------------------------------------------------------------------------
+# public single steps (streaming)
+# ---------------------------------------------------------------------------------------
+
+
+def _check_step_inputs(scores, transitions, log_emissions_t, step, name):
+    from .inputs import as_structure  # (inputs imports this module's users; avoid a cycle)
+    from .storages import ops_for
+
+    check_tensor(scores, name, "(B, K)")
+    if scores.ndim != 2:
+        raise HMMDimensionError(f"{name} must be (B, K); got shape {tuple(scores.shape)}",
+                                expected_shape=("B", "K"), actual_shape=scores.shape)
+    if scores.dtype not in FLOAT_DTYPES:
+        raise HMMDtypeError(f"{name} must be float32 or float64; got {scores.dtype}")
+    b, k = scores.shape
+    s = as_structure(transitions)
+    if s.num_states != k:
+        raise HMMDimensionError(
+            f"transitions must describe K == {k} states to match {name} {tuple(scores.shape)}; "
+            f"got {type(s).__name__} log_probs of shape {tuple(s.log_probs.shape)} ({s.num_states} states)",
+            expected_shape=(k, "X"), actual_shape=s.log_probs.shape,
+        )
+    if s.batch_size is not None and s.batch_size != b:
+        raise HMMDimensionError(
+            f"batched transitions must have B == {b} (the batch size of {name}); got shape {tuple(s.log_probs.shape)}",
+            expected_shape=(b,) + tuple(s.log_probs.shape[1:]), actual_shape=s.log_probs.shape,
+        )
+    if s.dtype != scores.dtype:
+        raise HMMDtypeError(f"transitions.log_probs must have the dtype of {name} ({scores.dtype}); got {s.dtype}")
+    if s.device != scores.device:
+        raise HMMDeviceError(f"transitions.log_probs must be on the device of {name} ({scores.device}); got {s.device}")
+    if isinstance(step, bool) or not isinstance(step, int):
+        raise HMMValueError(f"step must be an int; got {type(step).__name__}")
+    if s.time_varying and not 0 <= step < s.log_probs.shape[1]:
+        raise HMMValueError(
+            f"step must index the T-1 == {s.log_probs.shape[1]} steps of time-varying transitions, "
+            f"in [0, {s.log_probs.shape[1]}); got {step}"
+        )
+    if log_emissions_t is not None:
+        check_tensor(log_emissions_t, "log_emissions_t", "(B, K)")
+        if tuple(log_emissions_t.shape) != (b, k):
+            raise HMMDimensionError(
+                f"log_emissions_t must be (B, K) == {(b, k)} like {name}; got shape {tuple(log_emissions_t.shape)}",
+                expected_shape=(b, k), actual_shape=log_emissions_t.shape,
+            )
+        if log_emissions_t.dtype != scores.dtype:
+            raise HMMDtypeError(f"log_emissions_t must have the dtype of {name} ({scores.dtype}); got {log_emissions_t.dtype}")
+        if log_emissions_t.device != scores.device:
+            raise HMMDeviceError(f"log_emissions_t must be on the device of {name} ({scores.device}); got {log_emissions_t.device}")
+    return s, ops_for(s)
+
+
+def chain_step(
+    scores: torch.Tensor,
+    transitions: Union[TransitionStructure, torch.Tensor],
+    log_emissions_t: Optional[torch.Tensor] = None,
+    *,
+    step: int = 0,
+    semiring=LogSemiring,
+    name: str = "scores",
+):
+    """One step of the chain recursion in ``semiring``: ``(B, K)`` scores at frame ``t`` -> frame ``t + 1``.
+
+    ``LogSemiring`` returns ``next (B, K)``; ``MaxSemiring`` returns ``(next, backpointers)``
+    with ``backpointers`` ``(B, K)`` int64 the best source state of each state.
+    """
+    s, ops = _check_step_inputs(scores, transitions, log_emissions_t, step, name)
+    trans, index = ops.canonical(s)
+    if s.time_varying:
+        trans = trans[:, step : step + 1]
+    else:
+        trans = trans.unsqueeze(-3)  # add S = 1
+        if s.batch_size is None:
+            trans = trans.unsqueeze(0)  # B' = 1
+    table = ops.forward_steps(trans, index, semiring)
+    if semiring is MaxSemiring:
+        values, source = table.step_with_argmax(scores, 0)
+        source = source.long()
+    else:
+        values, source = table.step(scores, 0), None
+    if log_emissions_t is not None:
+        values = values + log_emissions_t
+    return values if source is None else (values, source)
+
+
+def forward_step(
+    log_alpha: torch.Tensor,
+    transitions: Union[TransitionStructure, torch.Tensor],
+    log_emissions_t: Optional[torch.Tensor] = None,
+    *,
+    step: int = 0,
+) -> torch.Tensor:
+    """One forward step: ``(B, K)`` ``log alpha_t`` -> ``log alpha_{t+1}``.
+
+    ``log alpha_{t+1}(j) = logsumexp_i(log alpha_t(i) + A_t[i -> j]) + log_emissions_t(j)``
+    (no emission added when ``log_emissions_t`` is ``None``); ``step`` selects the step of a
+    time-varying storage (ignored for static ones). Any storage (``Dense``, ``Banded``,
+    ``Sparse`` or a ``(K, K)`` tensor); only shapes, dtypes and devices are checked (no host
+    synchronisation). Differentiable. Iterating it from ``log_init + log_emissions[:, 0]``
+    and finishing with ``logsumexp(alpha + log_final)`` gives :func:`log_partition`.
+    """
+    return chain_step(log_alpha, transitions, log_emissions_t, step=step, semiring=LogSemiring, name="log_alpha")
+
+
+def viterbi_step(
+    delta: torch.Tensor,
+    transitions: Union[TransitionStructure, torch.Tensor],
+    log_emissions_t: Optional[torch.Tensor] = None,
+    *,
+    step: int = 0,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """One Viterbi step: ``(B, K)`` best scores at frame ``t`` -> ``(delta_next (B, K), backpointers (B, K) int64)``.
+
+    ``delta_next(j) = max_i(delta(i) + A_t[i -> j]) + log_emissions_t(j)`` and
+    ``backpointers[b, j]`` is the maximising source state ``i`` (the first on ties; arbitrary
+    where ``delta_next`` is ``-inf``). Same checks and arguments as :func:`forward_step`.
+    """
+    return chain_step(delta, transitions, log_emissions_t, step=step, semiring=MaxSemiring, name="delta")
