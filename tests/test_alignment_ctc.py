@@ -359,6 +359,24 @@ def test_aligner_module():
     assert aligner.decode(lp, lengths) == ctc_greedy_decode(lp, lengths)
 
 
+@settings(max_examples=25)
+@given(batch=ctc_batches())
+def test_aligner_spans_from_graph_positions_equal_merge_tokens(batch):
+    # the aligner builds spans from the label states of the graph; CTC puts a blank between
+    # equal tokens, so they equal the spans of runs of equal frame labels
+    logits, targets, lengths, blank = batch
+    lengths = torch.tensor(lengths)
+    tg, tl = padded(targets, fill=blank)
+    lp = logits.log_softmax(-1)
+    feasible = ctc_loss(lp, tg, lengths, tl, blank, reduction="none").isfinite()
+    if not feasible.all():
+        return
+    out = CTCAligner(blank=blank).align(lp, tg, lengths, tl)
+    assert out.spans == merge_tokens(out.labels, out.scores, blank)
+    assert [[s.token for s in spans] for spans in out.spans] == targets
+    assert all(isinstance(s, TokenSpan) for spans in out.spans for s in spans)
+
+
 def test_forced_align_single_sequence_and_empty_target():
     lp = _one_hot_log_probs([0, 1, 1, 0, 2], 3).unsqueeze(0)
     labels, scores = ctc_forced_align(lp, torch.tensor([[1, 2]]))
