@@ -40,7 +40,7 @@ from typing import Dict, Optional, Union
 import torch
 from torch import nn
 
-from ..errors import HMMDimensionError, HMMTypeError, HMMValueError
+from ..errors import HMMDimensionError, HMMTypeError
 from ..validation import FLOAT_DTYPES, check_stochastic, check_tensor
 from .storage import Banded, Dense, Sparse, TransitionStructure
 
@@ -277,11 +277,7 @@ class SparseTransitions(_TableTransitions):
 
     def __init__(self, predecessors: torch.Tensor, log_probs: torch.Tensor) -> None:
         self._check_table(log_probs, "(K, P)")
-        check = Sparse(predecessors, log_probs)  # validates predecessors against log_probs
-        if check.predecessors.ndim != 2:
-            raise HMMDimensionError(f"SparseTransitions predecessors must be (K, P); got {tuple(predecessors.shape)}",
-                                    expected_shape=("K", "P"), actual_shape=predecessors.shape,
-                                    suggestion="batched graphs are fixed potentials: use FixedTransitions")
+        check = Sparse(predecessors, log_probs)  # validates predecessors (K, P) against log_probs
         super().__init__(log_probs, check.valid_mask())
         self.register_buffer("predecessors", check.predecessors.clone())
 
