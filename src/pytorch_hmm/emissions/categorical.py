@@ -19,11 +19,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import HMMDeviceError, HMMDimensionError, HMMDtypeError, HMMValueError
+from ..validation import check_count, check_float_dtype
 from .base import Emission, Stats
 
 __all__ = ["Categorical"]
 
-_FLOAT_DTYPES = (torch.float32, torch.float64)
 _INT_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
 
 
@@ -62,10 +62,9 @@ class Categorical(Emission):
         device: Union[str, torch.device, None] = None,
     ) -> None:
         super().__init__()
-        _check_positive_int(num_states, "num_states")
-        _check_positive_int(num_symbols, "num_symbols")
-        if dtype not in _FLOAT_DTYPES:
-            raise HMMDtypeError(f"Categorical dtype must be torch.float32 or torch.float64; got {dtype}")
+        check_count(num_states, "num_states")
+        check_count(num_symbols, "num_symbols")
+        check_float_dtype(dtype, "Categorical dtype")
         self.num_states = num_states
         self.num_symbols = num_symbols
         shape = (num_states, num_symbols)
@@ -313,8 +312,3 @@ def _check_counts(stats: Stats, k: int, s: int) -> torch.Tensor:
             actual_shape=getattr(counts, "shape", None),
         )
     return counts
-
-
-def _check_positive_int(v: int, name: str) -> None:
-    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-        raise HMMValueError(f"{name} must be a positive int; got {v!r}")

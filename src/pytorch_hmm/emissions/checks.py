@@ -1,4 +1,7 @@
-"""Input validation and small tensor helpers shared by the Gaussian emissions."""
+"""Emission-specific input checks and small tensor helpers shared by the Gaussian emissions.
+
+Generic checks (tensors, shapes, counts, dtypes) live in :mod:`pytorch_hmm.validation`.
+"""
 
 from __future__ import annotations
 
@@ -7,26 +10,8 @@ from typing import Optional, Sequence, Tuple
 import torch
 
 from ..errors import HMMDeviceError, HMMDimensionError, HMMDtypeError, HMMValueError
+from ..validation import as_tensor, check_tensor
 from .base import Stats
-
-_FLOAT_DTYPES = (torch.float32, torch.float64)
-
-
-def as_tensor(value, name: str, dtype: torch.dtype, device) -> torch.Tensor:
-    """``value`` (tensor, array or number) as a tensor of ``dtype`` on ``device``."""
-    try:
-        return torch.as_tensor(value, dtype=dtype, device=device)
-    except (TypeError, ValueError, RuntimeError) as err:
-        raise HMMValueError(f"{name} must be a tensor or array of numbers; got {type(value).__name__}") from err
-
-
-def check_shape(t: torch.Tensor, shape: Sequence[int], name: str, what: str) -> None:
-    """Raise :class:`HMMDimensionError` unless ``t.shape == shape``; ``what`` names the dims, e.g. ``"(K, D)"``."""
-    if tuple(t.shape) != tuple(shape):
-        raise HMMDimensionError(
-            f"{name} must be {what} == {tuple(shape)}; got {tuple(t.shape)}", expected_shape=shape, actual_shape=t.shape
-        )
-
 
 def broadcast_prior(value, shape: Sequence[int], name: str, dtype: torch.dtype, device) -> torch.Tensor:
     """A prior hyper-parameter broadcast (numpy rules) to ``shape``; per-state values as ``(K, 1, ...)``."""
@@ -47,8 +32,7 @@ def check_observations(
     Returns ``x`` with padded frames (mask False) set to 0, and the mask. NaN or inf is an
     error at valid frames only, so padding may hold anything.
     """
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"x must be a torch.Tensor of shape (B, T, D); got {type(x).__name__}")
+    check_tensor(x, "x", "(B, T, D)")
     if x.ndim != 3 or x.shape[-1] != dim:
         raise HMMDimensionError(
             f"x must be (B, T, D) with D == {dim}; got {tuple(x.shape)}",
@@ -96,8 +80,7 @@ def check_posteriors(
     posteriors: torch.Tensor, x: torch.Tensor, num_states: int, mask: Optional[torch.Tensor]
 ) -> torch.Tensor:
     """Validate state posteriors ``(B, T, K)``; returns them with padded frames set to 0."""
-    if not isinstance(posteriors, torch.Tensor):
-        raise TypeError(f"posteriors must be a torch.Tensor of shape (B, T, K); got {type(posteriors).__name__}")
+    check_tensor(posteriors, "posteriors", "(B, T, K)")
     shape = tuple(x.shape[:2]) + (num_states,)
     if tuple(posteriors.shape) != shape:
         raise HMMDimensionError(
@@ -122,18 +105,6 @@ def check_stats(stats: Stats, keys: Sequence[str], owner: str) -> None:
     missing = [k for k in keys if k not in stats]
     if missing:
         raise HMMValueError(f"stats must come from {owner}.init_stats(); missing {missing}")
-
-
-def check_count(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise HMMValueError(f"{name} must be a positive int; got {value!r}")
-    return value
-
-
-def check_float_dtype(dtype: torch.dtype) -> torch.dtype:
-    if dtype not in _FLOAT_DTYPES:
-        raise HMMDtypeError(f"dtype must be torch.float32 or torch.float64; got {dtype}")
-    return dtype
 
 
 def valid_points(x: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:

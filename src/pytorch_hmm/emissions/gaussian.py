@@ -23,17 +23,14 @@ from torch import nn
 
 from ..errors import HMMValueError
 from .base import Emission, Stats
+from ..validation import as_tensor, check_count, check_float_dtype, check_shape
 from .checks import (
     sampling_states,
-    as_tensor,
-    check_shape,
     broadcast_prior,
     check_observations,
     zero_padding,
     check_posteriors,
     check_stats,
-    check_count,
-    check_float_dtype,
     valid_points,
     draw_normal,
 )

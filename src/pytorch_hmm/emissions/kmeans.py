@@ -12,6 +12,7 @@ from typing import Optional, Tuple
 import torch
 
 from ..errors import HMMDimensionError, HMMDtypeError, HMMValueError
+from ..validation import check_count, check_tensor
 
 
 def kmeans(
@@ -39,16 +40,14 @@ def kmeans(
         ``(centroids (k, D), labels (N,) int64)``, labels in ``0..k-1``, centroids in the
         dtype and on the device of ``x``.
     """
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"x must be a torch.Tensor of shape (N, D); got {type(x).__name__}")
+    check_tensor(x, "x", "(N, D)")
     if x.ndim != 2:
         raise HMMDimensionError(
             f"x must be (N, D) points; got shape {tuple(x.shape)}", expected_shape=("N", "D"), actual_shape=x.shape
         )
     if x.dtype not in (torch.float32, torch.float64):
         raise HMMDtypeError(f"x must be float32 or float64; got {x.dtype}")
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise HMMValueError(f"k must be a positive int; got {k!r}")
+    check_count(k, "k")
     if isinstance(iters, bool) or not isinstance(iters, int) or iters < 0:
         raise HMMValueError(f"iters must be a non-negative int; got {iters!r}")
     n = x.shape[0]

@@ -21,15 +21,12 @@ from torch import nn
 
 from ..errors import HMMValueError
 from .base import Emission, Stats
+from ..validation import as_tensor, check_count, check_float_dtype, check_shape
 from .checks import (
     sampling_states,
-    as_tensor,
     broadcast_prior,
-    check_count,
-    check_float_dtype,
     check_observations,
     check_posteriors,
-    check_shape,
     check_stats,
     draw_normal,
     valid_points,

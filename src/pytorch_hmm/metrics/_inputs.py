@@ -1,4 +1,4 @@
-"""Input conversion shared by the frame-level metrics (spectral and pitch).
+"""Metric-specific input conversion shared by the frame-level metrics (spectral and pitch).
 
 Metrics accept torch tensors or numpy arrays (or nested lists), one sequence or a padded batch:
 
@@ -8,7 +8,8 @@ Metrics accept torch tensors or numpy arrays (or nested lists), one sequence or 
 :func:`as_batch` returns a float64 torch tensor with the batch axis (on the input tensor's
 device; numpy input lands on the CPU) and whether the input had one, so a metric can return a
 0-d result for one sequence and ``(B,)`` for a batch. Lengths are validated by
-:func:`pytorch_hmm.kernel.inputs.check_lengths`.
+:func:`pytorch_hmm.validation.check_lengths`; NaN/inf checks are
+:func:`pytorch_hmm.validation.check_finite`.
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ from typing import Tuple
 import numpy as np
 import torch
 
-from ..errors import HMMDimensionError, HMMDtypeError, HMMValueError
-from ..kernel.inputs import LengthsLike, check_lengths, frame_mask
+from ..errors import HMMDimensionError, HMMDtypeError, HMMTypeError, HMMValueError
+from ..validation import LengthsLike, check_lengths, frame_mask
 
-__all__ = ["as_batch", "lengths_or_full", "paired_frames", "check_finite"]
+__all__ = ["as_batch", "lengths_or_full", "paired_frames", "check_same_batch"]
 
 
 def as_batch(x, name: str, feature_dim: bool) -> Tuple[torch.Tensor, bool]:
@@ -30,7 +31,7 @@ def as_batch(x, name: str, feature_dim: bool) -> Tuple[torch.Tensor, bool]:
         try:
             x = torch.from_numpy(np.asarray(x))
         except (TypeError, ValueError, RuntimeError) as err:
-            raise TypeError(f"{name} must be a torch.Tensor or a numpy array; got {type(x).__name__}") from err
+            raise HMMTypeError(f"{name} must be a torch.Tensor or a numpy array; got {type(x).__name__}") from err
     if x.dtype == torch.bool or x.dtype.is_complex:
         raise HMMDtypeError(f"{name} must have a real (float or integer) dtype; got {x.dtype}")
     shapes = (("T", "D"), ("B", "T", "D")) if feature_dim else (("T",), ("B", "T"))
@@ -104,11 +105,3 @@ def check_same_batch(
             f"{sn} must have the same {what} as {rn} {tuple(r.shape)}; got shape {tuple(s.shape)}",
             expected_shape=(r.shape[0], "T") + ((r.shape[2],) if feature_dim else ()), actual_shape=s.shape,
         )
-
-
-def check_finite(x: torch.Tensor, keep: torch.Tensor, name: str) -> None:
-    """Raise if ``x`` holds NaN or +-inf where ``keep`` (broadcastable bool) is True."""
-    bad = ~torch.isfinite(x) & keep
-    if bool(bad.any()):
-        kind = "NaN" if bool((torch.isnan(x) & keep).any()) else "inf"
-        raise HMMValueError(f"{name} must be finite (at frames before its length); found {kind}")

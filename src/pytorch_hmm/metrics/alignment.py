@@ -43,8 +43,8 @@ from typing import Any, Callable, Dict, Hashable, List, NamedTuple, Optional, Se
 import numpy as np
 import torch
 
-from ..errors import HMMDimensionError, HMMDtypeError, HMMValueError
-from ..kernel.inputs import check_lengths
+from ..errors import HMMDimensionError, HMMDtypeError, HMMTypeError, HMMValueError
+from ..validation import check_lengths
 from .sequence import align_sequences
 
 __all__ = [
@@ -111,7 +111,7 @@ def _split(ref: Any, hyp: Any, is_item: Callable[[Any], bool]) -> Tuple[List[Any
     out = []
     for name, x in (("ref", ref), ("hyp", hyp)):
         if not _seq_like(x):
-            raise TypeError(f"{name} must be a list of (label, start_s, end_s) segments or a list of such lists; "
+            raise HMMTypeError(f"{name} must be a list of (label, start_s, end_s) segments or a list of such lists; "
                             f"got {type(x).__name__}")
         batch = len(x) > 0 and _seq_like(x[0]) and not is_item(x[0])
         out.append((list(x) if batch else [x], batch))
@@ -368,7 +368,7 @@ def _label_seq(x: Any, name: str, lengths: Any, fold: Fold) -> List[List[Hashabl
         if lengths is not None:
             raise HMMValueError(f"{name}_lengths is only for (B, L) arrays; {name} is a {type(x).__name__}")
         if not _seq_like(x):
-            raise TypeError(f"{name} must be a list of labels or segments, a batch of them, or an array; got {type(x).__name__}")
+            raise HMMTypeError(f"{name} must be a list of labels or segments, a batch of them, or an array; got {type(x).__name__}")
         # a list inside is a label sequence (batch); segments here are tuples or span objects,
         # so [[1, 2, 3], [4, 5, 6]] is two utterances of integer labels, not two segments
         batch = len(x) > 0 and isinstance(x[0], list)
@@ -468,7 +468,7 @@ def frame_accuracy(
 
 def _as_ids(x: Any, name: str) -> torch.Tensor:
     if not isinstance(x, (np.ndarray, torch.Tensor)):
-        raise TypeError(f"{name} must be a torch.Tensor or numpy array of frame label ids when the other one is; "
+        raise HMMTypeError(f"{name} must be a torch.Tensor or numpy array of frame label ids when the other one is; "
                         f"got {type(x).__name__}")
     t = torch.as_tensor(x)
     if t.dtype.is_floating_point or t.dtype.is_complex:

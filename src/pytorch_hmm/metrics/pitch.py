@@ -26,8 +26,8 @@ import numpy as np
 import torch
 
 from ..errors import HMMValueError
-from ..kernel.inputs import LengthsLike, frame_mask
-from ._inputs import as_batch, check_finite, paired_frames
+from ..validation import LengthsLike, check_finite, frame_mask
+from ._inputs import as_batch, paired_frames
 
 __all__ = ["f0_rmse", "vuv_error_rate", "gross_pitch_error", "f0_frame_error", "estimate_f0"]
 

@@ -23,8 +23,8 @@ from typing import Optional
 import torch
 
 from ..errors import HMMValueError
-from ..kernel.inputs import LengthsLike, frame_mask
-from ._inputs import as_batch, check_finite, check_same_batch, lengths_or_full, paired_frames
+from ..validation import LengthsLike, check_finite, frame_mask
+from ._inputs import as_batch, check_same_batch, lengths_or_full, paired_frames
 
 __all__ = ["mel_cepstral_distortion", "mel_cepstrum", "all_pass_alpha"]
 

@@ -16,7 +16,7 @@ from typing import NamedTuple, Optional, Tuple, Union
 
 import numpy as np
 
-from ..errors import AudioError, HMMValueError
+from ..errors import AudioError, HMMTypeError, HMMValueError
 
 __all__ = ["AudioInfo", "audio_info", "load_audio", "resample", "RESAMPLE_TYPE"]
 
@@ -115,7 +115,7 @@ def check_sample_rate(sample_rate, name: str = "sample_rate") -> int:
 
 def _check_file(path: PathLike) -> Path:
     if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"path must be a str or os.PathLike; got {type(path).__name__}")
+        raise HMMTypeError(f"path must be a str or os.PathLike; got {type(path).__name__}")
     path = Path(path)
     if not path.exists():
         raise AudioError(path, "does not exist")

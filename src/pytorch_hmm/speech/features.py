@@ -33,8 +33,8 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-from ..errors import HMMDimensionError, HMMDtypeError, HMMValueError
-from ..kernel.inputs import LengthsLike, check_lengths, frame_mask
+from ..errors import HMMDimensionError, HMMDtypeError, HMMTypeError, HMMValueError
+from ..validation import FLOAT_DTYPES, LengthsLike, check_float_dtype, check_lengths, frame_mask
 from .audio import check_sample_rate, load_audio, resample
 
 __all__ = [
@@ -50,7 +50,6 @@ __all__ = [
     "num_frames",
 ]
 
-_FLOAT_DTYPES = (torch.float32, torch.float64)
 _KINDS = ("mfcc", "log_mel")
 _CMVN = ("none", "utterance")
 _EPS = 1e-8  # floor of the standard deviation in CMVN
@@ -126,8 +125,7 @@ class FeatureExtractor:
             )
         if self.top_db is not None:
             _positive_number(self.top_db, "top_db")
-        if self.dtype not in _FLOAT_DTYPES:
-            raise HMMDtypeError(f"dtype must be torch.float32 or torch.float64; got {self.dtype}")
+        check_float_dtype(self.dtype)
 
     # ---- framing -----------------------------------------------------------------
     @property
@@ -411,7 +409,7 @@ def _as_signal(audio: AudioLike) -> np.ndarray:
     if isinstance(audio, torch.Tensor):
         audio = audio.detach().cpu().numpy()
     if not isinstance(audio, np.ndarray):
-        raise TypeError(f"audio must be a numpy array, a torch.Tensor or a file path; got {type(audio).__name__}")
+        raise HMMTypeError(f"audio must be a numpy array, a torch.Tensor or a file path; got {type(audio).__name__}")
     if audio.dtype not in (np.float32, np.float64):
         raise HMMDtypeError(f"audio must be float32 or float64 samples; got {audio.dtype}")
     if audio.ndim != 1 or audio.shape[0] == 0:
@@ -430,8 +428,8 @@ def _as_features(x, name: str) -> Tuple[torch.Tensor, bool]:
     if isinstance(x, np.ndarray):
         x = torch.from_numpy(x)
     if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor or a numpy array; got {type(x).__name__}")
-    if x.dtype not in _FLOAT_DTYPES:
+        raise HMMTypeError(f"{name} must be a torch.Tensor or a numpy array; got {type(x).__name__}")
+    if x.dtype not in FLOAT_DTYPES:
         raise HMMDtypeError(f"{name} must be float32 or float64; got {x.dtype}")
     if x.ndim not in (2, 3) or 0 in x.shape:
         raise HMMDimensionError(
