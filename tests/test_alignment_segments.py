@@ -212,7 +212,26 @@ def test_read_textgrid_errors(tmp_path: Path) -> None:
     with pytest.raises(HMMValueError, match=r"TextGrid file '.*bad.TextGrid': cannot be read: no such file"):
         read_textgrid(path)
     path.write_text('File type = "ooTextFile"\nObject class = "TextGrid"\n\nxmin = 0\nxmax = oops\n', encoding="utf-8")
-    with pytest.raises(HMMValueError, match=r"TextGrid file '.*bad.TextGrid': is not a valid Praat TextGrid \("):
+    with pytest.raises(HMMValueError, match=r"TextGrid file '.*bad.TextGrid': is not a valid Praat TextGrid: "
+                                            r"line 5: expected a number, got 'xmax = oops' \("):
+        read_textgrid(path)
+    write_textgrid(path, TIERS, DURATION, short=True)
+    lines = path.read_text(encoding="utf-8").splitlines()
+    path.write_text("\n".join(lines[:16] + ["0.5x"] + lines[17:]), encoding="utf-8")
+    with pytest.raises(HMMValueError, match=r"TextGrid: line 17: expected a number, got '0.5x' \(ValueError"):
+        read_textgrid(path)
+    path.write_text("\n".join(lines[:12]), encoding="utf-8")
+    with pytest.raises(HMMValueError, match=r"TextGrid: a field is missing or the file ends early \("):
+        read_textgrid(path)
+    path.write_text("hello\nworld\n", encoding="utf-8")
+    with pytest.raises(HMMValueError, match=r"TextGrid: line 1: expected 'File type = \"ooTextFile\"', got 'hello'"):
+        read_textgrid(path)
+    path.write_bytes(b"\xff\xfe\x00\xd8")
+    with pytest.raises(HMMValueError, match=r"TextGrid: neither UTF-8 nor UTF-16"):
+        read_textgrid(path)
+    write_textgrid(path, TIERS, DURATION)
+    path.write_text(path.read_text(encoding="utf-8").replace("xmin = 0.5 ", "xmin = 0.45 ", 1), encoding="utf-8")
+    with pytest.raises(HMMValueError, match=r"TextGrid: \(TextgridStateError: Two intervals in the same tier overlap"):
         read_textgrid(path)
     grid = praat.Textgrid(0.5, 2.0)
     grid.addTier(praat.IntervalTier("words", [(0.5, 1.0, "a")], 0.5, 2.0))

@@ -256,7 +256,7 @@ def read_textgrid(path: PathLike) -> Tiers:
     """Read the interval tiers of a TextGrid (long or short format, UTF-8 or UTF-16); empty
     intervals are gaps and left out."""
     from praatio import textgrid
-    from praatio.utilities.errors import PraatioException
+    from praatio.utilities.errors import PraatioException, TextgridException
 
     path = Path(path)
     if not path.is_file():
@@ -264,7 +264,10 @@ def read_textgrid(path: PathLike) -> Tiers:
     try:
         grid = textgrid.openTextgrid(str(path), includeEmptyIntervals=False, reportingMode="error")
     except (PraatioException, ValueError, IndexError, KeyError, AttributeError, UnicodeError) as err:
-        raise _file_error("TextGrid", path, f"is not a valid Praat TextGrid ({type(err).__name__}: {err})") from None
+        where = _textgrid_problem(path) or (
+            "a field is missing or the file ends early " if not isinstance(err, TextgridException) else "")
+        raise _file_error("TextGrid", path, f"is not a valid Praat TextGrid: {where}"
+                                            f"({type(err).__name__}: {err})") from None
     if grid.minTimestamp != 0:
         raise _file_error("TextGrid", path, f"xmin must be 0 (MFA convention); got {grid.minTimestamp!r}")
     duration = float(grid.maxTimestamp)
@@ -277,6 +280,26 @@ def read_textgrid(path: PathLike) -> Tiers:
         except HMMValueError as err:
             raise _file_error("TextGrid", path, str(err)) from None
     return Tiers(tiers, duration)
+
+
+def _textgrid_problem(path: Path) -> str:
+    """Where a TextGrid that praatio rejected goes wrong: the header, the first non-numeric value, or ''."""
+    raw = path.read_bytes()
+    try:  # as praatio reads it: UTF-16 with a byte order mark, else UTF-8
+        lines = raw.decode("utf-16" if raw[:2] in (b"\xff\xfe", b"\xfe\xff") else "utf-8-sig").splitlines()
+    except UnicodeError:
+        return "neither UTF-8 nor UTF-16 "
+    if not lines or lines[0].replace(" ", "") != 'Filetype="ooTextFile"':
+        return f"line 1: expected 'File type = \"ooTextFile\"', got {(lines or [''])[0]!r} "
+    for number, line in enumerate(lines[2:], start=3):
+        value = line.split("=", 1)[1].strip() if "=" in line else line.strip()  # long: key = value; short: value
+        if not value or value[0] in '"<' or value[-1] in '":>':
+            continue
+        try:
+            float(value)
+        except ValueError:
+            return f"line {number}: expected a number, got {line.strip()!r} "
+    return ""
 
 
 def write_json(path: PathLike, tiers: Mapping[str, Sequence[Segment]], duration: float, *, precision: int = 6) -> None:
