@@ -228,6 +228,7 @@ def test_scatter_edges_sums_a_time_axis():
 # ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("backend", ["torch", "numba"])
 @pytest.mark.parametrize("storage", STORAGES)
 @settings(max_examples=15)
 @given(
@@ -237,16 +238,16 @@ def test_scatter_edges_sums_a_time_axis():
     seed=st.integers(0, 2**16),
     p_inf=st.sampled_from([0.0, 0.2]),
 )
-def test_phone_graph_equals_brute_force(storage, phones, silence, t, seed, p_inf):
+def test_phone_graph_equals_brute_force(backend, storage, phones, silence, t, seed, p_inf):
     spec = phone_graph(phones, silence=silence, rng=np.random.default_rng(seed))
     g = spec.graph(storage)
     x = unit_scores(1, t, num_units(), seed=seed, p_inf=p_inf)
     em = g.gather(x)[0].numpy()
     ans = brute_force(em, spec.dense_numpy(), np.array(spec.init), np.array(spec.final))
-    log_z = g.log_partition(x)
+    log_z = g.log_partition(x, backend=backend)
     np.testing.assert_allclose(log_z.numpy(), [ans.log_z], rtol=1e-9, atol=1e-9)
-    np.testing.assert_allclose(g.posteriors(x)[0].numpy(), ans.posteriors, atol=1e-9)
-    _, _, counts = g.marginals(x)
+    np.testing.assert_allclose(g.posteriors(x, backend=backend)[0].numpy(), ans.posteriors, atol=1e-9)
+    _, _, counts = g.marginals(x, backend=backend)
     # counts in storage shape; the oracle's per step (src, dst)
     xi = ans.expected_transitions.sum(0) if t > 1 else np.zeros((g.num_states,) * 2)
     expected = np.zeros(tuple(counts.shape[1:]))
@@ -257,7 +258,7 @@ def test_phone_graph_equals_brute_force(storage, phones, silence, t, seed, p_inf
             slot = g.transitions.predecessors[j].tolist().index(i)
             expected[j, slot] = xi[i, j]
     np.testing.assert_allclose(counts[0].numpy(), expected, atol=1e-9)
-    paths, best = g.viterbi(x)
+    paths, best = g.viterbi(x, backend=backend)
     np.testing.assert_allclose(best.numpy(), [ans.best_score], rtol=1e-9, atol=1e-9)
     if np.isfinite(ans.best_score):
         assert tuple(paths[0].tolist()) in ans.best_paths
@@ -448,7 +449,12 @@ ERRORS = [
      HMMValueError, r"graphs must share one transition storage, dtype and device; got Banded\(.*\) on cpu and Dense"),
     (lambda: path_segments(torch.zeros(1, 3, dtype=torch.long), torch.zeros(1, 1, dtype=torch.long),
                            torch.zeros(1, 1, dtype=torch.long), torch.zeros(1, 2)), HMMDimensionError,
-     r"scores must be a float tensor with the shape of paths \(1, 3\); got \(1, 2\)"),
+     r"scores must be a float tensor with the shape of paths \(1, 3\); got \(1, 2\) torch.float32"),
+    (lambda: path_segments(torch.zeros(1, 3, dtype=torch.long), torch.zeros(2, 1, dtype=torch.long),
+                           torch.zeros(2, 1, dtype=torch.long), torch.zeros(1, 3)), HMMDimensionError,
+     r"paths must be \(B, T\) and positions, units \(B, K\) with the same B; got \(1, 3\), \(2, 1\) and \(2, 1\)"),
+    (lambda: path_segments([[0]], torch.zeros(1, 1, dtype=torch.long), torch.zeros(1, 1, dtype=torch.long),
+                           torch.zeros(1, 1)), HMMTypeError, r"paths must be a torch.Tensor of shape \(B, T\); got list"),
     (lambda: _small().segments(torch.zeros(2, 3, dtype=torch.long), torch.zeros(2, 3), [["a"]]), HMMValueError,
      r"labels must hold one sequence per batch item \(2\); got 1"),
 ]

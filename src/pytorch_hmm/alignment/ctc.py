@@ -24,7 +24,7 @@ from typing import List, NamedTuple, Sequence, Tuple, Union
 import torch
 from torch import nn
 
-from ..errors import HMMDimensionError, HMMDtypeError, HMMValueError, InfeasibleAlignmentError
+from ..errors import HMMDimensionError, HMMDtypeError, HMMTypeError, HMMValueError, InfeasibleAlignmentError
 from ..validation import check_finite_or_neginf, check_frame_scores, check_lengths, frame_mask
 from ..transitions import Banded
 from .graph import StateGraph
@@ -300,7 +300,7 @@ def _check_blank(blank, num_classes: int) -> None:
 def _check_targets(targets, target_lengths: IntsLike, bsz: int, device) -> Tuple[torch.Tensor, torch.Tensor]:
     """``(padded (B, S_max), target_lengths (B,))`` from padded or concatenated targets."""
     if not isinstance(targets, torch.Tensor):
-        raise TypeError(f"targets must be a torch.Tensor of shape (B, S) or (sum(target_lengths),); got {type(targets).__name__}")
+        raise HMMTypeError(f"targets must be a torch.Tensor of shape (B, S) or (sum(target_lengths),); got {type(targets).__name__}")
     if targets.dtype.is_floating_point or targets.dtype.is_complex or targets.dtype == torch.bool:
         raise HMMDtypeError(f"targets must have an integer dtype; got {targets.dtype}")
     targets = targets.to(device=device, dtype=torch.long)

@@ -18,6 +18,7 @@ from typing import Iterator, List, Optional, Sequence, Tuple, Union
 import torch
 
 from ..errors import HMMDimensionError, HMMDtypeError, HMMValueError
+from ..validation import check_tensor
 from .segments import Segment
 
 __all__ = ["TokenSpan", "merge_tokens", "path_segments"]
@@ -83,12 +84,21 @@ def path_segments(
     Returns one list of :class:`~pytorch_hmm.alignment.segments.Segment` (frames, ``end``
     exclusive) per item. Two equal adjacent units in different positions stay two segments.
     """
-    if not isinstance(scores, torch.Tensor) or scores.shape != paths.shape or not scores.dtype.is_floating_point:
-        got = tuple(scores.shape) if isinstance(scores, torch.Tensor) else type(scores).__name__
+    for name, x, what in (("paths", paths, "(B, T)"), ("positions", positions, "(B, K)"), ("units", units, "(B, K)"),
+                          ("scores", scores, "(B, T)")):
+        check_tensor(x, name, what)
+    if paths.ndim != 2 or positions.ndim != 2 or units.shape != positions.shape or positions.shape[0] != paths.shape[0]:
         raise HMMDimensionError(
-            f"scores must be a float tensor with the shape of paths {tuple(paths.shape)}; got {got}",
+            f"paths must be (B, T) and positions, units (B, K) with the same B; got {tuple(paths.shape)}, "
+            f"{tuple(positions.shape)} and {tuple(units.shape)}",
+            expected_shape=("B", "K"),
+            actual_shape=positions.shape,
+        )
+    if scores.shape != paths.shape or not scores.dtype.is_floating_point:
+        raise HMMDimensionError(
+            f"scores must be a float tensor with the shape of paths {tuple(paths.shape)}; got {tuple(scores.shape)} {scores.dtype}",
             expected_shape=paths.shape,
-            actual_shape=scores.shape if isinstance(scores, torch.Tensor) else None,
+            actual_shape=scores.shape,
         )
     if labels is not None and len(labels) != paths.shape[0]:
         raise HMMValueError(f"labels must hold one sequence per batch item ({paths.shape[0]}); got {len(labels)}")
@@ -131,8 +141,7 @@ def _runs(
 
 def _check(labels: torch.Tensor, scores: torch.Tensor, blank: int):
     for name, x in (("labels", labels), ("scores", scores)):
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor of shape (T,) or (B, T); got {type(x).__name__}")
+        check_tensor(x, name, "(T,) or (B, T)")
     if labels.ndim not in (1, 2):
         raise HMMDimensionError(
             f"labels must be (T,) or (B, T); got shape {tuple(labels.shape)}",
