@@ -294,9 +294,10 @@ def test_write_ctm_errors(tmp_path: Path) -> None:
 @pytest.mark.parametrize("content, message", [
     ("u 1 0.0 0.5 a\nu 1 0.5\n", r"line 2: expected 'utt channel start duration label \[confidence\]' \(expected 5 or 6 columns, got 3\)"),
     ("u 1 zero 0.5 a\n", r"line 1: .*could not convert string to float: 'zero'"),
-    ("u 1 0.0 0.5 a\nu 1 0.4 0.5 b\n", r"line 2: .*utterance 'u' segment\[1\] must not start before"),
-    ("u 1 -0.5 0.5 a\n", r"line 1: .*segment\[0\].start must be >= 0; got -0.5"),
-    ("u 1 0.5 0 a\n", r"line 1: .*segment\[0\] must have start < end"),
+    ("u 1 0.0 0.5 a\nu 1 0.4 0.5 b\n", r"line 2: .*\(utterance 'u' must be in time order without overlaps; "
+                                      r"this segment starts at 0.4 s, before the previous one ends at 0.5 s\)"),
+    ("u 1 -0.5 0.5 a\n", r"line 1: .*\(start must be >= 0 and duration > 0 seconds; got -0.5, 0.5\)"),
+    ("u 1 0.5 0 a\n", r"line 1: .*\(start must be >= 0 and duration > 0 seconds; got 0.5, 0.0\)"),
 ])
 def test_read_ctm_errors(tmp_path: Path, content: str, message: str) -> None:
     path = tmp_path / "bad.ctm"

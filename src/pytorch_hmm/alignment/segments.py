@@ -4,7 +4,7 @@ Frame convention. Frame ``t`` of a front end with hop ``frame_shift`` seconds co
 ``[t * frame_shift, (t + 1) * frame_shift)`` plus ``offset`` seconds (Kaldi / MFA). A frame
 segment ``[s, e)`` therefore spans ``[s * shift + offset, e * shift + offset)`` seconds
 (:func:`frames_to_seconds`); a time goes back to the nearest frame boundary, ties to the
-earlier one (:func:`seconds_to_frames`). A start before 0 is clipped to 0 and, when the audio
+earlier one, so that a start clipped to 0 comes back as frame 0 (:func:`seconds_to_frames`). A start before 0 is clipped to 0 and, when the audio
 ``duration`` is given, the last end is clipped to it. The centred frames of
 :class:`~pytorch_hmm.speech.FeatureExtractor` (frame ``t`` centred at ``t * hop``, standing for
 ``[(t - 1/2) hop, (t + 1/2) hop)``) are ``offset=-frame_shift / 2``.
@@ -392,10 +392,14 @@ def read_ctm(path: PathLike) -> dict[str, list[Segment]]:
                 raise HMMValueError(f"expected 5 or 6 columns, got {len(fields)}")
             utt, _, start, dur, label = fields[:5]
             start, dur = float(start), float(dur)
+            if not (math.isfinite(start) and math.isfinite(dur) and start >= 0 and dur > 0):
+                raise HMMValueError(f"start must be >= 0 and duration > 0 seconds; got {start!r}, {dur!r}")
+            segments = out.setdefault(utt, [])
+            if segments and start < segments[-1].end:
+                raise HMMValueError(f"utterance {utt!r} must be in time order without overlaps; this segment "
+                                    f"starts at {start!r} s, before the previous one ends at {segments[-1].end!r} s")
             decimals = max(_decimals(fields[2]), _decimals(fields[3]))
             seg = Segment(label, start, round(start + dur, decimals), float(fields[5]) if len(fields) == 6 else None)
-            segments = out.setdefault(utt, [])
-            check_segments(segments[-1:] + [seg], f"utterance {utt!r} segment")
         except (HMMValueError, ValueError) as err:
             raise _file_error("CTM", path, f"line {number}: expected 'utt channel start duration label "
                                            f"[confidence]' ({err}); got {line!r}") from None
