@@ -340,3 +340,36 @@ def test_a_component_without_closed_form_statistics_says_so():
     with pytest.raises(NotImplementedError, match="Neural has no closed-form EM statistics; train it by gradient or freeze it"):
         Neural().init_stats()
     assert not Neural.has_m_step
+
+
+def test_hsmm_old_format_state_dict_and_components():
+    from pytorch_hmm import HSMM
+    from pytorch_hmm.durations import Poisson
+
+    model = HSMM(_emission(), Poisson(K, 10), transitions="left_to_right")
+    assert isinstance(model.initial, Initial) and isinstance(model.transition, DenseTransitions)
+    assert torch.isneginf(torch.diagonal(model.log_transitions)).all() and model.log_final[-1] == 0
+    old = {{"transition.logits": "transition_logits", "initial.logits": "init_logits", "final.log_weights": "log_final"}.get(k, k): v
+           for k, v in model.state_dict().items()}
+    copy = HSMM(_emission(1), Poisson(K, 10))
+    copy.load_state_dict(old)
+    x, lengths = _data(seed=8, t=20)
+    torch.testing.assert_close(copy(x, lengths), model(x, lengths))
+
+
+def test_layer_takes_a_sparse_component():
+    comp = _components()["sparse"]
+    layer = HMMLayer(K, transitions=comp, dtype=F64)
+    scores = torch.randn(2, 7, K, dtype=F64)
+    ref = posteriors(scores, comp.structure(), layer.initial.log_probs)
+    torch.testing.assert_close(layer(scores), ref, rtol=1e-10, atol=1e-12)
+    layer(scores).pow(2).sum().backward()
+    assert torch.isfinite(comp.logits.grad).all() and comp.logits.grad.abs().sum() > 0
+
+
+def test_float32_components_follow_the_emission_dtype():
+    model = HMM(Gaussian(K, D, means=torch.randn(K, D), covars=torch.ones(K, D)),
+                SparseTransitions.from_structure(Sparse.from_dense(Dense(_graph()))), final="last")
+    assert model.transitions.dtype == model.log_init.dtype == model.log_final.dtype == torch.float32
+    x, lengths = _data(seed=9)
+    assert torch.isfinite(model(x.float(), lengths)).all()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -11,10 +11,11 @@ from torch import nn
 from ..errors import HMMDimensionError, HMMValueError
 from ..kernel import posteriors, viterbi
 from ..transitions import TransitionStructure, ergodic, left_to_right
-from ..transitions.components import BandedTransitions, DenseTransitions, Initial, TransitionComponent
+from ..transitions.components import BandedTransitions, DenseTransitions, Initial, TransitionComponent, as_transition_component
 from .base import rename_old_keys
 
 MODES = ("posteriors", "viterbi")
+_NAMES = {"dense": "ergodic", "banded": "left_to_right"}
 
 
 class HMMLayer(nn.Module):
@@ -29,17 +30,21 @@ class HMMLayer(nn.Module):
 
     Args:
         num_states: ``K``.
-        transitions: ``"ergodic"`` or ``"left_to_right"``.
+        transitions: ``"ergodic"``, ``"left_to_right"`` or a
+            :class:`~pytorch_hmm.transitions.TransitionComponent` over ``K`` states (e.g.
+            ``SparseTransitions`` for any graph), cast to ``dtype``.
         mode: ``"posteriors"`` or ``"viterbi"``.
     """
 
-    def __init__(self, num_states: int, transitions: str = "ergodic", mode: str = "posteriors", dtype: torch.dtype = torch.float32) -> None:
+    def __init__(self, num_states: int, transitions: Union[str, TransitionComponent] = "ergodic", mode: str = "posteriors", dtype: torch.dtype = torch.float32) -> None:
         super().__init__()
         if mode not in MODES:
             raise HMMValueError(f"mode must be one of {MODES}; got {mode!r}")
         self.num_states, self.mode = num_states, mode
         # finite logits on every existing move, so every state stays reachable and gradients stay finite
-        if transitions == "ergodic":
+        if isinstance(transitions, TransitionComponent):
+            self.transition = as_transition_component(transitions, num_states, dtype)
+        elif transitions == "ergodic":
             structure = ergodic(num_states, self_loop=0.5 if num_states > 1 else None, dtype=dtype)
             self.transition: TransitionComponent = DenseTransitions(structure.log_probs.clamp(min=-10.0))
         elif transitions == "left_to_right":
@@ -76,4 +81,4 @@ class HMMLayer(nn.Module):
         return posteriors(scores, self.transitions, log_init, lengths, differentiable=True)
 
     def extra_repr(self) -> str:
-        return f"num_states={self.num_states}, transitions={'left_to_right' if self.transition.kind == 'banded' else 'ergodic'}, mode={self.mode!r}"
+        return f"num_states={self.num_states}, transitions={_NAMES.get(self.transition.kind, self.transition.kind)}, mode={self.mode!r}"
