@@ -109,10 +109,14 @@ def test_textgrid_follows_mfa_conventions_read_by_praatio(tmp_path: Path) -> Non
         assert all(a[1] == b[0] for a, b in zip(entries, entries[1:]))  # the intervals tile [0, xmax]
 
 
-def test_textgrid_precision(tmp_path: Path) -> None:
-    path = tmp_path / "utt.TextGrid"
-    write_textgrid(path, {"phones": [S("a", 0.1234567, 0.2)]}, 1.0, precision=3)
-    assert read_textgrid(path).tiers["phones"] == (S("a", 0.123, 0.2),)
+@pytest.mark.parametrize("write, read", [(write_textgrid, read_textgrid), (write_json, read_json)])
+def test_tier_precision(tmp_path: Path, write, read) -> None:
+    path = tmp_path / "utt"
+    duration = 1.23456789  # the audio's length, written in full; the last end rounds to it, not past it
+    write(path, {"phones": [S("a", 0.1234567, 0.2), S("b", 0.2, duration)]}, duration, precision=3)
+    assert read(path) == Tiers({"phones": (S("a", 0.123, 0.2), S("b", 0.2, duration))}, duration)
+    with pytest.raises(HMMValueError, match=r"tiers\['phones'\]\[0\] \(0.1..0.1004 s\) is empty when written with precision=3"):
+        write(path, {"phones": [S("a", 0.1, 0.1004)]}, 1.0, precision=3)
 
 
 # ----------------------------------------------------------------------------- JSON and CTM
@@ -286,6 +290,8 @@ def test_write_ctm_errors(tmp_path: Path) -> None:
         write_ctm(path, {"u": [S("a b", 0.0, 1.0)]})
     with pytest.raises(HMMValueError, match=r"utterances\['u'\]\[0\].score must be a finite number or None; got nan"):
         write_ctm(path, {"u": [S("a", 0.0, 1.0, float("nan"))]})
+    with pytest.raises(HMMValueError, match=r"utterances\['u'\]\[0\] \(0.0..0.0004 s\) is empty when written with precision=3"):
+        write_ctm(path, {"u": [S("a", 0.0, 0.0004)]})
     with pytest.raises(HMMValueError, match=r"utterances\['u'\]\[1\] must not start before"):
         write_ctm(path, {"u": [S("a", 0.0, 1.0), S("b", 0.5, 1.5)]})
     assert not path.exists()

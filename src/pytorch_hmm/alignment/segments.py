@@ -222,9 +222,20 @@ def _check_tiers(tiers: Mapping[str, Sequence[Segment]], duration: float, precis
             if not isinstance(seg.unit, str) or not seg.unit.strip():
                 raise HMMValueError(f"{where}[{i}].unit must be a non-empty str label (gaps are "
                                     f"left out, not labelled ''); got {seg.unit!r}")
-            rows.append((round(float(seg.start), precision), round(float(seg.end), precision), seg.unit))
+            rows.append((*_rounded(seg, precision, f"{where}[{i}]", duration), seg.unit))
         out[name] = rows
     return out
+
+
+def _rounded(seg: Segment, precision: int, where: str, duration: Optional[float] = None) -> tuple[float, float]:
+    """``seg``'s times rounded to ``precision`` decimals (at most ``duration``), still ``start < end``."""
+    start, end = (round(float(t), precision) for t in (seg.start, seg.end))
+    if duration is not None:
+        start, end = min(start, duration), min(end, duration)
+    if end <= start:
+        raise HMMValueError(f"{where} ({seg.start!r}..{seg.end!r} s) is empty when written with "
+                            f"precision={precision} decimals")
+    return start, end
 
 
 def _tier_segments(entries, where: str, duration: float) -> tuple[Segment, ...]:
@@ -361,7 +372,7 @@ def write_ctm(
             if not _is_name(seg.unit):
                 raise HMMValueError(f"utterances[{utt!r}][{i}].unit must be a non-empty label without "
                                     f"whitespace; got {seg.unit!r}")
-            start, end = round(float(seg.start), precision), round(float(seg.end), precision)
+            start, end = _rounded(seg, precision, f"utterances[{utt!r}][{i}]")
             line = f"{utt} {channel} {start:.{precision}f} {end - start:.{precision}f} {seg.unit}"
             if seg.score is not None:
                 if not _is_number(seg.score) or not math.isfinite(seg.score):
