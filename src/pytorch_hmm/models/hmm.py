@@ -91,7 +91,7 @@ class HMM(EmissionModel):
 
     @torch.no_grad()
     def sample(self, num_sequences: int, length: int, generator: Optional[torch.Generator] = None) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Draw ``(x, states)``: observations ``(N, T, ...)`` and their state paths ``(N, T)``."""
+        """Draw ``(x, states)``: observations ``(N, T, ...)`` and their state paths ``(N, T)`` (``final`` is not applied)."""
         states = sample_paths(self.transitions, self.log_init, num_sequences, length, generator=generator)
         return self.emission.sample(states, generator=generator), states
 

@@ -146,7 +146,7 @@ class Initial(Component):
 
     @classmethod
     def uniform(cls, num_states: int, dtype: torch.dtype = torch.float32, device=None) -> "Initial":
-        return cls(torch.full((num_states,), -math.log(num_states), dtype=dtype, device=device))
+        return cls(torch.log(torch.full((num_states,), 1.0 / num_states, dtype=dtype, device=device)))
 
     @classmethod
     def first(cls, num_states: int, dtype: torch.dtype = torch.float32, device=None) -> "Initial":
