@@ -10,7 +10,7 @@ import torch
 from pytorch_hmm import HMM, HMMLayer
 from pytorch_hmm.emissions import Gaussian
 from pytorch_hmm.errors import HMMDimensionError, HMMTypeError, HMMValueError
-from pytorch_hmm.kernel import log_partition, marginals, posteriors, viterbi
+from pytorch_hmm.kernel import log_partition, posteriors, viterbi
 from pytorch_hmm.transitions import (Banded, BandedTransitions, Dense, DenseTransitions, Final, FixedTransitions, Initial,
                                      Sparse, SparseTransitions, TransitionComponent, left_to_right)
 

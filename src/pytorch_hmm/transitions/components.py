@@ -35,7 +35,7 @@ it trains by gradient descent on ``-model(x).mean()``.
 from __future__ import annotations
 
 import math
-from typing import Dict, Optional, Union
+from typing import Dict, Optional
 
 import torch
 from torch import nn
