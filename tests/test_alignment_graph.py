@@ -132,21 +132,7 @@ def unit_scores(b, t, u, seed=0, dtype=torch.float64, p_inf=0.0):
     return x
 
 
-def kernel_runs_sparse() -> bool:
-    """Whether the chain kernel accepts Sparse storage (landed in parallel with this module)."""
-    from pytorch_hmm.kernel import log_partition
-
-    g = torch.Generator().manual_seed(0)
-    sparse = Sparse(torch.tensor([[0, 2, -1], [0, 1, -1], [1, 2, 0]]), torch.randn(3, 3, dtype=torch.float64, generator=g))
-    em, init = torch.randn(1, 4, 3, dtype=torch.float64, generator=g), torch.zeros(3, dtype=torch.float64)
-    try:
-        got = log_partition(em, sparse, init)
-    except Exception:  # noqa: BLE001 - any failure means "not supported"
-        return False
-    return bool(torch.allclose(got, log_partition(em, sparse.to_dense(), init)))
-
-
-STORAGES = ["dense"] + (["sparse"] if kernel_runs_sparse() else [])
+STORAGES = ["dense", "sparse"]
 UTTERANCES = [["a", "b"], ["a", "a"], ["b"], ["b", "a", "b"]]
 
 
@@ -311,6 +297,29 @@ def test_path_segments_drop_padding_and_unreported_positions():
     assert path_segments(paths[:, :0], positions, units, torch.zeros(2, 0)) == [[], []]
 
 
+def test_from_edges_equals_predecessor_lists():
+    spec = phone_graph(["a", "b", "a"])
+    manual = spec.graph("sparse")
+    src, dst, ids, lp = zip(*spec.edges)
+    t = lambda x: torch.tensor(x, dtype=torch.float64)  # noqa: E731
+    src, dst, ids, lp = torch.tensor(src), torch.tensor(dst), torch.tensor(ids), t(lp)
+    g = StateGraph.from_edges(torch.tensor(spec.units), src, dst, lp, t(spec.init), t(spec.final), ids,
+                              torch.tensor(spec.positions))
+    assert isinstance(g.transitions, Sparse) and g.transitions.width == manual.transitions.width
+    assert torch.equal(g.transitions.predecessors, manual.transitions.predecessors)
+    assert torch.equal(g.transitions.log_probs, manual.transitions.log_probs)
+    assert torch.equal(g.edge_ids, manual.edge_ids) and torch.equal(g.positions, manual.positions)
+    torch.testing.assert_close(g.transitions.to_dense().log_probs, torch.from_numpy(spec.dense_numpy()))
+
+
+def test_to_changes_dtype_and_keeps_ids():
+    _, _, g = batch_of(UTTERANCES, "sparse")
+    h = g.to(dtype=torch.float32)
+    assert h.dtype == torch.float32 and h.log_init.dtype == torch.float32 and h.log_final.dtype == torch.float32
+    assert torch.equal(h.units, g.units) and torch.equal(h.edge_ids, g.edge_ids) and torch.equal(h.positions, g.positions)
+    assert isinstance(h.transitions, Sparse) and torch.equal(h.transitions.predecessors, g.transitions.predecessors)
+
+
 # ---------------------------------------------------------------------------------------
 # batching per-item graphs
 # ---------------------------------------------------------------------------------------
@@ -444,6 +453,12 @@ ERRORS = [
     (lambda: _small().path_units(torch.zeros(4, dtype=torch.long)), HMMDimensionError,
      r"paths must be \(B, T\) with B == 2 \(the graph's batch\); got shape \(4,\)"),
     (lambda: _small().path_units(torch.zeros(2, 4)), HMMDtypeError, "paths must have an integer dtype; got torch.float32"),
+    (lambda: StateGraph.from_edges(torch.tensor([0, 1]), torch.tensor([0]), torch.tensor([1, 1]), torch.zeros(1),
+                                   torch.zeros(2)), HMMDimensionError,
+     r"from_edges needs units \(K,\) and sources, destinations, log_probs, edge_ids \(N,\); got units \(2,\), "
+     r"sources \(1,\), destinations \(2,\), log_probs \(1,\)"),
+    (lambda: StateGraph.from_edges(torch.tensor([0, 1]), torch.tensor([0]), torch.tensor([2]), torch.zeros(1), torch.zeros(2)),
+     HMMValueError, r"sources and destinations must be states in \[0, K\) = \[0, 2\); got values in \[0, 2\]"),
     (lambda: StateGraph.stack([]), HMMTypeError, "graphs must be a non-empty sequence of StateGraph"),
     (lambda: StateGraph.stack([_small(), StateGraph(torch.tensor([0]), Dense(torch.zeros(1, 1)), torch.zeros(1))]),
      HMMValueError, r"graphs must share one transition storage, dtype and device; got Banded\(.*\) on cpu and Dense"),
@@ -481,9 +496,8 @@ def test_type_errors_are_type_errors():
 @pytest.mark.parametrize("storage", STORAGES)
 def test_cpu_equals_cuda(storage):
     _, graphs, g = batch_of(UTTERANCES, storage)
-    gc = StateGraph.stack([
-        StateGraph(h.units.cuda(), h.transitions.to("cuda"), h.log_init.cuda(), h.log_final.cuda(),
-                   h.edge_ids.cuda(), h.positions.cuda()) for h in graphs])
+    gc = StateGraph.stack([h.to("cuda") for h in graphs])
+    assert gc.device.type == "cuda" and gc.transitions.device.type == "cuda"
     x = unit_scores(g.batch_size, 6, num_units(), seed=6)
     lengths = torch.tensor([6, 4, 3, 6])
     torch.testing.assert_close(gc.log_partition(x.cuda(), lengths.cuda()).cpu(), g.log_partition(x, lengths))

@@ -167,6 +167,14 @@ class StateGraph:
     def device(self) -> torch.device:
         return self.units.device
 
+    def to(self, device=None, dtype: Optional[torch.dtype] = None) -> "StateGraph":
+        """The graph on ``device`` with float tensors of ``dtype`` (ids stay int64)."""
+        units = self.units.to(device)
+        trans = self.transitions.to(device=units.device, dtype=dtype or self.dtype)
+        f = lambda x: x.to(device=units.device, dtype=trans.dtype)  # noqa: E731
+        edges = None if self.edge_ids is None else self.edge_ids.to(units.device)
+        return StateGraph(units, trans, f(self.log_init), f(self.log_final), edges, self.positions.to(units.device))
+
     def __repr__(self) -> str:
         tied = "" if self.edge_ids is None else f", edges={self.max_edge + 1}"
         return f"StateGraph(B={self.batch_size}, K={self.num_states}, transitions={self.transitions!r}{tied})"
@@ -352,6 +360,59 @@ class StateGraph:
         if paths.dtype.is_floating_point or paths.dtype.is_complex or paths.dtype == torch.bool:
             raise HMMDtypeError(f"paths must have an integer dtype; got {paths.dtype}")
         return paths.to(device=self.device, dtype=torch.long)
+
+    # -- construction from edges and batching -----------------------------------------
+
+    @classmethod
+    def from_edges(
+        cls,
+        units: torch.Tensor,
+        sources: torch.Tensor,
+        destinations: torch.Tensor,
+        log_probs: torch.Tensor,
+        log_init: torch.Tensor,
+        log_final: Optional[torch.Tensor] = None,
+        edge_ids: Optional[torch.Tensor] = None,
+        positions: Optional[torch.Tensor] = None,
+    ) -> "StateGraph":
+        """One item's graph (``B = 1``) with :class:`~pytorch_hmm.transitions.Sparse` storage from an edge list.
+
+        Args:
+            units: ``(K,)`` unit per state; ``log_init``, ``log_final``, ``positions``: ``(K,)``.
+            sources, destinations: ``(N,)`` int states of each edge ``src -> dst``.
+            log_probs: ``(N,)`` float log-potential of each edge; ``edge_ids``: ``(N,)`` tied id or ``-1``.
+
+        Edges into one state fill its predecessor slots in the order given; ``P`` is the largest
+        in-degree. Use :meth:`stack` to batch several items.
+        """
+        units = _ids(units, "units", "(K,)", None)
+        k = int(units.shape[-1]) if units.ndim == 1 else -1
+        src = _ids(sources, "sources", "(N,)", units.device)
+        dst = _ids(destinations, "destinations", "(N,)", units.device)
+        check_tensor(log_probs, "log_probs", "(N,)")
+        n = int(src.shape[0]) if src.ndim == 1 else -1
+        ids = None if edge_ids is None else _ids(edge_ids, "edge_ids", "(N,)", units.device)
+        shapes = [units.ndim == 1, src.shape == (n,), dst.shape == (n,), log_probs.shape == (n,), ids is None or ids.shape == (n,)]
+        if not all(shapes):
+            raise HMMDimensionError(
+                f"from_edges needs units (K,) and sources, destinations, log_probs, edge_ids (N,); got units "
+                f"{tuple(units.shape)}, sources {tuple(src.shape)}, destinations {tuple(dst.shape)}, log_probs "
+                f"{tuple(log_probs.shape)}" + ("" if ids is None else f", edge_ids {tuple(ids.shape)}"),
+                expected_shape=("N",),
+                actual_shape=log_probs.shape,
+            )
+        bounds = torch.stack([torch.cat([src, dst, src.new_zeros(1)]).min(), torch.cat([src, dst, src.new_zeros(1)]).max()]).tolist()
+        if n and (bounds[0] < 0 or bounds[1] >= k):
+            raise HMMValueError(f"sources and destinations must be states in [0, K) = [0, {k}); got values in [{bounds[0]}, {bounds[1]}]")
+        order = torch.sort(dst, stable=True).indices
+        degree = torch.bincount(dst, minlength=k)
+        width = max(int(degree.max()) if n else 1, 1)
+        first = torch.cumsum(degree, 0) - degree  # first sorted edge into each state
+        slot = torch.arange(n, device=units.device) - first[dst[order]]
+        pred = src.new_full((k, width), -1).index_put((dst[order], slot), src[order])
+        lp = log_probs.new_full((k, width), _NEG_INF).index_put((dst[order], slot), log_probs[order])
+        tied = None if ids is None else src.new_full((k, width), -1).index_put((dst[order], slot), ids[order])
+        return cls(units, Sparse(pred, lp), log_init, log_final, tied, positions)
 
     # -- batching ----------------------------------------------------------------------
 
