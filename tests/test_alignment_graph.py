@@ -165,20 +165,22 @@ def test_gather_and_scatter_are_adjoint(dtype):
     torch.testing.assert_close(g.occupancy(v, u), s.sum((0, 1)))  # padding states are dropped
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("storage", STORAGES)
-def test_scatter_of_posteriors_is_the_gradient_wrt_unit_scores(storage):
-    _, _, g = batch_of(UTTERANCES, storage)
+def test_scatter_of_posteriors_is_the_gradient_wrt_unit_scores(storage, dtype):
+    _, _, g = batch_of(UTTERANCES, storage, dtype=dtype)
+    tol = dict(rtol=1e-10, atol=1e-10) if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-6)
     lengths = torch.tensor([6, 4, 3, 6])
-    x = unit_scores(g.batch_size, 6, num_units(), seed=2).requires_grad_(True)
+    x = unit_scores(g.batch_size, 6, num_units(), seed=2, dtype=dtype).requires_grad_(True)
     log_z = g.log_partition(x, lengths)
-    assert torch.isfinite(log_z).all()
+    assert torch.isfinite(log_z).all() and log_z.dtype == dtype
     (grad,) = torch.autograd.grad(log_z.sum(), x)
     post = g.posteriors(x.detach(), lengths)
-    torch.testing.assert_close(g.scatter(post, num_units()), grad, rtol=1e-10, atol=1e-10)
-    torch.testing.assert_close(g.occupancy(post, num_units()), grad.sum((0, 1)), rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(g.scatter(post, num_units()), grad, **tol)
+    torch.testing.assert_close(g.occupancy(post, num_units()), grad.sum((0, 1)), **tol)
     # each valid frame's posteriors sum to 1 over the units
     frames = g.scatter(post, num_units()).sum(-1)
-    torch.testing.assert_close(frames, (torch.arange(6)[None] < lengths[:, None]).double())
+    torch.testing.assert_close(frames, (torch.arange(6)[None] < lengths[:, None]).to(dtype), **tol)
 
 
 @pytest.mark.parametrize("storage", STORAGES)

@@ -23,6 +23,17 @@ optional silences and pronunciation variants, :class:`~pytorch_hmm.transitions.D
 GMM-HMM trainer accumulates per frame; :meth:`StateGraph.scatter_edges` does the same for
 the kernel's expected transition counts onto the tied edges (the flat-start M-step).
 :meth:`StateGraph.stack` pads per-utterance graphs of different sizes into one batch.
+
+Typical use (one graph per utterance, ``U`` units, ``unit_scores`` ``(B, T, U)``)::
+
+    g = StateGraph.stack([StateGraph.from_edges(units, src, dst, lp, init, final, edge_ids, positions)
+                          for units, src, dst, lp, init, final, edge_ids, positions in utterances])
+    log_z = g.log_partition(unit_scores, lengths)                  # (B,), differentiable
+    _, post, counts = g.marginals(unit_scores, lengths)            # EM statistics
+    per_unit = g.scatter(post, U)                                  # (B, T, U) for the emissions
+    per_edge = g.scatter_edges(counts)                             # (E,) for the tied transitions
+    paths, _ = g.viterbi(unit_scores, lengths)
+    segments = g.segments(paths, g.path_scores(unit_scores, paths), phone_names_per_position)
 """
 
 from __future__ import annotations
