@@ -1,9 +1,10 @@
 """CTC loss, forced alignment and greedy decoding on the shared chain kernel.
 
 A target ``l_1 .. l_S`` becomes the blank-extended chain of ``K = 2 S + 1`` states
-``(blank, l_1, blank, l_2, ..., l_S, blank)``, a :class:`~pytorch_hmm.alignment.graph.StateGraph`
-over the ``C`` classes with :class:`~pytorch_hmm.transitions.Banded` transitions of width 3: stay (``w = 0``), next (``w = 1``) and skip a blank (``w = 2``, only
-into a label that differs from the label two states back). A path may start in the first
+``(blank, l_1, blank, l_2, ..., l_S, blank)``: a :class:`~pytorch_hmm.alignment.graph.StateGraph`
+over the ``C`` classes with :class:`~pytorch_hmm.transitions.Banded` transitions of width 3:
+stay (``w = 0``), next (``w = 1``) and skip a blank (``w = 2``, only into a label that
+differs from the label two states back). A path may start in the first
 blank or the first label and must end in the last label or the last blank. Emissions are
 ``log_probs`` gathered at each state's token, so ``-log_partition`` of this chain is the CTC
 loss and :func:`~pytorch_hmm.kernel.viterbi` on it is CTC forced alignment. Each label state
