@@ -155,12 +155,13 @@ def check_finite_or_neginf(x: torch.Tensor, name: str, where: Optional[torch.Ten
         raise HMMValueError(f"{name} must not contain NaN or +inf{scope}; found {kind}")
 
 
-def check_finite(x: torch.Tensor, keep: torch.Tensor, name: str) -> None:
-    """Raise if ``x`` holds NaN or +-inf where ``keep`` (broadcastable bool) is True."""
+def check_finite(x: torch.Tensor, keep: torch.Tensor, name: str, before: str = "its length") -> None:
+    """Raise if ``x`` holds NaN or +-inf where ``keep`` (broadcastable bool) is True; ``before``
+    names the lengths in the message (e.g. ``"x_lengths"``)."""
     bad = ~torch.isfinite(x) & keep
     if bool(bad.any()):
         kind = "NaN" if bool((torch.isnan(x) & keep).any()) else "inf"
-        raise HMMValueError(f"{name} must be finite (at frames before its length); found {kind}")
+        raise HMMValueError(f"{name} must be finite (at frames before {before}); found {kind}")
 
 
 def stochastic_tolerance(dtype: torch.dtype) -> float:

@@ -14,32 +14,29 @@ The local cost between frames is ``distance``:
 * ``"precomputed"``: ``x`` is the cost itself, ``(B, N, M)`` or ``(N, M)``, and ``y`` is ``None``.
 
 The recursion, step patterns, Sakoe-Chiba band and backends are those of
-:mod:`pytorch_hmm.kernel.lattice` (one shared anti-diagonal DP for DTW and soft-DTW).
+:mod:`pytorch_hmm.kernel.lattice` (one shared anti-diagonal DP for DTW and soft-DTW); the frame
+distances and :func:`pairwise_cost` are those of :mod:`pytorch_hmm.alignment.distances`.
 """
 
 from __future__ import annotations
 
-from typing import Callable, List, NamedTuple, Optional, Tuple, Union
+from typing import List, NamedTuple, Optional, Union
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from ..errors import HMMDeviceError, HMMDimensionError, HMMDtypeError, HMMValueError
-from ..kernel.inputs import LengthsLike, check_lengths, frame_mask
 from ..kernel.lattice import (
     check_band,
     check_gamma,
     check_step_pattern,
     lattice_dtw,
-    lattice_dtw_euclidean,
+    lattice_dtw_rows,
     lattice_soft_alignment,
     lattice_soft_dtw,
-    pairwise_euclidean,
+    use_numba,
 )
-
-Distance = Union[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]
-DISTANCES = ("euclidean", "sqeuclidean", "cosine", "precomputed")
+from ..validation import LengthsLike
+from .distances import ROW_DISTANCES, Distance, check_distance, check_features, pairwise_cost, pairwise_euclidean
 
 __all__ = ["DTWResult", "dtw", "soft_dtw", "soft_dtw_alignment", "DTWAligner", "pairwise_cost"]
 
@@ -58,111 +55,6 @@ class DTWResult(NamedTuple):
     cost: torch.Tensor
     normalized_cost: torch.Tensor
     paths: List[torch.Tensor]
-
-
-def _check_distance(distance: Distance) -> Distance:
-    if callable(distance) or distance in DISTANCES:
-        return distance
-    raise HMMValueError(
-        f"distance must be one of {DISTANCES} or a callable f(x (B, N, D), y (B, M, D)) -> (B, N, M); got {distance!r}"
-    )
-
-
-def _as_batch(t, name: str, shape: str) -> torch.Tensor:
-    if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of shape {shape}; got {type(t).__name__}")
-    if t.ndim not in (2, 3):
-        raise HMMDimensionError(
-            f"{name} must be {shape} or one unbatched pair without B; got shape {tuple(t.shape)}",
-            expected_shape=tuple(shape.strip("()").split(", ")), actual_shape=t.shape,
-        )
-    return t if t.ndim == 3 else t.unsqueeze(0)
-
-
-def _check_features(x, y) -> Tuple[torch.Tensor, torch.Tensor]:
-    if y is None:
-        raise HMMValueError("y is required unless distance='precomputed' (then x is the (B, N, M) cost)")
-    x3, y3 = _as_batch(x, "x", "(B, N, D)"), _as_batch(y, "y", "(B, M, D)")
-    if x.ndim != y.ndim:
-        raise HMMDimensionError(
-            f"x and y must both be batched (3-D) or both unbatched (2-D); got x {tuple(x.shape)} and y {tuple(y.shape)}",
-            expected_shape=(x.shape[0], "M", x.shape[-1]) if x.ndim == 3 else ("M", x.shape[-1]), actual_shape=y.shape,
-        )
-    if y3.shape[0] != x3.shape[0] or y3.shape[2] != x3.shape[2]:
-        raise HMMDimensionError(
-            f"y must be (B, M, D) with B == {x3.shape[0]} and D == {x3.shape[2]} like x {tuple(x.shape)}; "
-            f"got shape {tuple(y.shape)}",
-            expected_shape=(x3.shape[0], "M", x3.shape[2]), actual_shape=y3.shape,
-        )
-    for name, t in (("x", x3), ("y", y3)):
-        if t.dtype not in (torch.float32, torch.float64):
-            raise HMMDtypeError(f"{name} must be float32 or float64; got {t.dtype}")
-        if 0 in t.shape:
-            raise HMMDimensionError(
-                f"{name} must have at least one pair, frame and feature; got shape {tuple(t.shape)}",
-                expected_shape=("B>0", "T>0", "D>0"), actual_shape=t.shape,
-            )
-    if y3.dtype != x3.dtype:
-        raise HMMDtypeError(f"y must have the dtype of x ({x3.dtype}); got {y3.dtype}")
-    if y3.device != x3.device:
-        raise HMMDeviceError(f"y must be on the device of x ({x3.device}); got {y3.device}")
-    return x3, y3
-
-
-def _masked_frames(t: torch.Tensor, lengths: torch.Tensor, name: str) -> torch.Tensor:
-    """Zero the frames past ``lengths`` (so padding never reaches a value or a gradient); reject NaN/inf."""
-    keep = frame_mask(lengths, t.shape[1], t.device)[:, :, None]
-    t = torch.where(keep, t, torch.zeros((), dtype=t.dtype, device=t.device))
-    if not bool(torch.isfinite(t.detach()).all()):
-        kind = "NaN" if bool(torch.isnan(t.detach()).any()) else "inf"
-        raise HMMValueError(f"{name} must be finite (at frames before {name}_lengths); found {kind}")
-    return t
-
-
-def _features(x, y, x_lengths: LengthsLike, y_lengths: LengthsLike):
-    """Validated ``x (B, N, D)``, ``y (B, M, D)`` (padding zeroed) and int64 lengths."""
-    x3, y3 = _check_features(x, y)
-    xl = check_lengths(x_lengths, "x_lengths", x3.shape[0], x3.shape[1], x3.device)
-    yl = check_lengths(y_lengths, "y_lengths", y3.shape[0], y3.shape[1], y3.device)
-    return _masked_frames(x3, xl, "x"), _masked_frames(y3, yl, "y"), xl, yl
-
-
-def pairwise_cost(
-    x: torch.Tensor,
-    y: Optional[torch.Tensor] = None,
-    x_lengths: LengthsLike = None,
-    y_lengths: LengthsLike = None,
-    distance: Distance = "euclidean",
-    *,
-    backend: str = "auto",
-) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Validated ``(cost (B, N, M), x_lengths (B,), y_lengths (B,))``, differentiable w.r.t. ``x`` and ``y``.
-
-    Euclidean distances are summed feature by feature (no matrix-product shortcut, whose
-    cancellation costs digits for close frames); ``backend`` as in :func:`dtw`.
-    """
-    distance = _check_distance(distance)
-    if distance == "precomputed":
-        if y is not None:
-            raise HMMValueError("y must be None when distance='precomputed' (x is the (B, N, M) cost)")
-        cost = _as_batch(x, "x", "(B, N, M)")
-        b, n, m = cost.shape
-        device = cost.device
-        return cost, check_lengths(x_lengths, "x_lengths", b, n, device), check_lengths(y_lengths, "y_lengths", b, m, device)
-    x3, y3, xl, yl = _features(x, y, x_lengths, y_lengths)
-    if distance in ("euclidean", "sqeuclidean"):
-        return pairwise_euclidean(x3, y3, xl, yl, distance == "sqeuclidean", backend=backend), xl, yl
-    if distance == "cosine":
-        return 1 - F.normalize(x3, dim=-1) @ F.normalize(y3, dim=-1).transpose(1, 2), xl, yl
-    b, n, m = x3.shape[0], x3.shape[1], y3.shape[1]
-    cost = distance(x3, y3)
-    if not isinstance(cost, torch.Tensor) or cost.shape != (b, n, m):
-        got = tuple(cost.shape) if isinstance(cost, torch.Tensor) else type(cost).__name__
-        raise HMMDimensionError(
-            f"distance(x, y) must return a (B, N, M) = {(b, n, m)} tensor; got {got}",
-            expected_shape=(b, n, m), actual_shape=got if isinstance(got, tuple) else None,
-        )
-    return cost, xl, yl
 
 
 def dtw(
@@ -196,10 +88,14 @@ def dtw(
     check_step_pattern(step_pattern)
     check_band(band)
     with torch.no_grad():
-        if _check_distance(distance) in ("euclidean", "sqeuclidean"):
-            x3, y3, xl, yl = _features(x, y, x_lengths, y_lengths)
+        if check_distance(distance) in ("euclidean", "sqeuclidean"):
+            x3, y3, xl, yl = check_features(x, y, x_lengths, y_lengths)
             squared = distance == "sqeuclidean"
-            total, paths = lattice_dtw_euclidean(x3, y3, xl, yl, band, step_pattern, squared, backend=backend)
+            if use_numba(x3.device, backend):  # fused: each row of distances computed inside the DP
+                total, paths = lattice_dtw_rows(x3, y3, ROW_DISTANCES[squared], xl, yl, band, step_pattern)
+            else:
+                cost = pairwise_euclidean(x3, y3, xl, yl, squared, backend=backend)
+                total, paths = lattice_dtw(cost, xl, yl, band, step_pattern, backend=backend)
         else:
             cost, xl, yl = pairwise_cost(x, y, x_lengths, y_lengths, distance, backend=backend)
             total, paths = lattice_dtw(cost, xl, yl, band, step_pattern, backend=backend)
@@ -279,7 +175,7 @@ class DTWAligner(nn.Module):
         super().__init__()
         self.band = check_band(band)
         self.step_pattern = check_step_pattern(step_pattern)
-        self.distance = _check_distance(distance if distance is not None else ("sqeuclidean" if soft else "euclidean"))
+        self.distance = check_distance(distance if distance is not None else ("sqeuclidean" if soft else "euclidean"))
         self.soft = bool(soft)
         self.gamma = check_gamma(gamma)
         self.backend = backend

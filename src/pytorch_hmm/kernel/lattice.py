@@ -26,7 +26,9 @@ pair on CPU (parallel over pairs); ``"auto"`` picks numba for CPU tensors when i
 Both return the same paths: ties prefer the diagonal step, then ``(i-1, j)``, then ``(i, j-1)``.
 
 This module holds the problem type, its validation, the backend dispatch, the autograd
-Functions and the public ``lattice_*`` routines (and :func:`pairwise_euclidean`).
+Function and the public ``lattice_*`` routines. The cost comes from the caller; frame distances
+(and their gradient) live in :mod:`pytorch_hmm.alignment.distances`, which also hands
+:func:`lattice_dtw_rows` the compiled row functions of its fused CPU path.
 """
 
 from __future__ import annotations
@@ -39,8 +41,8 @@ import numpy as np
 import torch
 
 from ..errors import HMMDimensionError, HMMDtypeError, HMMValueError, InfeasibleAlignmentError
+from ..validation import FLOAT_DTYPES, LengthsLike, check_lengths, check_tensor
 from . import lattice_torch
-from .inputs import LengthsLike, check_lengths
 from .lattice_torch import band_mask
 
 try:  # numba is a declared dependency, but keep the kernel usable without it
@@ -53,21 +55,19 @@ BACKENDS = ("auto", "torch", "numba")
 
 __all__ = [
     "LatticeProblem", "prepare_lattice", "band_mask", "lattice_dtw", "lattice_soft_dtw", "lattice_soft_alignment",
-    "lattice_dtw_euclidean", "pairwise_euclidean", "check_band", "check_step_pattern", "check_gamma",
+    "lattice_dtw_rows", "use_numba", "check_band", "check_step_pattern", "check_gamma",
 ]
 
 
 @dataclass
 class LatticeProblem:
-    """Validated lattice inputs: a cost ``(B, N, M)``, or features ``x (B, N, D)``, ``y (B, M, D)``
-    whose (squared) Euclidean distances are the cost."""
+    """Validated lattice inputs: a cost ``(B, N, M)`` with lengths, band and step pattern."""
 
-    cost: Optional[torch.Tensor]
+    cost: torch.Tensor
     x_lengths: torch.Tensor  # (B,) int64
     y_lengths: torch.Tensor  # (B,) int64
     band: Optional[int]
     step_pattern: str
-    features: Optional[Tuple[torch.Tensor, torch.Tensor, bool]] = None  # (x, y, squared)
 
     @property
     def w_diag(self) -> float:
@@ -75,22 +75,15 @@ class LatticeProblem:
 
     @property
     def shape(self) -> Tuple[int, int, int]:
-        if self.cost is not None:
-            return tuple(self.cost.shape)  # type: ignore[return-value]
-        x, y, _ = self.features  # type: ignore[misc]
-        return x.shape[0], x.shape[1], y.shape[1]
+        return tuple(self.cost.shape)  # type: ignore[return-value]
 
     @property
     def device(self) -> torch.device:
-        return self.cost.device if self.cost is not None else self.features[0].device  # type: ignore[index]
+        return self.cost.device
 
     def masked_cost(self) -> torch.Tensor:
-        """The cost with ``+inf`` outside each pair's band and lengths (differentiable w.r.t. ``cost``;
-        from features, without gradient). Raises on NaN or ``-inf`` inside a cost (one host sync)."""
-        if self.cost is None:  # features: validated finite by the caller
-            with torch.no_grad():
-                cost = lattice_torch.distances(*self.features)  # type: ignore[misc]
-            return lattice_torch.mask_cost(cost, self.x_lengths, self.y_lengths, self.band)
+        """The cost with ``+inf`` outside each pair's band and lengths (differentiable w.r.t. ``cost``).
+        Raises on NaN or ``-inf`` inside the band and lengths (one host sync)."""
         masked = lattice_torch.mask_cost(self.cost, self.x_lengths, self.y_lengths, self.band)
         low = float(masked.detach().min())
         if math.isnan(low) or low == -math.inf:
@@ -133,15 +126,14 @@ def prepare_lattice(
     ``cost`` may hold ``+inf`` (forbidden cells) but no NaN or ``-inf`` inside the band and
     lengths (checked where the DP reads it); values outside are ignored whatever they are.
     """
-    if not isinstance(cost, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of shape (B, N, M); got {type(cost).__name__}")
+    check_tensor(cost, name, "(B, N, M)")
     if cost.ndim != 3:
         raise HMMDimensionError(
             f"{name} must be (B, N, M); got shape {tuple(cost.shape)}",
             expected_shape=("B", "N", "M"), actual_shape=cost.shape,
             suggestion=f"for a single pair use {name}.unsqueeze(0)" if cost.ndim == 2 else None,
         )
-    if cost.dtype not in (torch.float32, torch.float64):
+    if cost.dtype not in FLOAT_DTYPES:
         raise HMMDtypeError(f"{name} must be float32 or float64; got {cost.dtype}")
     if 0 in cost.shape:
         raise HMMDimensionError(
@@ -154,7 +146,8 @@ def prepare_lattice(
     return LatticeProblem(cost, xl, yl, check_band(band), check_step_pattern(step_pattern))
 
 
-def _use_numba(device: torch.device, backend: str) -> bool:
+def use_numba(device: torch.device, backend: str) -> bool:
+    """Whether ``backend`` (``"auto"``, ``"torch"`` or ``"numba"``) runs the numba loops for tensors on ``device``."""
     if backend not in BACKENDS:
         raise HMMValueError(f"backend must be one of {BACKENDS}; got {backend!r}")
     on_cpu = device.type == "cpu"
@@ -171,12 +164,15 @@ def _check_feasible(values: torch.Tensor, p: LatticeProblem) -> None:
     """Raise :class:`InfeasibleAlignmentError` naming the first pair without a finite path (one sync)."""
     bad = ~torch.isfinite(values.detach())
     if bool(bad.any()):
-        b = int(bad.nonzero()[0, 0])
-        raise InfeasibleAlignmentError(
-            f"no monotone path with finite cost for pair {b} (x length {int(p.x_lengths[b])}, "
-            f"y length {int(p.y_lengths[b])}) with band={p.band}: widen the band (any radius >= 1 "
-            "admits a path) or remove +inf cells from the cost"
-        )
+        _raise_infeasible(int(bad.nonzero()[0, 0]), p.x_lengths, p.y_lengths, p.band)
+
+
+def _raise_infeasible(b: int, x_lengths: torch.Tensor, y_lengths: torch.Tensor, band: Optional[int]) -> None:
+    raise InfeasibleAlignmentError(
+        f"no monotone path with finite cost for pair {b} (x length {int(x_lengths[b])}, "
+        f"y length {int(y_lengths[b])}) with band={band}: widen the band (any radius >= 1 "
+        "admits a path) or remove +inf cells from the cost"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -184,9 +180,7 @@ def _check_feasible(values: torch.Tensor, p: LatticeProblem) -> None:
 
 
 def _numba_dtw(p: LatticeProblem, want_paths: bool) -> Tuple[torch.Tensor, Optional[List[torch.Tensor]]]:
-    total, paths, bad = lattice_numba.run_dtw(
-        p.shape, p.cost, p.features, p.x_lengths, p.y_lengths, p.band, p.w_diag, want_paths
-    )
+    total, paths, bad = lattice_numba.run_dtw(p.cost, p.x_lengths, p.y_lengths, p.band, p.w_diag, want_paths)
     if bad:
         _raise_bad_cost()
     if want_paths:
@@ -227,7 +221,7 @@ def _soft_backward(state, w_diag: float, numba: bool) -> Tuple[torch.Tensor, tor
 
 def _dtw(p: LatticeProblem, backend: str, want_paths: bool) -> Tuple[torch.Tensor, Optional[List[torch.Tensor]]]:
     with torch.no_grad():
-        return (_numba_dtw if _use_numba(p.device, backend) else _torch_dtw)(p, want_paths)
+        return (_numba_dtw if use_numba(p.device, backend) else _torch_dtw)(p, want_paths)
 
 
 def lattice_dtw(
@@ -249,29 +243,35 @@ def lattice_dtw(
     return _dtw(prepare_lattice(cost, x_lengths, y_lengths, band, step_pattern), backend, return_paths)
 
 
-def lattice_dtw_euclidean(
+def lattice_dtw_rows(
     x: torch.Tensor,
     y: torch.Tensor,
+    row,
     x_lengths: torch.Tensor,
     y_lengths: torch.Tensor,
     band: Optional[int] = None,
     step_pattern: str = "symmetric1",
-    squared: bool = False,
     *,
-    backend: str = "auto",
     return_paths: bool = True,
 ) -> Tuple[torch.Tensor, Optional[List[torch.Tensor]]]:
-    """:func:`lattice_dtw` on the (squared) Euclidean distances between ``x`` ``(B, N, D)`` and
-    ``y`` ``(B, M, D)``, summed feature by feature (no ``|x|^2 + |y|^2 - 2 x.y`` cancellation).
-
-    The numba backend computes each row of distances inside the DP (no ``N x M`` cost in
-    memory). Inputs must be validated by the caller (finite, same dtype/device, lengths
-    ``(B,)`` int64 in range), as :func:`pytorch_hmm.alignment.dtw` does.
+    """:func:`lattice_dtw` on CPU (numba) with each row of the cost computed inside the DP as
+    ``row(x_i, y_t, lo, hi, out)``, a numba function of frame ``x_i`` ``(D,)`` of ``x`` ``(B, N, D)``
+    and the transposed pair ``y_t`` ``(D, M)`` of ``y`` ``(B, M, D)`` (columns ``lo..hi``): no
+    ``N x M`` cost in memory. Inputs must be validated by the caller (CPU, finite, same dtype,
+    lengths ``(B,)`` int64 in range) and give finite costs; see
+    :mod:`pytorch_hmm.alignment.distances` for the row functions. No gradient.
     """
-    p = LatticeProblem(
-        None, x_lengths, y_lengths, check_band(band), check_step_pattern(step_pattern), (x, y, bool(squared))
-    )
-    return _dtw(p, backend, return_paths)
+    if lattice_numba is None:
+        raise ImportError("lattice_dtw_rows needs the numba package: pip install numba")
+    band, w_diag = check_band(band), STEP_PATTERNS[check_step_pattern(step_pattern)]
+    with torch.no_grad():
+        total, paths = lattice_numba.run_dtw_rows(x, y, row, x_lengths, y_lengths, band, w_diag, return_paths)
+    if return_paths:
+        bad = ~torch.isfinite(total)
+        if bool(bad.any()):
+            b = int(bad.nonzero()[0, 0])
+            _raise_infeasible(b, x_lengths, y_lengths, band)
+    return total, paths
 
 
 class _SoftDTW(torch.autograd.Function):
@@ -311,7 +311,7 @@ def lattice_soft_dtw(
     expected-alignment recursion; no double backward)."""
     gamma = check_gamma(gamma)
     p = prepare_lattice(cost, x_lengths, y_lengths, band, step_pattern)
-    numba = _use_numba(p.device, backend)
+    numba = use_numba(p.device, backend)
     return _SoftDTW.apply(p.cost if numba else p.masked_cost(), p, gamma, numba)
 
 
@@ -329,49 +329,8 @@ def lattice_soft_alignment(
     ``p(path) ~ exp(-cost(path) / gamma)``; 0 outside the band and lengths (no gradient)."""
     gamma = check_gamma(gamma)
     p = prepare_lattice(cost, x_lengths, y_lengths, band, step_pattern)
-    numba = _use_numba(p.device, backend)
+    numba = use_numba(p.device, backend)
     with torch.no_grad():
         _, state = _soft_forward(p, p.cost if numba else p.masked_cost(), gamma, numba)
         occ, _ = _soft_backward(state, p.w_diag, numba)
     return occ.to(p.device)
-
-
-class _PairwiseEuclidean(torch.autograd.Function):
-    """(Squared) Euclidean frame distances; backward by two small matrix products."""
-
-    @staticmethod
-    def forward(ctx, x, y, x_lengths, y_lengths, squared: bool, numba: bool):  # type: ignore[override]
-        cost = (lattice_numba if numba else lattice_torch).run_distance(x, y, x_lengths, y_lengths, squared)
-        ctx.save_for_backward(x, y, cost)
-        ctx.squared = squared
-        return cost
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad):  # type: ignore[override]
-        x, y, cost = ctx.saved_tensors
-        if ctx.squared:
-            g = 2 * grad
-        else:  # d||x - y|| = (x - y) / ||x - y||; 0 where the frames coincide
-            zero = torch.zeros((), dtype=cost.dtype, device=cost.device)
-            g = torch.where(cost > 0, grad / cost.clamp_min(torch.finfo(cost.dtype).tiny), zero)
-        gx = x * g.sum(2, keepdim=True) - g @ y if ctx.needs_input_grad[0] else None
-        gy = y * g.sum(1).unsqueeze(-1) - g.transpose(1, 2) @ x if ctx.needs_input_grad[1] else None
-        return gx, gy, None, None, None, None
-
-
-def pairwise_euclidean(
-    x: torch.Tensor,
-    y: torch.Tensor,
-    x_lengths: torch.Tensor,
-    y_lengths: torch.Tensor,
-    squared: bool = False,
-    *,
-    backend: str = "auto",
-) -> torch.Tensor:
-    """``(B, N, M)`` (squared) Euclidean distances between the frames of ``x`` ``(B, N, D)`` and
-    ``y`` ``(B, M, D)``, summed feature by feature (exact for close frames, unlike the
-    ``|x|^2 + |y|^2 - 2 x.y`` expansion); 0 past the lengths. Differentiable w.r.t. ``x`` and
-    ``y`` (a Euclidean distance of 0 gets gradient 0). Inputs validated by the caller.
-    """
-    return _PairwiseEuclidean.apply(x, y, x_lengths, y_lengths, bool(squared), _use_numba(x.device, backend))

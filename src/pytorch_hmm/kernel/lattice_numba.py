@@ -3,9 +3,11 @@
 Same mathematics as the PyTorch wavefront in :mod:`lattice_torch` (see :mod:`lattice` for the
 recursions, the band and the tie rule), but each pair is a plain row-major DP: on a CPU the
 order of the cells does not matter and a row costs no per-operation overhead. Only the cells
-inside the band and the lengths are read, so padding never needs masking. Hard DTW can take the
-features instead of a cost matrix and compute each row of Euclidean distances on the fly (no
-``N x M`` cost in memory, one pass).
+inside the band and the lengths are read, so padding never needs masking. Hard DTW can also read
+each row of the cost from a compiled row function ``row(x_i, y_t, lo, hi, out)`` over features
+(:func:`dtw_pair_rows`; no ``N x M`` cost in memory, one pass); the row functions themselves
+(frame distances) live in :mod:`pytorch_hmm.alignment.distances`. A function argument makes
+numba compile :func:`dtw_pair_rows` once per process and row function (it is not cached).
 
 ``*_pair`` functions handle one pair, ``*_batch`` run them in parallel over pairs, and the
 ``run_*`` wrappers (plain Python, CPU tensors in and out, as :mod:`lattice_torch`'s) call the
@@ -25,7 +27,6 @@ import numpy as np
 import torch
 
 _JIT = dict(nogil=True, cache=True)
-PRECOMPUTED, EUCLIDEAN, SQEUCLIDEAN = -1, 0, 1  # ``metric`` codes
 
 
 @numba.njit(**_JIT)
@@ -44,40 +45,6 @@ def band_range(i, n, m, band):
 
 
 @numba.njit(**_JIT)
-def _distance_row(x_i, y_t, lo, hi, metric, out):
-    """``out[j] = ||x_i - y_j||`` (squared for SQEUCLIDEAN) for ``lo <= j <= hi``, summed feature by feature.
-
-    (Loops run over slices from 0: with a variable start numba's negative-index handling
-    would stop LLVM from vectorising them.)
-    """
-    o = out[lo : hi + 1]
-    o[:] = 0
-    for d in range(y_t.shape[0]):
-        xv = x_i[d]
-        yd = y_t[d, lo : hi + 1]
-        for t in range(o.shape[0]):
-            diff = xv - yd[t]
-            o[t] += diff * diff
-    if metric == EUCLIDEAN:
-        for t in range(o.shape[0]):
-            o[t] = np.sqrt(o[t])
-
-
-@numba.njit(**_JIT)
-def distance_pair(x, y_t, n, m, metric, out):
-    """``out[:n, :m]`` = (squared) Euclidean distances of one pair; 0 elsewhere."""
-    out[:, :] = 0
-    for i in range(n):
-        _distance_row(x[i], y_t, 0, m - 1, metric, out[i])
-
-
-@numba.njit(parallel=True, **_JIT)
-def distance_batch(x, y_t, x_lengths, y_lengths, metric, out):
-    for b in numba.prange(x.shape[0]):
-        distance_pair(x[b], y_t[b], x_lengths[b], y_lengths[b], metric, out[b])
-
-
-@numba.njit(**_JIT)
 def _row_is_bad(c_row, lo, hi):
     bad = False
     row = c_row[lo : hi + 1]
@@ -86,64 +53,51 @@ def _row_is_bad(c_row, lo, hi):
     return bad
 
 
-@numba.njit(**_JIT)
-def dtw_pair(cost, x, y_t, metric, n, m, band, w_diag, want_path, dirs, path):
-    """One pair: ``(total, path_length, bad)``; the path goes to ``path[:path_length]``.
+@numba.njit(inline='always', **_JIT)
+def _dtw_row(i, lo, hi, c_row, prev, cur, w_diag, want_path, d_row):
+    """Row ``i`` of the accumulated cost into ``cur`` (columns ``lo..hi``) from row ``i - 1`` in ``prev``.
 
-    ``cost`` ``(N, M)`` when ``metric == PRECOMPUTED``, else ``x`` ``(N, D)`` and ``y_t`` ``(D, M)``
-    give the distances; ``dirs`` ``(N, M)`` int8 scratch when ``want_path``.
+    (The loop runs over slices from 0: with a variable start numba's negative-index handling
+    would stop LLVM from vectorising it.)
     """
-    inf = np.inf
-    dtype = x.dtype  # the caller passes a dummy ``x`` of the cost's dtype for PRECOMPUTED
-    prev = np.full(m, np.inf, dtype=dtype)
-    cur = np.full(m, np.inf, dtype=dtype)
-    row = np.empty(m if metric != PRECOMPUTED else 0, dtype=dtype)
-    bad = False
-    old_lo, old_hi, prev_lo, prev_hi = 0, m - 1, 0, m - 1  # ranges last held by cur / prev
-    for i in range(n):
-        lo, hi = band_range(i, n, m, band)
-        if band >= 0:
-            for j in range(old_lo, old_hi + 1):
-                cur[j] = inf
-        if metric == PRECOMPUTED:
-            c_row = cost[i]
-            bad |= _row_is_bad(c_row, lo, hi)
+    j0 = lo
+    if lo == 0:  # first column: from above, or the start cell
+        if i == 0:
+            cur[0] = c_row[0]
+            k0 = 3
         else:
-            _distance_row(x[i], y_t, lo, hi, metric, row)
-            c_row = row
-        d_row = dirs[i] if want_path else dirs[0]
-        j0 = lo
-        if lo == 0:  # first column: from above, or the start cell
-            if i == 0:
-                cur[0] = c_row[0]
-                k0 = 3
-            else:
-                cur[0] = prev[0] + c_row[0]
-                k0 = 1
+            cur[0] = prev[0] + c_row[0]
+            k0 = 1
+        if want_path:
+            d_row[0] = k0
+        j0 = 1
+    if j0 <= hi:  # the rest of the row; D[i, j-1] stays in a register
+        up_left, up, c_sl = prev[j0 - 1 : hi], prev[j0 : hi + 1], c_row[j0 : hi + 1]
+        out, d_sl = cur[j0 : hi + 1], d_row[j0 : hi + 1] if want_path else d_row[0:1]
+        left = cur[j0 - 1]
+        for t in range(c_sl.shape[0]):
+            c = c_sl[t]
+            best = up_left[t] + w_diag * c
+            v = up[t] + c
+            h = left + c
+            k = 1 if v < best else 0
+            best = min(best, v)
+            k = 2 if h < best else k
+            left = min(best, h)
+            out[t] = left
             if want_path:
-                d_row[0] = k0
-            j0 = 1
-        if j0 <= hi:  # the rest of the row, on slices from 0 (see _distance_row); D[i, j-1] stays in a register
-            up_left, up, c_sl = prev[j0 - 1 : hi], prev[j0 : hi + 1], c_row[j0 : hi + 1]
-            out, d_sl = cur[j0 : hi + 1], d_row[j0 : hi + 1] if want_path else d_row[0:1]
-            left = cur[j0 - 1]
-            for t in range(c_sl.shape[0]):
-                c = c_sl[t]
-                best = up_left[t] + w_diag * c
-                v = up[t] + c
-                h = left + c
-                k = 1 if v < best else 0
-                best = min(best, v)
-                k = 2 if h < best else k
-                left = min(best, h)
-                out[t] = left
-                if want_path:
-                    d_sl[t] = k
-        old_lo, old_hi, prev_lo, prev_hi = prev_lo, prev_hi, lo, hi
-        prev, cur = cur, prev
-    total = prev[m - 1]
-    if not want_path or not total < np.inf:
-        return total, 0, bad
+                d_sl[t] = k
+
+
+@numba.njit(inline='always', **_JIT)
+def _clear(cur, old_lo, old_hi):
+    for j in range(old_lo, old_hi + 1):
+        cur[j] = np.inf
+
+
+@numba.njit(**_JIT)
+def _trace_path(dirs, n, m, path):
+    """Follow the step codes back from ``(n-1, m-1)``; the path in forward order into ``path``, returns its length."""
     i, j, steps = n - 1, m - 1, 0
     while True:
         path[steps, 0] = i
@@ -161,19 +115,73 @@ def dtw_pair(cost, x, y_t, metric, n, m, band, w_diag, want_path, dirs, path):
             t = path[s, a]
             path[s, a] = path[steps - 1 - s, a]
             path[steps - 1 - s, a] = t
-    return total, steps, bad
+    return steps
+
+
+@numba.njit(**_JIT)
+def dtw_pair(cost, n, m, band, w_diag, want_path, dirs, path):
+    """One pair of a ``(N, M)`` cost: ``(total, path_length, bad)``; the path goes to ``path[:path_length]``.
+
+    ``dirs`` ``(N, M)`` int8 scratch when ``want_path``.
+    """
+    prev = np.full(m, np.inf, dtype=cost.dtype)
+    cur = np.full(m, np.inf, dtype=cost.dtype)
+    bad = False
+    old_lo, old_hi, prev_lo, prev_hi = 0, m - 1, 0, m - 1  # ranges last held by cur / prev
+    for i in range(n):
+        lo, hi = band_range(i, n, m, band)
+        if band >= 0:
+            _clear(cur, old_lo, old_hi)
+        c_row = cost[i]
+        bad |= _row_is_bad(c_row, lo, hi)
+        _dtw_row(i, lo, hi, c_row, prev, cur, w_diag, want_path, dirs[i] if want_path else dirs[0])
+        old_lo, old_hi, prev_lo, prev_hi = prev_lo, prev_hi, lo, hi
+        prev, cur = cur, prev
+    total = prev[m - 1]
+    if not want_path or not total < np.inf:
+        return total, 0, bad
+    return total, _trace_path(dirs, n, m, path), bad
+
+
+@numba.njit(nogil=True)
+def dtw_pair_rows(x, y_t, row, n, m, band, w_diag, want_path, dirs, path):
+    """:func:`dtw_pair` with row ``i`` of the cost computed as ``row(x[i], y_t, lo, hi, out)``
+    (only the band's columns); ``x`` ``(N, D)``, ``y_t`` ``(D, M)``. Finite features give no bad cells."""
+    prev = np.full(m, np.inf, dtype=x.dtype)
+    cur = np.full(m, np.inf, dtype=x.dtype)
+    c_row = np.empty(m, dtype=x.dtype)
+    old_lo, old_hi, prev_lo, prev_hi = 0, m - 1, 0, m - 1
+    for i in range(n):
+        lo, hi = band_range(i, n, m, band)
+        if band >= 0:
+            _clear(cur, old_lo, old_hi)
+        row(x[i], y_t, lo, hi, c_row)
+        _dtw_row(i, lo, hi, c_row, prev, cur, w_diag, want_path, dirs[i] if want_path else dirs[0])
+        old_lo, old_hi, prev_lo, prev_hi = prev_lo, prev_hi, lo, hi
+        prev, cur = cur, prev
+    total = prev[m - 1]
+    if not want_path or not total < np.inf:
+        return total, 0
+    return total, _trace_path(dirs, n, m, path)
 
 
 @numba.njit(parallel=True, **_JIT)
-def dtw_batch(cost, x, y_t, metric, x_lengths, y_lengths, band, w_diag, want_path, dirs, paths, path_lengths, total, bad):
+def dtw_batch(cost, x_lengths, y_lengths, band, w_diag, want_path, dirs, paths, path_lengths, total, bad):
     """:func:`dtw_pair` for every pair, in parallel (``dirs`` ``(B, N, M)`` when ``want_path``)."""
     for b in numba.prange(x_lengths.shape[0]):
-        cb = cost[b] if metric == PRECOMPUTED else cost[0]
-        xb = x[b] if metric != PRECOMPUTED else x[0]
-        yb = y_t[b] if metric != PRECOMPUTED else y_t[0]
         db = dirs[b] if want_path else dirs[0]
         total[b], path_lengths[b], bad[b] = dtw_pair(
-            cb, xb, yb, metric, x_lengths[b], y_lengths[b], band, w_diag, want_path, db, paths[b]
+            cost[b], x_lengths[b], y_lengths[b], band, w_diag, want_path, db, paths[b]
+        )
+
+
+@numba.njit(parallel=True, nogil=True)
+def dtw_batch_rows(x, y_t, row, x_lengths, y_lengths, band, w_diag, want_path, dirs, paths, path_lengths, total):
+    """:func:`dtw_pair_rows` for every pair, in parallel."""
+    for b in numba.prange(x_lengths.shape[0]):
+        db = dirs[b] if want_path else dirs[0]
+        total[b], path_lengths[b] = dtw_pair_rows(
+            x[b], y_t[b], row, x_lengths[b], y_lengths[b], band, w_diag, want_path, db, paths[b]
         )
 
 
@@ -277,53 +285,48 @@ def _np(t: torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(t.detach().cpu().numpy())
 
 
-def _features(x: torch.Tensor, y: torch.Tensor, squared: bool):
-    """``x (B, N, D)``, ``y_t (B, D, M)`` as arrays and the metric code."""
-    return _np(x), _np(y.transpose(1, 2)), SQEUCLIDEAN if squared else EUCLIDEAN
-
-
-def run_distance(x, y, x_lengths, y_lengths, squared: bool) -> torch.Tensor:
-    """``(B, N, M)`` (squared) distances between ``x (B, N, D)`` and ``y (B, M, D)``; 0 past the lengths."""
-    x, y_t, metric = _features(x, y, squared)
-    out = np.empty((x.shape[0], x.shape[1], y_t.shape[2]), dtype=x.dtype)
-    if x.shape[0] == 1:
-        distance_pair(x[0], y_t[0], int(x_lengths[0]), int(y_lengths[0]), metric, out[0])
-    else:
-        distance_batch(x, y_t, _np(x_lengths), _np(y_lengths), metric, out)
-    return torch.from_numpy(out)
-
-
-def run_dtw(shape, cost, features, x_lengths, y_lengths, band, w_diag, want_paths):
-    """Hard DTW of a ``(B, N, M)`` lattice: ``(total (B,), paths or None, bad)``.
-
-    Reads ``cost`` ``(B, N, M)``, or when it is ``None`` the ``features`` ``(x (B, N, D),
-    y (B, M, D), squared)``. ``paths``: one ``(L_b, 2)`` int64 tensor per pair; ``bad``: a NaN
-    or ``-inf`` cost inside the band of some pair.
-    """
-    bsz, n, m = shape
-    if cost is None:
-        x, y_t, metric = _features(*features)
-        cost = np.empty((1, 1, 1), dtype=x.dtype)  # unused dummy
-    else:
-        cost = _np(cost)
-        x = y_t = np.empty((1, 1, 1), dtype=cost.dtype)
-        metric = PRECOMPUTED
-    dtype = x.dtype
+def _dtw_buffers(bsz, n, m, dtype, want_paths):
     dirs = np.empty((bsz, n, m) if want_paths else (1, 1, 1), dtype=np.int8)
     paths = np.empty((bsz, n + m - 1 if want_paths else 1, 2), dtype=np.int64)
-    lengths = np.zeros(bsz, dtype=np.int64)
-    total = np.empty(bsz, dtype=dtype)
-    bad = np.zeros(bsz, dtype=np.bool_)
-    args = (_band(band), dtype.type(w_diag), want_paths)
-    if bsz == 1:
-        total[0], lengths[0], bad[0] = dtw_pair(
-            cost[0], x[0], y_t[0], metric, int(x_lengths[0]), int(y_lengths[0]), *args, dirs[0], paths[0]
-        )
-    else:
-        dtw_batch(cost, x, y_t, metric, _np(x_lengths), _np(y_lengths), *args, dirs, paths, lengths, total, bad)
+    return dirs, paths, np.zeros(bsz, dtype=np.int64), np.empty(bsz, dtype=dtype)
+
+
+def _dtw_result(total, paths, lengths, want_paths):
     paths_t = torch.from_numpy(paths)
-    path_list = [paths_t[b, : lengths[b]] for b in range(bsz)] if want_paths else None
-    return torch.from_numpy(total), path_list, bool(bad.any())
+    path_list = [paths_t[b, : lengths[b]] for b in range(paths.shape[0])] if want_paths else None
+    return torch.from_numpy(total), path_list
+
+
+def run_dtw(cost, x_lengths, y_lengths, band, w_diag, want_paths):
+    """Hard DTW of a ``(B, N, M)`` cost: ``(total (B,), paths or None, bad)``.
+
+    ``paths``: one ``(L_b, 2)`` int64 tensor per pair; ``bad``: a NaN or ``-inf`` cost inside
+    the band of some pair.
+    """
+    cost = _np(cost)
+    bsz, n, m = cost.shape
+    dirs, paths, lengths, total = _dtw_buffers(bsz, n, m, cost.dtype, want_paths)
+    bad = np.zeros(bsz, dtype=np.bool_)
+    args = (_band(band), cost.dtype.type(w_diag), want_paths)
+    if bsz == 1:
+        total[0], lengths[0], bad[0] = dtw_pair(cost[0], int(x_lengths[0]), int(y_lengths[0]), *args, dirs[0], paths[0])
+    else:
+        dtw_batch(cost, _np(x_lengths), _np(y_lengths), *args, dirs, paths, lengths, total, bad)
+    return (*_dtw_result(total, paths, lengths, want_paths), bool(bad.any()))
+
+
+def run_dtw_rows(x, y, row, x_lengths, y_lengths, band, w_diag, want_paths):
+    """Hard DTW whose cost rows come from ``row`` over features ``x (B, N, D)``, ``y (B, M, D)``:
+    ``(total (B,), paths or None)``."""
+    x, y_t = _np(x), _np(y.transpose(1, 2))
+    bsz, n, m = x.shape[0], x.shape[1], y_t.shape[2]
+    dirs, paths, lengths, total = _dtw_buffers(bsz, n, m, x.dtype, want_paths)
+    args = (_band(band), x.dtype.type(w_diag), want_paths)
+    if bsz == 1:
+        total[0], lengths[0] = dtw_pair_rows(x[0], y_t[0], row, int(x_lengths[0]), int(y_lengths[0]), *args, dirs[0], paths[0])
+    else:
+        dtw_batch_rows(x, y_t, row, _np(x_lengths), _np(y_lengths), *args, dirs, paths, lengths, total)
+    return _dtw_result(total, paths, lengths, want_paths)
 
 
 def run_soft_forward(cost, x_lengths, y_lengths, band, w_diag, gamma):

@@ -11,8 +11,7 @@ Storage is "skewed", ``(L + 4, B, N + 2)`` with ``L = N + M - 1``: cell ``(b, i,
 ``N + 1`` hold the fill value, so every neighbour of a cell is a plain shifted slice. The
 shorter sequence runs along the diagonals (storage ``O(N M)``, fewest columns per op).
 
-Also here: the band as a mask (:func:`band_mask`, :func:`mask_cost`) and the frame distances
-(:func:`distances`, :func:`run_distance`) this backend reads. The ``run_*`` functions and
+Also here: the band as a mask (:func:`band_mask`, :func:`mask_cost`). The ``run_*`` functions and
 :func:`trace_paths` take and return tensors, as :mod:`lattice_numba`'s do; :mod:`lattice`
 validates the inputs and picks the backend.
 """
@@ -44,19 +43,6 @@ def mask_cost(cost: torch.Tensor, x_lengths: torch.Tensor, y_lengths: torch.Tens
     """``cost`` ``(B, N, M)`` with ``+inf`` outside each pair's band and lengths (differentiable)."""
     mask = band_mask(x_lengths, y_lengths, cost.shape[1], cost.shape[2], band)
     return torch.where(mask, cost, torch.full((), math.inf, dtype=cost.dtype, device=cost.device))
-
-
-def distances(x: torch.Tensor, y: torch.Tensor, squared: bool) -> torch.Tensor:
-    """``(B, N, M)`` (squared) Euclidean distances between the frames of ``x`` ``(B, N, D)`` and
-    ``y`` ``(B, M, D)``, summed feature by feature. Squares in place: call without autograd."""
-    cost = torch.cdist(x, y, compute_mode="donot_use_mm_for_euclid_dist")
-    return cost.square_() if squared else cost
-
-
-def run_distance(x, y, x_lengths, y_lengths, squared: bool) -> torch.Tensor:
-    """:func:`distances`, 0 past the lengths (as :func:`lattice_numba.run_distance`)."""
-    mask = band_mask(x_lengths, y_lengths, x.shape[1], y.shape[1], None)
-    return distances(x, y, squared).masked_fill_(~mask, 0)
 
 
 def _cells(skewed: torch.Tensor, n: int, m: int) -> torch.Tensor:
