@@ -6,11 +6,21 @@ import torch
 
 from oracle import Problem
 from pytorch_hmm import kernel
-from pytorch_hmm.transitions import Banded, Dense
+from pytorch_hmm.transitions import Banded, Dense, Sparse
 
 
-def structure(storage: str, lp: torch.Tensor):
+def structure(storage: str, lp: torch.Tensor, pred=None):
+    """The kernel structure of an oracle storage name (``pred``: sparse predecessor lists)."""
+    if storage == "sparse":
+        return Sparse(torch.as_tensor(pred, dtype=torch.int64, device=lp.device), lp)
     return Dense(lp) if storage == "dense" else Banded(lp)
+
+
+def rebuild(structure_, lp: torch.Tensor):
+    """A structure of the same storage (and predecessor lists) around new log-probs ``lp``."""
+    if isinstance(structure_, Sparse):
+        return Sparse(structure_.predecessors, lp)
+    return type(structure_)(lp)
 
 
 def torch_inputs(p: Problem, dtype=torch.float64, requires_grad: bool = False, device="cpu") -> dict:
@@ -24,7 +34,7 @@ def torch_inputs(p: Problem, dtype=torch.float64, requires_grad: bool = False, d
     lengths = None if p.lengths is None else torch.tensor(p.lengths, dtype=torch.int64, device=device)
     return dict(
         log_emissions=t(p.em),
-        transitions=structure(p.storage, t(p.trans)),
+        transitions=structure(p.storage, t(p.trans), p.pred),
         log_init=t(p.init),
         lengths=lengths,
         log_final=t(p.final),

@@ -43,6 +43,43 @@ def banded_to_dense(banded: np.ndarray) -> np.ndarray:
     return dense
 
 
+def sparse_to_dense(predecessors: np.ndarray, log_probs: np.ndarray) -> np.ndarray:
+    """Predecessor lists -> ``(..., K, K)`` dense, ``-inf`` where there is no edge.
+
+    ``predecessors`` ``(K, P)`` (shared by every leading index of ``log_probs``) with ``-1`` for an
+    unused slot (its entry is dropped whatever its value); ``log_probs[..., j, p]`` is the edge
+    ``predecessors[j, p] -> j``. A source listed twice for one destination: probabilities add.
+    """
+    pred = np.asarray(predecessors, dtype=np.int64)
+    lp = np.asarray(log_probs, dtype=np.float64)
+    k, width = pred.shape
+    dense = np.full(lp.shape[:-2] + (k, k), NEG_INF, dtype=np.float64)
+    for j in range(k):
+        for x in range(width):
+            i = pred[j, x]
+            if i >= 0:
+                dense[..., i, j] = np.logaddexp(dense[..., i, j], lp[..., j, x])
+    return dense
+
+
+def dense_to_sparse_counts(dense: np.ndarray, predecessors: np.ndarray, log_probs: np.ndarray) -> np.ndarray:
+    """Per-edge counts ``(..., K, K)`` -> per-slot ``(..., K, P)``: parallel edges share their count
+    in proportion to their probabilities; unused slots and edges of probability 0 count 0."""
+    pred = np.asarray(predecessors, dtype=np.int64)
+    lp = np.asarray(log_probs, dtype=np.float64)
+    merged = sparse_to_dense(pred, lp)
+    k, width = pred.shape
+    out = np.zeros(np.broadcast_shapes(dense.shape[:-2], lp.shape[:-2]) + (k, width), dtype=np.float64)
+    for j in range(k):
+        for x in range(width):
+            i = pred[j, x]
+            if i >= 0:
+                with np.errstate(invalid="ignore"):
+                    share = np.where(np.isneginf(lp[..., j, x]), 0.0, np.exp(lp[..., j, x] - merged[..., i, j]))
+                out[..., j, x] = dense[..., i, j] * share
+    return out
+
+
 def dense_to_banded_counts(dense: np.ndarray, width: int) -> np.ndarray:
     """Gather ``(..., K, K)`` edge quantities into ``(..., K, W)`` band storage (0 off-chain)."""
     dense = np.asarray(dense, dtype=np.float64)
@@ -164,7 +201,7 @@ def brute_force(
 # Random batched problems (numpy only) and the oracle's answers for a whole batch.
 # ---------------------------------------------------------------------------------------
 
-STORAGES = ("dense", "banded")
+STORAGES = ("dense", "banded", "sparse")
 LAYOUTS = ("shared", "batched", "time_varying")
 
 # Value written where the kernel must not look (padded frames/steps, band entries past the
@@ -177,16 +214,22 @@ class Problem:
     """One batched kernel input in numpy (float64), plus what the oracle needs to read it.
 
     ``trans`` is in the storage's own shape: dense ``(K, K)``, ``(B, K, K)``,
-    ``(B, T-1, K, K)``; banded ``(K, W)``, ``(B, K, W)``, ``(B, T-1, K, W)``.
+    ``(B, T-1, K, K)``; banded ``(K, W)``, ``(B, K, W)``, ``(B, T-1, K, W)``; sparse
+    ``(K, P)``, ``(B, K, P)``, ``(B, T-1, K, P)`` with ``pred`` ``(K, P)`` or ``(B, K, P)``.
     ``lengths`` ``None`` means all ``T`` (the kernel is then called without lengths).
     """
 
     em: np.ndarray  # (B, T, K)
     trans: np.ndarray
-    storage: str  # "dense" | "banded"
+    storage: str  # "dense" | "banded" | "sparse"
     init: np.ndarray  # (K,) or (B, K)
     final: Optional[np.ndarray]  # None, (K,) or (B, K)
     lengths: Optional[np.ndarray]  # None or (B,) int64
+    pred: Optional[np.ndarray] = None  # sparse only: (K, P) or (B, K, P) int64, -1 = unused slot
+
+    def item_pred(self, b: int) -> np.ndarray:
+        """Sparse predecessor lists ``(K, P)`` of item ``b``."""
+        return self.pred if self.pred.ndim == 2 else self.pred[b]
 
     @property
     def batch(self) -> int:
@@ -212,6 +255,8 @@ class Problem:
         trans = self.trans if self.trans.ndim == 2 else self.trans[b]
         if self.storage == "banded":
             trans = banded_to_dense(trans)
+        elif self.storage == "sparse":
+            trans = sparse_to_dense(self.item_pred(b), trans)
         init = self.init if self.init.ndim == 1 else self.init[b]
         final = None if self.final is None else (self.final if self.final.ndim == 1 else self.final[b])
         return self.em[b], trans, init, final, self.length(b)
@@ -240,6 +285,11 @@ class BatchAnswer:
             n = p.length(b)
             post[b, :n] = r.posteriors
             xi[b, : n - 1] = r.expected_transitions
+        if p.storage == "sparse":  # per item and step (parallel edges share by their probabilities)
+            xi = np.stack([
+                dense_to_sparse_counts(xi[b], p.item_pred(b), p.trans if p.trans.ndim == 2 else p.trans[b])
+                for b in range(b_)
+            ]) if b_ else np.zeros((0, max(t_ - 1, 0)) + p.trans.shape[-2:])
         if p.layout != "time_varying":
             xi = xi.sum(axis=1)
         if p.storage == "banded":
@@ -266,18 +316,23 @@ def random_problem(
     final: Optional[str] = None,
     lengths: Optional[List[int]] = None,
     scale: float = 1.5,
+    pred_batched: bool = False,
 ) -> Problem:
     """A random, unnormalised problem.
 
     ``p_inf`` is the probability of each transition / init / final / emission entry being
     ``-inf`` (sparse edges; the whole problem may then be infeasible). ``final`` is ``None``,
     ``"shared"`` (``(K,)``) or ``"batched"`` (``(B, K)``). Padded frames, padded
-    time-varying steps and band entries past the last state hold :data:`GARBAGE`.
+    time-varying steps, band entries past the last state and unused sparse slots hold
+    :data:`GARBAGE`. Sparse problems (``width`` = ``P``, default ``min(3, K)``) draw each
+    predecessor uniformly from ``-1 .. K-1``, so unused slots and parallel edges (a source twice
+    in one list) are common; ``pred_batched`` gives each item its own lists (not for ``"shared"``).
     """
     b_, t_, k_ = batch, frames, states
     if storage not in STORAGES or layout not in LAYOUTS:
         raise ValueError(f"unknown storage/layout {storage!r}/{layout!r}")
-    w_ = k_ if storage == "dense" else (width if width is not None else min(2, k_))
+    default_width = {"dense": k_, "banded": min(2, k_), "sparse": min(3, k_)}[storage]
+    w_ = k_ if storage == "dense" else (width if width is not None else default_width)
 
     def draw(shape, p=p_inf):
         x = rng.normal(0.0, scale, size=shape)
@@ -292,12 +347,20 @@ def random_problem(
     fin = None if final is None else draw((b_, k_) if final == "batched" else (k_,))
     lens = None if lengths is None else np.asarray(lengths, dtype=np.int64)
 
+    pred = None
     if storage == "banded":
         invalid = np.arange(k_)[:, None] + np.arange(w_)[None, :] >= k_
         trans[..., invalid] = GARBAGE
+    elif storage == "sparse":
+        batched = pred_batched and layout != "shared"
+        pred = rng.integers(-1, k_, size=((b_,) if batched else ()) + (k_, w_))
+        unused = pred < 0
+        if batched and layout == "time_varying":
+            unused = unused[:, None]
+        trans[np.broadcast_to(unused, trans.shape)] = GARBAGE
     if lens is not None:
         for b in range(b_):
             em[b, lens[b]:] = GARBAGE
             if layout == "time_varying":
                 trans[b, max(lens[b] - 1, 0):] = GARBAGE
-    return Problem(em, trans, storage, init, fin, lens)
+    return Problem(em, trans, storage, init, fin, lens, pred)

@@ -1,8 +1,10 @@
 """Chain kernel vs. a brute-force enumeration of all state paths (tests/oracle.py).
 
 Tiny problems drawn by hypothesis (B <= 3, T <= 5, K <= 4, W <= 3) in every transition
-storage (dense/banded x shared/batched/time-varying), with random lengths, optional
-log_final, optional -inf entries and unnormalised potentials, float64, both backends.
+storage (dense/banded/sparse x shared/batched/time-varying), with random lengths, optional
+log_final, optional -inf entries and unnormalised potentials, float64, both backends. Sparse
+problems have unused slots and parallel edges (a source listed twice: probabilities add),
+shared or per-item predecessor lists.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import oracle
-from kernel_calls import run, torch_inputs
+from kernel_calls import rebuild, run, torch_inputs
 from oracle import LAYOUTS, STORAGES, Problem, brute_force, random_problem
 from pytorch_hmm import kernel
 from pytorch_hmm.transitions import Banded, Dense
@@ -88,7 +90,8 @@ def problems(draw, storage: str, layout: str, allow_inf: bool = True) -> Problem
     batch = draw(st.integers(1, 3))
     frames = draw(st.integers(1, 5))
     states = draw(st.integers(1, 4))
-    width = draw(st.integers(1, min(3, states))) if storage == "banded" else None
+    width = {"banded": draw(st.integers(1, min(3, states))), "sparse": draw(st.integers(1, 3))}.get(storage)
+    pred_batched = draw(st.booleans()) if storage == "sparse" else False
     p_inf = draw(st.sampled_from([0.0, 0.0, 0.2, 0.5] if allow_inf else [0.0]))
     init_batched = draw(st.booleans())
     final = draw(st.sampled_from([None, "shared", "batched"]))
@@ -111,6 +114,7 @@ def problems(draw, storage: str, layout: str, allow_inf: bool = True) -> Problem
         init_batched=init_batched,
         final=final,
         lengths=lengths,
+        pred_batched=pred_batched,
     )
 
 
@@ -249,6 +253,11 @@ EDGE_CASES = [
     (3, 5, 4, "banded", "time_varying", 3, [5, 1, 3], "batched"),
     (2, 5, 4, "dense", "time_varying", None, [2, 5], None),
     (2, 5, 4, "banded", "shared", 4, [5, 4], "batched"),  # W == K
+    (1, 1, 1, "sparse", "shared", 1, None, None),
+    (2, 1, 3, "sparse", "time_varying", 2, None, "batched"),  # (B, 0, K, P) log-probs
+    (3, 4, 1, "sparse", "batched", 3, [4, 1, 2], "shared"),  # K = 1, P = 3: parallel self-loops
+    (3, 5, 4, "sparse", "time_varying", 5, [5, 1, 3], "batched"),  # P > K
+    (2, 5, 4, "sparse", "batched", 2, [2, 5], None),
 ]
 
 
@@ -268,6 +277,7 @@ def test_edge_shapes_match_bruteforce(case, backend):
             final=final,
             lengths=lengths,
             init_batched=bool(seed % 2),
+            pred_batched=bool(seed % 2),
         )
         check_values(p, backend)
 
@@ -334,12 +344,23 @@ def test_gradcheck(storage, layout, backend):
         init_batched=(layout != "shared"),
     )
     inp = torch_inputs(p, requires_grad=True)
-    cls = type(inp["transitions"])
+    structure = inp["transitions"]
 
     def f(em, lp, init, final):
         return kernel.log_partition(
-            em, cls(lp), init, lengths=inp["lengths"], log_final=final, backend=backend
+            em, rebuild(structure, lp), init, lengths=inp["lengths"], log_final=final, backend=backend
         )
 
     args = (inp["log_emissions"], inp["transitions"].log_probs, inp["log_init"], inp["log_final"])
     assert torch.autograd.gradcheck(f, args, eps=1e-6, atol=1e-7, rtol=1e-5)
+
+
+def test_oracle_sparse_to_dense_by_hand():
+    ninf = -np.inf
+    pred = np.array([[0, -1, 1], [0, 0, -1]])  # state 1 has two parallel edges from 0
+    lp = np.log(np.array([[0.5, 7.0, 0.25], [0.1, 0.3, 9.0]]))
+    dense = oracle.sparse_to_dense(pred, lp)
+    np.testing.assert_allclose(np.exp(dense), [[0.5, 0.4], [0.25, 0.0]], atol=1e-15)
+    assert dense[1, 1] == ninf
+    counts = oracle.dense_to_sparse_counts(np.array([[2.0, 4.0], [1.0, 0.0]]), pred, lp)
+    np.testing.assert_allclose(counts, [[2.0, 0.0, 1.0], [1.0, 3.0, 0.0]], atol=1e-12)

@@ -7,7 +7,7 @@ import torch
 
 from pytorch_hmm.errors import HMMDeviceError, HMMDimensionError, HMMDtypeError, HMMValueError
 from pytorch_hmm.kernel import expected_transitions, log_partition, posteriors, viterbi
-from pytorch_hmm.transitions import Banded, Dense, ergodic, left_to_right
+from pytorch_hmm.transitions import Banded, Dense, Sparse, ergodic, left_to_right
 
 B, T, K = 2, 5, 3
 ROUTINES = [log_partition, posteriors, expected_transitions, viterbi]
@@ -219,3 +219,91 @@ def test_numba_backend_rejects_unknown_backend():
 def test_builder_errors(call, message):
     with pytest.raises(HMMValueError, match=message):
         call()
+
+
+# ---------------------------------------------------------------------------------------
+# Sparse storage (one test per message)
+# ---------------------------------------------------------------------------------------
+
+
+def test_sparse_predecessors_not_tensor():
+    with pytest.raises(TypeError, match=r"Sparse predecessors must be a torch.Tensor of shape \(K, P\) or \(B, K, P\); got list"):
+        Sparse([[0, 1]], torch.zeros(1, 2))
+
+
+def test_sparse_predecessors_dtype():
+    with pytest.raises(HMMDtypeError, match="Sparse predecessors must have an integer dtype; got torch.float32"):
+        Sparse(torch.zeros(3, 2), torch.zeros(3, 2))
+
+
+def test_sparse_predecessors_ndim():
+    with pytest.raises(HMMDimensionError, match=r"Sparse predecessors must be \(K, P\) or \(B, K, P\); got \(3,\)") as info:
+        Sparse(torch.zeros(3, dtype=torch.long), torch.zeros(3, 2))
+    assert info.value.actual_shape == (3,)
+
+
+def test_sparse_log_probs_shape_mismatch():
+    with pytest.raises(HMMDimensionError, match=r"Sparse log_probs must match predecessors \(3, 2\) in B, K and P .* got \(3, 3\)"):
+        Sparse(torch.zeros(3, 2, dtype=torch.long), torch.zeros(3, 3))
+
+
+def test_sparse_log_probs_not_batched():
+    with pytest.raises(HMMDimensionError, match=r"Sparse log_probs must be batched like predecessors \(2, 3, 2\); got \(3, 2\)") as info:
+        Sparse(torch.zeros(2, 3, 2, dtype=torch.long), torch.zeros(3, 2))
+    assert "expand" in info.value.suggestion
+
+
+def test_sparse_log_probs_dtype():
+    with pytest.raises(HMMDtypeError, match="Sparse log_probs must be float32 or float64; got torch.int64"):
+        Sparse(torch.zeros(3, 2, dtype=torch.long), torch.zeros(3, 2, dtype=torch.long))
+
+
+def test_sparse_log_probs_ndim():
+    with pytest.raises(HMMDimensionError, match=r"Sparse log_probs must be \(K, P\), \(B, K, P\) or time-varying \(B, T-1, K, P\); got \(2,\)"):
+        Sparse(torch.zeros(3, 2, dtype=torch.long), torch.zeros(2))
+
+
+@pytest.mark.parametrize("bad", [-2, 3])
+def test_sparse_predecessors_out_of_range(bad):
+    pred = torch.tensor([[0, -1], [1, 2], [bad, 0]])
+    with pytest.raises(HMMValueError, match=r"Sparse predecessors must be source states in \[0, K\) = \[0, 3\) or -1 \(unused slot\); got values in"):
+        Sparse(pred, torch.zeros(3, 2))
+
+
+def test_sparse_state_count_mismatch():
+    e, _, init = good()
+    with pytest.raises(HMMDimensionError, match=r"transitions must describe K == 3 states .* got Sparse log_probs of shape \(4, 2\) \(4 states\)") as info:
+        log_partition(e, Sparse(torch.zeros(4, 2, dtype=torch.long), torch.zeros(4, 2)), init)
+    assert info.value.expected_shape == (3, "P")
+
+
+def test_sparse_batch_mismatch():
+    e, _, init = good()
+    with pytest.raises(HMMDimensionError, match=r"batched transitions must have B == 2 .* got shape \(3, 3, 2\)"):
+        viterbi(e, Sparse(torch.zeros(3, K, 2, dtype=torch.long), torch.zeros(3, K, 2)), init)
+
+
+def test_sparse_nan_in_unused_slot_is_ignored_but_not_in_a_used_one():
+    e, tr, init = good()
+    sparse = Sparse.from_dense(tr)
+    pred = torch.cat([sparse.predecessors, torch.full((K, 1), -1)], 1)
+    lp = torch.cat([sparse.log_probs, torch.full((K, 1), float("nan"))], 1)
+    torch.testing.assert_close(log_partition(e, Sparse(pred, lp), init), log_partition(e, tr, init))
+    lp[0, 0] = float("nan")
+    with pytest.raises(HMMValueError, match=r"transitions.log_probs must not contain NaN or \+inf; found NaN"):
+        log_partition(e, Sparse(pred, lp), init)
+
+
+def test_structure_without_kernel_operations():
+    from pytorch_hmm.transitions import TransitionStructure
+
+    class Odd(TransitionStructure):
+        kind = "odd"
+        _last_dim_name = "X"
+
+        def _check_storage(self):
+            pass
+
+    e, _, init = good()
+    with pytest.raises(TypeError, match="transitions must be a Dense, Banded or Sparse structure; got Odd"):
+        log_partition(e, Odd(torch.zeros(K, 2)), init)

@@ -65,6 +65,7 @@ def item_problem(p: Problem, b: int) -> Problem:
         init=p.init if p.init.ndim == 1 else p.init[b : b + 1],
         final=None if p.final is None else (p.final if p.final.ndim == 1 else p.final[b : b + 1]),
         lengths=None,
+        pred=None if p.pred is None else (p.pred if p.pred.ndim == 2 else p.pred[b : b + 1]),
     )
 
 
@@ -88,7 +89,7 @@ def check_against_oracle(p: Problem, out: dict, atol=1e-9) -> None:
             assert s == pytest.approx(r.best_score, abs=atol)
 
 
-STRUCTURES = [(s, l) for s in ("dense", "banded") for l in LAYOUTS]
+STRUCTURES = [(s, l) for s in ("dense", "banded", "sparse") for l in LAYOUTS]
 STRUCT_IDS = [f"{s}-{l}" for s, l in STRUCTURES]
 
 
@@ -104,7 +105,7 @@ def test_batch_equals_items(storage, layout, backend):
         p = random_problem(
             np.random.default_rng(seed), 4, 9, 5, storage=storage, layout=layout, width=3,
             p_inf=0.1 * seed, init_batched=bool(seed % 2), final=[None, "shared", "batched"][seed],
-            lengths=[9, 4, 1, 7],
+            lengths=[9, 4, 1, 7], pred_batched=bool(seed % 2),
         )
         batched = run_all(torch_inputs(p), backend)
         for b in range(p.batch):
@@ -158,8 +159,8 @@ def test_padding_invariance(storage, layout, backend, pad):
     lengths = [6, 2, 1, 4]
     p = random_problem(np.random.default_rng(7), 4, 6, 4, storage=storage, layout=layout, width=2,
                        final="batched", lengths=lengths, p_inf=0.1)
-    clean = Problem(p.em.copy(), p.trans.copy(), p.storage, p.init, p.final, p.lengths)
-    dirty = Problem(p.em.copy(), p.trans.copy(), p.storage, p.init, p.final, p.lengths)
+    clean = Problem(p.em.copy(), p.trans.copy(), p.storage, p.init, p.final, p.lengths, p.pred)
+    dirty = Problem(p.em.copy(), p.trans.copy(), p.storage, p.init, p.final, p.lengths, p.pred)
     rng = np.random.default_rng(0)
     for b, n in enumerate(lengths):
         clean.em[b, n:] = 0.0

@@ -21,3 +21,29 @@ def test_max_semiring_keeps_best_and_its_index():
     assert values.tolist() == [5.0, -1.0] and index.tolist() == [1, 1]
     assert MaxSemiring.sum(x, 0).tolist() == [1.0, 5.0, 3.0]
 
+
+
+def test_semiring_vecmat_is_the_step_of_its_recursion():
+    torch.manual_seed(0)
+    a = torch.randn(5, 5, dtype=torch.float64)
+    a[:, 3] = float("-inf")  # a state without incoming edges
+    trans = a.expand(1, 2, 5, 5)  # (B', S, K, K)
+    v = torch.randn(3, 5, dtype=torch.float64)
+    v[0] = float("-inf")
+    log = LogSemiring.vecmat(v, LogSemiring.matrix_factors(trans), 1)
+    expected = torch.logsumexp(v[:, :, None] + a, 1)
+    torch.testing.assert_close(log, expected)
+    back = LogSemiring.vecmat(v, LogSemiring.matrix_factors(trans, reverse=True), 0)
+    torch.testing.assert_close(back, torch.logsumexp(a + v[:, None, :], 2))
+    best, arg = MaxSemiring.vecmat_with_argmax(v, MaxSemiring.matrix_factors(trans), 0)
+    torch.testing.assert_close(best, (v[:, :, None] + a).amax(1))
+    assert torch.equal(arg[1:], (v[:, :, None] + a).argmax(1)[1:])
+    torch.testing.assert_close(MaxSemiring.vecmat(v, MaxSemiring.matrix_factors(trans), 0), best)
+
+
+def test_log_semiring_gradient_of_an_empty_row_is_zero():
+    x = torch.tensor([[0.0, float("-inf")], [float("-inf"), float("-inf")]], requires_grad=True)
+    out = LogSemiring.sum(x, -1)
+    assert out[1].item() == float("-inf")
+    (g,) = torch.autograd.grad(out[0] + (out[1] * 0).nan_to_num(), [x])
+    assert torch.equal(g, torch.tensor([[1.0, 0.0], [0.0, 0.0]]))

@@ -27,7 +27,19 @@ def _log_vecmat(v: torch.Tensor, exp_matrix: torch.Tensor, shift: torch.Tensor) 
     """``log(exp(v) @ exp(A))`` for ``v`` ``(B, K)`` given ``exp_matrix = exp(A - shift)``."""
     m = torch.nan_to_num(v.amax(-1, keepdim=True), neginf=0.0)
     out = torch.matmul(torch.exp(v - m).unsqueeze(-2), exp_matrix).squeeze(-2)
+    if out.requires_grad:  # unreachable states (out == 0): -inf with zero gradient, not NaN
+        reached = out > 0
+        return torch.where(reached, torch.log(torch.where(reached, out, 1.0)), float("-inf")) + m + shift
     return torch.log(out) + m + shift
+
+
+def _logsumexp(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """``torch.logsumexp``; under autograd, rows that are all ``-inf`` get zero gradient instead of NaN."""
+    if not x.requires_grad:
+        return torch.logsumexp(x, dim)
+    alive = ~torch.isneginf(x).all(dim, keepdim=True)
+    out = torch.logsumexp(torch.where(alive, x, 0.0), dim)
+    return torch.where(alive.squeeze(dim), out, float("-inf"))
 
 
 class LogSemiring:
@@ -38,7 +50,7 @@ class LogSemiring:
 
     @staticmethod
     def sum(x: torch.Tensor, dim: int) -> torch.Tensor:
-        return torch.logsumexp(x, dim)  # -inf (not NaN) where every entry is -inf
+        return _logsumexp(x, dim)  # -inf (not NaN) where every entry is -inf
 
     @staticmethod
     def matrix_factors(trans: torch.Tensor, reverse: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:

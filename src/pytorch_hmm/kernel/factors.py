@@ -124,3 +124,27 @@ def static_dense_edges(
     v = torch.where(step_ok[:, :, None], torch.exp(c64 - n + half), torch.zeros((), dtype=torch.float64, device=a.device))
     counts = torch.matmul(u.transpose(1, 2), v) * torch.exp(trans.double() - top)
     return counts.to(a.dtype)
+
+
+def merge_parallel_edges(trans: torch.Tensor, index: torch.Tensor, sync: bool = True) -> torch.Tensor:
+    """Sparse log-probs ``(B', S, K, P)`` with parallel edges merged: the first slot of each
+    (destination, source) pair holds the ``logsumexp`` of all its slots, the others ``-inf``.
+
+    Needed where edges are maximised over rather than summed (Viterbi: the best *state* path
+    scores ``log`` of the summed probability of parallel edges). ``index`` ``(B'', K, P)``.
+    With ``sync`` the graph is first checked for parallel edges (one host synchronisation) and
+    returned unchanged when it has none.
+    """
+    p = index.shape[-1]
+    same = (index.unsqueeze(-1) == index.unsqueeze(-2)) & (index >= 0).unsqueeze(-1)  # (B'', K, P, P)
+    others = ~torch.eye(p, dtype=torch.bool, device=index.device)
+    parallel = same & others
+    if sync and not bool(parallel.any()):
+        return trans
+    earlier = torch.ones((p, p), dtype=torch.bool, device=index.device).tril(-1)  # [x, y]: y < x
+    first = ~(parallel & earlier).any(-1)  # (B'', K, P): no earlier slot with the same source
+    neg = torch.full((), float("-inf"), dtype=trans.dtype, device=trans.device)
+    out = trans
+    for y in range(p):
+        out = torch.logaddexp(out, torch.where(parallel[..., y].unsqueeze(1), trans[..., y : y + 1], neg))
+    return out.masked_fill(~first.unsqueeze(1), float("-inf"))

@@ -163,7 +163,7 @@ def chain_step(
         trans = trans.unsqueeze(-3)  # add S = 1
         if s.batch_size is None:
             trans = trans.unsqueeze(0)  # B' = 1
-    table = ops.forward_steps(trans, index, semiring)
+    table = ops.forward_steps(trans, index, semiring, sync=False)
     if semiring is MaxSemiring:
         values, source = table.step_with_argmax(scores, 0)
         source = source.long()

@@ -22,12 +22,13 @@ from typing import Optional, Tuple
 import torch
 
 from ..errors import HMMTypeError
-from ..semiring import LogSemiring
+from ..semiring import LogSemiring, MaxSemiring
 from ..transitions import Banded, Dense, Sparse, TransitionStructure
 from .factors import (
     banded_by_destination,
     exp_flushed_,
     gather_by_source,
+    merge_parallel_edges,
     shift_windows,
     static_dense_edges,
     successor_lists,
@@ -63,7 +64,8 @@ class StorageOps:
         """The last dimension of the storage for ``K == k`` states, for error messages."""
         raise NotImplementedError
 
-    def forward_steps(self, trans: torch.Tensor, index: Optional[torch.Tensor], semiring):
+    def forward_steps(self, trans: torch.Tensor, index: Optional[torch.Tensor], semiring, sync: bool = True):
+        """Step tables of the forward direction; ``sync=False`` promises no host synchronisation."""
         raise NotImplementedError
 
     def backward_steps(self, trans: torch.Tensor, index: Optional[torch.Tensor]):
@@ -92,7 +94,7 @@ class DenseOps(StorageOps):
     def expected_last_dim(self, k):
         return k
 
-    def forward_steps(self, trans, index, semiring):
+    def forward_steps(self, trans, index, semiring, sync=True):
         return MatrixSteps(trans, semiring)
 
     def backward_steps(self, trans, index):
@@ -137,7 +139,7 @@ class BandedOps(StorageOps):
     def canonical(self, s):
         return s.log_probs.masked_fill(~s.valid_mask(), float("-inf")), None
 
-    def forward_steps(self, trans, index, semiring):
+    def forward_steps(self, trans, index, semiring, sync=True):
         return WindowSteps(banded_by_destination(trans), semiring, ahead=False)
 
     def backward_steps(self, trans, index):
@@ -185,7 +187,9 @@ class SparseOps(StorageOps):
         index = s.predecessors if s.predecessors.ndim == 3 else s.predecessors.unsqueeze(0)
         return lp.masked_fill(~mask, float("-inf")), index
 
-    def forward_steps(self, trans, index, semiring):
+    def forward_steps(self, trans, index, semiring, sync: bool = True):
+        if semiring is MaxSemiring:  # the best state path: parallel edges count as one, their probabilities added
+            trans = merge_parallel_edges(trans, index, sync)
         return GatherSteps(trans, index, semiring)
 
     def _by_source(self, trans, index):
@@ -225,7 +229,7 @@ class SparseOps(StorageOps):
     def numba_viterbi(self, p, pointers, paths, scores):
         from . import numba_loops as nl
 
-        nl.run_viterbi(p, p.trans, nl.MODE_GATHER, p.index, pointers, paths, scores)
+        nl.run_viterbi(p, merge_parallel_edges(p.trans, p.index), nl.MODE_GATHER, p.index, pointers, paths, scores)
 
 
 _OPS = {Dense: DenseOps(), Banded: BandedOps(), Sparse: SparseOps()}
