@@ -20,11 +20,16 @@ from pytorch_hmm.alignment import DTWAligner, DTWResult, dtw, soft_dtw, soft_dtw
 from pytorch_hmm.errors import HMMDimensionError, HMMDtypeError, HMMValueError, InfeasibleAlignmentError
 from pytorch_hmm.kernel.lattice import lattice_dtw, lattice_soft_alignment, lattice_soft_dtw
 
-librosa = pytest.importorskip("librosa")
 
 BACKENDS = ["torch", "numba"]
 PATTERNS = {"symmetric1": 1.0, "symmetric2": 2.0}
 F64 = torch.float64
+
+
+@pytest.fixture
+def librosa():
+    """librosa, or a skip for the tests that compare with it (the others run without it)."""
+    return pytest.importorskip("librosa")
 
 
 def as_path_tuples(path: torch.Tensor):
@@ -75,9 +80,13 @@ def test_dtw_matches_brute_force(case, backend):
 def test_soft_dtw_matches_brute_force(case, backend, gamma):
     cost, band, pattern = case
     oracle = brute_force(cost, PATTERNS[pattern], band, gamma)
-    if not oracle.best_paths:
-        return
     c = torch.from_numpy(cost)[None].requires_grad_(True)
+    if not oracle.best_paths:  # no finite path: soft-DTW and its alignment raise, as hard DTW does
+        assert oracle.soft == math.inf
+        for routine in (lattice_soft_dtw, lattice_soft_alignment):
+            with pytest.raises(InfeasibleAlignmentError, match="no monotone path with finite cost for pair 0"):
+                routine(c, gamma, band=band, step_pattern=pattern, backend=backend)
+        return
     value = lattice_soft_dtw(c, gamma, band=band, step_pattern=pattern, backend=backend)
     assert value.item() == pytest.approx(oracle.soft, abs=1e-10)
     (grad,) = torch.autograd.grad(value.sum(), c)
@@ -110,7 +119,7 @@ def band_cost(cost: np.ndarray, band) -> np.ndarray:
 @pytest.mark.parametrize("pattern", sorted(PATTERNS))
 @pytest.mark.parametrize("band", [None, 1, 3])
 @pytest.mark.parametrize("shape", [(17, 23), (23, 17), (20, 20), (1, 6)])
-def test_cost_equals_librosa(shape, band, pattern, backend):
+def test_cost_equals_librosa(shape, band, pattern, backend, librosa):
     rng = np.random.default_rng(sum(shape) + (band or 0))
     x, y = rng.normal(size=(shape[0], 5)), rng.normal(size=(shape[1], 5))
     result = dtw(torch.from_numpy(x), torch.from_numpy(y), band=band, step_pattern=pattern, backend=backend)
@@ -127,7 +136,7 @@ def test_cost_equals_librosa(shape, band, pattern, backend):
 
 
 @pytest.mark.parametrize("distance, metric", [("sqeuclidean", "sqeuclidean"), ("cosine", "cosine")])
-def test_distances_equal_librosa(distance, metric):
+def test_distances_equal_librosa(distance, metric, librosa):
     rng = np.random.default_rng(3)
     x, y = rng.normal(size=(2, 11, 4)), rng.normal(size=(2, 9, 4))
     result = dtw(torch.from_numpy(x), torch.from_numpy(y), distance=distance)
@@ -136,7 +145,7 @@ def test_distances_equal_librosa(distance, metric):
         assert result.cost[b].item() == pytest.approx(ref[-1, -1], rel=1e-9)
 
 
-def test_callable_and_precomputed_distance():
+def test_callable_and_precomputed_distance(librosa):
     rng = np.random.default_rng(4)
     x, y = rng.normal(size=(10, 3)), rng.normal(size=(12, 3))
     ref, _ = librosa.sequence.dtw(x.T, y.T, metric="cityblock")
@@ -147,7 +156,7 @@ def test_callable_and_precomputed_distance():
     assert torch.equal(city.paths[0], pre.paths[0])
 
 
-def test_dtaidistance_convention():
+def test_dtaidistance_convention(librosa):
     """dtaidistance/tslearn report sqrt(sum of squared distances): our sqeuclidean cost, square-rooted."""
     rng = np.random.default_rng(5)
     x, y = rng.normal(size=(15, 3)), rng.normal(size=(12, 3))

@@ -13,15 +13,18 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("hmmlearn")
-from hmmlearn import hmm  # noqa: E402
-
-from pytorch_hmm import kernel  # noqa: E402
-from pytorch_hmm.transitions import Dense  # noqa: E402
+from pytorch_hmm import kernel
+from pytorch_hmm.transitions import Dense
 
 BACKENDS = ("torch", "numba")
 RTOL = 1e-8
 ATOL = 1e-8
+
+
+@pytest.fixture
+def hmm():
+    """hmmlearn.hmm, or a skip for the tests that compare with it."""
+    return pytest.importorskip("hmmlearn.hmm")
 
 
 def pad(seqs, fill=float("nan")):
@@ -72,7 +75,7 @@ def check_against_hmmlearn(model, seqs, log_em, backend):
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("topology", ["ergodic", "left_to_right"])
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_gaussian_hmm(backend, topology, seed):
+def test_gaussian_hmm(backend, topology, seed, hmm):
     rng = np.random.default_rng(seed)
     k, d = 4, 3
     model = hmm.GaussianHMM(n_components=k, covariance_type="diag", init_params="", params="")
@@ -98,7 +101,7 @@ def test_gaussian_hmm(backend, topology, seed):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("seed", [0, 1])
-def test_categorical_hmm(backend, seed):
+def test_categorical_hmm(backend, seed, hmm):
     rng = np.random.default_rng(seed)
     k, m = 3, 5
     model = hmm.CategoricalHMM(n_components=k, init_params="", params="")

