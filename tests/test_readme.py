@@ -1,4 +1,9 @@
-"""The README's commands and examples work as written."""
+"""The README's commands and examples work as written.
+
+Each tested block carries a marker on the line before its fence, ``<!-- readme-test: NAME -->``,
+and the tests pick blocks by that name (never by position), so inserting or reordering blocks
+cannot make a test run the wrong one.
+"""
 
 import re
 import subprocess
@@ -9,19 +14,42 @@ ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
 
 
-def _bash_blocks() -> list:
-    return re.findall(r"```bash\n(.*?)\n```", README, flags=re.S)
+MARKED = re.compile(r"<!-- readme-test: ([\w-]+) -->\n```(\w+)\n(.*?)\n```", flags=re.S)
+BLOCKS = {"demo": "bash", "tests": "bash", "kernel": "python", "models": "python", "hsmm": "python",
+          "alignment": "python", "metrics": "python", "speech": "python"}
+
+
+def _block(name: str) -> str:
+    """The code of the README block marked ``name`` (exactly one, in the language of BLOCKS)."""
+    found = [(lang, code) for marker, lang, code in MARKED.findall(README) if marker == name]
+    assert len(found) == 1, f"README.md must hold exactly one block marked <!-- readme-test: {name} -->"
+    lang, code = found[0]
+    assert lang == BLOCKS[name], f"README block {name!r} must be ```{BLOCKS[name]}; got ```{lang}"
+    return code
+
+
+def _run_block(name: str) -> dict:
+    scope: dict = {}
+    exec(compile(_block(name), f"README.md[{name}]", "exec"), scope)
+    return scope
+
+
+def test_markers_name_known_blocks():
+    """Every marker precedes a fenced block and names a block a test here runs."""
+    markers = re.findall(r"<!-- readme-test: ([\w-]+) -->", README)
+    assert sorted(markers) == sorted(BLOCKS)
+    assert len(MARKED.findall(README)) == len(markers)
 
 
 def test_ci_runs_the_readme_test_command():
-    test_command = _bash_blocks()[1].strip()
+    test_command = _block("tests").strip()
     assert test_command.endswith("python -m pytest")
     ci_lines = (ROOT / ".ci" / "run").read_text().splitlines()
     assert test_command in ci_lines
 
 
 def test_demo_command_runs():
-    demo_command = _bash_blocks()[0].strip()
+    demo_command = _block("demo").strip()
     script = demo_command.rsplit("&& python ", 1)[1]
     out = subprocess.run([sys.executable, *script.split()], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     assert "4 sequences from a 5-state left-to-right Gaussian HMM" in out
@@ -30,9 +58,7 @@ def test_demo_command_runs():
 
 
 def test_python_example_runs():
-    code = re.findall(r"```python\n(.*?)\n```", README, flags=re.S)[0]
-    scope: dict = {}
-    exec(compile(code, "README.md", "exec"), scope)
+    scope = _run_block("kernel")
     import torch
 
     assert scope["log_z"].shape == (2,) and torch.isfinite(scope["log_z"]).all()
@@ -45,9 +71,7 @@ def test_python_example_runs():
 
 
 def test_models_example_runs():
-    code = re.findall(r"```python\n(.*?)\n```", README, flags=re.S)[1]
-    scope: dict = {}
-    exec(compile(code, "README.md", "exec"), scope)
+    scope = _run_block("models")
     import torch
 
     history, paths, states = scope["history"], scope["paths"], scope["states"]
@@ -62,9 +86,7 @@ def test_models_example_runs():
 
 
 def test_hsmm_example_runs():
-    code = re.findall(r"```python\n(.*?)\n```", README, flags=re.S)[2]
-    scope: dict = {}
-    exec(compile(code, "README.md", "exec"), scope)
+    scope = _run_block("hsmm")
     import torch
 
     history, segments, states, model = scope["history"], scope["segments"], scope["states"], scope["model"]
@@ -88,9 +110,7 @@ def agreement_up_to_relabelling(paths, states) -> float:
 
 
 def test_alignment_example_runs():
-    code = re.findall(r"```python\n(.*?)\n```", README, flags=re.S)[3]
-    scope: dict = {}
-    exec(compile(code, "README.md", "exec"), scope)
+    scope = _run_block("alignment")
     import torch
 
     r = scope["r"]
@@ -103,9 +123,7 @@ def test_alignment_example_runs():
 
 
 def test_metrics_example_runs():
-    code = re.findall(r"```python\n(.*?)\n```", README, flags=re.S)[4]
-    scope: dict = {}
-    exec(compile(code, "README.md", "exec"), scope)
+    scope = _run_block("metrics")
     acc = scope["boundary_accuracy"](scope["ref"], scope["hyp"], (0.01, 0.02), fold=scope["strip_stress"])
     assert acc == {0.01: 0.75, 0.02: 1.0}
     assert float(scope["mcd_db"]) > 0
@@ -114,9 +132,7 @@ def test_metrics_example_runs():
 
 
 def test_speech_example_runs():
-    code = re.findall(r"```python\n(.*?)\n```", README, flags=re.S)[5]
-    scope: dict = {}
-    exec(compile(code, "README.md", "exec"), scope)
+    scope = _run_block("speech")
     utts, feats, lengths = scope["utts"], scope["feats"], scope["lengths"]
     assert [u.text for u in utts] == ["She had your dark suit.", "Don't ask me to carry an oily rag."]
     assert scope["phones"][0] == ("SH", "IY", "HH", "AE", "D", "Y", "AO", "R", "D", "AA", "R", "K", "S", "UW", "T")
