@@ -20,7 +20,7 @@ from .errors import HMMDimensionError, HMMDtypeError, HMMTypeError, HMMValueErro
 __all__ = [
     "LengthsLike", "FLOAT_DTYPES", "frame_mask", "check_tensor", "check_float_dtype", "check_lengths",
     "check_frame_scores", "check_finite_or_neginf", "check_finite", "check_stochastic", "stochastic_tolerance",
-    "as_tensor", "check_shape", "check_count",
+    "as_tensor", "check_shape", "check_count", "check_float_batch",
 ]
 
 LengthsLike = Union[torch.Tensor, Sequence[int], None]
@@ -132,6 +132,32 @@ def check_frame_scores(x: torch.Tensor, name: str, last: str, unit: str, layout:
         raise HMMDimensionError(
             f"{name} must have at least one sequence, frame and {unit}; got shape {tuple(x.shape)}",
             expected_shape=("B>0", "T>0", f"{last}>0"),
+            actual_shape=x.shape,
+        )
+    return x
+
+
+def check_float_batch(x: object, name: str, dims: Sequence[str], parts: str, single: str) -> torch.Tensor:
+    """A non-empty float32/float64 tensor with the axes ``dims`` (batch first, e.g. ``("B", "N", "M")``).
+
+    ``parts`` names the axes' entries in the emptiness message (e.g. ``"pair, row and column"``),
+    ``single`` one batch item in the hint for input without the batch axis (e.g. ``"pair"``).
+    """
+    what = "(" + ", ".join(dims) + ")"
+    check_tensor(x, name, what)
+    if x.ndim != len(dims):
+        raise HMMDimensionError(
+            f"{name} must be {what}; got shape {tuple(x.shape)}",
+            expected_shape=tuple(dims),
+            actual_shape=x.shape,
+            suggestion=f"for a single {single} use {name}.unsqueeze(0)" if x.ndim == len(dims) - 1 else None,
+        )
+    if x.dtype not in FLOAT_DTYPES:
+        raise HMMDtypeError(f"{name} must be float32 or float64; got {x.dtype}")
+    if 0 in x.shape:
+        raise HMMDimensionError(
+            f"{name} must have at least one {parts}; got shape {tuple(x.shape)}",
+            expected_shape=tuple(f"{d}>0" for d in dims),
             actual_shape=x.shape,
         )
     return x

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from ..errors import HMMDeviceError, HMMDimensionError, HMMDtypeError, HMMValueError
 from ..kernel.lattice import use_numba
-from ..validation import FLOAT_DTYPES, LengthsLike, check_finite, check_lengths, check_tensor, frame_mask
+from ..validation import LengthsLike, check_finite, check_float_batch, check_lengths, check_tensor, frame_mask
 
 try:  # numba is a declared dependency, but keep the distances usable without it
     import numba
@@ -215,13 +215,7 @@ def _check_pair(x, y) -> Tuple[torch.Tensor, torch.Tensor]:
             expected_shape=(x3.shape[0], "M", x3.shape[2]), actual_shape=y3.shape,
         )
     for name, t in (("x", x3), ("y", y3)):
-        if t.dtype not in FLOAT_DTYPES:
-            raise HMMDtypeError(f"{name} must be float32 or float64; got {t.dtype}")
-        if 0 in t.shape:
-            raise HMMDimensionError(
-                f"{name} must have at least one pair, frame and feature; got shape {tuple(t.shape)}",
-                expected_shape=("B>0", "T>0", "D>0"), actual_shape=t.shape,
-            )
+        check_float_batch(t, name, ("B", "T", "D"), "pair, frame and feature", "pair")
     if y3.dtype != x3.dtype:
         raise HMMDtypeError(f"y must have the dtype of x ({x3.dtype}); got {y3.dtype}")
     if y3.device != x3.device:

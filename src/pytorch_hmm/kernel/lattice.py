@@ -40,8 +40,8 @@ from typing import List, Optional, Tuple
 import numpy as np
 import torch
 
-from ..errors import HMMDimensionError, HMMDtypeError, HMMValueError, InfeasibleAlignmentError
-from ..validation import FLOAT_DTYPES, LengthsLike, check_lengths, check_tensor
+from ..errors import HMMValueError, InfeasibleAlignmentError
+from ..validation import LengthsLike, check_float_batch, check_lengths
 from . import lattice_torch
 from .lattice_torch import band_mask
 
@@ -126,20 +126,7 @@ def prepare_lattice(
     ``cost`` may hold ``+inf`` (forbidden cells) but no NaN or ``-inf`` inside the band and
     lengths (checked where the DP reads it); values outside are ignored whatever they are.
     """
-    check_tensor(cost, name, "(B, N, M)")
-    if cost.ndim != 3:
-        raise HMMDimensionError(
-            f"{name} must be (B, N, M); got shape {tuple(cost.shape)}",
-            expected_shape=("B", "N", "M"), actual_shape=cost.shape,
-            suggestion=f"for a single pair use {name}.unsqueeze(0)" if cost.ndim == 2 else None,
-        )
-    if cost.dtype not in FLOAT_DTYPES:
-        raise HMMDtypeError(f"{name} must be float32 or float64; got {cost.dtype}")
-    if 0 in cost.shape:
-        raise HMMDimensionError(
-            f"{name} must have at least one pair, row and column; got shape {tuple(cost.shape)}",
-            expected_shape=("B>0", "N>0", "M>0"), actual_shape=cost.shape,
-        )
+    check_float_batch(cost, name, ("B", "N", "M"), "pair, row and column", "pair")
     b, n, m = cost.shape
     xl = check_lengths(x_lengths, "x_lengths", b, n, cost.device)
     yl = check_lengths(y_lengths, "y_lengths", b, m, cost.device)
