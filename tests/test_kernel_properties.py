@@ -16,7 +16,7 @@ import torch
 import oracle
 from kernel_calls import run, torch_inputs
 from oracle import LAYOUTS, Problem, random_problem
-from pytorch_hmm.transitions import ergodic, left_to_right
+from pytorch_hmm.transitions import Sparse, ergodic, left_to_right
 
 BACKENDS = ("torch", "numba")
 FUNCS = ("log_partition", "posteriors", "expected_transitions", "viterbi")
@@ -362,7 +362,7 @@ def _numpy_forward_log_z(log_em: np.ndarray, dense: np.ndarray, init: np.ndarray
 
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("model", ["dense", "banded"])
+@pytest.mark.parametrize("model", ["dense", "banded", "sparse"])
 def test_long_sequence_float32_is_stable(model, backend):
     t_, k = 100_000, 4
     rng = np.random.default_rng(0)
@@ -380,6 +380,8 @@ def test_long_sequence_float32_is_stable(model, backend):
         trans = left_to_right(k, skip=1, self_loop=0.9999, dtype=torch.float32)
         z = np.minimum(np.arange(t_) * k // t_, k - 1)
         dense = oracle.banded_to_dense(trans.log_probs.double().numpy())
+        if model == "sparse":
+            trans = Sparse.from_banded(trans)
     x = means[z] + rng.normal(size=t_)
     log_em = -0.5 * (x[:, None] - means[None, :]) ** 2 - 0.5 * math.log(2 * math.pi)
     init = np.log(np.full(k, 1.0 / k)) if model == "dense" else np.array([0.0] + [-np.inf] * (k - 1))
@@ -416,7 +418,7 @@ def test_long_sequence_float32_is_stable(model, backend):
     assert math.isfinite(score) and score <= lz + 1e-3 * abs(lz)
     path = out["paths"][0]
     assert ((path >= 0) & (path < k)).all()
-    if model == "banded":
+    if model != "dense":
         steps = path[1:] - path[:-1]
         assert ((steps >= 0) & (steps <= 2)).all()
         assert path[0] == 0

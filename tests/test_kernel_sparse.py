@@ -60,14 +60,17 @@ def assert_same(a: dict, b: dict, tr_a, tr_b, atol=1e-10, paths=True):
 
 
 def banded_as_sparse(band: Banded) -> Sparse:
-    """The band's moves as predecessor lists: slot ``w`` of state ``j`` is the move from ``j - w``."""
+    """The band's moves as predecessor lists (:meth:`Sparse.from_banded`), checked against a plain loop."""
+    sparse = Sparse.from_banded(band)
     k, w = band.num_states, band.width
-    src = torch.arange(k)[:, None] - torch.arange(w)
     lp = band.log_probs.masked_fill(~band.valid_mask(), NINF)
     by_dest = torch.full(lp.shape, NINF, dtype=lp.dtype)
     for d in range(w):
         by_dest[..., d:, d] = lp[..., : k - d, d]
-    return Sparse(torch.where(src >= 0, src, -1), by_dest)
+    src = torch.arange(k)[:, None] - torch.arange(w)
+    assert torch.equal(sparse.predecessors, torch.where(src >= 0, src, -1))
+    assert torch.equal(sparse.log_probs, by_dest)
+    return sparse
 
 
 def problem(seed, b=3, t=9, k=5, dtype=torch.float64):
@@ -98,7 +101,7 @@ def test_from_dense_equals_dense(layout, backend, dtype):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("layout", ["shared", "batched", "time_varying"])
-@pytest.mark.parametrize("convert", ["lists", "from_dense"])
+@pytest.mark.parametrize("convert", ["from_banded", "from_dense"])
 def test_banded_as_sparse_equals_banded(layout, backend, convert):
     e, init, final, lengths, g = problem(1)
     b, t, k = e.shape
@@ -107,7 +110,7 @@ def test_banded_as_sparse_equals_banded(layout, backend, convert):
     lp = torch.randn(shape, dtype=torch.float64, generator=g)
     lp[..., 1, 1] = NINF
     band = Banded(lp)
-    sparse = banded_as_sparse(band) if convert == "lists" else Sparse.from_dense(band.to_dense())
+    sparse = banded_as_sparse(band) if convert == "from_banded" else Sparse.from_dense(band.to_dense())
     assert_same(run_all(e, sparse, init, lengths, final, backend), run_all(e, band, init, lengths, final, backend),
                 sparse, band)
 
@@ -269,3 +272,10 @@ def test_ergodic_builder_as_sparse():
     sparse = Sparse.from_dense(tr)
     e, init, final, lengths, _ = problem(8, k=3)
     assert_same(run_all(e, sparse, init, lengths, final, "torch"), run_all(e, tr, init, lengths, final, "torch"), sparse, tr)
+
+
+def test_from_banded_rejects_other_structures():
+    from pytorch_hmm.errors import HMMValueError
+
+    with pytest.raises(HMMValueError, match="banded must be a pytorch_hmm.transitions.Banded structure; got Dense"):
+        Sparse.from_banded(ergodic(3))

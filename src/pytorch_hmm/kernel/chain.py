@@ -9,6 +9,10 @@ All take ``(log_emissions (B, T, K), transitions, log_init, lengths=None, log_fi
 
 ``log_partition`` is a custom autograd Function: its backward runs the backward algorithm,
 so memory stays ``O(B T K)`` and the gradient w.r.t. the emissions is the state posterior.
+
+Transitions may be ``Dense``, ``Banded`` or ``Sparse`` (predecessor lists); what differs
+between them (canonical form, steps, edge counts, compiled loops) lives in one
+:class:`~.storages.StorageOps` per storage, picked once in :func:`~.inputs.prepare`.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import torch
 from ..transitions import TransitionStructure
 from . import torch_loops
 from .factors import exp_flushed_ as _exp_flushed_  # (the segment kernel imports these two from here)
-from .factors import static_dense_edges as _static_dense_edges
+from .factors import static_dense_edges as _static_dense_edges  # noqa: F401
 from .inputs import ChainProblem, LengthsLike, prepare
 
 try:  # numba is a declared dependency, but keep the kernel usable without it

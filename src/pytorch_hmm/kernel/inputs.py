@@ -79,7 +79,7 @@ def as_structure(transitions: Union[TransitionStructure, torch.Tensor]) -> Trans
         return Dense(transitions)
     raise HMMTypeError(
         "transitions must be a pytorch_hmm.transitions.Dense or Banded structure "
-        f"(or a (K, K) log-probability tensor); got {type(transitions).__name__}"
+        f"(or Sparse, or a (K, K) log-probability tensor); got {type(transitions).__name__}"
     )
 
 

@@ -253,6 +253,21 @@ class Sparse(TransitionStructure):
         return cls(predecessors, log_probs)
 
     @classmethod
+    def from_banded(cls, banded: Banded) -> "Sparse":
+        """The moves of a ``Banded`` structure as predecessor lists with ``P = W``.
+
+        Slot ``w`` of state ``j`` is the move from ``j - w`` (``-1`` where ``j - w < 0``), so
+        ``log_probs[..., j, w] = banded.log_probs[..., j - w, w]``; same batch and time layout.
+        """
+        if not isinstance(banded, Banded):
+            raise HMMValueError(f"banded must be a pytorch_hmm.transitions.Banded structure; got {type(banded).__name__}")
+        k, w = banded.num_states, banded.width
+        lp = banded.log_probs.masked_fill(~banded.valid_mask(), float("-inf"))
+        columns = [torch.cat([lp.new_full(lp.shape[:-2] + (d,), float("-inf")), lp[..., : k - d, d]], -1) for d in range(w)]
+        src = torch.arange(k, device=lp.device)[:, None] - torch.arange(w, device=lp.device)
+        return cls(torch.where(src >= 0, src, -1), torch.stack(columns, -1))
+
+    @classmethod
     def from_probs(cls, predecessors: torch.Tensor, probs: torch.Tensor) -> "Sparse":
         """Build from probabilities; each source's outgoing edges must sum to 1 (validated on the dense view)."""
         s = cls(predecessors, torch.log(probs))
