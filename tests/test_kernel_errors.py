@@ -307,3 +307,8 @@ def test_structure_without_kernel_operations():
     e, _, init = good()
     with pytest.raises(TypeError, match="transitions must be a Dense, Banded or Sparse structure; got Odd"):
         log_partition(e, Odd(torch.zeros(K, 2)), init)
+
+
+def test_sparse_without_slots():
+    with pytest.raises(HMMDimensionError, match=r"Sparse predecessors must have at least one state and one slot \(K >= 1, P >= 1\); got \(3, 0\)"):
+        Sparse(torch.zeros(3, 0, dtype=torch.long), torch.zeros(3, 0))

@@ -197,6 +197,12 @@ class Sparse(TransitionStructure):
                 actual_shape=lp.shape,
                 suggestion="expand log_probs to (B, K, P)",
             )
+        if k < 1 or p < 1:
+            raise HMMDimensionError(
+                f"Sparse predecessors must have at least one state and one slot (K >= 1, P >= 1); got {tuple(pred.shape)}",
+                expected_shape=("K>0", "P>0"),
+                actual_shape=pred.shape,
+            )
         if pred.device != lp.device:
             raise HMMDeviceError(f"Sparse predecessors must be on the device of log_probs ({lp.device}); got {pred.device}")
         if pred.numel() and (int(pred.min()) < -1 or int(pred.max()) >= k):
