@@ -279,3 +279,16 @@ def test_from_banded_rejects_other_structures():
 
     with pytest.raises(HMMValueError, match="banded must be a pytorch_hmm.transitions.Banded structure; got Dense"):
         Sparse.from_banded(ergodic(3))
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_sparse_sampling_and_successors_on_cuda():
+    dense = Dense(torch.randn(4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0)))
+    sparse = Sparse.from_dense(dense).to("cuda")
+    paths = kernel.sample_paths(sparse, torch.zeros(4, dtype=torch.float64, device="cuda"), 8, 6,
+                                generator=torch.Generator(device="cuda").manual_seed(0))
+    assert paths.device.type == "cuda" and ((paths >= 0) & (paths < 4)).all()
+    slots, dest = successor_lists(sparse.predecessors.unsqueeze(0))
+    cpu_slots, cpu_dest = successor_lists(sparse.predecessors.cpu().unsqueeze(0))
+    assert torch.equal(slots.cpu(), cpu_slots) and torch.equal(dest.cpu(), cpu_dest)

@@ -177,3 +177,23 @@ def test_step_with_infeasible_scores_stays_minus_inf():
     for tr in (ergodic(3), Sparse.from_dense(ergodic(3))):
         assert torch.isneginf(forward_step(a, tr)).all()
         assert torch.isneginf(viterbi_step(a, tr)[0]).all()
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("storage,layout", STRUCTURES, ids=IDS)
+def test_steps_on_cuda(storage, layout):
+    inp = inputs(storage, layout, 1)
+    e, tr, init = inp["log_emissions"], inp["transitions"], inp["log_init"]
+    tr_gpu = inputs(storage, layout, 1)["transitions"].to("cuda")
+    a, d = init + e[:, 0], init + e[:, 0]
+    a_gpu, d_gpu = a.cuda(), d.cuda()
+    for t in range(1, e.shape[1]):
+        a = forward_step(a, tr, e[:, t], step=t - 1)
+        a_gpu = forward_step(a_gpu, tr_gpu, e[:, t].cuda(), step=t - 1)
+        d, back = viterbi_step(d, tr, e[:, t], step=t - 1)
+        d_gpu, back_gpu = viterbi_step(d_gpu, tr_gpu, e[:, t].cuda(), step=t - 1)
+        assert a_gpu.device.type == "cuda" and back_gpu.device.type == "cuda"
+        torch.testing.assert_close(d_gpu.cpu(), d)
+        assert torch.equal(back_gpu.cpu()[torch.isfinite(d)], back[torch.isfinite(d)])
+    torch.testing.assert_close(a_gpu.cpu(), a)
