@@ -18,7 +18,9 @@ from scipy.spatial.distance import cdist
 from dtw_oracle import brute_force, in_band, path_cost
 from pytorch_hmm.alignment import DTWAligner, DTWResult, dtw, soft_dtw, soft_dtw_alignment
 from pytorch_hmm.errors import HMMDimensionError, HMMDtypeError, HMMValueError, InfeasibleAlignmentError
-from pytorch_hmm.kernel.lattice import lattice_dtw, lattice_soft_alignment, lattice_soft_dtw
+from pytorch_hmm.alignment.distances import ROW_DISTANCES, pairwise_euclidean
+from pytorch_hmm.errors import HMMTypeError
+from pytorch_hmm.kernel.lattice import lattice_dtw, lattice_dtw_rows, lattice_soft_alignment, lattice_soft_dtw
 
 
 BACKENDS = ["torch", "numba"]
@@ -243,6 +245,52 @@ def test_torch_equals_numba(dtype, pattern):
         assert a.cost.dtype == dtype
 
 
+@pytest.mark.parametrize("squared", [False, True])
+def test_fused_rows_equal_the_precomputed_cost(squared):
+    """The numba DP reading distance rows (lattice_dtw_rows) == the DP on the whole cost."""
+    rng = np.random.default_rng(12)
+    xl, yl = torch.tensor([30, 12, 25]), torch.tensor([18, 31, 25])
+    x, y = padded_batch(rng, xl.tolist(), yl.tolist(), fill=0.0)
+    cost = pairwise_euclidean(x, y, xl, yl, squared, backend="torch")
+    for band, pattern in ((None, "symmetric1"), (3, "symmetric2")):
+        a = lattice_dtw_rows(x, y, ROW_DISTANCES[squared], xl, yl, band, pattern)
+        b = lattice_dtw(cost, xl, yl, band, pattern, backend="numba")
+        torch.testing.assert_close(a[0], b[0], rtol=1e-12, atol=0)
+        for pa, pb in zip(a[1], b[1]):
+            assert torch.equal(pa, pb)
+        one = lattice_dtw_rows(x[:1], y[:1], ROW_DISTANCES[squared], xl[:1], yl[:1], band, pattern)  # single-pair path
+        torch.testing.assert_close(one[0], a[0][:1], rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("squared", [False, True])
+def test_pairwise_euclidean_backends_agree_with_gradients(squared):
+    rng = np.random.default_rng(13)
+    xl, yl = torch.tensor([7, 4]), torch.tensor([5, 6])
+    x, y = padded_batch(rng, xl.tolist(), yl.tolist(), fill=0.0)
+    y[0, 1] = x[0, 2]  # two coinciding frames: the Euclidean gradient there is 0
+    out = {}
+    for backend in BACKENDS:
+        xg, yg = x.clone().requires_grad_(True), y.clone().requires_grad_(True)
+        cost = pairwise_euclidean(xg, yg, xl, yl, squared, backend=backend)
+        weights = torch.from_numpy(rng.normal(size=cost.shape)) if backend == "torch" else out["torch"][3]
+        (cost * weights).sum().backward()
+        out[backend] = (cost.detach(), xg.grad, yg.grad, weights)
+    for a, b in zip(out["torch"][:3], out["numba"][:3]):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    ref = torch.from_numpy(cdist(x[1, :4].numpy(), y[1, :6].numpy(), "sqeuclidean" if squared else "euclidean"))
+    torch.testing.assert_close(out["torch"][0][1, :4, :6], ref, rtol=1e-12, atol=1e-12)
+
+
+def test_distances_live_outside_the_kernel():
+    """Frame distances are alignment's; the lattice kernel takes a cost (or a row function)."""
+    import pytorch_hmm.alignment as alignment
+    from pytorch_hmm.alignment import distances
+    from pytorch_hmm.kernel import lattice, lattice_torch
+
+    assert alignment.pairwise_cost is distances.pairwise_cost
+    assert not hasattr(lattice, "pairwise_euclidean") and not hasattr(lattice_torch, "distances")
+
+
 def test_float32_close_to_float64():
     rng = np.random.default_rng(10)
     x, y = torch.from_numpy(rng.normal(size=(2, 40, 13))), torch.from_numpy(rng.normal(size=(2, 50, 13)))
@@ -349,8 +397,9 @@ def test_error_x_ndim():
 
 def test_error_x_not_tensor():
     _, y = feats()
-    with pytest.raises(TypeError, match="x must be a torch.Tensor of shape"):
+    with pytest.raises(TypeError, match="x must be a torch.Tensor of shape") as info:
         dtw([[0.0]], y)
+    assert isinstance(info.value, HMMTypeError) and isinstance(info.value, HMMValueError)
 
 
 def test_error_ndim_mismatch():
@@ -498,7 +547,7 @@ def test_error_cost_ndim():
 
 
 def test_error_cost_not_tensor():
-    with pytest.raises(TypeError, match="cost must be a torch.Tensor"):
+    with pytest.raises(HMMTypeError, match="cost must be a torch.Tensor"):
         lattice_soft_dtw(np.zeros((1, 2, 2)))
 
 

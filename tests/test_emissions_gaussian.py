@@ -9,7 +9,7 @@ import torch
 
 from pytorch_hmm.emissions.gaussian import Gaussian
 from pytorch_hmm.emissions.kmeans import _update, kmeans
-from pytorch_hmm.errors import HMMDeviceError, HMMDimensionError, HMMDtypeError, HMMValueError
+from pytorch_hmm.errors import HMMDeviceError, HMMDimensionError, HMMDtypeError, HMMTypeError, HMMValueError
 
 TYPES = ["diag", "full", "spherical", "tied"]
 K, D, T = 3, 4, 40
@@ -468,7 +468,7 @@ def test_error_x_dtype():
 
 
 def test_error_x_not_tensor():
-    with pytest.raises(TypeError, match="x must be a torch.Tensor"):
+    with pytest.raises(HMMTypeError, match="x must be a torch.Tensor"):
         good().log_prob(np.zeros((1, 3, D)))
 
 
@@ -583,7 +583,7 @@ def test_error_device_mismatch():
 
 
 def test_kmeans_not_tensor():
-    with pytest.raises(TypeError, match=r"x must be a torch.Tensor of shape \(N, D\); got list"):
+    with pytest.raises(HMMTypeError, match=r"x must be a torch.Tensor of shape \(N, D\); got list"):
         kmeans([[0.0]], 1)
 
 
@@ -609,7 +609,7 @@ def test_error_diag_covars_nan():
 
 def test_error_posteriors_not_tensor():
     g = good()
-    with pytest.raises(TypeError, match=r"posteriors must be a torch.Tensor of shape \(B, T, K\); got ndarray"):
+    with pytest.raises(HMMTypeError, match=r"posteriors must be a torch.Tensor of shape \(B, T, K\); got ndarray"):
         g.accumulate(g.init_stats(), torch.zeros(2, 5, D), np.zeros((2, 5, K)))
 
 

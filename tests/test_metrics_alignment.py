@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 import pytorch_hmm.metrics.alignment as alignment_module
 import pytorch_hmm.metrics.sequence as sequence_module
-from pytorch_hmm.errors import HMMDimensionError, HMMDtypeError, HMMValueError
+from pytorch_hmm.errors import HMMDimensionError, HMMDtypeError, HMMTypeError, HMMValueError
 from pytorch_hmm.metrics.alignment import (
     _boundaries,
     _greedy,
@@ -293,7 +293,7 @@ def test_brute_force_sanity():
 
 
 def test_error_not_a_list():
-    with pytest.raises(TypeError, match="ref must be a list of"):
+    with pytest.raises(HMMTypeError, match="ref must be a list of"):
         boundary_f1("abc", REF)
 
 
@@ -363,7 +363,7 @@ def test_error_frame_dtype():
 
 
 def test_error_frame_mixed_types():
-    with pytest.raises(TypeError, match="hyp must be a torch.Tensor or numpy array of frame label ids"):
+    with pytest.raises(HMMTypeError, match="hyp must be a torch.Tensor or numpy array of frame label ids"):
         frame_accuracy(torch.zeros(3, dtype=torch.long), REF)
 
 
@@ -423,7 +423,7 @@ def test_error_per_lengths_for_lists():
 
 
 def test_error_per_not_a_list():
-    with pytest.raises(TypeError, match="ref must be a list of labels or segments"):
+    with pytest.raises(HMMTypeError, match="ref must be a list of labels or segments"):
         phone_error_rate(5, [1])
 
 

@@ -15,7 +15,7 @@ from hypothesis.extra.numpy import arrays
 
 import pytorch_hmm.metrics._inputs as inputs_module
 import pytorch_hmm.metrics.spectral as spectral_module
-from pytorch_hmm.errors import HMMDimensionError, HMMDtypeError, HMMValueError
+from pytorch_hmm.errors import HMMDimensionError, HMMDtypeError, HMMTypeError, HMMValueError
 from pytorch_hmm.metrics.spectral import all_pass_alpha, mel_cepstral_distortion, mel_cepstrum
 
 K = 10.0 / math.log(10.0) * math.sqrt(2.0)
@@ -206,7 +206,7 @@ def test_error_dtype():
 
 
 def test_error_type():
-    with pytest.raises(TypeError, match=r"ref must be a torch.Tensor or a numpy array; got object"):
+    with pytest.raises(HMMTypeError, match=r"ref must be a torch.Tensor or a numpy array; got object"):
         mel_cepstral_distortion(object(), torch.zeros(5, 3))
 
 

@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from pytorch_hmm.errors import AudioError, HMMDimensionError, HMMDtypeError, HMMValueError
+from pytorch_hmm.errors import AudioError, HMMDimensionError, HMMDtypeError, HMMTypeError, HMMValueError
 from pytorch_hmm.speech.audio import AudioInfo, audio_info, load_audio
 from pytorch_hmm.speech.features import (
     FeatureExtractor,
@@ -316,7 +316,7 @@ def test_load_audio_bad_sample_rate(tmp_path, bad):
 
 
 def test_load_audio_bad_path_type():
-    with pytest.raises(TypeError, match="path must be a str or os.PathLike; got int"):
+    with pytest.raises(HMMTypeError, match="path must be a str or os.PathLike; got int"):
         load_audio(3)
 
 
@@ -355,7 +355,7 @@ def test_feature_input_errors():
         log_mel(y[:0], RATE)
     with pytest.raises(HMMValueError, match="audio must be finite; got NaN or infinite samples"):
         mfcc(np.array([0.0, np.inf] * 400), RATE)
-    with pytest.raises(TypeError, match="audio must be a numpy array, a torch.Tensor or a file path; got list"):
+    with pytest.raises(HMMTypeError, match="audio must be a numpy array, a torch.Tensor or a file path; got list"):
         mfcc([0.0] * 1600, RATE)
     with pytest.raises(HMMValueError, match="items must be a non-empty sequence of audio arrays or file paths"):
         FeatureExtractor().batch([])
@@ -375,7 +375,7 @@ def test_cmvn_and_padding_errors():
         cmvn(torch.zeros(5, 2, dtype=torch.long))
     with pytest.raises(HMMDimensionError, match=r"features must be \(T, D\) or \(B, T, D\) with no empty axis; got shape \(5,\)"):
         cmvn(torch.zeros(5))
-    with pytest.raises(TypeError, match="features must be a torch.Tensor or a numpy array; got list"):
+    with pytest.raises(HMMTypeError, match="features must be a torch.Tensor or a numpy array; got list"):
         cmvn([[0.0, 1.0]])
     with pytest.raises(HMMValueError, match=r"lengths is only for a padded batch \(B, T, D\); got features of shape \(5, 2\)"):
         cmvn(x[0], [5])
