@@ -23,7 +23,7 @@ from typing import Optional
 import torch
 
 from ..errors import HMMValueError
-from ..validation import LengthsLike, check_finite, frame_mask
+from ..validation import LengthsLike, check_count, check_finite, frame_mask
 from ._inputs import as_batch, check_same_batch, lengths_or_full, paired_frames
 
 __all__ = ["mel_cepstral_distortion", "mel_cepstrum", "all_pass_alpha"]
@@ -181,8 +181,7 @@ def mel_cepstrum(
     n_fft = frame_length if frame_length is not None else 1 << math.ceil(math.log2(0.025 * sample_rate))
     hop = hop_length if hop_length is not None else max(1, round(0.005 * sample_rate))
     for name, v in (("frame_length", n_fft), ("hop_length", hop)):
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            raise HMMValueError(f"{name} must be a positive int; got {v!r}")
+        check_count(v, name)
     x, batched = as_batch(wave, "wave", False)
     if not isinstance(order, int) or isinstance(order, bool) or not 0 <= order < n_fft // 2:
         raise HMMValueError(f"order must be an int in [0, frame_length // 2) = [0, {n_fft // 2}); got {order!r}")
