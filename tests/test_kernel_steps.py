@@ -11,7 +11,7 @@ import torch
 from kernel_calls import torch_inputs
 from oracle import LAYOUTS, STORAGES, random_problem
 from pytorch_hmm import LogSemiring, MaxSemiring, kernel
-from pytorch_hmm.errors import HMMDimensionError, HMMDtypeError, HMMValueError
+from pytorch_hmm.errors import HMMDeviceError, HMMDimensionError, HMMDtypeError, HMMValueError
 from pytorch_hmm.kernel import chain_step, forward_step, viterbi_step
 from pytorch_hmm.transitions import Dense, Sparse, ergodic
 
@@ -197,3 +197,20 @@ def test_steps_on_cuda(storage, layout):
         torch.testing.assert_close(d_gpu.cpu(), d)
         assert torch.equal(back_gpu.cpu()[torch.isfinite(d)], back[torch.isfinite(d)])
     torch.testing.assert_close(a_gpu.cpu(), a)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_step_device_mismatch():
+    a, tr = good()
+    with pytest.raises(HMMDeviceError, match="transitions.log_probs must be on the device of log_alpha"):
+        forward_step(a.cuda(), tr)
+    with pytest.raises(HMMDeviceError, match="log_emissions_t must be on the device of log_alpha"):
+        forward_step(a, tr, torch.zeros(2, 3, device="cuda"))
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_sparse_device_mismatch():
+    with pytest.raises(HMMDeviceError, match=r"Sparse predecessors must be on the device of log_probs \(cuda"):
+        Sparse(torch.zeros(3, 2, dtype=torch.long), torch.zeros(3, 2, device="cuda"))

@@ -94,7 +94,7 @@ class GatherSteps:
 
 
 def _check_step_inputs(scores, transitions, log_emissions_t, step, name):
-    from .inputs import as_structure  # (inputs imports this module's users; avoid a cycle)
+    from .inputs import as_structure  # (inputs and storages import this module: import late)
     from .storages import ops_for
 
     check_tensor(scores, name, "(B, K)")
