@@ -43,10 +43,16 @@ __all__ = [
 # Compiled (numba) rows and matrices
 
 
-def _jit(parallel: bool = False, **options):
+def _jit(*signatures, parallel: bool = False, **options):
     if numba is None:  # pragma: no cover
         return lambda f: f
-    return numba.njit(parallel=parallel, nogil=True, cache=True, **options)
+    return numba.njit(*signatures, parallel=parallel, nogil=True, cache=True, **options)
+
+
+_ROW_SIGNATURES = [
+    "void(float64[::1], float64[:, ::1], int64, int64, float64[::1])",
+    "void(float32[::1], float32[:, ::1], int64, int64, float32[::1])",
+]  # pytorch_hmm.kernel.lattice_numba.ROW_SIGNATURES: the row protocol of the fused DP
 
 
 _prange = numba.prange if numba is not None else range
@@ -69,13 +75,13 @@ def _squared_row(x_i, y_t, lo, hi, out):
             o[t] += diff * diff
 
 
-@_jit(inline='always')
+@_jit(_ROW_SIGNATURES)
 def sqeuclidean_row(x_i, y_t, lo, hi, out):
     """Squared Euclidean distances of frame ``x_i`` to frames ``lo..hi`` of ``y_t`` ``(D, M)``, into ``out``."""
     _squared_row(x_i, y_t, lo, hi, out)
 
 
-@_jit(inline='always')
+@_jit(_ROW_SIGNATURES)
 def euclidean_row(x_i, y_t, lo, hi, out):
     """Euclidean distances of frame ``x_i`` to frames ``lo..hi`` of ``y_t`` ``(D, M)``, into ``out``."""
     _squared_row(x_i, y_t, lo, hi, out)

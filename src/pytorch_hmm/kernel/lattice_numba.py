@@ -6,8 +6,9 @@ order of the cells does not matter and a row costs no per-operation overhead. On
 inside the band and the lengths are read, so padding never needs masking. Hard DTW can also read
 each row of the cost from a compiled row function ``row(x_i, y_t, lo, hi, out)`` over features
 (:func:`dtw_pair_rows`; no ``N x M`` cost in memory, one pass); the row functions themselves
-(frame distances) live in :mod:`pytorch_hmm.alignment.distances`. A function argument makes
-numba compile :func:`dtw_pair_rows` once per process and row function (it is not cached).
+(frame distances) live in :mod:`pytorch_hmm.alignment.distances`. The row function is a
+first-class function argument of type :func:`row_type` (explicit signatures, so the fused loops
+stay in numba's cache; one indirect call per row).
 
 ``*_pair`` functions handle one pair, ``*_batch`` run them in parallel over pairs, and the
 ``run_*`` wrappers (plain Python, CPU tensors in and out, as :mod:`lattice_torch`'s) call the
@@ -25,8 +26,19 @@ from typing import Tuple
 import numba
 import numpy as np
 import torch
+from numba import types
 
 _JIT = dict(nogil=True, cache=True)
+_FLOATS = (types.float64, types.float32)
+
+
+def row_type(dtype=types.float64) -> types.FunctionType:
+    """The numba type of a cost-row function ``row(x_i (D,), y_t (D, M), lo, hi, out (M,))``
+    that writes columns ``lo..hi`` of one row of the cost into ``out`` (C-contiguous arrays)."""
+    return types.FunctionType(types.void(dtype[::1], dtype[:, ::1], types.int64, types.int64, dtype[::1]))
+
+
+ROW_SIGNATURES = [row_type(f).signature for f in _FLOATS]  # what a row function must be compiled for
 
 
 @numba.njit(**_JIT)
@@ -143,7 +155,23 @@ def dtw_pair(cost, n, m, band, w_diag, want_path, dirs, path):
     return total, _trace_path(dirs, n, m, path), bad
 
 
-@numba.njit(nogil=True)
+_PAIR_ROWS = [
+    types.Tuple((f, types.int64))(
+        f[:, ::1], f[:, ::1], row_type(f), types.int64, types.int64, types.int64, f, types.boolean,
+        types.int8[:, ::1], types.int64[:, ::1],
+    )
+    for f in _FLOATS
+]
+_BATCH_ROWS = [
+    types.void(
+        f[:, :, ::1], f[:, :, ::1], row_type(f), types.int64[::1], types.int64[::1], types.int64, f, types.boolean,
+        types.int8[:, :, ::1], types.int64[:, :, ::1], types.int64[::1], f[::1],
+    )
+    for f in _FLOATS
+]
+
+
+@numba.njit(_PAIR_ROWS, **_JIT)
 def dtw_pair_rows(x, y_t, row, n, m, band, w_diag, want_path, dirs, path):
     """:func:`dtw_pair` with row ``i`` of the cost computed as ``row(x[i], y_t, lo, hi, out)``
     (only the band's columns); ``x`` ``(N, D)``, ``y_t`` ``(D, M)``. Finite features give no bad cells."""
@@ -175,7 +203,7 @@ def dtw_batch(cost, x_lengths, y_lengths, band, w_diag, want_path, dirs, paths, 
         )
 
 
-@numba.njit(parallel=True, nogil=True)
+@numba.njit(_BATCH_ROWS, parallel=True, **_JIT)
 def dtw_batch_rows(x, y_t, row, x_lengths, y_lengths, band, w_diag, want_path, dirs, paths, path_lengths, total):
     """:func:`dtw_pair_rows` for every pair, in parallel."""
     for b in numba.prange(x_lengths.shape[0]):
