@@ -27,8 +27,11 @@ from ..validation import LengthsLike, check_finite, check_float_batch, check_len
 
 try:  # numba is a declared dependency, but keep the distances usable without it
     import numba
+
+    from ..kernel.lattice_numba import ROW_SIGNATURES  # the row protocol of the fused DP
 except ImportError:  # pragma: no cover - exercised only where numba is missing
     numba = None  # type: ignore[assignment]
+    ROW_SIGNATURES = []
 
 Distance = Union[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]
 DISTANCES = ("euclidean", "sqeuclidean", "cosine", "precomputed")
@@ -49,16 +52,10 @@ def _jit(*signatures, parallel: bool = False, **options):
     return numba.njit(*signatures, parallel=parallel, nogil=True, cache=True, **options)
 
 
-_ROW_SIGNATURES = [
-    "void(float64[::1], float64[:, ::1], int64, int64, float64[::1])",
-    "void(float32[::1], float32[:, ::1], int64, int64, float32[::1])",
-]  # pytorch_hmm.kernel.lattice_numba.ROW_SIGNATURES: the row protocol of the fused DP
-
-
 _prange = numba.prange if numba is not None else range
 
 
-@_jit(inline='always')
+@_jit(inline="always")
 def _squared_row(x_i, y_t, lo, hi, out):
     """``out[j] = ||x_i - y_j||^2`` for ``lo <= j <= hi`` (``y_t`` is ``(D, M)``), summed feature by feature.
 
@@ -75,13 +72,13 @@ def _squared_row(x_i, y_t, lo, hi, out):
             o[t] += diff * diff
 
 
-@_jit(_ROW_SIGNATURES)
+@_jit(ROW_SIGNATURES)
 def sqeuclidean_row(x_i, y_t, lo, hi, out):
     """Squared Euclidean distances of frame ``x_i`` to frames ``lo..hi`` of ``y_t`` ``(D, M)``, into ``out``."""
     _squared_row(x_i, y_t, lo, hi, out)
 
 
-@_jit(_ROW_SIGNATURES)
+@_jit(ROW_SIGNATURES)
 def euclidean_row(x_i, y_t, lo, hi, out):
     """Euclidean distances of frame ``x_i`` to frames ``lo..hi`` of ``y_t`` ``(D, M)``, into ``out``."""
     _squared_row(x_i, y_t, lo, hi, out)

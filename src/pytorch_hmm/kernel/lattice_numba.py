@@ -65,7 +65,7 @@ def _row_is_bad(c_row, lo, hi):
     return bad
 
 
-@numba.njit(inline='always', **_JIT)
+@numba.njit(inline="always", **_JIT)
 def _dtw_row(i, lo, hi, c_row, prev, cur, w_diag, want_path, d_row):
     """Row ``i`` of the accumulated cost into ``cur`` (columns ``lo..hi``) from row ``i - 1`` in ``prev``.
 
@@ -101,7 +101,7 @@ def _dtw_row(i, lo, hi, c_row, prev, cur, w_diag, want_path, d_row):
                 d_sl[t] = k
 
 
-@numba.njit(inline='always', **_JIT)
+@numba.njit(inline="always", **_JIT)
 def _clear(cur, old_lo, old_hi):
     for j in range(old_lo, old_hi + 1):
         cur[j] = np.inf
