@@ -243,8 +243,8 @@ def lattice_dtw_rows(
 ) -> Tuple[torch.Tensor, Optional[List[torch.Tensor]]]:
     """:func:`lattice_dtw` on CPU (numba) with each row of the cost computed inside the DP as
     ``row(x_i, y_t, lo, hi, out)``, a numba function of frame ``x_i`` ``(D,)`` of ``x`` ``(B, N, D)``
-    and the transposed pair ``y_t`` ``(D, M)`` of ``y`` ``(B, M, D)`` (columns ``lo..hi``): no
-    ``N x M`` cost in memory. Inputs must be validated by the caller (CPU, finite, same dtype,
+    and the transposed pair ``y_t`` ``(D, M)`` of ``y`` ``(B, M, D)`` (columns ``lo..hi``), compiled
+    for :data:`lattice_numba.ROW_SIGNATURES`: no ``N x M`` cost in memory. Inputs must be validated by the caller (CPU, finite, same dtype,
     lengths ``(B,)`` int64 in range) and give finite costs; see
     :mod:`pytorch_hmm.alignment.distances` for the row functions. No gradient.
     """
