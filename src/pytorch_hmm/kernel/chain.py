@@ -24,8 +24,8 @@ import torch
 
 from ..transitions import TransitionStructure
 from . import torch_loops
-from .factors import exp_flushed_ as _exp_flushed_  # (the segment kernel imports these two from here)
-from .factors import static_dense_edges as _static_dense_edges  # noqa: F401
+from ..errors import HMMValueError
+from .factors import exp_flushed_
 from .inputs import ChainProblem, LengthsLike, prepare
 
 try:  # numba is a declared dependency, but keep the kernel usable without it
@@ -41,13 +41,13 @@ __all__ = ["log_partition", "posteriors", "expected_transitions", "forward_backw
 
 def _loops(p: ChainProblem, backend: str):
     if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}; got {backend!r}")
+        raise HMMValueError(f"backend must be one of {BACKENDS}; got {backend!r}")
     on_cpu = p.emissions.device.type == "cpu"
     if backend == "numba":
         if numba_loops is None:
             raise ImportError("backend='numba' needs the numba package: pip install numba")
         if not on_cpu:
-            raise ValueError(f"backend='numba' runs on CPU tensors only; got device {p.emissions.device}")
+            raise HMMValueError(f"backend='numba' runs on CPU tensors only; got device {p.emissions.device}")
         return numba_loops
     if backend == "auto" and on_cpu and numba_loops is not None:
         return numba_loops
@@ -77,7 +77,7 @@ def _state_marginals(p: ChainProblem, alpha: torch.Tensor, beta: torch.Tensor) -
     gamma = alpha + beta
     top = gamma.amax(-1, keepdim=True)
     gamma -= top  # NaN only for rows that are all -inf
-    _exp_flushed_(gamma)
+    exp_flushed_(gamma)
     mass = gamma.sum(-1, keepdim=True)
     gamma /= mass  # (in place; torch.softmax is ~5x slower for small K on CPU)
     gamma.masked_fill_(~p.mask.unsqueeze(-1), 0.0)

@@ -27,8 +27,7 @@ from ..transitions import Dense, TransitionStructure
 from ..validation import LengthsLike, check_finite_or_neginf, check_frame_scores, check_lengths, check_tensor, frame_mask
 from .storages import StorageOps, as_steps, ops_for
 
-__all__ = ["ChainProblem", "prepare", "as_structure", "frame_mask", "check_lengths", "check_frame_scores", "LengthsLike",
-           "check_emissions", "check_state_vector", "check_chain_lengths"]
+__all__ = ["ChainProblem", "prepare", "as_structure", "check_emissions", "check_state_vector", "check_chain_lengths"]
 
 
 @dataclass
@@ -180,8 +179,3 @@ def check_chain_lengths(lengths: LengthsLike, e: torch.Tensor) -> torch.Tensor:
     b, t, _ = e.shape
     return check_lengths(lengths, "lengths", b, t, e.device, limit_name="T")
 
-
-# the names the segment kernel imports (kept until its next edit)
-_check_emissions = check_emissions
-_check_state_vector = check_state_vector
-_check_lengths = check_chain_lengths

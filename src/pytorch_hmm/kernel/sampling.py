@@ -8,6 +8,7 @@ import torch
 
 from ..errors import HMMValueError
 from ..transitions import TransitionStructure
+from ..validation import check_count
 from .inputs import as_structure
 from .storages import as_steps, ops_for
 
@@ -33,10 +34,8 @@ def sample_paths(
     s = as_structure(transitions)
     ops = ops_for(s)
     k = s.num_states
-    if not isinstance(num_sequences, int) or num_sequences < 1:
-        raise HMMValueError(f"num_sequences must be a positive int; got {num_sequences!r}")
-    if not isinstance(length, int) or length < 1:
-        raise HMMValueError(f"length must be a positive int; got {length!r}")
+    check_count(num_sequences, "num_sequences")
+    check_count(length, "length")
     if s.batch_size not in (None, num_sequences):
         raise HMMValueError(f"batched transitions must have B == num_sequences == {num_sequences}; got {s.batch_size}")
     if s.time_varying and s.log_probs.shape[1] != length - 1:
@@ -77,10 +76,8 @@ def sample_segments(
         log_init: ``(K,)``.
     """
     k = log_init.shape[-1]
-    if not isinstance(num_sequences, int) or num_sequences < 1:
-        raise HMMValueError(f"num_sequences must be a positive int; got {num_sequences!r}")
-    if not isinstance(length, int) or length < 1:
-        raise HMMValueError(f"length must be a positive int; got {length!r}")
+    check_count(num_sequences, "num_sequences")
+    check_count(length, "length")
     if log_init.shape != (k,) or log_transitions.shape != (k, k) or log_durations.ndim != 2 or log_durations.shape[0] != k:
         raise HMMValueError(
             f"expected log_init (K,), log_transitions (K, K) and log_durations (K, D) with one K; got "

@@ -24,9 +24,9 @@ import torch
 
 from ..errors import HMMDeviceError, HMMDimensionError, HMMDtypeError, HMMValueError
 from . import segment_loops as loops
-from .chain import _exp_flushed_, _static_dense_edges
-from ..validation import LengthsLike, check_finite_or_neginf, frame_mask
-from .inputs import _check_emissions, _check_lengths, _check_state_vector
+from .factors import exp_flushed_, static_dense_edges
+from ..validation import LengthsLike, check_finite_or_neginf, check_tensor, frame_mask
+from .inputs import check_chain_lengths, check_emissions, check_state_vector
 from .segment_loops import SegmentProblem
 
 __all__ = [
@@ -57,7 +57,7 @@ class SemiMarkovMarginals(NamedTuple):
 
 def _prepare(log_emissions, log_transitions, log_durations, log_init, lengths, log_final) -> Tuple[SegmentProblem, int]:
     """Validate; returns the canonical problem and the caller's ``D`` (the problem keeps ``min(D, T)``)."""
-    e = _check_emissions(log_emissions)
+    e = check_emissions(log_emissions)
     b, t, k = e.shape
     trans = _check_table(log_transitions, "log_transitions", e, (k, k), "(K, K) or (B, K, K)")
     diagonal = torch.diagonal(trans.detach(), dim1=-2, dim2=-1)
@@ -79,10 +79,10 @@ def _prepare(log_emissions, log_transitions, log_durations, log_init, lengths, l
     if d < 1:
         raise HMMDimensionError("log_durations must allow at least one duration (D >= 1); got D == 0",
                                 expected_shape=(k, "D>0"), actual_shape=log_durations.shape)
-    init = _check_state_vector(log_init, "log_init", e)
+    init = check_state_vector(log_init, "log_init", e)
     final = (torch.zeros((b, k), dtype=e.dtype, device=e.device) if log_final is None
-             else _check_state_vector(log_final, "log_final", e))
-    lens = _check_lengths(lengths, e)
+             else check_state_vector(log_final, "log_final", e))
+    lens = check_chain_lengths(lengths, e)
     e = torch.where(frame_mask(lens, t, e.device)[:, :, None], e, torch.zeros((), dtype=e.dtype, device=e.device))
     for x, name in ((e, "log_emissions"), (trans, "log_transitions"), (durations, "log_durations"),
                     (init, "log_init"), (final, "log_final")):
@@ -93,8 +93,7 @@ def _prepare(log_emissions, log_transitions, log_durations, log_init, lengths, l
 def _check_table(x, name: str, e: torch.Tensor, shape: tuple, spelled: str) -> torch.Tensor:
     """A ``shape`` or ``(B,) + shape`` tensor matching ``e``; returned as ``(B', ...)``."""
     b = e.shape[0]
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of shape {spelled}; got {type(x).__name__}")
+    check_tensor(x, name, spelled)
     if tuple(x.shape) not in (shape, (b,) + shape):
         raise HMMDimensionError(
             f"{name} must be {spelled} with B == {b}, K == {e.shape[2]}; got shape {tuple(x.shape)}",
@@ -135,7 +134,7 @@ def _marginals(p: SegmentProblem, f: _Passes, d_user: int, edges: bool = True) -
     lz3 = lz[:, None, None]
 
     def prob(x: torch.Tensor) -> torch.Tensor:
-        return torch.where(feasible[:, None, None], _exp_flushed_(x - lz3), torch.zeros((), dtype=x.dtype, device=x.device))
+        return torch.where(feasible[:, None, None], exp_flushed_(x - lz3), torch.zeros((), dtype=x.dtype, device=x.device))
 
     cum_lo, cum_hi = f.cum[:, :-1], f.cum[:, 1:]
     starts = prob(f.u + cum_lo + f.bstart)  # p(a segment of k starts at s)
@@ -151,11 +150,11 @@ def _marginals(p: SegmentProblem, f: _Passes, d_user: int, edges: bool = True) -
     for d in range(d_max):  # d + 1 = duration; segments start at s and end at s + d
         term = f.u[:, :t_max - d] + f.v[:, d:] + dur[:, None, :, d] - lz3
         term.masked_fill_(f.bad[:, d + 1:] != f.bad[:, :t_max - d], -math.inf)  # a -inf emission inside
-        counts[:, :, d] = torch.where(feasible[:, None], _exp_flushed_(term).sum(1), 0.0)
+        counts[:, :, d] = torch.where(feasible[:, None], exp_flushed_(term).sum(1), 0.0)
 
     if edges and t_max > 1:
         step_ok = p.mask[:, 1:] & feasible[:, None]
-        xi = _static_dense_edges(p.trans.double(), f.end[:, :-1], f.bstart[:, 1:], lz[:, None].expand(-1, t_max - 1), step_ok)
+        xi = static_dense_edges(p.trans.double(), f.end[:, :-1], f.bstart[:, 1:], lz[:, None].expand(-1, t_max - 1), step_ok)
     else:
         xi = torch.zeros((b, k, k), dtype=torch.float64, device=gamma.device)
     dtype = p.emissions.dtype

@@ -9,7 +9,7 @@ from torch import nn
 
 from ..emissions.base import Emission
 from ..errors import HMMDimensionError, HMMTypeError
-from ..kernel.inputs import frame_mask
+from ..validation import frame_mask
 from ..transitions.components import Final, Initial
 from ..validation import check_stochastic
 

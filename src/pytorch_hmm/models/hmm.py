@@ -9,7 +9,7 @@ from ..emissions.base import Emission
 from ..errors import HMMValueError
 from ..kernel import log_partition, marginals, posteriors, sample_paths, viterbi
 from ..training.em import fit_em
-from ..transitions import TransitionStructure, ergodic, left_to_right
+from ..transitions import Banded, TransitionStructure, ergodic, left_to_right
 from ..transitions.components import (BandedTransitions, DenseTransitions, Final, Initial, TransitionComponent,
                                       as_transition_component)
 from .base import EmissionModel, as_final, check_probs
@@ -51,7 +51,7 @@ class HMM(EmissionModel):
         if initial is not None and init_probs is not None:
             raise HMMValueError("pass initial or init_probs (its older name), not both")
         self.transition = _transition_component(transitions, k, dtype)
-        first = self.transition.kind == "banded"
+        first = isinstance(self.transitions, Banded)  # a left-to-right chain starts in state 0
         self._set_initial(initial if initial is not None else init_probs,
                           (Initial.first if first else Initial.uniform)(k, dtype))
         self.final = as_final(final, k, dtype)

@@ -8,7 +8,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import HMMValueError
-from ..kernel.inputs import frame_mask
+from ..validation import check_count, frame_mask
 from .data import as_batches
 from .monitor import ConvergenceMonitor
 
@@ -30,8 +30,7 @@ def fit_em(model, data, lengths=None, *, max_iter: int = 100, tol: float = 1e-4,
     unknown = [f for f in frozen if f not in components]
     if unknown:
         raise HMMValueError(f"frozen must name components among {components}; got {unknown}")
-    if not isinstance(max_iter, int) or max_iter < 1:
-        raise HMMValueError(f"max_iter must be a positive int; got {max_iter!r}")
+    check_count(max_iter, "max_iter")
     batches = as_batches(data, lengths)
     emission = model.emission
     if initialize is None:

@@ -7,6 +7,7 @@ from typing import Optional, Union
 import torch
 
 from ..errors import HMMValueError
+from ..validation import check_count
 from .storage import Banded, Dense
 
 __all__ = ["ergodic", "left_to_right"]
@@ -68,8 +69,7 @@ def left_to_right(
 
 
 def _check_num_states(num_states: int) -> None:
-    if not isinstance(num_states, int) or num_states < 1:
-        raise HMMValueError(f"num_states must be a positive int; got {num_states!r}")
+    check_count(num_states, "num_states")
 
 
 def _check_prob(p: float, name: str) -> None:

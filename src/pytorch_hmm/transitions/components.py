@@ -319,14 +319,15 @@ class FixedTransitions(TransitionComponent):
         if not isinstance(structure, TransitionStructure):
             raise HMMTypeError(f"FixedTransitions structure must be a Dense, Banded or Sparse structure; got {type(structure).__name__}")
         self.kind = structure.kind
+        self._storage = type(structure)
         self.register_buffer("table", structure.log_probs.detach().clone())
         if isinstance(structure, Sparse):
             self.register_buffer("predecessors", structure.predecessors.clone())
 
     def structure(self) -> TransitionStructure:
-        if self.kind == "sparse":
+        if self._storage is Sparse:
             return Sparse(self.predecessors, self.table)
-        return (Banded if self.kind == "banded" else Dense)(self.table)
+        return self._storage(self.table)
 
 
 class Final(nn.Module):
