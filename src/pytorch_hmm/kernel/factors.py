@@ -45,6 +45,15 @@ def banded_by_destination(trans: torch.Tensor) -> torch.Tensor:
     return torch.stack(columns, dim=-1)
 
 
+def window_sources(num_states: int, width: int, ahead: bool, device=None) -> torch.Tensor:
+    """``(1, K, W)`` int64 source index of each banded window slot: ``[j, w] = j + w`` if ``ahead``
+    else ``j - w``, ``-1`` where that leaves ``0 .. K-1`` (the gather form of :func:`shift_windows`)."""
+    j = torch.arange(num_states, device=device)[:, None]
+    w = torch.arange(width, device=device)[None, :]
+    src = j + w if ahead else j - w
+    return torch.where((src >= 0) & (src < num_states), src, -1).unsqueeze(0)
+
+
 def shift_windows(v: torch.Tensor, width: int, ahead: bool) -> torch.Tensor:
     """``(..., K)`` -> ``(..., K, W)`` windows: ``[j, w] = v[j + w]`` if ``ahead`` else ``v[j - w]``.
 

@@ -1,8 +1,9 @@
 """Compiled CPU time loops (numba), parallel over the batch.
 
 Same mathematics and the same inputs as :mod:`torch_loops` (dense steps as shifted
-vector-matrix products, banded steps as exact logsumexp over the ``W`` moves, sparse steps
-as exact logsumexp over the ``P`` listed predecessors, or successors going backwards), but
+vector-matrix products; banded and sparse steps as exact logsumexp over a list of sources per
+state: the ``P`` listed predecessors, or successors going backwards, and for banded storage the
+``W`` window positions ``j - w`` / ``i + w`` as an index table), but
 without per-op overhead, which dominates eager PyTorch at small ``K``. Padded frames of
 ``alpha`` / ``beta`` are set to ``-inf`` / 0; callers mask them anyway. Which compiled loop
 runs is the storage's choice (:mod:`.storages`: ``numba_forward``, ``numba_backward``,
@@ -22,8 +23,8 @@ from .torch_loops import backpointer_dtype
 
 _JIT = dict(nogil=True, cache=True)
 
-# how _viterbi reads its table: [dest, source] (dense), [dest, w] from j - w (banded), [dest, x] from index[dest, x] (sparse)
-MODE_DENSE, MODE_BANDED, MODE_GATHER = 0, 1, 2
+# how _viterbi reads its table: [dest, source] (dense) or [dest, x] from index[dest, x] (banded windows, sparse lists)
+MODE_DENSE, MODE_GATHER = 0, 1
 
 
 @numba.njit(**_JIT)
@@ -70,32 +71,6 @@ def _log_vecmat(v, matrix, shift, out, probs, acc):
         out[j] = np.log(acc[j]) + m + shift[j]
 
 
-@numba.njit(**_JIT)
-def _logsumexp_band(scores_row, table_row, v, j, ahead):
-    """``logsumexp_w(table_row[w] + v[j -/+ w])`` over moves that stay inside ``v``."""
-    k = v.shape[0]
-    width = table_row.shape[0]
-    m = v.dtype.type(-np.inf)
-    for w in range(width):
-        src = j + w if ahead else j - w
-        if 0 <= src < k:
-            s = table_row[w] + v[src]
-            scores_row[w] = s
-            if s > m:
-                m = s
-        else:
-            scores_row[w] = -np.inf
-    if m == -np.inf:
-        return m
-    total = v.dtype.type(0)
-    lo = np.log(np.finfo(v.dtype).tiny) + 1  # see factors.exp_flushed_
-    for w in range(width):
-        d = scores_row[w] - m
-        if d > lo:
-            total += np.exp(d)
-    return np.log(total) + m
-
-
 @numba.njit(parallel=True, **_JIT)
 def _forward_dense(e, matrix, shift, init, lengths, alpha, log_norm):
     bsz, t_max, k = e.shape
@@ -139,47 +114,6 @@ def _backward_dense(e, matrix, shift, final, lengths, log_norm, beta):
             _log_vecmat(c, matrix[bb, s], shift[bb, s], beta[b, t], probs, acc)
             for i in range(k):
                 beta[b, t, i] -= log_norm[b, t + 1]
-
-
-@numba.njit(parallel=True, **_JIT)
-def _forward_banded(e, by_dest, init, lengths, alpha, log_norm):
-    bsz, t_max, k = e.shape
-    for b in numba.prange(bsz):
-        bb = np.int64(b) if by_dest.shape[0] > 1 else np.int64(0)
-        scores = np.empty(by_dest.shape[3], dtype=e.dtype)
-        for j in range(k):
-            alpha[b, 0, j] = init[b, j] + e[b, 0, j]
-        log_norm[b, 0] = _normalise(alpha[b, 0])
-        for t in range(1, lengths[b]):
-            s = np.int64(t - 1) if by_dest.shape[1] > 1 else np.int64(0)
-            for j in range(k):
-                alpha[b, t, j] = _logsumexp_band(scores, by_dest[bb, s, j], alpha[b, t - 1], j, False) + e[b, t, j]
-            log_norm[b, t] = _normalise(alpha[b, t])
-        for t in range(lengths[b], t_max):
-            log_norm[b, t] = 0.0
-            for j in range(k):
-                alpha[b, t, j] = -np.inf
-
-
-@numba.njit(parallel=True, **_JIT)
-def _backward_banded(e, trans, final, lengths, log_norm, beta):
-    bsz, t_max, k = e.shape
-    for b in numba.prange(bsz):
-        bb = np.int64(b) if trans.shape[0] > 1 else np.int64(0)
-        scores = np.empty(trans.shape[3], dtype=e.dtype)
-        c = np.empty(k, dtype=e.dtype)
-        last = lengths[b] - 1
-        for t in range(last + 1, t_max):
-            for j in range(k):
-                beta[b, t, j] = 0.0
-        for j in range(k):
-            beta[b, last, j] = final[b, j]
-        for t in range(last - 1, -1, -1):
-            s = np.int64(t) if trans.shape[1] > 1 else np.int64(0)
-            for j in range(k):
-                c[j] = e[b, t + 1, j] + beta[b, t + 1, j]
-            for i in range(k):
-                beta[b, t, i] = _logsumexp_band(scores, trans[bb, s, i], c, i, True) - log_norm[b, t + 1]
 
 
 @numba.njit(**_JIT)
@@ -256,17 +190,9 @@ def _backward_gather(e, table, index, final, lengths, log_norm, beta):
 def _best_source(delta, row, j, mode, index_row):
     """``max_x delta[src] + row[x]`` and its first maximising source.
 
-    ``src = x`` (dense), ``j - x`` (banded) or ``index_row[x]`` (sparse, ``-1`` = unused slot).
+    ``src = x`` (dense) or ``index_row[x]`` (banded windows and sparse lists, ``-1`` = no source).
     """
     best = delta.dtype.type(-np.inf)
-    if mode == MODE_BANDED:
-        arg = j
-        for x in range(min(row.shape[0], j + 1)):
-            v = delta[j - x] + row[x]
-            if v > best:
-                best = v
-                arg = j - x
-        return best, arg
     if mode == MODE_GATHER:
         arg = j
         for x in range(row.shape[0]):
@@ -287,8 +213,8 @@ def _best_source(delta, row, j, mode, index_row):
 
 @numba.njit(parallel=True, **_JIT)
 def _viterbi(e, table, mode, index, init, final, lengths, pointers, paths, scores):
-    """``table`` ``(B', S, K, X)``: dense ``[dest, source]``, banded ``[dest, w]`` or sparse ``[dest, x]``
-    with sources ``index`` ``(B'', K, X)`` (a dummy for dense and banded), see :data:`MODE_DENSE`."""
+    """``table`` ``(B', S, K, X)``: dense ``[dest, source]``, or ``[dest, x]`` with sources ``index``
+    ``(B'', K, X)`` (banded windows, sparse lists; a dummy for dense), see :data:`MODE_DENSE`."""
     bsz, t_max, k = e.shape
     for b in numba.prange(bsz):
         bb = np.int64(b) if table.shape[0] > 1 else np.int64(0)
@@ -344,7 +270,7 @@ def backward(p: ChainProblem, log_norm: torch.Tensor) -> torch.Tensor:
 
 
 def run_viterbi(p: ChainProblem, table: torch.Tensor, mode: int, index, pointers, paths, scores) -> None:
-    """Run :func:`_viterbi` on ``table`` read as ``mode`` (``index``: sparse sources, else ``None``)."""
+    """Run :func:`_viterbi` on ``table`` read as ``mode`` (``index``: the sources per slot, ``None`` for dense)."""
     idx = np.zeros((1, 1, 1), dtype=np.int64) if index is None else _np(index)
     _viterbi(
         _np(p.emissions), _np(table), mode, idx, _np(p.init), _np(p.final), _np(p.lengths),

@@ -32,6 +32,7 @@ from .factors import (
     shift_windows,
     static_dense_edges,
     successor_lists,
+    window_sources,
 )
 from .steps import GatherSteps, MatrixSteps, WindowSteps
 
@@ -158,17 +159,21 @@ class BandedOps(StorageOps):
     def numba_forward(self, p, alpha, log_norm):
         from . import numba_loops as nl
 
-        nl._forward_banded(_np(p.emissions), _np(banded_by_destination(p.trans)), _np(p.init), _np(p.lengths), alpha, log_norm)
+        sources = window_sources(p.shape[2], p.trans.shape[-1], ahead=False)
+        nl._forward_gather(_np(p.emissions), _np(banded_by_destination(p.trans)), _np(sources), _np(p.init), _np(p.lengths),
+                           alpha, log_norm)
 
     def numba_backward(self, p, log_norm, beta):
         from . import numba_loops as nl
 
-        nl._backward_banded(_np(p.emissions), _np(p.trans), _np(p.final), _np(p.lengths), _np(log_norm), beta)
+        sources = window_sources(p.shape[2], p.trans.shape[-1], ahead=True)
+        nl._backward_gather(_np(p.emissions), _np(p.trans), _np(sources), _np(p.final), _np(p.lengths), _np(log_norm), beta)
 
     def numba_viterbi(self, p, pointers, paths, scores):
         from . import numba_loops as nl
 
-        nl.run_viterbi(p, banded_by_destination(p.trans), nl.MODE_BANDED, None, pointers, paths, scores)
+        sources = window_sources(p.shape[2], p.trans.shape[-1], ahead=False)
+        nl.run_viterbi(p, banded_by_destination(p.trans), nl.MODE_GATHER, sources, pointers, paths, scores)
 
 
 class SparseOps(StorageOps):
