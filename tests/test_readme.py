@@ -16,7 +16,7 @@ README = (ROOT / "README.md").read_text()
 
 MARKED = re.compile(r"<!-- readme-test: ([\w-]+) -->\n```(\w+)\n(.*?)\n```", flags=re.S)
 BLOCKS = {"demo": "bash", "tests": "bash", "kernel": "python", "models": "python", "hsmm": "python",
-          "alignment": "python", "metrics": "python", "speech": "python"}
+          "alignment": "python", "graphs": "python", "metrics": "python", "speech": "python"}
 
 
 def _block(name: str) -> str:
@@ -141,3 +141,17 @@ def test_speech_example_runs():
     assert [iv.phone for iv in truth] == ["sil", *scope["phones"][0], "sil"]
     # the true phone intervals cover the audio the features were computed from
     assert int(lengths[0]) == 1 + round(truth[-1].end * 16000) // 160
+
+
+def test_graphs_example_runs():
+    scope = _run_block("graphs")
+    import torch
+
+    graph, unit_scores = scope["graph"], scope["unit_scores"]
+    assert [p.unit for p in scope["phones"]] == ["k", "ae", "t"]
+    starts = [p.start for p in scope["phones"]] + [scope["phones"][-1].end]
+    assert starts == sorted(starts) and starts[0] == 0.0 and abs(starts[-1] - 0.40) < 1e-9
+    read = scope["read_textgrid"](scope["textgrid"]).tiers["phones"]
+    assert [(p.unit, p.start, p.end) for p in read] == [(p.unit, p.start, p.end) for p in scope["phones"]]
+    assert torch.allclose(scope["log_z"], graph.log_partition(unit_scores), atol=1e-4)
+    assert (graph.transitions.predecessors == torch.tensor([[0, -1], [0, 1], [1, 2], [2, 3], [3, 4]])).all()
