@@ -373,3 +373,31 @@ def test_float32_components_follow_the_emission_dtype():
     assert model.transitions.dtype == model.log_init.dtype == model.log_final.dtype == torch.float32
     x, lengths = _data(seed=9)
     assert torch.isfinite(model(x.float(), lengths)).all()
+
+
+def test_sparse_gradients_stay_finite_with_a_source_whose_edges_are_all_missing():
+    """A source whose every edge is -inf (a dead state) must not put NaN into the gradient."""
+    comp = SparseTransitions(torch.tensor([[0, -1], [0, 1], [1, -1]]), torch.tensor([[0.0, 0.0], [0.0, NEG], [NEG, 0.0]], dtype=F64))
+    lp = comp.log_probs
+    assert torch.isneginf(lp[1, 1]) and torch.isneginf(lp[2, 0])
+    torch.where(torch.isfinite(lp), lp, 0.0).sum().backward()
+    assert torch.isfinite(comp.logits.grad).all()
+    e = torch.randn(2, 6, 3, dtype=F64)
+    comp.logits.grad = None
+    log_partition(e, comp.structure(), torch.log(torch.tensor([1.0, 0.0, 0.0], dtype=F64))).sum().backward()
+    assert torch.isfinite(comp.logits.grad).all()
+
+
+def test_loading_a_sparse_state_dict_takes_its_graph_and_missing_entries_hold_zero():
+    """The slots that exist follow the loaded predecessors; entries that do not exist hold 0 after loading."""
+    pred = torch.tensor([[0, -1], [0, 1], [1, 2]])
+    comp = SparseTransitions(pred, torch.log(torch.tensor([[0.5, 1.0], [0.5, 0.4], [0.6, 1.0]], dtype=F64)))
+    copy = SparseTransitions(torch.tensor([[0, 1], [0, 1], [1, 2]]), torch.zeros(3, 2, dtype=F64))
+    copy.load_state_dict(comp.state_dict())
+    assert torch.equal(copy.exists, pred >= 0)
+    torch.testing.assert_close(copy.log_probs, comp.log_probs)
+    torch.testing.assert_close(copy.dense_log_probs(), comp.dense_log_probs())
+    banded = BandedTransitions(torch.zeros(3, 2, dtype=F64))
+    old = {"logits": torch.tensor([[0.0, -1.0], [0.0, -2.0], [0.0, NEG]], dtype=F64)}  # pre-component layout: -inf past the end
+    banded.load_state_dict(old)
+    assert torch.isfinite(banded.logits).all() and banded.logits[2, 1] == 0.0

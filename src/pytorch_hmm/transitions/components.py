@@ -90,6 +90,18 @@ class Component(nn.Module):
         empty = ~torch.isfinite(logits).any(-1, keepdim=True)
         return torch.log_softmax(logits.masked_fill(empty, 0.0), -1).masked_fill(empty, -math.inf)
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        """Entries that do not exist hold 0 after loading too (older checkpoints stored ``-inf`` there)."""
+        self._refresh_exists(state_dict, prefix)
+        key = prefix + "logits"
+        value = state_dict.get(key)
+        if isinstance(value, torch.Tensor) and value.shape == self.exists.shape:
+            state_dict[key] = value.masked_fill(~self.exists.to(value.device), 0.0)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def _refresh_exists(self, state_dict, prefix: str) -> None:
+        """Hook for components whose ``exists`` follows a loaded buffer (the predecessors of a sparse graph)."""
+
     def _group_totals(self, counts: torch.Tensor) -> torch.Tensor:
         """The total count of each entry's group, broadcast to ``counts``' shape."""
         return counts.sum(-1, keepdim=True).expand_as(counts)
@@ -288,6 +300,12 @@ class SparseTransitions(_TableTransitions):
     def from_structure(cls, structure: Sparse) -> "SparseTransitions":
         return cls(structure.predecessors, structure.log_probs)
 
+    def _refresh_exists(self, state_dict, prefix: str) -> None:
+        """A loaded graph brings its own unused slots: ``exists`` follows the loaded ``predecessors``."""
+        pred = state_dict.get(prefix + "predecessors")
+        if isinstance(pred, torch.Tensor) and pred.shape == self.predecessors.shape:
+            self.exists = (pred >= 0).to(self.exists.device)
+
     def _sources(self) -> torch.Tensor:
         return self.predecessors.clamp(min=0).reshape(-1)
 
@@ -297,8 +315,9 @@ class SparseTransitions(_TableTransitions):
         top = flat.new_full((k,), -math.inf).scatter_reduce(0, src, flat.detach(), "amax")
         top = torch.where(torch.isfinite(top), top, torch.zeros((), dtype=top.dtype, device=top.device))
         mass = flat.new_zeros(k).scatter_add(0, src, torch.exp(flat - top[src]))
-        lse = torch.log(mass) + top
-        lse = torch.where(torch.isfinite(lse), lse, torch.zeros((), dtype=lse.dtype, device=lse.device))
+        # a source without a finite edge has mass 0: log(1) keeps its slots -inf (flat - 0) and
+        # its gradient finite (log(0) would send 0 * inf = NaN back into those slots)
+        lse = torch.log(torch.where(mass > 0, mass, torch.ones((), dtype=mass.dtype, device=mass.device))) + top
         return (flat - lse[src]).reshape(logits.shape)
 
     def _group_totals(self, counts: torch.Tensor) -> torch.Tensor:
