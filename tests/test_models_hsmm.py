@@ -157,3 +157,15 @@ def test_error_transitions():
         HSMM(Gaussian(2, 1), Poisson(2, 5), transitions=torch.zeros(3, 3))
     with pytest.raises(HMMValueError, match=r"transitions must be 'ergodic', 'left_to_right' or a \(K, K\) tensor; got 'banded'"):
         HSMM(Gaussian(2, 1), Poisson(2, 5), transitions="banded")
+
+
+def test_double_and_float_moves_keep_the_model_working():
+    """``model.double()`` after construction in float32 casts every component; forward and fit run in float64."""
+    emission = Gaussian(3, 2, means=MEANS.float(), covars=torch.ones(3, 2))
+    model = HSMM(emission, "poisson", max_duration=10).double()
+    x = torch.randn(2, 20, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    assert model(x).dtype == torch.float64
+    history = model.fit(x, max_iter=3, verbose=False)
+    assert all(b >= a - 1e-8 for a, b in zip(history, history[1:]))
+    model.float()
+    assert model(x.float()).dtype == torch.float32

@@ -88,7 +88,8 @@ class HSMM(EmissionModel):
 
     def log_durations(self, context: Optional[torch.Tensor] = None) -> torch.Tensor:
         """``(K, D)`` (or ``(B, K, D)`` for context-dependent durations) in the model's dtype."""
-        return self.durations.log_probs(context).to(self._dtype)
+        # the model's dtype now (it follows .double() / .float()), not the emission's at construction
+        return self.durations.log_probs(context).to(self.initial.logits.dtype)
 
     def expected_durations(self, context: Optional[torch.Tensor] = None) -> torch.Tensor:
         """``(K,)`` mean segment length per state in frames (``(B, K)`` with a batched context)."""
