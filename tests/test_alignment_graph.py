@@ -474,6 +474,17 @@ ERRORS = [
                            torch.zeros(1, 1)), HMMTypeError, r"paths must be a torch.Tensor of shape \(B, T\); got list"),
     (lambda: _small().segments(torch.zeros(2, 3, dtype=torch.long), torch.zeros(2, 3), [["a"]]), HMMValueError,
      r"labels must hold one sequence per batch item \(2\); got 1"),
+    (lambda: path_segments(torch.tensor([[0, 3]]), torch.zeros(1, 3, dtype=torch.long), torch.zeros(1, 3, dtype=torch.long),
+                           torch.zeros(1, 2)), HMMValueError,
+     r"paths must hold graph states in \[0, K\) = \[0, 3\) or -1 \(padding\); got values in \[0, 3\]"),
+    (lambda: _small().path_units(torch.tensor([[0, 2], [0, 0]])), HMMValueError,
+     r"paths must hold graph states in \[0, K\) = \[0, 2\) or -1 \(padding\); got values in \[0, 2\]"),
+    (lambda: _small().segments(torch.tensor([[0, -2], [0, 0]]), torch.zeros(2, 2)), HMMValueError,
+     r"paths must hold graph states in \[0, K\) = \[0, 2\) or -1 \(padding\); got values in \[-2, 0\]"),
+    (lambda: _small().segments(torch.tensor([[0, 1, 1], [0, 0, 0]]), torch.zeros(2, 3), [["a"], ["b"]]), HMMValueError,
+     r"labels\[0\] must name every position id on the path of item 0; got 1 labels and position 1"),
+    (lambda: StateGraph.from_edges(torch.tensor([0, 1]), torch.tensor([0]), torch.tensor([1]), torch.zeros(1, dtype=torch.long),
+                                   torch.zeros(2)), HMMDtypeError, "log_probs must be float32 or float64; got torch.int64"),
 ]
 
 

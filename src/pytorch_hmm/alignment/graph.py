@@ -370,7 +370,13 @@ class StateGraph:
             )
         if paths.dtype.is_floating_point or paths.dtype.is_complex or paths.dtype == torch.bool:
             raise HMMDtypeError(f"paths must have an integer dtype; got {paths.dtype}")
-        return paths.to(device=self.device, dtype=torch.long)
+        paths = paths.to(device=self.device, dtype=torch.long)
+        if paths.numel():  # one host sync; an out-of-range state would fail inside gather (a device assert on CUDA)
+            low, high = torch.stack([paths.min(), paths.max()]).tolist()
+            if low < -1 or high >= self.num_states:
+                raise HMMValueError(f"paths must hold graph states in [0, K) = [0, {self.num_states}) or -1 (padding); "
+                                    f"got values in [{low}, {high}]")
+        return paths
 
     # -- construction from edges and batching -----------------------------------------
 
@@ -401,6 +407,8 @@ class StateGraph:
         src = _ids(sources, "sources", "(N,)", units.device)
         dst = _ids(destinations, "destinations", "(N,)", units.device)
         check_tensor(log_probs, "log_probs", "(N,)")
+        if not log_probs.dtype.is_floating_point or log_probs.dtype not in (torch.float32, torch.float64):
+            raise HMMDtypeError(f"log_probs must be float32 or float64; got {log_probs.dtype}")
         n = int(src.shape[0]) if src.ndim == 1 else -1
         ids = None if edge_ids is None else _ids(edge_ids, "edge_ids", "(N,)", units.device)
         shapes = [units.ndim == 1, src.shape == (n,), dst.shape == (n,), log_probs.shape == (n,), ids is None or ids.shape == (n,)]

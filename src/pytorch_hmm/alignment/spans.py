@@ -100,6 +100,13 @@ def path_segments(
             expected_shape=paths.shape,
             actual_shape=scores.shape,
         )
+    if paths.dtype.is_floating_point or paths.dtype.is_complex or paths.dtype == torch.bool:
+        raise HMMDtypeError(f"paths must have an integer dtype; got {paths.dtype}")
+    if paths.numel():
+        low, high = torch.stack([paths.min(), paths.max()]).tolist()
+        if low < -1 or high >= positions.shape[1]:
+            raise HMMValueError(f"paths must hold graph states in [0, K) = [0, {positions.shape[1]}) or -1 (padding); "
+                                f"got values in [{low}, {high}]")
     if labels is not None and len(labels) != paths.shape[0]:
         raise HMMValueError(f"labels must hold one sequence per batch item ({paths.shape[0]}); got {len(labels)}")
     state = paths.clamp(min=0)
@@ -107,6 +114,9 @@ def path_segments(
     values = units.gather(1, state) if labels is None else key
     out: List[List[Segment]] = [[] for _ in range(paths.shape[0])]
     for row, value, start, end, score in _runs(key, key >= 0, scores.to(paths.device), values):
+        if labels is not None and value >= len(labels[row]):
+            raise HMMValueError(f"labels[{row}] must name every position id on the path of item {row}; "
+                                f"got {len(labels[row])} labels and position {value}")
         out[row].append(Segment(value if labels is None else labels[row][value], start, end, score))
     return out
 
