@@ -98,3 +98,17 @@ def test_layer_errors():
         HMMLayer(3, transitions="full")
     with pytest.raises(HMMDimensionError, match=r"scores must be \(B, T, K\) with K == 3; got \(2, 5, 4\)"):
         HMMLayer(3)(torch.randn(2, 5, 4))
+
+
+def test_layer_takes_a_structure_like_the_hmm():
+    """A static structure becomes a learned component (as for ``HMM``); other objects raise a type error naming the options."""
+    from pytorch_hmm.errors import HMMTypeError
+    from pytorch_hmm.transitions import Banded, BandedTransitions, left_to_right
+
+    layer = HMMLayer(4, transitions=left_to_right(4, dtype=torch.float64), dtype=torch.float64)
+    assert isinstance(layer.transition, BandedTransitions)
+    torch.testing.assert_close(layer.transitions.log_probs.exp().sum(-1), torch.ones(4, dtype=torch.float64))
+    assert isinstance(left_to_right(4), Banded)
+    with pytest.raises(HMMTypeError, match=r"transitions must be 'ergodic', 'left_to_right', a Dense/Banded/Sparse "
+                                           r"structure or a TransitionComponent; got Tensor"):
+        HMMLayer(3, transitions=torch.zeros(3, 3))

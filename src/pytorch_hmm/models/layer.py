@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import HMMDimensionError, HMMValueError
+from ..errors import HMMDimensionError, HMMTypeError, HMMValueError
 from ..kernel import posteriors, viterbi
 from ..transitions import TransitionStructure, ergodic, left_to_right
 from ..transitions.components import BandedTransitions, DenseTransitions, Initial, TransitionComponent, as_transition_component
@@ -30,7 +30,9 @@ class HMMLayer(nn.Module):
 
     Args:
         num_states: ``K``.
-        transitions: ``"ergodic"``, ``"left_to_right"`` or a
+        transitions: ``"ergodic"``, ``"left_to_right"``, a static ``Dense`` / ``Banded`` /
+            ``Sparse`` structure (a learned component initialised from it, as for
+            :class:`~pytorch_hmm.HMM`; ``-inf`` entries stay missing edges) or a
             :class:`~pytorch_hmm.transitions.TransitionComponent` over ``K`` states (e.g.
             ``SparseTransitions`` for any graph), cast to ``dtype``.
         mode: ``"posteriors"`` or ``"viterbi"``.
@@ -42,8 +44,11 @@ class HMMLayer(nn.Module):
             raise HMMValueError(f"mode must be one of {MODES}; got {mode!r}")
         self.num_states, self.mode = num_states, mode
         # finite logits on every existing move, so every state stays reachable and gradients stay finite
-        if isinstance(transitions, TransitionComponent):
+        if isinstance(transitions, (TransitionComponent, TransitionStructure)):
             self.transition = as_transition_component(transitions, num_states, dtype)
+        elif not isinstance(transitions, str):
+            raise HMMTypeError("transitions must be 'ergodic', 'left_to_right', a Dense/Banded/Sparse structure or a "
+                               f"TransitionComponent; got {type(transitions).__name__}")
         elif transitions == "ergodic":
             structure = ergodic(num_states, self_loop=0.5 if num_states > 1 else None, dtype=dtype)
             self.transition: TransitionComponent = DenseTransitions(structure.log_probs.clamp(min=-10.0))
