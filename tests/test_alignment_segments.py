@@ -318,3 +318,26 @@ def test_read_ctm_unreadable(tmp_path: Path) -> None:
     (tmp_path / "latin1.ctm").write_bytes(b"u 1 0 1 caf\xe9\n")
     with pytest.raises(HMMValueError, match=r"CTM file '.*latin1.ctm': is not UTF-8"):
         read_ctm(tmp_path / "latin1.ctm")
+
+
+@pytest.mark.parametrize("short", [False, True])
+def test_a_truncated_textgrid_is_an_error_never_fewer_segments(tmp_path: Path, short: bool) -> None:
+    """praatio reads a file cut after a tier or interval header as fewer tiers/intervals; the declared counts catch it."""
+    path = tmp_path / "cut.TextGrid"
+    write_textgrid(path, TIERS, DURATION, short=short)
+    text = path.read_text(encoding="utf-8")
+    full = read_textgrid(path)
+    for n in range(len(text) // 3, len(text) - 1, 7):  # every 7th cut point past the header
+        path.write_text(text[:n], encoding="utf-8")
+        try:
+            got = read_textgrid(path)
+        except HMMValueError as err:
+            assert "TextGrid" in str(err)
+            continue
+        assert got == full, f"cut at {n} characters read as {got}"
+    lines = text.splitlines()
+    if not short:
+        path.write_text("\n".join(lines[:lines.index("item []: ") + 1]) + "\n", encoding="utf-8")
+        with pytest.raises(HMMValueError, match=r"TextGrid file '.*cut.TextGrid': declares 2 tiers but holds 0: "
+                                                r"the file ends early"):
+            read_textgrid(path)

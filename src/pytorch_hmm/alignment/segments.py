@@ -273,7 +273,7 @@ def read_textgrid(path: PathLike) -> Tiers:
     if not path.is_file():
         raise _file_error("TextGrid", path, "cannot be read: no such file")
     try:
-        grid = textgrid.openTextgrid(str(path), includeEmptyIntervals=False, reportingMode="error")
+        grid = textgrid.openTextgrid(str(path), includeEmptyIntervals=True, reportingMode="error")
     except (PraatioException, ValueError, IndexError, KeyError, AttributeError, UnicodeError) as err:
         where = _textgrid_problem(path) or (
             "a field is missing or the file ends early " if not isinstance(err, TextgridException) else "")
@@ -281,6 +281,7 @@ def read_textgrid(path: PathLike) -> Tiers:
                                             f"({type(err).__name__}: {err})") from None
     if grid.minTimestamp != 0:
         raise _file_error("TextGrid", path, f"xmin must be 0 (MFA convention); got {grid.minTimestamp!r}")
+    _check_declared_counts(path, grid)
     duration = float(grid.maxTimestamp)
     tiers = {}
     for tier in grid.tiers:
@@ -293,12 +294,71 @@ def read_textgrid(path: PathLike) -> Tiers:
     return Tiers(tiers, duration)
 
 
+def _textgrid_lines(path: Path) -> Optional[list]:
+    """The file's lines decoded as praatio reads it (UTF-16 with a byte order mark, else UTF-8), or ``None``."""
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-16" if raw[:2] in (b"\xff\xfe", b"\xfe\xff") else "utf-8-sig").splitlines()
+    except UnicodeError:
+        return None
+
+
+def _declared_counts(lines: list) -> Optional[tuple]:
+    """``(tiers, [intervals per tier])`` as the file declares them, or ``None`` where it cannot tell."""
+    stripped = [line.strip() for line in lines]
+    if any(line.startswith("xmin =") for line in stripped):  # long format: key = value
+        sizes = [line for line in stripped if line.startswith("size =")]
+        intervals = []
+        for line in stripped:
+            if line.startswith("intervals: size"):
+                value = line.rsplit("=", 1)[1].strip() if "=" in line else ""
+                if not value.isdigit():  # cut inside the count: this tier declares nothing
+                    break
+                intervals.append(int(value))
+        return (int(sizes[0].split("=", 1)[1]), intervals) if sizes else None
+    values = [line for line in stripped[2:] if line]  # short format: one value per line
+    i = values.index("<exists>") + 1
+    tiers, intervals, i = int(values[i]), [], i + 1
+    while i + 4 < len(values):  # class, name, xmin, xmax, count, then 3 (interval) or 2 (point) lines each
+        count, per = int(values[i + 4]), 3 if values[i] == '"IntervalTier"' else 2
+        if per == 3:
+            intervals.append(count)
+        i += 5 + per * count
+    return tiers, intervals
+
+
+def _check_declared_counts(path: Path, grid) -> None:
+    """praatio reads a file that ends after a tier or interval header as fewer tiers or intervals: compare with the declared counts."""
+    lines = _textgrid_lines(path)
+    try:
+        declared = None if lines is None else _declared_counts(lines)
+    except (ValueError, IndexError):
+        declared = None
+    if declared is None:
+        return
+    tiers, intervals = declared
+    if tiers != len(grid.tiers):
+        raise _file_error("TextGrid", path, f"declares {tiers} tiers but holds {len(grid.tiers)}: the file ends early")
+    interval_tiers = [t for t in grid.tiers if isinstance(t, _praat().IntervalTier)]
+    for i, tier in enumerate(interval_tiers):
+        if i >= len(intervals):
+            raise _file_error("TextGrid", path, f"tier {tier.name!r} ends before its intervals: the file ends early")
+        count = intervals[i]
+        if len(tier.entries) != count:
+            raise _file_error("TextGrid", path, f"tier {tier.name!r} declares {count} intervals but holds "
+                                                f"{len(tier.entries)}: the file ends early")
+
+
+def _praat():
+    from praatio import textgrid
+
+    return textgrid
+
+
 def _textgrid_problem(path: Path) -> str:
     """Where a TextGrid that praatio rejected goes wrong: the header, the first non-numeric value, or ''."""
-    raw = path.read_bytes()
-    try:  # as praatio reads it: UTF-16 with a byte order mark, else UTF-8
-        lines = raw.decode("utf-16" if raw[:2] in (b"\xff\xfe", b"\xfe\xff") else "utf-8-sig").splitlines()
-    except UnicodeError:
+    lines = _textgrid_lines(path)
+    if lines is None:
         return "neither UTF-8 nor UTF-16 "
     if not lines or lines[0].replace(" ", "") != 'Filetype="ooTextFile"':
         return f"line 1: expected 'File type = \"ooTextFile\"', got {(lines or [''])[0]!r} "
