@@ -304,6 +304,8 @@ def test_write_ctm_errors(tmp_path: Path) -> None:
                                       r"this segment starts at 0.4 s, before the previous one ends at 0.5 s\)"),
     ("u 1 -0.5 0.5 a\n", r"line 1: .*\(start must be >= 0 and duration > 0 seconds; got -0.5, 0.5\)"),
     ("u 1 0.5 0 a\n", r"line 1: .*\(start must be >= 0 and duration > 0 seconds; got 0.5, 0.0\)"),
+    ("u 1 0.0 0.5 a nan\n", r"line 1: .*\(the confidence must be a finite number; got nan\)"),  # as write_ctm requires
+    ("u 1 0.0 0.5 a inf\n", r"line 1: .*\(the confidence must be a finite number; got inf\)"),
 ])
 def test_read_ctm_errors(tmp_path: Path, content: str, message: str) -> None:
     path = tmp_path / "bad.ctm"

@@ -469,8 +469,11 @@ def read_ctm(path: PathLike) -> dict[str, list[Segment]]:
             if segments and start < segments[-1].end:
                 raise HMMValueError(f"utterance {utt!r} must be in time order without overlaps; this segment "
                                     f"starts at {start!r} s, before the previous one ends at {segments[-1].end!r} s")
+            score = float(fields[5]) if len(fields) == 6 else None
+            if score is not None and not math.isfinite(score):
+                raise HMMValueError(f"the confidence must be a finite number; got {fields[5]}")
             decimals = max(_decimals(fields[2]), _decimals(fields[3]))
-            seg = Segment(label, start, round(start + dur, decimals), float(fields[5]) if len(fields) == 6 else None)
+            seg = Segment(label, start, round(start + dur, decimals), score)
         except (HMMValueError, ValueError) as err:
             raise _file_error("CTM", path, f"line {number}: expected 'utt channel start duration label "
                                            f"[confidence]' ({err}); got {line!r}") from None
