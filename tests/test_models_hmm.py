@@ -264,3 +264,12 @@ def test_cpu_and_cuda_agree():
     gpu.fit(x.cuda(), lengths.cuda(), max_iter=3, verbose=False)
     torch.testing.assert_close(gpu.emission.means.detach().cpu(), cpu.emission.means.detach())
     torch.testing.assert_close(gpu.transmat.detach().cpu(), cpu.transmat.detach())
+
+
+def test_frozen_takes_a_single_name_as_a_string():
+    """``frozen="transitions"`` is one name, not the letters of one (hmmlearn users write ``params="st"``-like strings)."""
+    ref, model = _pair("diag", seed=10)
+    _, x, lengths = _data(ref, [30, 30], seed=1)
+    before = model.transmat.clone()
+    model.fit(x, lengths, max_iter=2, verbose=False, frozen="transitions")
+    torch.testing.assert_close(model.transmat, before)

@@ -169,3 +169,11 @@ def test_double_and_float_moves_keep_the_model_working():
     assert all(b >= a - 1e-8 for a, b in zip(history, history[1:]))
     model.float()
     assert model(x.float()).dtype == torch.float32
+
+
+def test_frozen_durations_as_a_string():
+    g = torch.Generator().manual_seed(4)
+    x, _ = _true_model().sample(4, 60, generator=g)
+    model = HSMM(Gaussian(3, 2, dtype=torch.float64), Poisson(3, 25, rate=4.0))
+    model.fit(x, max_iter=2, verbose=False, frozen="durations", generator=g)
+    torch.testing.assert_close(model.durations.rate, torch.full((3,), 4.0, dtype=torch.float64))

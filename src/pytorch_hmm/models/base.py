@@ -9,6 +9,7 @@ from torch import nn
 
 from ..emissions.base import Emission
 from ..errors import HMMDimensionError, HMMTypeError
+from ..training.em import frozen_names
 from ..validation import frame_mask
 from ..transitions.components import Final, Initial
 from ..validation import check_stochastic
@@ -88,7 +89,7 @@ class EmissionModel(nn.Module):
 
     def init_stats(self, frozen: Iterable[str] = ()) -> Dict[str, dict]:
         """Zero statistics of every component EM updates (not frozen, with a closed-form M-step)."""
-        frozen = tuple(frozen)
+        frozen = frozen_names(frozen)
         return {name: part.init_stats() for name, part in self.em_parts().items()
                 if name not in frozen and getattr(part, "has_m_step", True)}
 
@@ -107,7 +108,7 @@ class EmissionModel(nn.Module):
     @torch.no_grad()
     def m_step(self, stats: Dict[str, dict], frozen: Iterable[str] = ()) -> None:
         """M-step of every component with statistics (rows/groups without counts keep their values)."""
-        frozen = tuple(frozen)
+        frozen = frozen_names(frozen)
         parts = self.em_parts()
         for name, s in stats.items():
             if name not in frozen:

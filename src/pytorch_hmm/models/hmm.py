@@ -115,7 +115,8 @@ class HMM(EmissionModel):
             max_iter, tol: stop after ``max_iter`` iterations or when an iteration gains less
                 than ``tol`` nats.
             verbose: show a progress bar with the log-likelihood.
-            frozen: components to keep fixed: any of ``"init_probs"``, ``"transitions"``, ``"emission"``.
+            frozen: components to keep fixed: any of ``"init_probs"``, ``"transitions"``, ``"emission"``
+                (one name may be passed as a string).
             initialize: run the emission's data-driven initialisation first (default: when the
                 emission says it needs one).
         """

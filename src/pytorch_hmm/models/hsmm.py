@@ -10,7 +10,7 @@ from .. import durations as duration_models
 from ..emissions.base import Emission
 from ..errors import HMMDimensionError, HMMTypeError, HMMValueError
 from ..kernel import sample_segments, semi_markov_log_partition, semi_markov_marginals, semi_markov_viterbi
-from ..training.em import fit_em
+from ..training.em import fit_em, frozen_names
 from ..transitions.components import DenseTransitions, Final, Initial
 from ..validation import check_stochastic
 from .base import EmissionModel
@@ -128,7 +128,7 @@ class HSMM(EmissionModel):
             frozen: Iterable[str] = (), initialize: Optional[bool] = None, generator: Optional[torch.Generator] = None) -> List[float]:
         """EM for semi-Markov models; same arguments as :meth:`pytorch_hmm.HMM.fit`, and ``frozen`` may
         also name ``"durations"`` (needed for :class:`~pytorch_hmm.durations.Neural`)."""
-        if not self.durations.has_m_step and "durations" not in tuple(frozen):
+        if not self.durations.has_m_step and "durations" not in frozen_names(frozen):
             raise HMMValueError(f"{type(self.durations).__name__} durations have no closed-form M-step; pass frozen=('durations',) "
                                 "to fit the other components by EM, and train the durations by gradient descent")
         return fit_em(self, data, lengths, max_iter=max_iter, tol=tol, verbose=verbose, frozen=frozen,

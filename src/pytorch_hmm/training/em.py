@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterable, List, Optional
+from typing import Iterable, List, Optional, Tuple, Union
 
 import torch
 from tqdm.auto import tqdm
@@ -14,7 +14,7 @@ from .monitor import ConvergenceMonitor
 
 
 def fit_em(model, data, lengths=None, *, max_iter: int = 100, tol: float = 1e-4, verbose: bool = True,
-           frozen: Iterable[str] = (), initialize: Optional[bool] = None,
+           frozen: Union[str, Iterable[str]] = (), initialize: Optional[bool] = None,
            generator: Optional[torch.Generator] = None) -> List[float]:
     """Run EM on ``model``; returns the log-likelihood history.
 
@@ -25,7 +25,7 @@ def fit_em(model, data, lengths=None, *, max_iter: int = 100, tol: float = 1e-4,
     ``m_step(stats)``. Components without a closed-form M-step (``has_m_step = False``: fixed
     or neural transitions) are left unchanged, as if frozen.
     """
-    frozen = tuple(frozen)
+    frozen = frozen_names(frozen)
     components = tuple(model.em_parts())
     unknown = [f for f in frozen if f not in components]
     if unknown:
@@ -58,6 +58,11 @@ def fit_em(model, data, lengths=None, *, max_iter: int = 100, tol: float = 1e-4,
     finally:
         bar.close()
     return monitor.history
+
+
+def frozen_names(frozen: Union[str, Iterable[str]]) -> Tuple[str, ...]:
+    """``frozen`` as a tuple of component names; a single string is one name (not its letters)."""
+    return (frozen,) if isinstance(frozen, str) else tuple(frozen)
 
 
 def _first_frames(batches) -> tuple:
