@@ -292,3 +292,48 @@ def test_sparse_sampling_and_successors_on_cuda():
     slots, dest = successor_lists(sparse.predecessors.unsqueeze(0))
     cpu_slots, cpu_dest = successor_lists(sparse.predecessors.cpu().unsqueeze(0))
     assert torch.equal(slots.cpu(), cpu_slots) and torch.equal(dest.cpu(), cpu_dest)
+
+
+@pytest.mark.parametrize("backend", ["torch", "numba"])
+def test_hub_state_backward_equals_dense(backend):
+    """A state with a large out-degree (a start or loop state, here one -> all K) but P = 2 predecessors
+    per state: the backward pass scatters over the predecessor lists, O(K P), and equals Dense."""
+    torch.manual_seed(3)
+    k = 40
+    pred = torch.stack([torch.zeros(k, dtype=torch.long), torch.arange(k)], 1)  # j <- 0 and j <- j
+    pred[0, 1] = -1  # (no parallel edge 0 -> 0)
+    s = Sparse(pred, torch.randn(k, 2, dtype=torch.float64).log_softmax(-1))
+    e = torch.randn(2, 30, k, dtype=torch.float64)
+    init, lengths = torch.randn(k, dtype=torch.float64), torch.tensor([30, 17])
+    got = kernel.marginals(e, s, init, lengths, backend=backend)
+    want = kernel.marginals(e, s.to_dense(), init, lengths, backend=backend)
+    torch.testing.assert_close(got[0], want[0], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(got[1], want[1], rtol=1e-10, atol=1e-12)
+    dense_counts = want[2][:, pred.clamp(min=0), torch.arange(k)[:, None]].masked_fill(pred < 0, 0.0)  # [b, j, p] = counts[b, pred[j, p], j]
+    torch.testing.assert_close(got[2], dense_counts, rtol=1e-10, atol=1e-12)
+
+
+def test_to_dense_with_batched_predecessors_and_time_varying_log_probs():
+    pred = torch.tensor([[[0, 1], [1, -1]], [[0, -1], [0, 1]]])
+    lp = torch.randn(2, 3, 2, 2, dtype=torch.float64)
+    dense = Sparse(pred, lp).to_dense().log_probs
+    assert dense.shape == (2, 3, 2, 2)
+    for b in range(2):
+        for j in range(2):
+            for p in range(2):
+                i = int(pred[b, j, p])
+                if i >= 0:
+                    torch.testing.assert_close(dense[b, :, i, j], lp[b, :, j, p])
+    assert torch.isneginf(dense[1, :, 1, 0]).all()  # item 1: no edge 1 -> 0
+
+
+def test_from_dense_keeps_one_shared_graph_for_batched_log_probs():
+    lp = torch.randn(3, 4, 4).masked_fill(torch.eye(4, dtype=torch.bool).roll(1, 1), float("-inf"))
+    s = Sparse.from_dense(lp)
+    assert s.predecessors.shape == (4, 3) and s.log_probs.shape == (3, 4, 3) and s.batch_size == 3
+    torch.testing.assert_close(s.to_dense().log_probs, lp)
+
+
+def test_from_dense_rejects_other_structures():
+    with pytest.raises(TypeError, match=r"Sparse.from_dense needs a Dense structure or a \(\.\.\., K, K\) tensor; got Banded"):
+        Sparse.from_dense(left_to_right(3))

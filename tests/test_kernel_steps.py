@@ -13,7 +13,7 @@ from oracle import LAYOUTS, STORAGES, random_problem
 from pytorch_hmm import LogSemiring, MaxSemiring, kernel
 from pytorch_hmm.errors import HMMDeviceError, HMMDimensionError, HMMDtypeError, HMMValueError
 from pytorch_hmm.kernel import chain_step, forward_step, viterbi_step
-from pytorch_hmm.transitions import Dense, Sparse, ergodic
+from pytorch_hmm.transitions import Banded, Dense, Sparse, ergodic
 
 STRUCTURES = [(s, l) for s in STORAGES for l in LAYOUTS]
 IDS = [f"{s}-{l}" for s, l in STRUCTURES]
@@ -146,6 +146,41 @@ def test_step_index_type():
     a, tr = good()
     with pytest.raises(HMMValueError, match="step must be an int; got float"):
         forward_step(a, tr, step=1.0)
+
+
+def test_step_index_bool():
+    a, tr = good()
+    with pytest.raises(HMMValueError, match="step must be an int; got bool"):
+        forward_step(a, tr, step=True)
+
+
+def test_step_index_numpy_integer_is_an_int():
+    a, _ = good()
+    tr = Dense(torch.randn(2, 4, 3, 3))
+    assert torch.equal(forward_step(a, tr, step=np.int64(2)), forward_step(a, tr, step=2))
+
+
+def test_step_semiring_must_be_log_or_max():
+    a, tr = good()
+    with pytest.raises(HMMValueError, match=r"semiring must be pytorch_hmm.LogSemiring or pytorch_hmm.MaxSemiring; got 'max'"):
+        chain_step(a, tr, semiring="max")
+
+
+def test_time_varying_step_puts_only_its_slice_in_canonical_form():
+    """A step of a time-varying storage reads (and masks) one slice, not the whole (B, T-1, K, X) table:
+    garbage (NaN) at other steps and at unused slots does not reach the result."""
+    torch.manual_seed(0)
+    pred = torch.tensor([[0, -1], [0, 1], [1, 2]])
+    lp = torch.randn(2, 6, 3, 2, dtype=torch.float64)
+    ref = forward_step(torch.zeros(2, 3, dtype=torch.float64), Sparse(pred, lp), step=3)
+    lp[:, [0, 1, 2, 4, 5]] = float("nan")
+    lp[:, 3, 0, 1] = float("nan")  # an unused slot
+    got = forward_step(torch.zeros(2, 3, dtype=torch.float64), Sparse(pred, lp), step=3)
+    assert torch.equal(got, ref)
+    banded = torch.randn(2, 6, 3, 2, dtype=torch.float64)
+    ref = forward_step(torch.zeros(2, 3, dtype=torch.float64), Banded(banded), step=1)
+    banded[:, 0] = float("nan")
+    assert torch.equal(forward_step(torch.zeros(2, 3, dtype=torch.float64), Banded(banded), step=1), ref)
 
 
 def test_step_index_range():

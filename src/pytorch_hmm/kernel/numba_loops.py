@@ -186,6 +186,48 @@ def _backward_gather(e, table, index, final, lengths, log_norm, beta):
                 beta[b, t, i] = _logsumexp_gather(scores, table[bb, s, i], index[bi, i], c) - log_norm[b, t + 1]
 
 
+@numba.njit(parallel=True, **_JIT)
+def _backward_scatter(e, table, index, final, lengths, log_norm, beta):
+    """Sparse backward over the predecessor lists (``table`` ``(B', S, K, P)``, ``index`` ``(B'', K, P)``):
+    each edge ``index[j, p] -> j`` sends ``c[j] + table[j, p]`` to its source; a max pass, then a sum pass."""
+    bsz, t_max, k = e.shape
+    lo = np.log(np.finfo(e.dtype).tiny) + 1  # see factors.exp_flushed_
+    for b in numba.prange(bsz):
+        bb = np.int64(b) if table.shape[0] > 1 else np.int64(0)
+        bi = np.int64(b) if index.shape[0] > 1 else np.int64(0)
+        c = np.empty(k, dtype=e.dtype)
+        top = np.empty(k, dtype=e.dtype)
+        acc = np.empty(k, dtype=e.dtype)
+        last = lengths[b] - 1
+        for t in range(last + 1, t_max):
+            for j in range(k):
+                beta[b, t, j] = 0.0
+        for j in range(k):
+            beta[b, last, j] = final[b, j]
+        for t in range(last - 1, -1, -1):
+            s = np.int64(t) if table.shape[1] > 1 else np.int64(0)
+            for j in range(k):
+                c[j] = e[b, t + 1, j] + beta[b, t + 1, j]
+                top[j] = -np.inf
+                acc[j] = 0.0
+            for j in range(k):
+                for x in range(table.shape[3]):
+                    src = index[bi, j, x]
+                    if src >= 0:
+                        v = c[j] + table[bb, s, j, x]
+                        if v > top[src]:
+                            top[src] = v
+            for j in range(k):
+                for x in range(table.shape[3]):
+                    src = index[bi, j, x]
+                    if src >= 0 and top[src] > -np.inf:
+                        d = c[j] + table[bb, s, j, x] - top[src]
+                        if d > lo:
+                            acc[src] += np.exp(d)
+            for i in range(k):
+                beta[b, t, i] = (np.log(acc[i]) + top[i] if top[i] > -np.inf else -np.inf) - log_norm[b, t + 1]
+
+
 @numba.njit(**_JIT)
 def _best_source(delta, row, j, mode, index_row):
     """``max_x delta[src] + row[x]`` and its first maximising source.

@@ -10,7 +10,10 @@ precomputed once per call:
   ``LogSemiring``);
 * :class:`WindowSteps` (banded): ``W`` shifted adds, ``source(j, w) = j - w`` (forward) or
   ``j + w`` (backward);
-* :class:`GatherSteps` (sparse): a gather over the ``X`` listed sources of each state.
+* :class:`GatherSteps` (sparse, forward): a gather over the ``X`` listed sources of each state;
+* :class:`ScatterSteps` (sparse, backward): each listed edge ``source -> j`` sends
+  ``v[j] + A[j, x]`` back to its source, combined by a scatter (cost ``O(K P)``, whatever the
+  out-degree of a state).
 
 The PyTorch time loops (:mod:`.torch_loops`) and the public single-step functions below
 (:func:`forward_step`, :func:`viterbi_step`, for streaming) run the same tables.
@@ -20,15 +23,17 @@ from __future__ import annotations
 
 from typing import Optional, Tuple, Union
 
+import operator
+
 import torch
 
 from ..errors import HMMDeviceError, HMMDimensionError, HMMDtypeError, HMMValueError
 from ..semiring import LogSemiring, MaxSemiring
 from ..transitions import TransitionStructure
 from ..validation import FLOAT_DTYPES, check_tensor
-from .factors import shift_windows
+from .factors import exp_flushed_, shift_windows
 
-__all__ = ["forward_step", "viterbi_step", "chain_step", "MatrixSteps", "WindowSteps", "GatherSteps"]
+__all__ = ["forward_step", "viterbi_step", "chain_step", "MatrixSteps", "WindowSteps", "GatherSteps", "ScatterSteps"]
 
 
 class MatrixSteps:
@@ -88,6 +93,28 @@ class GatherSteps:
         return values, source
 
 
+class ScatterSteps:
+    """Sparse backward steps (log semiring) over the predecessor lists themselves.
+
+    ``table`` ``(B', S, K, P)`` and ``index`` ``(B'', K, P)`` as for :class:`GatherSteps`; a step
+    maps ``c`` ``(B, K)`` (emission + beta at ``t + 1``) to ``beta_i = logsumexp`` over the edges
+    ``i -> j`` of ``c[j] + A[j, p]``: a max and a sum scattered onto the sources.
+    """
+
+    def __init__(self, table: torch.Tensor, index: torch.Tensor) -> None:
+        self.table = table  # -inf at unused slots (canonical form)
+        self._flat = index.clamp(min=0).reshape(index.shape[0], -1)
+
+    def step(self, c: torch.Tensor, s: int) -> torch.Tensor:
+        b, k = c.shape
+        scores = (c.unsqueeze(-1) + self.table[:, s]).reshape(b, -1)  # (B, K * P), by destination
+        src = self._flat.expand(b, -1)
+        top = torch.full_like(c, float("-inf")).scatter_reduce_(1, src, scores, "amax")
+        top = torch.nan_to_num(top, neginf=0.0)  # states without a finite edge: their sum stays 0
+        mass = torch.zeros_like(c).scatter_add_(1, src, exp_flushed_(scores - top.gather(1, src)))
+        return torch.log(mass) + top
+
+
 # ---------------------------------------------------------------------------------------
 # public single steps (streaming)
 # ---------------------------------------------------------------------------------------
@@ -120,8 +147,12 @@ def _check_step_inputs(scores, transitions, log_emissions_t, step, name):
         raise HMMDtypeError(f"transitions.log_probs must have the dtype of {name} ({scores.dtype}); got {s.dtype}")
     if s.device != scores.device:
         raise HMMDeviceError(f"transitions.log_probs must be on the device of {name} ({scores.device}); got {s.device}")
-    if isinstance(step, bool) or not isinstance(step, int):
-        raise HMMValueError(f"step must be an int; got {type(step).__name__}")
+    if isinstance(step, bool):
+        raise HMMValueError("step must be an int; got bool")
+    try:
+        step = operator.index(step)
+    except TypeError:
+        raise HMMValueError(f"step must be an int; got {type(step).__name__}") from None
     if s.time_varying and not 0 <= step < s.log_probs.shape[1]:
         raise HMMValueError(
             f"step must index the T-1 == {s.log_probs.shape[1]} steps of time-varying transitions, "
@@ -138,7 +169,7 @@ def _check_step_inputs(scores, transitions, log_emissions_t, step, name):
             raise HMMDtypeError(f"log_emissions_t must have the dtype of {name} ({scores.dtype}); got {log_emissions_t.dtype}")
         if log_emissions_t.device != scores.device:
             raise HMMDeviceError(f"log_emissions_t must be on the device of {name} ({scores.device}); got {log_emissions_t.device}")
-    return s, ops_for(s)
+    return s, ops_for(s), step
 
 
 def chain_step(
@@ -148,18 +179,22 @@ def chain_step(
     *,
     step: int = 0,
     semiring=LogSemiring,
-    name: str = "scores",
 ):
     """One step of the chain recursion in ``semiring``: ``(B, K)`` scores at frame ``t`` -> frame ``t + 1``.
 
     ``LogSemiring`` returns ``next (B, K)``; ``MaxSemiring`` returns ``(next, backpointers)``
     with ``backpointers`` ``(B, K)`` int64 the best source state of each state.
     """
-    s, ops = _check_step_inputs(scores, transitions, log_emissions_t, step, name)
-    trans, index = ops.canonical(s)
-    if s.time_varying:
-        trans = trans[:, step : step + 1]
-    else:
+    return _chain_step(scores, transitions, log_emissions_t, step, semiring, "scores")
+
+
+def _chain_step(scores, transitions, log_emissions_t, step, semiring, name):
+    if semiring not in (LogSemiring, MaxSemiring):
+        raise HMMValueError(f"semiring must be pytorch_hmm.LogSemiring or pytorch_hmm.MaxSemiring; got {semiring!r}")
+    s, ops, step = _check_step_inputs(scores, transitions, log_emissions_t, step, name)
+    # only the step's own slice of a time-varying storage is put in canonical form: O(K X) per call
+    trans, index = ops.canonical(s, step if s.time_varying else None)
+    if not s.time_varying:
         trans = trans.unsqueeze(-3)  # add S = 1
         if s.batch_size is None:
             trans = trans.unsqueeze(0)  # B' = 1
@@ -190,7 +225,7 @@ def forward_step(
     synchronisation). Differentiable. Iterating it from ``log_init + log_emissions[:, 0]``
     and finishing with ``logsumexp(alpha + log_final)`` gives :func:`log_partition`.
     """
-    return chain_step(log_alpha, transitions, log_emissions_t, step=step, semiring=LogSemiring, name="log_alpha")
+    return _chain_step(log_alpha, transitions, log_emissions_t, step, LogSemiring, "log_alpha")
 
 
 def viterbi_step(
@@ -206,4 +241,4 @@ def viterbi_step(
     ``backpointers[b, j]`` is the maximising source state ``i`` (the first on ties; arbitrary
     where ``delta_next`` is ``-inf``). Same checks and arguments as :func:`forward_step`.
     """
-    return chain_step(delta, transitions, log_emissions_t, step=step, semiring=MaxSemiring, name="delta")
+    return _chain_step(delta, transitions, log_emissions_t, step, MaxSemiring, "delta")

@@ -34,7 +34,7 @@ from .factors import (
     successor_lists,
     window_sources,
 )
-from .steps import GatherSteps, MatrixSteps, WindowSteps
+from .steps import GatherSteps, MatrixSteps, ScatterSteps, WindowSteps
 
 __all__ = ["StorageOps", "DenseOps", "BandedOps", "SparseOps", "ops_for", "as_steps"]
 
@@ -45,6 +45,10 @@ def as_steps(log_probs: torch.Tensor, structure: TransitionStructure) -> torch.T
         return log_probs
     log_probs = log_probs.unsqueeze(-3)
     return log_probs.unsqueeze(0) if log_probs.ndim == 3 else log_probs
+
+
+def _log_probs(s: TransitionStructure, step: Optional[int]) -> torch.Tensor:
+    return s.log_probs if step is None else s.log_probs[:, step : step + 1]
 
 
 def _np(x: torch.Tensor):
@@ -58,8 +62,10 @@ class StorageOps:
 
     name = ""
 
-    def canonical(self, s: TransitionStructure) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-        return s.log_probs, None
+    def canonical(self, s: TransitionStructure, step: Optional[int] = None) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """``(log-probs with missing moves at -inf, source index or None)``; with ``step``, only that
+        step ``(B, 1, K, X)`` of a time-varying storage."""
+        return _log_probs(s, step), None
 
     def expected_last_dim(self, k: int):
         """The last dimension of the storage for ``K == k`` states, for error messages."""
@@ -137,8 +143,8 @@ class BandedOps(StorageOps):
     def expected_last_dim(self, k):
         return "W"
 
-    def canonical(self, s):
-        return s.log_probs.masked_fill(~s.valid_mask(), float("-inf")), None
+    def canonical(self, s, step=None):
+        return _log_probs(s, step).masked_fill(~s.valid_mask(), float("-inf")), None
 
     def forward_steps(self, trans, index, semiring, sync=True):
         return WindowSteps(banded_by_destination(trans), semiring, ahead=False)
@@ -185,9 +191,9 @@ class SparseOps(StorageOps):
     def expected_last_dim(self, k):
         return "P"
 
-    def canonical(self, s):
+    def canonical(self, s, step=None):
         used = s.valid_mask()  # (K, P) or (B, K, P)
-        lp = s.log_probs
+        lp = _log_probs(s, step)
         mask = used.unsqueeze(1) if lp.ndim == 4 and used.ndim == 3 else used
         index = s.predecessors if s.predecessors.ndim == 3 else s.predecessors.unsqueeze(0)
         return lp.masked_fill(~mask, float("-inf")), index
@@ -202,8 +208,7 @@ class SparseOps(StorageOps):
         return gather_by_source(trans, slots), dest
 
     def backward_steps(self, trans, index):
-        table, dest = self._by_source(trans, index)
-        return GatherSteps(table, dest, LogSemiring)
+        return ScatterSteps(trans, index)
 
     def edge_marginals(self, p, a, c, lz, step_totals, step_ok):
         bsz, steps, k = a.shape
@@ -228,8 +233,7 @@ class SparseOps(StorageOps):
     def numba_backward(self, p, log_norm, beta):
         from . import numba_loops as nl
 
-        table, dest = self._by_source(p.trans, p.index)
-        nl._backward_gather(_np(p.emissions), _np(table), _np(dest), _np(p.final), _np(p.lengths), _np(log_norm), beta)
+        nl._backward_scatter(_np(p.emissions), _np(p.trans), _np(p.index), _np(p.final), _np(p.lengths), _np(log_norm), beta)
 
     def numba_viterbi(self, p, pointers, paths, scores):
         from . import numba_loops as nl

@@ -22,7 +22,7 @@ from typing import Optional, Union
 
 import torch
 
-from ..errors import HMMDeviceError, HMMDimensionError, HMMDtypeError, HMMValueError
+from ..errors import HMMDeviceError, HMMDimensionError, HMMDtypeError, HMMTypeError, HMMValueError
 from ..validation import FLOAT_DTYPES, check_stochastic, check_tensor
 
 __all__ = ["TransitionStructure", "Dense", "Banded", "Sparse"]
@@ -224,7 +224,10 @@ class Sparse(TransitionStructure):
     def to_dense(self) -> Dense:
         """The same transitions in ``Dense`` storage (``-inf`` where there is no edge; parallel edges summed)."""
         k, p = self.num_states, self.width
-        lp = self.log_probs.masked_fill(~self.valid_mask(), float("-inf"))
+        used = self.valid_mask()
+        if self.log_probs.ndim == 4 and used.ndim == 3:
+            used = used.unsqueeze(1)  # batched predecessors, time-varying log-probs
+        lp = self.log_probs.masked_fill(~used, float("-inf"))
         pred = self.predecessors.clamp(min=0)
         if lp.ndim == 4 and pred.ndim == 3:
             pred = pred.unsqueeze(1)
@@ -241,9 +244,9 @@ class Sparse(TransitionStructure):
     @classmethod
     def from_dense(cls, dense: Union[Dense, torch.Tensor]) -> "Sparse":
         """The edges of a ``Dense`` structure (entries that are ``-inf`` everywhere are dropped)."""
-        lp = dense.log_probs if isinstance(dense, Dense) else dense
-        if isinstance(dense, torch.Tensor):
-            Dense(lp)  # validates
+        if not isinstance(dense, (Dense, torch.Tensor)):
+            raise HMMTypeError(f"Sparse.from_dense needs a Dense structure or a (..., K, K) tensor; got {type(dense).__name__}")
+        lp = dense.log_probs if isinstance(dense, Dense) else Dense(dense).log_probs
         exists = torch.isfinite(lp) | torch.isnan(lp)
         edges = exists.reshape((-1,) + lp.shape[-2:]).any(0)  # (K source, K dest), over batch and time
         k = lp.shape[-1]
@@ -254,9 +257,7 @@ class Sparse(TransitionStructure):
         moved = lp.transpose(-1, -2)  # [..., dest, source]
         index = order.expand(moved.shape[:-1] + (width,))
         log_probs = moved.gather(-1, index).masked_fill(~used, float("-inf"))
-        if lp.ndim == 3:
-            predecessors = predecessors.expand(lp.shape[0], k, width)
-        return cls(predecessors, log_probs)
+        return cls(predecessors, log_probs)  # one shared graph: (K, P) predecessors, log-probs as given
 
     @classmethod
     def from_banded(cls, banded: Banded) -> "Sparse":
