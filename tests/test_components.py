@@ -401,3 +401,13 @@ def test_loading_a_sparse_state_dict_takes_its_graph_and_missing_entries_hold_ze
     old = {"logits": torch.tensor([[0.0, -1.0], [0.0, -2.0], [0.0, NEG]], dtype=F64)}  # pre-component layout: -inf past the end
     banded.load_state_dict(old)
     assert torch.isfinite(banded.logits).all() and banded.logits[2, 1] == 0.0
+
+
+def test_components_say_their_shape_in_repr():
+    model = HMM(_emission(), transitions=_components()["sparse"])
+    text = repr(model)
+    assert "SparseTransitions(num_states=4, slots=3)" in text and "Initial(num_states=4)" in text
+    assert repr(_components()["banded"]) == "BandedTransitions(num_states=4, width=3)"
+    assert repr(_components()["dense"]) == "DenseTransitions(num_states=4)"
+    assert repr(Final.last(3)) == "Final(num_states=3)"
+    assert repr(FixedTransitions(Dense(torch.zeros(2, 5, 3, 3)))) == "FixedTransitions(storage=Dense, shape=(2, 5, 3, 3))"

@@ -80,6 +80,9 @@ class Component(nn.Module):
     def num_states(self) -> int:
         return int(self.logits.shape[0])
 
+    def extra_repr(self) -> str:
+        return f"num_states={self.num_states}"
+
     @property
     def log_probs(self) -> torch.Tensor:
         """Normalised log-probabilities (same shape as ``logits``; ``-inf`` where ``exists`` is False)."""
@@ -274,6 +277,9 @@ class BandedTransitions(_TableTransitions):
         """From ``(K, W)`` probabilities whose existing moves sum to 1 per row (validated)."""
         return cls(Banded.from_probs(probs).log_probs)
 
+    def extra_repr(self) -> str:
+        return f"num_states={self.num_states}, width={int(self.logits.shape[1])}"
+
 
 class SparseTransitions(_TableTransitions):
     """Any graph as predecessor lists: ``log_probs[j, p] = log p(z_{t+1} = j | z_t = predecessors[j, p])``.
@@ -295,6 +301,9 @@ class SparseTransitions(_TableTransitions):
 
     def structure(self) -> Sparse:
         return Sparse(self.predecessors, self.log_probs)
+
+    def extra_repr(self) -> str:
+        return f"num_states={self.num_states}, slots={int(self.logits.shape[1])}"
 
     @classmethod
     def from_structure(cls, structure: Sparse) -> "SparseTransitions":
@@ -343,6 +352,9 @@ class FixedTransitions(TransitionComponent):
         if isinstance(structure, Sparse):
             self.register_buffer("predecessors", structure.predecessors.clone())
 
+    def extra_repr(self) -> str:
+        return f"storage={self._storage.__name__}, shape={tuple(self.table.shape)}"
+
     def structure(self) -> TransitionStructure:
         if self._storage is Sparse:
             return Sparse(self.predecessors, self.table)
@@ -372,6 +384,9 @@ class Final(nn.Module):
     @property
     def num_states(self) -> int:
         return int(self.log_weights.shape[0])
+
+    def extra_repr(self) -> str:
+        return f"num_states={self.num_states}"
 
 
 def as_transition_component(spec: object, num_states: int, dtype: torch.dtype) -> TransitionComponent:
