@@ -145,6 +145,17 @@ def test_time_types_and_objects():
     assert boundary_f1(ref, hyp, 0.0) == (1.0, 1.0, 1.0)
 
 
+def test_segments_of_the_aligners_are_segmentations():
+    """alignment.Segment / PhoneInterval (``unit``) read as (label, start, end), like tuples."""
+    from pytorch_hmm.alignment import PhoneInterval, Segment
+
+    hyp = [Segment("k", 0.0, 0.12), Segment("ae", 0.12, 0.26), Segment("t", 0.26, 0.40)]
+    ref = [PhoneInterval("k", 0.0, 0.1), PhoneInterval("ae", 0.1, 0.25), PhoneInterval("t", 0.25, 0.4)]
+    as_tuples = [(s.unit, s.start, s.end) for s in hyp], [(s.phone, s.start, s.end) for s in ref]
+    assert boundary_f1(ref, hyp, 0.02) == boundary_f1(as_tuples[1], as_tuples[0], 0.02)
+    assert frame_accuracy(ref, hyp) == frame_accuracy(as_tuples[1], as_tuples[0]) < 1.0
+
+
 def test_batches_pool_counts():
     hyp1 = [("k", 0.0, 0.12), ("ae", 0.12, 0.26), ("t", 0.26, 0.40)]  # 3 of 4 within 10 ms
     ref2 = [("a", 0.0, 0.5), ("b", 0.5, 1.0)]  # 3 boundaries, all exact

@@ -1,7 +1,8 @@
 """Alignment accuracy: boundaries, frames, durations and phone error rate.
 
 A *segmentation* is a list of segments ``(label, start_s, end_s)`` in time order (tuples or
-lists, or objects with ``start``, ``end`` and ``label`` or ``token`` attributes), with
+lists, or objects with ``start``, ``end`` and ``unit``, ``label`` or ``token`` attributes, such as
+:class:`~pytorch_hmm.alignment.Segment` in seconds), with
 ``0 <= start <= end`` and no overlap (``start[k] >= end[k-1]``); gaps (unlabelled time) are
 allowed. Times may be Python or numpy numbers or 0-d tensors; labels any hashable.
 
@@ -70,6 +71,9 @@ class BoundaryScores(NamedTuple):
     f1: float
 
 
+_LABEL_ATTRIBUTES = ("unit", "label", "token")  # Segment, labelled tuples, TokenSpan
+
+
 def strip_stress(label: Hashable) -> Hashable:
     """Fold for ARPAbet labels: drop a trailing stress digit (``"AH0"`` -> ``"AH"``); other labels pass.
 
@@ -98,7 +102,7 @@ def _is_real(v: Any) -> bool:
 def _is_segment(item: Any) -> bool:
     if isinstance(item, (tuple, list)):
         return len(item) == 3 and _is_real(item[1]) and _is_real(item[2]) and not isinstance(item[0], (tuple, list))
-    return hasattr(item, "start") and hasattr(item, "end") and (hasattr(item, "label") or hasattr(item, "token"))
+    return hasattr(item, "start") and hasattr(item, "end") and any(hasattr(item, a) for a in _LABEL_ATTRIBUTES)
 
 
 def _seq_like(x: Any) -> bool:
@@ -143,7 +147,7 @@ def _parse(x: Sequence[Any], name: str, fold: Fold) -> _Seg:
         if _seq_like(item):
             label, s, e = item
         else:
-            label, s, e = getattr(item, "label", getattr(item, "token", None)), item.start, item.end
+            label, s, e = next(getattr(item, a) for a in _LABEL_ATTRIBUTES if hasattr(item, a)), item.start, item.end
         s, e = _time(s, f"{name}[{k}] start"), _time(e, f"{name}[{k}] end")
         if e < s:
             raise HMMValueError(f"{name}[{k}] ends before it starts: start {s} > end {e}")
