@@ -1,9 +1,10 @@
 """pytorch_hmm: hidden Markov models for speech on one batched log-space kernel.
 
-Public API so far: the chain kernel (:mod:`pytorch_hmm.kernel`), transition structures and
-builders (:mod:`pytorch_hmm.transitions`), emissions (:mod:`pytorch_hmm.emissions`), the
+Public API so far: the chain kernel (:mod:`pytorch_hmm.kernel`, with a one-frame step API),
+transition structures (dense, banded, sparse), builders and components
+(:mod:`pytorch_hmm.transitions`), input checks (:mod:`pytorch_hmm.validation`), emissions (:mod:`pytorch_hmm.emissions`), the
 :class:`HMM` and :class:`HSMM` models with EM training, duration distributions
-(:mod:`pytorch_hmm.durations`), DTW, soft-DTW and CTC alignment (:mod:`pytorch_hmm.alignment`),
+(:mod:`pytorch_hmm.durations`), DTW, soft-DTW, CTC, state graphs and segments with TextGrid/CTM/JSON I/O (:mod:`pytorch_hmm.alignment`),
 evaluation metrics (:mod:`pytorch_hmm.metrics`), the speech front end (audio, features,
 lexicons, corpora and synthetic speech: :mod:`pytorch_hmm.speech`),
 and the error types (:mod:`pytorch_hmm.errors`).
@@ -11,10 +12,10 @@ and the error types (:mod:`pytorch_hmm.errors`).
 
 from . import alignment, durations, errors, kernel, metrics, speech, transitions
 from .models import HSMM, HMM, HMMLayer, MixtureGaussianHMM, SemiMarkovHMM
-from .errors import AudioError, HMMDeviceError, HMMDimensionError, HMMDtypeError, HMMValueError, InfeasibleAlignmentError
+from .errors import AudioError, HMMDeviceError, HMMDimensionError, HMMDtypeError, HMMTypeError, HMMValueError, InfeasibleAlignmentError
 from .kernel import expected_transitions, forward_backward, log_partition, posteriors, viterbi
 from .semiring import LogSemiring, MaxSemiring
-from .transitions import Banded, Dense, ergodic, left_to_right
+from .transitions import Banded, Dense, Sparse, ergodic, left_to_right
 
 __version__ = "0.1.0"
 
@@ -34,6 +35,7 @@ __all__ = [
     "transitions",
     "Dense",
     "Banded",
+    "Sparse",
     "ergodic",
     "left_to_right",
     "LogSemiring",
@@ -44,6 +46,7 @@ __all__ = [
     "forward_backward",
     "viterbi",
     "HMMValueError",
+    "HMMTypeError",
     "HMMDimensionError",
     "HMMDtypeError",
     "HMMDeviceError",
