@@ -58,6 +58,25 @@ def _exp_shifted(v, out):
 
 
 @numba.njit(**_JIT)
+def _pad_forward(alpha, log_norm, length):
+    """Frames at or after ``length`` of one sequence: ``alpha = -inf``, ``log_norm = 0``."""
+    for t in range(length, alpha.shape[0]):
+        log_norm[t] = 0.0
+        for j in range(alpha.shape[1]):
+            alpha[t, j] = -np.inf
+
+
+@numba.njit(**_JIT)
+def _start_backward(beta, final, last):
+    """``beta`` of one sequence: ``final`` at its last frame, 0 after it."""
+    for t in range(last + 1, beta.shape[0]):
+        for j in range(beta.shape[1]):
+            beta[t, j] = 0.0
+    for j in range(beta.shape[1]):
+        beta[last, j] = final[j]
+
+
+@numba.njit(**_JIT)
 def _log_vecmat(v, matrix, shift, out, probs, acc):
     """``out = log(exp(v) @ exp(A))`` given ``matrix = exp(A - shift)`` (matrix rows: sources)."""
     m = _exp_shifted(v, probs)
@@ -87,10 +106,7 @@ def _forward_dense(e, matrix, shift, init, lengths, alpha, log_norm):
             for j in range(k):
                 alpha[b, t, j] += e[b, t, j]
             log_norm[b, t] = _normalise(alpha[b, t])
-        for t in range(lengths[b], t_max):
-            log_norm[b, t] = 0.0
-            for j in range(k):
-                alpha[b, t, j] = -np.inf
+        _pad_forward(alpha[b], log_norm[b], lengths[b])
 
 
 @numba.njit(parallel=True, **_JIT)
@@ -102,11 +118,7 @@ def _backward_dense(e, matrix, shift, final, lengths, log_norm, beta):
         acc = np.empty(k, dtype=e.dtype)
         c = np.empty(k, dtype=e.dtype)
         last = lengths[b] - 1
-        for t in range(last + 1, t_max):
-            for j in range(k):
-                beta[b, t, j] = 0.0
-        for j in range(k):
-            beta[b, last, j] = final[b, j]
+        _start_backward(beta[b], final[b], last)
         for t in range(last - 1, -1, -1):
             s = np.int64(t) if matrix.shape[1] > 1 else np.int64(0)
             for j in range(k):
@@ -157,10 +169,7 @@ def _forward_gather(e, table, index, init, lengths, alpha, log_norm):
             for j in range(k):
                 alpha[b, t, j] = _logsumexp_gather(scores, table[bb, s, j], index[bi, j], alpha[b, t - 1]) + e[b, t, j]
             log_norm[b, t] = _normalise(alpha[b, t])
-        for t in range(lengths[b], t_max):
-            log_norm[b, t] = 0.0
-            for j in range(k):
-                alpha[b, t, j] = -np.inf
+        _pad_forward(alpha[b], log_norm[b], lengths[b])
 
 
 @numba.njit(parallel=True, **_JIT)
@@ -173,11 +182,7 @@ def _backward_gather(e, table, index, final, lengths, log_norm, beta):
         scores = np.empty(table.shape[3], dtype=e.dtype)
         c = np.empty(k, dtype=e.dtype)
         last = lengths[b] - 1
-        for t in range(last + 1, t_max):
-            for j in range(k):
-                beta[b, t, j] = 0.0
-        for j in range(k):
-            beta[b, last, j] = final[b, j]
+        _start_backward(beta[b], final[b], last)
         for t in range(last - 1, -1, -1):
             s = np.int64(t) if table.shape[1] > 1 else np.int64(0)
             for j in range(k):
@@ -199,11 +204,7 @@ def _backward_scatter(e, table, index, final, lengths, log_norm, beta):
         top = np.empty(k, dtype=e.dtype)
         acc = np.empty(k, dtype=e.dtype)
         last = lengths[b] - 1
-        for t in range(last + 1, t_max):
-            for j in range(k):
-                beta[b, t, j] = 0.0
-        for j in range(k):
-            beta[b, last, j] = final[b, j]
+        _start_backward(beta[b], final[b], last)
         for t in range(last - 1, -1, -1):
             s = np.int64(t) if table.shape[1] > 1 else np.int64(0)
             for j in range(k):
