@@ -411,3 +411,14 @@ def test_components_say_their_shape_in_repr():
     assert repr(_components()["dense"]) == "DenseTransitions(num_states=4)"
     assert repr(Final.last(3)) == "Final(num_states=3)"
     assert repr(FixedTransitions(Dense(torch.zeros(2, 5, 3, 3)))) == "FixedTransitions(storage=Dense, shape=(2, 5, 3, 3))"
+
+
+def test_sparse_from_probs_like_dense_and_banded():
+    """``SparseTransitions.from_probs`` validates that each source's outgoing edges sum to 1, as ``Sparse.from_probs``."""
+    pred = torch.tensor([[0, -1], [0, 1], [1, 2]])
+    probs = torch.tensor([[0.5, 0.0], [0.5, 0.25], [0.75, 1.0]], dtype=F64)
+    comp = SparseTransitions.from_probs(pred, probs)
+    torch.testing.assert_close(comp.dense_log_probs().exp().sum(-1), torch.ones(3, dtype=F64))
+    torch.testing.assert_close(comp.log_probs.exp().masked_fill(pred < 0, 0.0), probs)
+    with pytest.raises(HMMValueError, match="outgoing edges of each source state"):
+        SparseTransitions.from_probs(pred, probs * 0.5)

@@ -309,6 +309,11 @@ class SparseTransitions(_TableTransitions):
     def from_structure(cls, structure: Sparse) -> "SparseTransitions":
         return cls(structure.predecessors, structure.log_probs)
 
+    @classmethod
+    def from_probs(cls, predecessors: torch.Tensor, probs: torch.Tensor) -> "SparseTransitions":
+        """From ``(K, P)`` probabilities whose outgoing edges sum to 1 per source (validated, as :meth:`Sparse.from_probs`)."""
+        return cls.from_structure(Sparse.from_probs(predecessors, probs))
+
     def _refresh_exists(self, state_dict, prefix: str) -> None:
         """A loaded graph brings its own unused slots: ``exists`` follows the loaded ``predecessors``."""
         pred = state_dict.get(prefix + "predecessors")
