@@ -178,8 +178,7 @@ class BandedOps(StorageOps):
     def numba_viterbi(self, p, pointers, paths, scores):
         from . import numba_loops as nl
 
-        sources = window_sources(p.shape[2], p.trans.shape[-1], ahead=False)
-        nl.run_viterbi(p, banded_by_destination(p.trans), nl.MODE_GATHER, sources, pointers, paths, scores)
+        nl.run_viterbi(p, banded_by_destination(p.trans), nl.MODE_BANDED, None, pointers, paths, scores)
 
 
 class SparseOps(StorageOps):
