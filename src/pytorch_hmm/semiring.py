@@ -11,7 +11,9 @@ Path scores are always combined along a path by ``+`` (log space). Besides ``sum
 axis, each semiring provides the vector-matrix product of a dense step (``vecmat``) from
 factors precomputed once per call (``matrix_factors``): for ``LogSemiring`` the max-shifted
 GEMM ``log(exp(v - max v) @ exp(A - shift)) + max v + shift``, for ``MaxSemiring`` a
-broadcast max. The step functions that use them are in :mod:`pytorch_hmm.kernel.steps`.
+broadcast max. The GEMM underflows where a state's best source lies far below the best state
+(about 87 nats in float32, 700 in float64): ``vecmat_checked`` returns the column sums that show it and
+``vecmat_exact`` computes the step as an exact ``logsumexp``. The step functions that use them are in :mod:`pytorch_hmm.kernel.steps`.
 """
 
 from __future__ import annotations
@@ -20,17 +22,32 @@ from typing import Tuple
 
 import torch
 
-__all__ = ["LogSemiring", "MaxSemiring"]
+__all__ = ["LogSemiring", "MaxSemiring", "underflow_threshold"]
 
 
-def _log_vecmat(v: torch.Tensor, exp_matrix: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-    """``log(exp(v) @ exp(A))`` for ``v`` ``(B, K)`` given ``exp_matrix = exp(A - shift)``."""
+def underflow_threshold(dtype: torch.dtype, k: int) -> float:
+    """Smallest exp-space column sum of a shifted GEMM step that is still exact to ``eps``.
+
+    The terms a shifted product drops (factors below the smallest normal number, denormal
+    products) add up to less than ``3 K tiny``; a column sum above ``4 K tiny / eps`` therefore
+    has its full relative precision, one below it is recomputed exactly.
+    """
+    info = torch.finfo(dtype)
+    return 4.0 * k * info.tiny / info.eps
+
+
+def _log_vecmat(v: torch.Tensor, exp_matrix: torch.Tensor, shift: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``(log(exp(v) @ exp(A)), sums)`` for ``v`` ``(B, K)`` given ``exp_matrix = exp(A - shift)``.
+
+    ``sums`` ``(B, K)`` are the exp-space column sums: below :func:`underflow_threshold` the
+    product may have lost mass to underflow (or had none).
+    """
     m = torch.nan_to_num(v.amax(-1, keepdim=True), neginf=0.0)
     out = torch.matmul(torch.exp(v - m).unsqueeze(-2), exp_matrix).squeeze(-2)
     if out.requires_grad:  # unreachable states (out == 0): -inf with zero gradient, not NaN
         reached = out > 0
-        return torch.where(reached, torch.log(torch.where(reached, out, 1.0)), float("-inf")) + m + shift
-    return torch.log(out) + m + shift
+        return torch.where(reached, torch.log(torch.where(reached, out, 1.0)), float("-inf")) + m + shift, out
+    return torch.log(out) + m + shift, out
 
 
 def _logsumexp(x: torch.Tensor, dim: int) -> torch.Tensor:
@@ -70,8 +87,20 @@ class LogSemiring:
     @staticmethod
     def vecmat(v: torch.Tensor, factors: Tuple[torch.Tensor, torch.Tensor], s: int) -> torch.Tensor:
         """``(B, K)`` ``v`` times step ``s`` of the ``(B', S, K, K)`` factors: ``(B, K)``."""
+        return LogSemiring.vecmat_checked(v, factors, s)[0]
+
+    @staticmethod
+    def vecmat_checked(v: torch.Tensor, factors: Tuple[torch.Tensor, torch.Tensor], s: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`vecmat` and the exp-space column sums ``(B, K)``: where they fall below
+        :func:`underflow_threshold` the step may have lost mass, and :meth:`vecmat_exact` is exact."""
         matrix, shift = factors
         return _log_vecmat(v, matrix[:, s], shift[:, s])
+
+    @staticmethod
+    def vecmat_exact(v: torch.Tensor, trans: torch.Tensor, s: int) -> torch.Tensor:
+        """The same product as an exact ``logsumexp`` over ``(B, K, K)``: ``trans`` ``(B', S, K, K)``
+        log-probs ``[source, destination]``. ``O(K^2)`` exps per step instead of a GEMM."""
+        return _logsumexp(v.unsqueeze(-1) + trans[:, s], -2)
 
 
 class MaxSemiring:

@@ -118,21 +118,47 @@ def exp_flushed_(d: torch.Tensor) -> torch.Tensor:
 def static_dense_edges(
     trans: torch.Tensor, a: torch.Tensor, c: torch.Tensor, step_totals: torch.Tensor, step_ok: torch.Tensor
 ) -> torch.Tensor:
-    """``sum_t xi_t`` for one ``(B', K, K)`` matrix as a single GEMM over time.
+    """``sum_t xi_t`` ``(B, K, K)`` for one ``(B', K, K)`` matrix as a single GEMM over time.
 
-    ``xi_t(i, j) = u_t(i) v_t(j) exp(A_ij - M)`` with per-step scale factors split evenly
-    between ``u`` and ``v``; computed in float64 so that even alpha/beta disagreeing by
-    hundreds of nats neither overflow nor lose the counts.
+    ``xi_t(i, j) = exp(a_t(i) + A_ij + c_t(j) - step_totals_t)``, 0 where ``step_ok`` ``(B, T-1)``
+    is False. The GEMM splits per-step scale factors evenly between ``u`` and ``v`` and runs in
+    float64; where alpha and beta disagree by thousands of nats it can still overflow or lose
+    counts, which the totals show (every used step sums to 1): those sequences are recomputed
+    exactly, in blocks of frames (one host synchronisation per call).
     """
+    counts = _gemm_edges(trans, a, c, step_totals, step_ok)
+    used = step_ok.sum(1).double()
+    tol = math.sqrt(torch.finfo(a.dtype).eps) * used.clamp(min=1.0)
+    wrong = ~((counts.sum((-2, -1)) - used).abs() <= tol)  # NaN counts as wrong
+    if bool(wrong.any()):
+        counts = torch.where(wrong[:, None, None], _exact_edges(trans, a, c, step_totals, step_ok), counts)
+    return counts.to(a.dtype)
+
+
+def _gemm_edges(trans, a, c, step_totals, step_ok) -> torch.Tensor:
     a64, c64, lz = a.double(), c.double(), step_totals.double().unsqueeze(-1)
     top = torch.nan_to_num(trans.double().amax((-2, -1), keepdim=True), neginf=0.0)  # (B', 1, 1)
     m = torch.nan_to_num(a64.amax(-1, keepdim=True), neginf=0.0)
     n = torch.nan_to_num(c64.amax(-1, keepdim=True), neginf=0.0)
-    half = torch.where(step_ok[:, :, None], (m + n + top - lz) / 2, torch.zeros((), dtype=torch.float64, device=a.device))
-    u = torch.where(step_ok[:, :, None], torch.exp(a64 - m + half), torch.zeros((), dtype=torch.float64, device=a.device))
-    v = torch.where(step_ok[:, :, None], torch.exp(c64 - n + half), torch.zeros((), dtype=torch.float64, device=a.device))
-    counts = torch.matmul(u.transpose(1, 2), v) * torch.exp(trans.double() - top)
-    return counts.to(a.dtype)
+    zero = torch.zeros((), dtype=torch.float64, device=a.device)
+    half = torch.where(step_ok[:, :, None], (m + n + top - lz) / 2, zero)
+    u = torch.where(step_ok[:, :, None], torch.exp(a64 - m + half), zero)
+    v = torch.where(step_ok[:, :, None], torch.exp(c64 - n + half), zero)
+    return torch.matmul(u.transpose(1, 2), v) * torch.exp(trans.double() - top)
+
+
+def _exact_edges(trans, a, c, step_totals, step_ok, block_elements: int = 1 << 22) -> torch.Tensor:
+    """:func:`static_dense_edges` term by term in log space, ``block_elements`` at a time."""
+    bsz, steps, k = a.shape
+    trans64 = trans.double().unsqueeze(1)  # (B', 1, K, K)
+    out = torch.zeros((bsz, k, k), dtype=torch.float64, device=a.device)
+    block = max(1, block_elements // max(bsz * k * k, 1))
+    for start in range(0, steps, block):  # blocks of frames, to bound memory (not a recursion)
+        t = slice(start, start + block)
+        d = a[:, t, :, None].double() + trans64 + c[:, t, None, :].double() - step_totals[:, t, None, None].double()
+        xi = exp_flushed_(torch.where(step_ok[:, t, None, None], d, float("-inf")))
+        out += xi.sum(1)
+    return out
 
 
 def merge_parallel_edges(trans: torch.Tensor, index: torch.Tensor, sync: bool = True) -> torch.Tensor:

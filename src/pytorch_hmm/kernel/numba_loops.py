@@ -78,21 +78,47 @@ def _start_backward(beta, final, last):
 
 
 @numba.njit(**_JIT)
-def _log_vecmat(v, matrix, shift, out, probs, acc):
-    """``out = log(exp(v) @ exp(A))`` given ``matrix = exp(A - shift)`` (matrix rows: sources)."""
+def _log_vecmat(v, matrix, log_matrix, shift, out, probs, acc):
+    """``out = log(exp(v) @ exp(A))`` given ``matrix = exp(A - shift)`` and ``log_matrix = A``
+    (rows: sources). Columns whose sum falls below ``semiring.underflow_threshold`` (mass lost
+    to underflow, or none) are recomputed as an exact ``logsumexp`` over ``A``'s column."""
     m = _exp_shifted(v, probs)
+    k = v.shape[0]
     acc[:] = 0
-    for i in range(v.shape[0]):
+    for i in range(k):
         p = probs[i]
         if p != 0:
             for j in range(acc.shape[0]):
                 acc[j] += p * matrix[i, j]
+    info = np.finfo(v.dtype)
+    doubtful = 4.0 * k * info.tiny / info.eps
     for j in range(acc.shape[0]):
-        out[j] = np.log(acc[j]) + m + shift[j]
+        if acc[j] >= doubtful:
+            out[j] = np.log(acc[j]) + m + shift[j]
+        else:
+            out[j] = _logsumexp_column(v, log_matrix, j)
+
+
+@numba.njit(**_JIT)
+def _logsumexp_column(v, log_matrix, j):
+    """``logsumexp_i(v[i] + log_matrix[i, j])``, exactly (``-inf`` when every term is)."""
+    top = v.dtype.type(-np.inf)
+    for i in range(v.shape[0]):
+        s = v[i] + log_matrix[i, j]
+        if s > top:
+            top = s
+    if top == -np.inf:
+        return top
+    total = v.dtype.type(0)
+    for i in range(v.shape[0]):
+        s = v[i] + log_matrix[i, j]
+        if s > -np.inf:
+            total += np.exp(s - top)
+    return np.log(total) + top
 
 
 @numba.njit(parallel=True, **_JIT)
-def _forward_dense(e, matrix, shift, init, lengths, alpha, log_norm):
+def _forward_dense(e, matrix, log_matrix, shift, init, lengths, alpha, log_norm):
     bsz, t_max, k = e.shape
     for b in numba.prange(bsz):
         bb = np.int64(b) if matrix.shape[0] > 1 else np.int64(0)
@@ -103,7 +129,7 @@ def _forward_dense(e, matrix, shift, init, lengths, alpha, log_norm):
         log_norm[b, 0] = _normalise(alpha[b, 0])
         for t in range(1, lengths[b]):
             s = np.int64(t - 1) if matrix.shape[1] > 1 else np.int64(0)
-            _log_vecmat(alpha[b, t - 1], matrix[bb, s], shift[bb, s], alpha[b, t], probs, acc)
+            _log_vecmat(alpha[b, t - 1], matrix[bb, s], log_matrix[bb, s], shift[bb, s], alpha[b, t], probs, acc)
             for j in range(k):
                 alpha[b, t, j] += e[b, t, j]
             log_norm[b, t] = _normalise(alpha[b, t])
@@ -111,7 +137,7 @@ def _forward_dense(e, matrix, shift, init, lengths, alpha, log_norm):
 
 
 @numba.njit(parallel=True, **_JIT)
-def _backward_dense(e, matrix, shift, final, lengths, log_norm, beta):
+def _backward_dense(e, matrix, log_matrix, shift, final, lengths, log_norm, beta):
     bsz, t_max, k = e.shape
     for b in numba.prange(bsz):
         bb = np.int64(b) if matrix.shape[0] > 1 else np.int64(0)
@@ -124,7 +150,7 @@ def _backward_dense(e, matrix, shift, final, lengths, log_norm, beta):
             s = np.int64(t) if matrix.shape[1] > 1 else np.int64(0)
             for j in range(k):
                 c[j] = e[b, t + 1, j] + beta[b, t + 1, j]
-            _log_vecmat(c, matrix[bb, s], shift[bb, s], beta[b, t], probs, acc)
+            _log_vecmat(c, matrix[bb, s], log_matrix[bb, s], shift[bb, s], beta[b, t], probs, acc)
             for i in range(k):
                 beta[b, t, i] -= log_norm[b, t + 1]
 

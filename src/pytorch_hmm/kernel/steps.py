@@ -28,7 +28,7 @@ import operator
 import torch
 
 from ..errors import HMMDeviceError, HMMDimensionError, HMMDtypeError, HMMValueError
-from ..semiring import LogSemiring, MaxSemiring
+from ..semiring import LogSemiring, MaxSemiring, underflow_threshold
 from ..transitions import TransitionStructure
 from ..validation import FLOAT_DTYPES, check_tensor
 from .factors import exp_flushed_, shift_windows
@@ -36,21 +36,63 @@ from .factors import exp_flushed_, shift_windows
 __all__ = ["forward_step", "viterbi_step", "chain_step", "MatrixSteps", "WindowSteps", "GatherSteps", "ScatterSteps"]
 
 
-class MatrixSteps:
-    """Dense steps: ``trans`` ``(B', S, K, K)`` indexed ``[source, destination]``."""
+class _Steps:
+    """Step tables that are exact by construction (everything but the dense GEMM)."""
 
-    def __init__(self, trans: torch.Tensor, semiring, reverse: bool = False) -> None:
-        self.semiring = semiring
-        self.factors = semiring.matrix_factors(trans, reverse)
+    def lost_mass(self, used: torch.Tensor) -> bool:
+        """Whether a step so far may have lost mass to underflow (then rerun with :meth:`exact`);
+        ``used`` ``(B, N)`` bool marks, for the ``N`` steps taken, the sequences they matter for."""
+        return False
+
+    def exact(self) -> "_Steps":
+        return self
+
+
+class MatrixSteps(_Steps):
+    """Dense steps: ``trans`` ``(B', S, K, K)`` indexed ``[source, destination]``.
+
+    In the log semiring each step is a max-shifted GEMM whose exp-space column sums are kept
+    (no host synchronisation); :meth:`lost_mass` checks them against
+    :func:`~pytorch_hmm.semiring.underflow_threshold` once, at the end, and the caller then
+    reruns the recursion with :meth:`exact` tables (``logsumexp`` over ``(B, K, K)``), so no
+    feasible path's mass is lost however far below the best state it lies. ``exact=True``
+    builds those directly.
+    """
+
+    def __init__(self, trans: torch.Tensor, semiring, reverse: bool = False, exact: bool = False) -> None:
+        self.semiring, self.reverse = semiring, reverse
+        self._trans = trans
+        self._exact = exact and semiring is LogSemiring
+        if self._exact:
+            self.factors = trans.transpose(-1, -2) if reverse else trans
+        else:
+            self.factors = semiring.matrix_factors(trans, reverse)
+        self._sums: list = []
 
     def step(self, v: torch.Tensor, s: int) -> torch.Tensor:
-        return self.semiring.vecmat(v, self.factors, s)
+        if self.semiring is not LogSemiring:
+            return self.semiring.vecmat(v, self.factors, s)
+        if self._exact:
+            return LogSemiring.vecmat_exact(v, self.factors, s)
+        out, sums = LogSemiring.vecmat_checked(v, self.factors, s)
+        self._sums.append(sums)
+        return out
 
     def step_with_argmax(self, v: torch.Tensor, s: int) -> Tuple[torch.Tensor, torch.Tensor]:
         return self.semiring.vecmat_with_argmax(v, self.factors, s)
 
+    def lost_mass(self, used: torch.Tensor) -> bool:
+        if not self._sums:
+            return False
+        sums = torch.stack(self._sums, 1).detach()  # (B, N, K)
+        low = (sums < underflow_threshold(sums.dtype, sums.shape[-1])) & used[:, :, None]
+        return bool(low.any())  # one host synchronisation
 
-class WindowSteps:
+    def exact(self) -> "MatrixSteps":
+        return MatrixSteps(self._trans, self.semiring, self.reverse, exact=True)
+
+
+class WindowSteps(_Steps):
     """Banded steps: ``table`` ``(B', S, K, W)``, ``[j, w]`` the move from ``j - w`` (or ``j + w`` if ``ahead``) to ``j``."""
 
     def __init__(self, table: torch.Tensor, semiring, ahead: bool) -> None:
@@ -71,7 +113,7 @@ class WindowSteps:
         return values, self._states + move if self.ahead else self._states - move
 
 
-class GatherSteps:
+class GatherSteps(_Steps):
     """Sparse steps: ``table`` ``(B', S, K, X)`` and ``index`` ``(B'', K, X)`` source states (``-1`` unused)."""
 
     def __init__(self, table: torch.Tensor, index: torch.Tensor, semiring) -> None:
@@ -93,7 +135,7 @@ class GatherSteps:
         return values, source
 
 
-class ScatterSteps:
+class ScatterSteps(_Steps):
     """Sparse backward steps (log semiring) over the predecessor lists themselves.
 
     ``table`` ``(B', S, K, P)`` and ``index`` ``(B'', K, P)`` as for :class:`GatherSteps`; a step

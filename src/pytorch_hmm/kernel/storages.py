@@ -102,7 +102,7 @@ class DenseOps(StorageOps):
         return k
 
     def forward_steps(self, trans, index, semiring, sync=True):
-        return MatrixSteps(trans, semiring)
+        return MatrixSteps(trans, semiring, exact=not sync)  # exact steps need no check, so no sync
 
     def backward_steps(self, trans, index):
         return MatrixSteps(trans, LogSemiring, reverse=True)
@@ -122,14 +122,15 @@ class DenseOps(StorageOps):
         from .factors import dense_forward_factors
 
         matrix, shift = dense_forward_factors(p.trans)
-        nl._forward_dense(_np(p.emissions), _np(matrix), _np(shift), _np(p.init), _np(p.lengths), alpha, log_norm)
+        nl._forward_dense(_np(p.emissions), _np(matrix), _np(p.trans), _np(shift), _np(p.init), _np(p.lengths), alpha, log_norm)
 
     def numba_backward(self, p, log_norm, beta):
         from . import numba_loops as nl
         from .factors import dense_backward_factors
 
         matrix, shift = dense_backward_factors(p.trans)
-        nl._backward_dense(_np(p.emissions), _np(matrix), _np(shift), _np(p.final), _np(p.lengths), _np(log_norm), beta)
+        nl._backward_dense(_np(p.emissions), _np(matrix), _np(p.trans.transpose(-1, -2)), _np(shift), _np(p.final),
+                           _np(p.lengths), _np(log_norm), beta)
 
     def numba_viterbi(self, p, pointers, paths, scores):
         from . import numba_loops as nl

@@ -32,10 +32,19 @@ def forward(p: ChainProblem) -> Tuple[torch.Tensor, torch.Tensor]:
     """Scaled forward scores ``(alpha_hat (B, T, K), log_norm (B, T))`` (garbage past each length).
 
     ``log alpha_t = alpha_hat_t + sum_{s <= t} log_norm_s`` with ``max_k alpha_hat_t = 0``:
-    values stay O(1) however long the sequence, so float32 keeps its precision.
+    values stay O(1) however long the sequence, so float32 keeps its precision. Dense steps
+    that lost mass to underflow are redone exactly (one host synchronisation per call).
     """
-    e = p.emissions
     steps = p.ops.forward_steps(p.trans, p.index, LogSemiring)
+    alpha, log_norm = _forward(p, steps)
+    frames = torch.arange(1, p.emissions.shape[1], device=p.lengths.device)
+    if steps.lost_mass(frames < p.lengths[:, None]):  # steps into frames 1 .. T-1
+        alpha, log_norm = _forward(p, steps.exact())
+    return alpha, log_norm
+
+
+def _forward(p: ChainProblem, steps) -> Tuple[torch.Tensor, torch.Tensor]:
+    e = p.emissions
     a, n = _normalise(p.init + e[:, 0])
     alphas, norms = [a], [n]
     for t in range(1, e.shape[1]):
@@ -52,10 +61,18 @@ def backward(p: ChainProblem, log_norm: torch.Tensor) -> torch.Tensor:
 
     ``log beta_t = beta_hat_t + sum_{t < s < L} log_norm_s``; ``beta_hat[b, L_b - 1] = final[b]``.
     """
+    steps = p.ops.backward_steps(p.trans, p.index)
+    beta = _backward(p, log_norm, steps)
+    frames = torch.arange(p.emissions.shape[1] - 2, -1, -1, device=p.lengths.device)
+    if steps.lost_mass(frames < (p.lengths - 1)[:, None]):  # steps into frames T-2 .. 0
+        beta = _backward(p, log_norm, steps.exact())
+    return beta
+
+
+def _backward(p: ChainProblem, log_norm: torch.Tensor, steps) -> torch.Tensor:
     e = p.emissions
     t_max = e.shape[1]
     last = (p.lengths - 1)[:, None]
-    steps = p.ops.backward_steps(p.trans, p.index)
     beta = torch.empty_like(e)
     b = torch.where(last == t_max - 1, p.final, torch.zeros_like(p.final))
     beta[:, t_max - 1] = b
