@@ -29,9 +29,11 @@ try:  # numba is a declared dependency, but keep the distances usable without it
     import numba
 
     from ..kernel.lattice_numba import ROW_SIGNATURES  # the row protocol of the fused DP
+    from ..kernel.parallel import batch_loop as _batch_loop
 except ImportError:  # pragma: no cover - exercised only where numba is missing
     numba = None  # type: ignore[assignment]
     ROW_SIGNATURES = []
+    _batch_loop = lambda work: (lambda f: f)  # noqa: E731
 
 Distance = Union[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]
 DISTANCES = ("euclidean", "sqeuclidean", "cosine", "precomputed")
@@ -46,10 +48,10 @@ __all__ = [
 # Compiled (numba) rows and matrices
 
 
-def _jit(*signatures, parallel: bool = False, **options):
+def _jit(*signatures, **options):
     if numba is None:  # pragma: no cover
         return lambda f: f
-    return numba.njit(*signatures, parallel=parallel, nogil=True, cache=True, **options)
+    return numba.njit(*signatures, nogil=True, cache=True, **options)
 
 
 _prange = numba.prange if numba is not None else range
@@ -101,7 +103,7 @@ def _distance_pair(x, y_t, n, m, squared, out):
             euclidean_row(x[i], y_t, 0, m - 1, out[i])
 
 
-@_jit(parallel=True)
+@_batch_loop(lambda x, y_t, *_: (x.shape[0], x.size * y_t.shape[2]))
 def _distance_batch(x, y_t, x_lengths, y_lengths, squared, out):
     for b in _prange(x.shape[0]):
         _distance_pair(x[b], y_t[b], x_lengths[b], y_lengths[b], squared, out[b])

@@ -28,6 +28,8 @@ import numpy as np
 import torch
 from numba import types
 
+from .parallel import batch_loop
+
 _JIT = dict(nogil=True, cache=True)
 _FLOATS = (types.float64, types.float32)
 
@@ -193,7 +195,7 @@ def dtw_pair_rows(x, y_t, row, n, m, band, w_diag, want_path, dirs, path):
     return total, _trace_path(dirs, n, m, path)
 
 
-@numba.njit(parallel=True, **_JIT)
+@batch_loop(lambda cost, *_: (cost.shape[0], cost.size))
 def dtw_batch(cost, x_lengths, y_lengths, band, w_diag, want_path, dirs, paths, path_lengths, total, bad):
     """:func:`dtw_pair` for every pair, in parallel (``dirs`` ``(B, N, M)`` when ``want_path``)."""
     for b in numba.prange(x_lengths.shape[0]):
@@ -203,7 +205,7 @@ def dtw_batch(cost, x_lengths, y_lengths, band, w_diag, want_path, dirs, paths, 
         )
 
 
-@numba.njit(_BATCH_ROWS, parallel=True, **_JIT)
+@batch_loop(lambda x, y_t, *_: (x.shape[0], x.size * y_t.shape[2]), _BATCH_ROWS)
 def dtw_batch_rows(x, y_t, row, x_lengths, y_lengths, band, w_diag, want_path, dirs, paths, path_lengths, total):
     """:func:`dtw_pair_rows` for every pair, in parallel."""
     for b in numba.prange(x_lengths.shape[0]):
@@ -293,13 +295,13 @@ def soft_backward_pair(cost, n, m, w_diag, gamma, acc, occupancy, grad_cost):
             g[i, j] = total * weight
 
 
-@numba.njit(parallel=True, **_JIT)
+@batch_loop(lambda cost, *_: (cost.shape[0], 3 * cost.size))
 def soft_forward_batch(cost, x_lengths, y_lengths, band, w_diag, gamma, acc, value, bad):
     for b in numba.prange(cost.shape[0]):
         value[b], bad[b] = soft_forward_pair(cost[b], x_lengths[b], y_lengths[b], band, w_diag, gamma, acc[b])
 
 
-@numba.njit(parallel=True, **_JIT)
+@batch_loop(lambda cost, *_: (cost.shape[0], 6 * cost.size))
 def soft_backward_batch(cost, x_lengths, y_lengths, w_diag, gamma, acc, occupancy, grad_cost):
     for b in numba.prange(cost.shape[0]):
         soft_backward_pair(cost[b], x_lengths[b], y_lengths[b], w_diag, gamma, acc[b], occupancy[b], grad_cost[b])

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from .inputs import ChainProblem
+from .parallel import batch_loop
 from .torch_loops import backpointer_dtype
 
 _JIT = dict(nogil=True, cache=True)
@@ -26,6 +27,11 @@ _JIT = dict(nogil=True, cache=True)
 # how _viterbi reads its table: [dest, source] (dense), [dest, w] from j - w (banded: computed, 2x faster than
 # reading the window table), [dest, x] from index[dest, x] (sparse)
 MODE_DENSE, MODE_BANDED, MODE_GATHER = 0, 1, 2
+
+
+def _chain_work(e, table, *_):
+    """``(batch, inner-loop operations)`` of a chain loop over ``e`` ``(B, T, K)`` with ``X`` moves per state."""
+    return e.shape[0], e.size * table.shape[-1]
 
 
 @numba.njit(**_JIT)
@@ -117,7 +123,7 @@ def _logsumexp_column(v, log_matrix, j):
     return np.log(total) + top
 
 
-@numba.njit(parallel=True, **_JIT)
+@batch_loop(_chain_work)
 def _forward_dense(e, matrix, log_matrix, shift, init, lengths, alpha, log_norm):
     bsz, t_max, k = e.shape
     for b in numba.prange(bsz):
@@ -136,7 +142,7 @@ def _forward_dense(e, matrix, log_matrix, shift, init, lengths, alpha, log_norm)
         _pad_forward(alpha[b], log_norm[b], lengths[b])
 
 
-@numba.njit(parallel=True, **_JIT)
+@batch_loop(_chain_work)
 def _backward_dense(e, matrix, log_matrix, shift, final, lengths, log_norm, beta):
     bsz, t_max, k = e.shape
     for b in numba.prange(bsz):
@@ -180,7 +186,7 @@ def _logsumexp_gather(scores_row, table_row, index_row, v):
     return np.log(total) + m
 
 
-@numba.njit(parallel=True, **_JIT)
+@batch_loop(_chain_work)
 def _forward_gather(e, table, index, init, lengths, alpha, log_norm):
     """``table`` ``(B', S, K, P)`` and ``index`` ``(B'', K, P)``: predecessor lists by destination."""
     bsz, t_max, k = e.shape
@@ -199,7 +205,7 @@ def _forward_gather(e, table, index, init, lengths, alpha, log_norm):
         _pad_forward(alpha[b], log_norm[b], lengths[b])
 
 
-@numba.njit(parallel=True, **_JIT)
+@batch_loop(_chain_work)
 def _backward_gather(e, table, index, final, lengths, log_norm, beta):
     """``table`` ``(B', S, K, Q)`` and ``index`` ``(B'', K, Q)``: successor lists by source."""
     bsz, t_max, k = e.shape
@@ -218,7 +224,7 @@ def _backward_gather(e, table, index, final, lengths, log_norm, beta):
                 beta[b, t, i] = _logsumexp_gather(scores, table[bb, s, i], index[bi, i], c) - log_norm[b, t + 1]
 
 
-@numba.njit(parallel=True, **_JIT)
+@batch_loop(_chain_work)
 def _backward_scatter(e, table, index, final, lengths, log_norm, beta):
     """Sparse backward over the predecessor lists (``table`` ``(B', S, K, P)``, ``index`` ``(B'', K, P)``):
     each edge ``index[j, p] -> j`` sends ``c[j] + table[j, p]`` to its source; a max pass, then a sum pass."""
@@ -290,7 +296,7 @@ def _best_source(delta, row, j, mode, index, bi):
     return best, j
 
 
-@numba.njit(parallel=True, **_JIT)
+@batch_loop(_chain_work)
 def _viterbi(e, table, mode, index, init, final, lengths, pointers, paths, scores):
     """``table`` ``(B', S, K, X)``: dense ``[dest, source]``, banded ``[dest, w]``, or sparse ``[dest, x]``
     with sources ``index`` ``(B'', K, X)`` (a dummy for dense and banded), see :data:`MODE_DENSE`."""
