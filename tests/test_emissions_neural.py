@@ -209,7 +209,7 @@ def test_constructor_errors():
         Neural(lambda x: x)
     with pytest.raises(HMMValueError, match="mode must be 'log_likelihood' or 'hybrid'; got 'posterior'"):
         Neural(mlp(), mode="posterior")
-    with pytest.raises(HMMValueError, match="num_states must be a positive int or None; got 0"):
+    with pytest.raises(HMMValueError, match="num_states must be a positive int; got 0"):
         Neural(mlp(), num_states=0)
     with pytest.raises(HMMValueError, match="log_priors only apply in mode='hybrid'"):
         Neural(mlp(), num_states=4, log_priors=torch.zeros(4))

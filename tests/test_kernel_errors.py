@@ -212,7 +212,7 @@ def test_numba_backend_rejects_unknown_backend():
         (lambda: Dense.from_probs(torch.tensor([[0.5, 0.6], [0.5, 0.5]])), "each row of probs must sum to 1"),
         (lambda: Dense.from_probs(torch.tensor([[1.5, -0.5], [0.5, 0.5]])), r"probs must hold probabilities in \[0, 1\]"),
         (lambda: ergodic(0), "num_states must be a positive int; got 0"),
-        (lambda: left_to_right(3, skip=-1), "skip must be a non-negative int; got -1"),
+        (lambda: left_to_right(3, skip=-1), "skip must be an int >= 0; got -1"),
         (lambda: left_to_right(3, self_loop=1.5), r"self_loop must be a probability in \[0, 1\]; got 1.5"),
     ],
 )

@@ -330,8 +330,8 @@ def test_load_audio_bad_path_type():
         (dict(window_ms=float("nan")), "window_ms must be a positive finite number"),
         (dict(n_fft=513), r"n_fft must be an even number of samples; got 513"),
         (dict(n_fft=256), r"n_fft must be >= the window length \(400 samples = 25.0 ms at 16000 Hz\); got 256"),
-        (dict(n_fft=512.0), "n_fft must be a positive integer; got 512.0"),
-        (dict(n_mels=0), "n_mels must be a positive integer; got 0"),
+        (dict(n_fft=512.0), "n_fft must be a positive int; got 512.0"),
+        (dict(n_mels=0), "n_mels must be a positive int; got 0"),
         (dict(n_mfcc=41), r"n_mfcc must be an integer in \[1, n_mels\] = \[1, 40\]; got 41"),
         (dict(delta_width=4), "delta_width must be an odd integer >= 3; got 4"),
         (dict(fmin=8000.0), r"fmin and fmax must satisfy 0 <= fmin < fmax <= sample_rate / 2 = 8000 Hz"),
@@ -363,7 +363,7 @@ def test_feature_input_errors():
         pad_batch([torch.zeros(1, 3, 2)])
     with pytest.raises(HMMDimensionError, match=r"features must be \(T, D\); got shape \(2, 3, 4\)\. call add_deltas"):
         add_deltas(torch.zeros(2, 3, 4))
-    with pytest.raises(HMMValueError, match="order must be a positive integer; got 0"):
+    with pytest.raises(HMMValueError, match="order must be a positive int; got 0"):
         add_deltas(torch.zeros(9, 4), order=0)
     with pytest.raises(HMMValueError, match="width must be an odd integer >= 3; got 2"):
         add_deltas(torch.zeros(9, 4), width=2)

@@ -20,12 +20,14 @@ context vector per state to a distribution and is trained by gradient descent.
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Optional, Union
 
 import torch
 from torch import nn
 
 from .errors import HMMDimensionError, HMMValueError
+from .validation import check_count
 
 __all__ = ["Duration", "Poisson", "Gaussian", "Gamma", "Categorical", "Neural"]
 
@@ -40,9 +42,9 @@ class Duration(nn.Module):
     def __init__(self, num_states: Optional[int], max_duration: int, min_duration: int = 1) -> None:
         super().__init__()
         _check_support(num_states, max_duration, min_duration)
-        self.num_states = num_states
-        self.max_duration = max_duration
-        self.min_duration = min_duration
+        self.num_states = None if num_states is None else int(num_states)
+        self.max_duration = int(max_duration)
+        self.min_duration = int(min_duration)
 
     def grid(self, dtype=torch.float64, device=None) -> torch.Tensor:
         """``(D,)`` the durations ``1..D`` as floats."""
@@ -94,11 +96,10 @@ class Duration(nn.Module):
 
 
 def _check_support(num_states: Optional[int], max_duration: int, min_duration: int) -> None:
-    if num_states is not None and (not isinstance(num_states, int) or num_states < 1):
-        raise HMMValueError(f"num_states must be a positive int; got {num_states!r}")
-    if not isinstance(max_duration, int) or max_duration < 1:
-        raise HMMValueError(f"max_duration must be a positive int; got {max_duration!r}")
-    if not isinstance(min_duration, int) or not 1 <= min_duration <= max_duration:
+    if num_states is not None:
+        check_count(num_states, "num_states")
+    check_count(max_duration, "max_duration")
+    if isinstance(min_duration, bool) or not isinstance(min_duration, numbers.Integral) or not 1 <= min_duration <= max_duration:
         raise HMMValueError(f"min_duration must be an int in [1, max_duration] = [1, {max_duration}]; got {min_duration!r}")
 
 
@@ -307,9 +308,7 @@ class Neural(Duration):
 
     def __init__(self, context_dim: int, max_duration: int, hidden: int = 64, min_duration: int = 1) -> None:
         super().__init__(None, max_duration, min_duration)
-        if not isinstance(context_dim, int) or context_dim < 1:
-            raise HMMValueError(f"context_dim must be a positive int; got {context_dim!r}")
-        self.context_dim = context_dim
+        self.context_dim = check_count(context_dim, "context_dim")
         self.net = nn.Sequential(nn.Linear(context_dim, hidden), nn.Tanh(), nn.Linear(hidden, max_duration))
 
     def log_probs(self, context: Optional[torch.Tensor] = None) -> torch.Tensor:

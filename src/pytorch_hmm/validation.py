@@ -11,8 +11,10 @@ over time.
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Optional, Sequence, Union
 
+import numpy as np
 import torch
 
 from .errors import HMMDimensionError, HMMDtypeError, HMMTypeError, HMMValueError
@@ -62,11 +64,23 @@ def check_shape(t: torch.Tensor, shape: Sequence[int], name: str, what: str) -> 
         )
 
 
-def check_count(value, name: str) -> int:
-    """``value`` if it is a positive ``int`` (not a bool), else :class:`HMMValueError`."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise HMMValueError(f"{name} must be a positive int; got {value!r}")
-    return value
+def check_count(value, name: str, minimum: int = 1) -> int:
+    """``value`` as an ``int`` if it is an integer ``>= minimum`` (Python or numpy, not a bool),
+    else :class:`HMMValueError`."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or value < minimum:
+        what = "a positive int" if minimum == 1 else f"an int >= {minimum}"
+        raise HMMValueError(f"{name} must be {what}; got {value!r}")
+    return int(value)
+
+
+def check_first_order(what: str, instead: str) -> None:
+    """Call at the top of a custom ``backward``: :class:`HMMValueError` when it runs under
+    ``create_graph=True`` (a second derivative was asked of a backward that is not differentiable)."""
+    if torch.is_grad_enabled():
+        raise HMMValueError(
+            f"{what} has first derivatives only (its backward is a recursion, not differentiable itself), "
+            f"so it cannot be differentiated twice (create_graph=True); {instead}"
+        )
 
 
 def check_lengths(

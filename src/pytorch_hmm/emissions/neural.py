@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from ..errors import HMMDimensionError, HMMDtypeError, HMMValueError
+from ..validation import check_count
 from .base import Emission
 
 __all__ = ["Neural"]
@@ -62,8 +63,8 @@ class Neural(Emission):
             raise HMMValueError(f"module must be a torch.nn.Module; got {type(module).__name__}")
         if mode not in _MODES:
             raise HMMValueError(f"mode must be 'log_likelihood' or 'hybrid'; got {mode!r}")
-        if num_states is not None and (isinstance(num_states, bool) or not isinstance(num_states, int) or num_states < 1):
-            raise HMMValueError(f"num_states must be a positive int or None; got {num_states!r}")
+        if num_states is not None:
+            num_states = check_count(num_states, "num_states")
         self.module = module
         self.mode = mode
         if log_priors is not None:

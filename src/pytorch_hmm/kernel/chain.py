@@ -25,6 +25,7 @@ import torch
 from ..transitions import TransitionStructure
 from . import torch_loops
 from ..errors import HMMValueError
+from ..validation import check_first_order
 from .factors import exp_flushed_
 from .inputs import ChainProblem, LengthsLike, prepare
 
@@ -122,6 +123,8 @@ class _LogPartition(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_log_z):  # type: ignore[override]
+        check_first_order("kernel.log_partition", "for second derivatives (e.g. Hessian-vector products through "
+                          "HMMLayer) use kernel.posteriors(..., differentiable=True), which runs on the PyTorch loops")
         emissions, trans, init, final, alpha, log_norm, log_z = ctx.saved_tensors
         problem, loops = ctx.meta
         lengths = problem.lengths

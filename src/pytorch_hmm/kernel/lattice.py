@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from ..errors import HMMValueError, InfeasibleAlignmentError
-from ..validation import LengthsLike, check_float_batch, check_lengths
+from ..validation import LengthsLike, check_first_order, check_float_batch, check_lengths
 from . import lattice_torch
 from .lattice_torch import band_mask
 
@@ -271,8 +271,8 @@ class _SoftDTW(torch.autograd.Function):
         return value
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, grad_value):  # type: ignore[override]
+        check_first_order("soft-DTW", "soft-DTW has no second-order path")
         _, grad = _soft_backward(ctx.state, ctx.w, ctx.numba)
         grad = grad.to(grad_value.device)
         return grad * grad_value[:, None, None], None, None, None

@@ -25,7 +25,7 @@ import torch
 from ..errors import HMMDeviceError, HMMDimensionError, HMMDtypeError, HMMValueError
 from . import segment_loops as loops
 from .factors import exp_flushed_, static_dense_edges
-from ..validation import LengthsLike, check_finite_or_neginf, check_tensor, frame_mask
+from ..validation import LengthsLike, check_finite_or_neginf, check_first_order, check_tensor, frame_mask
 from .inputs import check_chain_lengths, check_emissions, check_state_vector
 from .segment_loops import SegmentProblem
 
@@ -178,6 +178,7 @@ class _LogPartition(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):  # type: ignore[override]
+        check_first_order("kernel.semi_markov_log_partition", "the semi-Markov kernel has no second-order path")
         emissions, trans, durations, init, final, cum, bad, u, end, log_z = ctx.saved_tensors
         lengths = ctx.meta
         p = SegmentProblem(emissions, trans, durations, init, final, lengths)

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from ..errors import HMMDimensionError, HMMDtypeError, HMMTypeError, HMMValueError
-from ..validation import FLOAT_DTYPES, LengthsLike, check_float_dtype, check_lengths, frame_mask
+from ..validation import FLOAT_DTYPES, LengthsLike, check_count, check_float_dtype, check_lengths, frame_mask
 from .audio import check_sample_rate, load_audio, resample
 
 __all__ = [
@@ -269,8 +269,7 @@ def add_deltas(features, *, width: int = 5, order: int = 2) -> torch.Tensor:
             actual_shape=x.shape, suggestion="call add_deltas on each utterance before pad_batch",
         )
     _check_delta_width(width, "width")
-    if not (isinstance(order, int) and order >= 1):
-        raise HMMValueError(f"order must be a positive integer; got {order!r}")
+    order = check_count(order, "order")
     _check_finite(x[0], "features")
     out = _with_deltas(x[0].detach().cpu().numpy().T, width, order)
     return torch.from_numpy(np.ascontiguousarray(out.T)).to(device=x.device, dtype=x.dtype)
@@ -475,9 +474,7 @@ def _check_delta_width(width, name: str) -> None:
 
 
 def _positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise HMMValueError(f"{name} must be a positive integer; got {value!r}")
-    return int(value)
+    return check_count(value, name)
 
 
 def _positive_number(value, name: str) -> float:

@@ -26,6 +26,8 @@ def as_batches(data: Data, lengths: Optional[torch.Tensor] = None) -> List[Batch
         return [(data, lengths)]
     if lengths is not None:
         raise HMMValueError("lengths is only accepted with a padded tensor; batches carry their own lengths")
+    if isinstance(data, (list, tuple)) and not data:
+        raise HMMValueError("data must hold at least one sequence; got an empty " + type(data).__name__)
     if isinstance(data, (list, tuple)) and data and all(isinstance(d, torch.Tensor) for d in data):
         if any(d.ndim == 0 or d.shape[0] == 0 for d in data):
             raise HMMDimensionError("every sequence in data must have at least one frame; got an empty one")

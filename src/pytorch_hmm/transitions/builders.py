@@ -7,7 +7,7 @@ from typing import Optional, Union
 import torch
 
 from ..errors import HMMValueError
-from ..validation import check_count
+from ..validation import check_count, check_float_dtype
 from .storage import Banded, Dense
 
 __all__ = ["ergodic", "left_to_right"]
@@ -26,8 +26,7 @@ def ergodic(
         self_loop: probability of staying; the rest is spread evenly over the other states.
             ``None`` gives the uniform matrix ``1/K``.
     """
-    _check_num_states(num_states)
-    k = num_states
+    k = _check_num_states(num_states, dtype)
     if self_loop is None:
         probs = torch.full((k, k), 1.0 / k, dtype=dtype, device=device)
     else:
@@ -52,11 +51,9 @@ def left_to_right(
     Each state stays with probability ``self_loop`` and spreads the rest evenly over the
     forward moves that exist; the last state loops with probability 1.
     """
-    _check_num_states(num_states)
-    if not isinstance(skip, int) or skip < 0:
-        raise HMMValueError(f"skip must be a non-negative int; got {skip!r}")
+    k = _check_num_states(num_states, dtype)
+    skip = check_count(skip, "skip", minimum=0)
     _check_prob(self_loop, "self_loop")
-    k = num_states
     w = min(skip + 2, k)
     i = torch.arange(k, device=device)[:, None]
     moves = torch.arange(w, device=device)[None, :]
@@ -68,8 +65,9 @@ def left_to_right(
     return Banded(torch.log(probs))
 
 
-def _check_num_states(num_states: int) -> None:
-    check_count(num_states, "num_states")
+def _check_num_states(num_states: int, dtype: torch.dtype) -> int:
+    check_float_dtype(dtype)
+    return check_count(num_states, "num_states")
 
 
 def _check_prob(p: float, name: str) -> None:

@@ -1,0 +1,81 @@
+"""Hostile inputs from the adversarial pass (issue "Reliability"): one test per message.
+
+Each case used to leak a third-party error, fail with a misleading message or return a wrong
+result silently; each must now raise a ``pytorch_hmm.errors`` type that names the argument, or
+return the right result.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from pytorch_hmm import HMM, kernel
+from pytorch_hmm.alignment import soft_dtw
+from pytorch_hmm.durations import Poisson
+from pytorch_hmm.emissions import Gaussian
+from pytorch_hmm.errors import HMMDtypeError, HMMValueError
+from pytorch_hmm.transitions import Dense, ergodic, left_to_right
+
+
+def _problem():
+    g = torch.Generator().manual_seed(0)
+    e = torch.randn(2, 5, 3, dtype=torch.float64, generator=g)
+    trans = Dense(torch.log_softmax(torch.randn(3, 3, dtype=torch.float64, generator=g), -1))
+    return e, trans, torch.zeros(3, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("backend", ["torch", "numba"])
+def test_double_backward_through_log_partition_says_which_path_has_it(backend):
+    e, trans, init = _problem()
+    x = e.clone().requires_grad_(True)
+    log_z = kernel.log_partition(x, trans, init, backend=backend).sum()
+    with pytest.raises(HMMValueError, match=r"log_partition has first derivatives only.*posteriors\(\.\.\., differentiable=True\)"):
+        torch.autograd.grad(log_z, x, create_graph=True)  # (used to fail later, with "does not require grad")
+    (g,) = torch.autograd.grad(kernel.log_partition(x, trans, init, backend=backend).sum(), x)  # first order still works
+    torch.testing.assert_close(g, kernel.posteriors(e, trans, init, backend=backend))
+
+
+def test_the_second_order_path_named_by_that_message_works():
+    """posteriors(differentiable=True) is differentiable: its gradient is d^2 log Z / de^2 . v."""
+    e, trans, init = _problem()
+    x = e.clone().requires_grad_(True)
+    post = kernel.posteriors(x, trans, init, differentiable=True)
+    v = torch.randn_like(post)
+    (hvp,) = torch.autograd.grad((post * v).sum(), x)
+    # finite differences of the posteriors along v (the Hessian of log Z is symmetric)
+    eps = 1e-6
+    fd = ((kernel.posteriors(e + eps * v, trans, init) - kernel.posteriors(e - eps * v, trans, init)) / (2 * eps))
+    torch.testing.assert_close(hvp, fd, rtol=1e-5, atol=1e-7)
+
+
+def test_double_backward_through_soft_dtw_is_a_clear_error():
+    x = torch.randn(1, 5, 2, dtype=torch.float64, requires_grad=True)
+    with pytest.raises(HMMValueError, match="soft-DTW has first derivatives only"):
+        torch.autograd.grad(soft_dtw(x, x.detach().flip(1), 1.0).sum(), x, create_graph=True)
+
+
+@pytest.mark.parametrize("builder", [ergodic, left_to_right])
+def test_integer_dtype_for_transition_builders_is_rejected(builder):
+    # ergodic(3, dtype=torch.int64) used to return all -inf silently
+    with pytest.raises(HMMDtypeError, match=r"dtype must be torch.float32 or torch.float64; got torch.int64"):
+        builder(3, dtype=torch.int64)
+
+
+def test_numpy_integers_are_positive_ints():
+    assert HMM(Gaussian(np.int64(2), 1)).emission.num_states == 2
+    assert ergodic(np.int32(3)).log_probs.shape == (3, 3)
+    assert left_to_right(3, skip=np.int64(1)).log_probs.shape == (3, 3)
+    assert Poisson(np.int64(2), np.int64(4)).max_duration == 4
+    with pytest.raises(HMMValueError, match="num_states must be a positive int; got True"):
+        ergodic(True)
+    with pytest.raises(HMMValueError, match="skip must be an int >= 0; got -1"):
+        left_to_right(3, skip=-1)
+
+
+@pytest.mark.parametrize("data", [[], ()])
+def test_fit_on_no_sequences_names_the_argument(data):
+    # used to leak torch.cat(): expected a non-empty list of Tensors
+    with pytest.raises(HMMValueError, match="data must hold at least one sequence"):
+        HMM(Gaussian(2, 1)).fit(data, verbose=False)
