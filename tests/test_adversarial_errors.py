@@ -79,3 +79,26 @@ def test_fit_on_no_sequences_names_the_argument(data):
     # used to leak torch.cat(): expected a non-empty list of Tensors
     with pytest.raises(HMMValueError, match="data must hold at least one sequence"):
         HMM(Gaussian(2, 1)).fit(data, verbose=False)
+
+
+@pytest.mark.parametrize(
+    "log_init,trans,message",
+    [
+        (torch.tensor([0.0, float("nan")]), torch.zeros(2, 2), r"log_init \(sequence 0\) has NaN or \+inf"),
+        (torch.full((2,), float("-inf")), torch.zeros(2, 2), r"log_init \(sequence 0\) has no finite log-probability"),
+        # state 1 is reached at step 1 and has no way out: a dead end
+        (torch.tensor([0.0, float("-inf")]), torch.tensor([[float("-inf"), 0.0], [float("-inf"), float("-inf")]]),
+         r"the moves out of state 1 \(sequence 0, step 1 -> 2\) has no finite log-probability"),
+    ],
+    ids=["nan-init", "empty-init", "dead-end"],
+)
+def test_sampling_bad_rows_names_them(log_init, trans, message):
+    # used to leak torch.multinomial's "probability tensor contains either inf, nan or element < 0"
+    with pytest.raises(HMMValueError, match=message):
+        kernel.sample_paths(Dense(trans), log_init, 2, 4)
+
+
+def test_sampling_never_visits_an_unreachable_dead_end():
+    trans = torch.tensor([[0.0, float("-inf")], [float("-inf"), float("-inf")]])  # state 1: dead end, never entered
+    paths = kernel.sample_paths(Dense(trans), torch.tensor([0.0, float("-inf")]), 3, 5)
+    assert (paths == 0).all()

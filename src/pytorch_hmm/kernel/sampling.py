@@ -48,10 +48,11 @@ def sample_paths(
     dest = dest.expand((num_sequences,) + dest.shape[-2:])
     rows = torch.arange(num_sequences, device=table.device)
 
-    state = _draw(generator, log_init.expand(num_sequences, k))
+    state = _draw(generator, log_init.expand(num_sequences, k), lambda n: f"log_init (sequence {n})")
     path = [state]
     for t in range(1, length):
-        move = _draw(generator, table[rows, t - 1 if s.time_varying else 0, state])
+        move = _draw(generator, table[rows, t - 1 if s.time_varying else 0, state],
+                     lambda n, t=t, state=state: f"the moves out of state {int(state[n])} (sequence {n}, step {t - 1} -> {t})")
         state = dest[rows, state, move]
         path.append(state)
     return torch.stack(path, dim=1)
@@ -86,21 +87,32 @@ def sample_segments(
     stuck = torch.isneginf(log_transitions).all(-1)
     trans = torch.where(stuck[:, None] & torch.eye(k, dtype=torch.bool, device=stuck.device), 0.0, log_transitions)
 
-    state = _draw(generator, log_init.expand(num_sequences, k))
+    state = _draw(generator, log_init.expand(num_sequences, k), lambda n: f"log_init (sequence {n})")
     states, durations = [], []
     covered = torch.zeros(num_sequences, dtype=torch.long, device=log_init.device)
     for _ in range(length):  # every segment covers at least one frame
-        d = _draw(generator, log_durations[state]) + 1
+        d = _draw(generator, log_durations[state], lambda n, state=state: f"log_durations of state {int(state[n])}") + 1
         states.append(state)
         durations.append((covered + d).clamp(max=length) - covered)
         covered = covered + durations[-1]
         if bool((covered >= length).all()):
             break
-        state = _draw(generator, trans[state])
+        state = _draw(generator, trans[state], lambda n, state=state: f"log_transitions out of state {int(state[n])}")
     flat = torch.repeat_interleave(torch.stack(states, 1).flatten(), torch.stack(durations, 1).flatten())
     return flat.reshape(num_sequences, length)
 
 
-def _draw(generator: Optional[torch.Generator], logits: torch.Tensor) -> torch.Tensor:
-    """One category per row of ``logits`` (normalised here)."""
+def _draw(generator: Optional[torch.Generator], logits: torch.Tensor, what=None) -> torch.Tensor:
+    """One category per row of ``logits`` (normalised here). A row with NaN or ``+inf``, or with
+    no finite entry (nothing to draw: a dead end), raises :class:`HMMValueError` naming
+    ``what(row)``. One host synchronisation."""
+    bad = torch.isnan(logits).any(-1) | torch.isposinf(logits).any(-1) | ~torch.isfinite(logits).any(-1)
+    if bool(bad.any()):
+        n = int(bad.nonzero()[0, 0])
+        row = logits[n]
+        if torch.isnan(row).any() or torch.isposinf(row).any():
+            problem = "NaN or +inf log-probabilities"
+        else:
+            problem = "no finite log-probability (every move is -inf: a dead end)"
+        raise HMMValueError(f"cannot sample: {what(n) if what else 'a row'} has {problem}")
     return torch.multinomial(torch.softmax(logits, -1), 1, generator=generator).squeeze(-1)
