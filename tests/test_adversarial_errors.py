@@ -102,3 +102,20 @@ def test_sampling_never_visits_an_unreachable_dead_end():
     trans = torch.tensor([[0.0, float("-inf")], [float("-inf"), float("-inf")]])  # state 1: dead end, never entered
     paths = kernel.sample_paths(Dense(trans), torch.tensor([0.0, float("-inf")]), 3, 5)
     assert (paths == 0).all()
+
+
+@pytest.mark.parametrize(
+    "x_shape,lengths,message",
+    [
+        ((2, 10, 1), torch.tensor([3]), r"lengths must be \(B,\) with B == 2; got shape \(1,\)"),
+        ((2, 10, 1), [3, 4, 5], r"lengths must be \(B,\) with B == 2; got shape \(3,\)"),
+        ((2, 10, 1), [3, 11], r"lengths must be in \[1, T\] = \[1, 10\]"),
+        ((0, 10, 1), None, r"data must be a padded \(B, T, \.\.\.\) tensor with B >= 1 .*got shape \(0, 10, 1\)"),
+        ((2, 0, 1), None, r"data must be a padded \(B, T, \.\.\.\) tensor with B >= 1 .*got shape \(2, 0, 1\)"),
+    ],
+    ids=["lengths-short", "lengths-long", "lengths-past-T", "B=0", "T=0"],
+)
+def test_fit_checks_the_batch_before_using_it(x_shape, lengths, message):
+    # used to leak IndexError ("The shape of the mask ...") or amax()'s RuntimeError
+    with pytest.raises(HMMValueError, match=message):
+        HMM(Gaussian(2, 1)).fit(torch.randn(x_shape), lengths=lengths, verbose=False, max_iter=2)

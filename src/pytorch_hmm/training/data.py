@@ -9,6 +9,7 @@ import torch
 from torch.nn.utils.rnn import pad_sequence
 
 from ..errors import HMMDimensionError, HMMValueError
+from ..validation import check_lengths
 
 Batch = Tuple[torch.Tensor, Optional[torch.Tensor]]
 Data = Union[torch.Tensor, Sequence[torch.Tensor], Iterable]
@@ -23,6 +24,13 @@ def as_batches(data: Data, lengths: Optional[torch.Tensor] = None) -> List[Batch
       every item is a batch, iterated once per EM iteration.
     """
     if isinstance(data, torch.Tensor):
+        if data.ndim < 2 or data.shape[0] == 0 or data.shape[1] == 0:
+            raise HMMDimensionError(
+                f"data must be a padded (B, T, ...) tensor with B >= 1 sequences of T >= 1 frames; got shape {tuple(data.shape)}",
+                expected_shape=("B>0", "T>0", "..."), actual_shape=data.shape,
+            )
+        if lengths is not None:
+            lengths = check_lengths(lengths, "lengths", data.shape[0], data.shape[1], data.device, limit_name="T")
         return [(data, lengths)]
     if lengths is not None:
         raise HMMValueError("lengths is only accepted with a padded tensor; batches carry their own lengths")
