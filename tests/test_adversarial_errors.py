@@ -119,3 +119,24 @@ def test_fit_checks_the_batch_before_using_it(x_shape, lengths, message):
     # used to leak IndexError ("The shape of the mask ...") or amax()'s RuntimeError
     with pytest.raises(HMMValueError, match=message):
         HMM(Gaussian(2, 1)).fit(torch.randn(x_shape), lengths=lengths, verbose=False, max_iter=2)
+
+
+def test_numeric_knobs_reject_nan_by_name():
+    from pytorch_hmm.metrics import mel_cepstrum
+    from pytorch_hmm.speech import cmvn, speaker_cmvn
+
+    # each used to return NaN features or cepstra silently
+    with pytest.raises(HMMValueError, match="eps must be a positive finite number; got nan"):
+        cmvn(torch.randn(1, 50, 13), eps=float("nan"))
+    with pytest.raises(HMMValueError, match="eps must be a positive finite number; got nan"):
+        speaker_cmvn([torch.randn(50, 13)], ["a"], eps=float("nan"))
+    with pytest.raises(HMMValueError, match="floor_db must be a finite number of dB below 0; got nan"):
+        mel_cepstrum(torch.randn(16000), 16000, floor_db=float("nan"))
+
+
+def test_a_sample_rate_in_khz_is_caught():
+    from pytorch_hmm.metrics import mel_cepstrum
+
+    # used to leak "negative shift count" from 1 << ceil(log2(0.025 * 16))
+    with pytest.raises(HMMValueError, match=r"sample_rate must be in Hz.*16 kHz is sample_rate=16000"):
+        mel_cepstrum(torch.randn(16000), 16)

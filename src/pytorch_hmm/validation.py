@@ -73,6 +73,18 @@ def check_count(value, name: str, minimum: int = 1) -> int:
     return int(value)
 
 
+def check_number(value, name: str, *, positive: bool = False, below: Optional[float] = None, unit: str = "") -> float:
+    """``value`` as a ``float`` if it is a finite real number (Python or numpy, not a bool),
+    ``> 0`` with ``positive`` and ``< below`` when given; else :class:`HMMValueError`."""
+    ok = isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)) and math.isfinite(value)
+    ok = ok and (not positive or value > 0) and (below is None or value < below)
+    if not ok:
+        what = ("a positive finite number" if positive else "a finite number") + (f" of {unit}" if unit else "")
+        what += f" below {below:g}" if below is not None else ""
+        raise HMMValueError(f"{name} must be {what}; got {value!r}")
+    return float(value)
+
+
 def check_first_order(what: str, instead: str) -> None:
     """Call at the top of a custom ``backward``: :class:`HMMValueError` when it runs under
     ``create_graph=True`` (a second derivative was asked of a backward that is not differentiable)."""

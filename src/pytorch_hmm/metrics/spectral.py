@@ -23,7 +23,7 @@ from typing import Optional
 import torch
 
 from ..errors import HMMValueError
-from ..validation import LengthsLike, check_count, check_finite, frame_mask
+from ..validation import LengthsLike, check_count, check_finite, check_number, frame_mask
 from ._inputs import as_batch, check_same_batch, lengths_or_full, paired_frames
 
 __all__ = ["mel_cepstral_distortion", "mel_cepstrum", "all_pass_alpha"]
@@ -178,6 +178,12 @@ def mel_cepstrum(
     alpha = all_pass_alpha(sample_rate) if alpha is None else alpha
     if not (isinstance(alpha, (int, float)) and -1.0 < alpha < 1.0):
         raise HMMValueError(f"alpha must be a number in (-1, 1); got {alpha!r}")
+    floor_db = check_number(floor_db, "floor_db", below=0.0, unit="dB")
+    if frame_length is None and 0.025 * sample_rate < 8:
+        raise HMMValueError(
+            f"sample_rate must be in Hz: a 25 ms frame at {sample_rate!r} Hz has fewer than 8 samples "
+            f"(a rate in kHz? 16 kHz is sample_rate=16000); pass frame_length to override"
+        )
     n_fft = frame_length if frame_length is not None else 1 << math.ceil(math.log2(0.025 * sample_rate))
     hop = hop_length if hop_length is not None else max(1, round(0.005 * sample_rate))
     for name, v in (("frame_length", n_fft), ("hop_length", hop)):

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from ..errors import HMMDimensionError, HMMDtypeError, HMMTypeError, HMMValueError
-from ..validation import FLOAT_DTYPES, LengthsLike, check_count, check_float_dtype, check_lengths, frame_mask
+from ..validation import FLOAT_DTYPES, LengthsLike, check_count, check_float_dtype, check_lengths, check_number, frame_mask
 from .audio import check_sample_rate, load_audio, resample
 
 __all__ = [
@@ -293,7 +293,7 @@ def cmvn(features, lengths: LengthsLike = None, *, variance: bool = True, eps: f
     lens = check_lengths(lengths, "lengths", x.shape[0], x.shape[1], x.device, limit_name="T")
     mask = frame_mask(lens, x.shape[1], x.device)[:, :, None]
     _check_finite(torch.where(mask, x, torch.zeros((), dtype=x.dtype, device=x.device)), "features")
-    out = _normalise(x, mask, lens.to(x.dtype)[:, None, None], variance, eps)
+    out = _normalise(x, mask, lens.to(x.dtype)[:, None, None], variance, check_number(eps, "eps", positive=True))
     return out if batched else out[0]
 
 
@@ -310,6 +310,7 @@ def speaker_cmvn(
         ``(T_i, D)`` per utterance, in order, normalised with its speaker's mean (and std).
     """
     items = _feature_list(features)
+    eps = check_number(eps, "eps", positive=True)
     if isinstance(speakers, str) or len(speakers) != len(items):
         got = "a str" if isinstance(speakers, str) else f"{len(speakers)} entries"
         raise HMMValueError(f"speakers must be a sequence with one entry per utterance ({len(items)}); got {got}")
@@ -478,6 +479,4 @@ def _positive_int(value, name: str) -> int:
 
 
 def _positive_number(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
-        raise HMMValueError(f"{name} must be a positive finite number; got {value!r}")
-    return float(value)
+    return check_number(value, name, positive=True)
