@@ -140,3 +140,16 @@ def test_a_sample_rate_in_khz_is_caught():
     # used to leak "negative shift count" from 1 << ceil(log2(0.025 * 16))
     with pytest.raises(HMMValueError, match=r"sample_rate must be in Hz.*16 kHz is sample_rate=16000"):
         mel_cepstrum(torch.randn(16000), 16)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_a_gaussian_duration_too_narrow_for_its_dtype_is_rejected(dtype):
+    from pytorch_hmm.durations import Gaussian as GaussianDuration
+
+    # std = 1e-20 used to give all-NaN duration log-probabilities
+    with pytest.raises(HMMValueError, match=r"std must be at least .* frames in torch.float"):
+        GaussianDuration(2, 10, mean=torch.tensor([3.0, 5.0]), std=torch.tensor([1e-20, 1.0]), dtype=dtype)
+    # a narrow but representable one is a point mass at the mean
+    d = GaussianDuration(1, 10, mean=3.0, std=0.05, dtype=dtype)
+    probs = d.log_probs().detach().exp()
+    assert float(probs[0, 2]) == pytest.approx(1.0, abs=1e-6)

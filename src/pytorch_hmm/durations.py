@@ -218,6 +218,14 @@ class Gaussian(_ExponentialFamily):
         _check_support(num_states, max_duration, min_duration)
         mu = _per_state((min_duration + max_duration) / 2 if mean is None else mean, num_states, "mean", positive=False)
         sigma = _per_state(max(max_duration - min_duration, 1) / 4 if std is None else std, num_states, "std")
+        # the natural parameters grow as 1 / std^2: below this the log-probabilities of nearby
+        # durations differ by less than their rounding error in `dtype` (or overflow to NaN)
+        narrowest = max_duration * math.sqrt(torch.finfo(dtype).eps / 2)
+        if bool((sigma < narrowest).any()):
+            raise HMMValueError(
+                f"std must be at least {narrowest:.3g} frames in {dtype} with max_duration {max_duration} (narrower "
+                f"Gaussians lose the duration to rounding; for a fixed duration use Categorical); got {sigma.tolist()}"
+            )
         natural = torch.stack([mu / sigma ** 2, -0.5 / sigma ** 2], -1)
         super().__init__(natural.to(dtype), max_duration, min_duration)
 
