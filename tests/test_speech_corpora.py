@@ -286,3 +286,30 @@ def test_librispeech_upper_case_suffix(librispeech: Path) -> None:
     utts = {u.id: u for u in LibriSpeech(librispeech, "dev-clean")}
     assert utts["1272-128104-0000"].audio_path.name == "1272-128104-0000.FLAC"
     assert utts["1272-128104-0000"].load_audio().shape == (RATE // 4,)
+
+
+# ---------------------------------------------------------------- one bad byte (issue "Reliability")
+
+
+def test_kss_one_invalid_utf8_line_loses_only_that_line(kss: Path) -> None:
+    transcript = kss / "transcript.v.1.4.txt"
+    lines = transcript.read_bytes().splitlines()
+    lines.insert(1, b"1/1_0009.wav|\xff\xfe bad|\xff|x|1.0|y")  # line 2 is not UTF-8
+    transcript.write_bytes(b"\r\n".join(lines) + b"\r\n")  # and CRLF line ends
+    corpus = KSS(kss)
+    assert [u.id for u in corpus.utterances()] == ["1_0000", "1_0001"]  # both good lines kept
+    got = reasons(corpus)
+    assert got["transcript.v.1.4.txt:2"].startswith("line is not UTF-8")
+    assert got["transcript.v.1.4.txt:7"].startswith("expected path|original")  # numbering unchanged
+    assert len(got) == 5
+
+
+def test_librispeech_one_invalid_utf8_line_loses_only_that_utterance(librispeech: Path) -> None:
+    chapter = librispeech / "LibriSpeech" / "dev-clean" / "84" / "121123"
+    transcript = chapter / "84-121123.trans.txt"
+    transcript.write_bytes(transcript.read_bytes().replace(b"GO DO YOU HEAR", b"GO DO \xe9 HEAR"))
+    corpus = LibriSpeech(librispeech, "dev-clean")
+    assert [u.id for u in corpus.utterances()] == ["1272-128104-0000", "84-121123-0001"]
+    got = reasons(corpus)
+    assert got["84-121123.trans.txt:1"].startswith("line is not UTF-8")
+    assert got["84-121123-0000"].startswith("no transcript line")  # its audio is reported, not lost silently

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional, Union
+from typing import Iterator, Optional, Tuple, Union
 
 import numpy as np
 
@@ -119,6 +119,24 @@ class Corpus:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.root)!r})"
+
+
+def read_lines(path: Path) -> Iterator[Union[Tuple[int, str], CorpusProblem]]:
+    """A transcript's ``(line number, text)`` pairs, decoded line by line as UTF-8 (a leading BOM
+    dropped): a line that is not UTF-8 is reported as ``<file>:<line>`` and the others are kept;
+    a file that cannot be read is one problem."""
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        yield CorpusProblem(str(path), f"unreadable transcript: {err.strerror or err}")
+        return
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    for number, raw in enumerate(data.splitlines(), start=1):
+        try:
+            yield number, raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            yield CorpusProblem(f"{path.name}:{number}", f"line is not UTF-8 ({err.reason} at byte {err.start}): {raw[:40]!r}")
 
 
 def read_text(path: Path) -> Union[str, CorpusProblem]:

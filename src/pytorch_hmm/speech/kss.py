@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Iterator, Optional, Union
 
 from ..errors import HMMValueError
-from .corpus import Corpus, CorpusProblem, Entry, Utterance, read_text
+from .corpus import Corpus, CorpusProblem, Entry, Utterance, read_lines
 
 TEXT_COLUMNS = ("original", "expanded", "decomposed")
 
@@ -27,8 +27,8 @@ class KSS(Corpus):
         transcript: an explicit transcript file instead of the newest under ``root``.
         check_audio: read each audio file's header and skip unreadable ones.
 
-    Skipped and reported: lines with fewer than four ``|`` columns, missing or unreadable wav
-    files, empty text.
+    Skipped and reported: lines that are not UTF-8 or have fewer than four ``|`` columns,
+    missing or unreadable wav files, empty text. Every other line is kept.
     """
 
     speaker = "kss"
@@ -58,11 +58,11 @@ class KSS(Corpus):
         self.audio_dir = self.root / "kss" if (self.root / "kss").is_dir() else self.root
 
     def _entries(self) -> Iterator[Entry]:
-        text = read_text(self.transcript)
-        if isinstance(text, CorpusProblem):
-            yield text
-            return
-        for number, line in enumerate(text.splitlines(), start=1):
+        for item in read_lines(self.transcript):
+            if isinstance(item, CorpusProblem):
+                yield item
+                continue
+            number, line = item
             if not line.strip():
                 continue
             columns = line.split("|")

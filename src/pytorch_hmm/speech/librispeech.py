@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Generator, Iterator, Union
 
 from ..errors import HMMValueError
-from .corpus import Corpus, CorpusProblem, Entry, Utterance, read_text
+from .corpus import Corpus, CorpusProblem, Entry, Utterance, read_lines
 
 
 class LibriSpeech(Corpus):
@@ -55,12 +55,12 @@ class LibriSpeech(Corpus):
             for stem in audio:
                 yield CorpusProblem(stem, "no transcript line")
             return
-        text = read_text(transcript)
-        if isinstance(text, CorpusProblem):
-            yield text
-            return
         listed = set()
-        for number, line in enumerate(text.splitlines(), start=1):
+        for item in read_lines(transcript):
+            if isinstance(item, CorpusProblem):
+                yield item
+                continue
+            number, line = item
             if not line.strip():
                 continue
             utt_id, _, words = line.strip().partition(" ")
