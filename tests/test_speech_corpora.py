@@ -313,3 +313,43 @@ def test_librispeech_one_invalid_utf8_line_loses_only_that_utterance(librispeech
     got = reasons(corpus)
     assert got["84-121123.trans.txt:1"].startswith("line is not UTF-8")
     assert got["84-121123-0000"].startswith("no transcript line")  # its audio is reported, not lost silently
+
+
+def test_a_named_pipe_transcript_is_reported_not_read(tmp_path: Path) -> None:
+    import os
+    import threading
+
+    root = tmp_path / "corpus"
+    write_audio(root / "alice" / "a1.wav")
+    (root / "alice" / "a1.lab").write_text("hello world")
+    write_audio(root / "alice" / "a2.wav")
+    os.mkfifo(root / "alice" / "a2.lab")  # used to block the walk forever
+    result = {}
+    worker = threading.Thread(target=lambda: result.update(u=AudioTextFolder(root).utterances()))
+    worker.daemon = True
+    worker.start()
+    worker.join(timeout=30)
+    assert not worker.is_alive(), "the folder walk blocked on a named pipe"
+    assert [u.id for u in result["u"]] == ["a1"]
+    corpus = AudioTextFolder(root)
+    assert [u.id for u in corpus.utterances()] == ["a1"]
+    assert reasons(corpus)["a2"] == "transcript is not a regular file"
+
+
+def test_duplicate_ids_are_yielded_once_and_reported(kss: Path) -> None:
+    transcript = kss / "transcript.v.1.4.txt"
+    text = transcript.read_text(encoding="utf-8")
+    transcript.write_text(text + kss_line("1/1_0000.wav", "같은 아이디") + "\n", encoding="utf-8")
+    corpus = KSS(kss)
+    utts = corpus.utterances()
+    assert [u.id for u in utts] == ["1_0000", "1_0001"]
+    assert utts[0].text == "그는 괜찮은 척하려고 애쓰는 것 같았다."  # the first is kept
+    assert [p.reason for p in corpus.problems if p.item == "1_0000"][0].startswith("duplicate utterance id")
+
+
+def test_a_punctuation_only_transcript_is_reported(librispeech: Path) -> None:
+    chapter = librispeech / "LibriSpeech" / "dev-clean" / "1272" / "128104"
+    (chapter / "1272-128104.trans.txt").write_text("1272-128104-0000 ... ?! --\n")
+    corpus = LibriSpeech(librispeech, "dev-clean")
+    assert "1272-128104-0000" not in [u.id for u in corpus.utterances()]
+    assert reasons(corpus)["1272-128104-0000"].startswith("transcript has no words")

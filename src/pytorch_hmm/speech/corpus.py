@@ -82,9 +82,15 @@ class Corpus:
 
     def __iter__(self) -> Iterator[Utterance]:
         self.problems = []
+        first: dict[str, Path] = {}  # id -> audio of the utterance that was yielded under it
         for entry in self._entries():
             if isinstance(entry, Utterance):
                 entry = self._check(entry)
+            if isinstance(entry, Utterance):
+                if entry.id in first:
+                    entry = CorpusProblem(entry.id, f"duplicate utterance id (kept the first, {str(first[entry.id])!r})")
+                else:
+                    first[entry.id] = entry.audio_path
             if isinstance(entry, CorpusProblem):
                 self.problems.append(entry)
                 logger.warning("skipped %s", entry)
@@ -94,6 +100,8 @@ class Corpus:
     def _check(self, utt: Utterance) -> Entry:
         if not utt.text.strip():
             return CorpusProblem(utt.id, "empty transcript")
+        if not any(ch.isalnum() for ch in utt.text):
+            return CorpusProblem(utt.id, f"transcript has no words, only punctuation or symbols: {utt.text[:40]!r}")
         if not utt.audio_path.is_file():
             return CorpusProblem(utt.id, f"missing audio {str(utt.audio_path)!r}")
         if self.check_audio:
@@ -125,6 +133,9 @@ def read_lines(path: Path) -> Iterator[Union[Tuple[int, str], CorpusProblem]]:
     """A transcript's ``(line number, text)`` pairs, decoded line by line as UTF-8 (a leading BOM
     dropped): a line that is not UTF-8 is reported as ``<file>:<line>`` and the others are kept;
     a file that cannot be read is one problem."""
+    if not path.is_file():  # a named pipe or device would block the read
+        yield CorpusProblem(str(path), "transcript is not a regular file")
+        return
     try:
         data = path.read_bytes()
     except OSError as err:
@@ -140,7 +151,9 @@ def read_lines(path: Path) -> Iterator[Union[Tuple[int, str], CorpusProblem]]:
 
 
 def read_text(path: Path) -> Union[str, CorpusProblem]:
-    """A transcript file's text, or a problem when it cannot be decoded as UTF-8."""
+    """A transcript file's text, or a problem when it is not a regular file or not UTF-8."""
+    if not path.is_file():  # a named pipe or device would block the read
+        return CorpusProblem(str(path), "transcript is not a regular file")
     try:
         return path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as err:
