@@ -353,3 +353,20 @@ def test_a_punctuation_only_transcript_is_reported(librispeech: Path) -> None:
     corpus = LibriSpeech(librispeech, "dev-clean")
     assert "1272-128104-0000" not in [u.id for u in corpus.utterances()]
     assert reasons(corpus)["1272-128104-0000"].startswith("transcript has no words")
+
+
+def test_symlinked_speaker_folders_are_read_and_loops_reported(tmp_path: Path) -> None:
+    import os
+
+    store = tmp_path / "store" / "carol"
+    write_audio(store / "c1.wav")
+    (store / "c1.lab").write_text("good morning")
+    root = tmp_path / "corpus"
+    write_audio(root / "alice" / "a1.wav")
+    (root / "alice" / "a1.lab").write_text("hello world")
+    os.symlink(store, root / "carol")  # used to be ignored without a report
+    os.symlink(root / "alice", root / "alice" / "loop")  # a loop back into the corpus
+    corpus = AudioTextFolder(root)
+    utts = {u.id: u.speaker for u in corpus.utterances()}
+    assert utts == {"a1": "alice", "c1": "carol"}
+    assert any("is a link to" in p.reason for p in corpus.problems)

@@ -19,6 +19,7 @@ class AudioTextFolder(Corpus):
     unique in the corpus. Where several audio or transcript files share a name, ``.wav`` is
     taken before ``.flac`` and ``.ogg``, and ``.lab`` before ``.txt``.
 
+    Symbolic links to folders are followed (a folder reached twice is read once and reported).
     Skipped and reported: audio without a transcript, transcripts without audio, empty or
     undecodable transcripts, unreadable audio, names already used by another file.
     """
@@ -26,10 +27,17 @@ class AudioTextFolder(Corpus):
     def _entries(self) -> Iterator[Entry]:
         seen: dict[str, Path] = {}
         unlistable: list[OSError] = []
-        for folder, subfolders, files in os.walk(self.root, onerror=unlistable.append):
+        visited: dict[str, Path] = {}  # real path -> the folder first walked there (links are followed)
+        for folder, subfolders, files in os.walk(self.root, onerror=unlistable.append, followlinks=True):
             yield from _unlistable(unlistable)
-            subfolders.sort()
             folder = Path(folder)
+            real = os.path.realpath(folder)
+            if real in visited:  # a link back into the corpus (or a loop): walked once, reported here
+                yield CorpusProblem(str(folder), f"folder is a link to {str(visited[real])!r}, already read")
+                subfolders.clear()
+                continue
+            visited[real] = folder
+            subfolders.sort()
             relative = folder.relative_to(self.root).parts
             speaker = relative[0] if relative else self.root.resolve().name
             by_stem: dict[str, dict[str, Path]] = {}
