@@ -370,3 +370,19 @@ def test_symlinked_speaker_folders_are_read_and_loops_reported(tmp_path: Path) -
     utts = {u.id: u.speaker for u in corpus.utterances()}
     assert utts == {"a1": "alice", "c1": "carol"}
     assert any("is a link to" in p.reason for p in corpus.problems)
+
+
+def test_a_truncated_wav_is_an_audio_error(tmp_path: Path) -> None:
+    from pytorch_hmm.errors import AudioError
+    from pytorch_hmm.speech import audio_info, load_audio
+
+    path = tmp_path / "cut.wav"
+    write_audio(path)
+    whole = path.read_bytes()
+    path.write_bytes(whole[: len(whole) // 2])  # half the samples gone; the header still lists them all
+    for read in (audio_info, load_audio):  # load_audio used to return the half silently
+        with pytest.raises(AudioError, match=r"is truncated: its header declares \d+ bytes of samples, the file holds \d+"):
+            read(path)
+    good = tmp_path / "good.wav"
+    write_audio(good)
+    assert audio_info(good).num_samples == load_audio(good, None)[0].shape[0] > 0  # an intact file passes

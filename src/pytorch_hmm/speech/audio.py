@@ -121,9 +121,39 @@ def _check_file(path: PathLike) -> Path:
         raise AudioError(path, "does not exist")
     if not path.is_file():
         raise AudioError(path, "is not a regular file")
-    if path.stat().st_size == 0:
+    size = path.stat().st_size
+    if size == 0:
         raise AudioError(path, "is empty (0 bytes)")
+    _check_wav_length(path, size)
     return path
+
+
+def _check_wav_length(path: Path, size: int) -> None:
+    """A RIFF/WAVE file whose ``data`` chunk declares more bytes than the file holds is truncated
+    (libsndfile would read the part that is there without a word). Sizes ``0`` and ``0xFFFFFFFF``
+    mean "unknown" (streamed writers) and are not checked; other formats are left to libsndfile."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(12)
+            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+                return
+            offset = 12
+            while True:
+                chunk = fh.read(8)
+                if len(chunk) < 8:
+                    return  # no data chunk: libsndfile reports that
+                declared = int.from_bytes(chunk[4:], "little")
+                offset += 8
+                if chunk[:4] == b"data":
+                    break
+                offset += declared + (declared & 1)  # chunks are padded to an even size
+                fh.seek(offset)
+    except OSError as err:
+        raise _read_error(path, err) from err
+    if declared not in (0, 0xFFFFFFFF) and offset + declared > size:
+        raise AudioError(
+            path, f"is truncated: its header declares {declared} bytes of samples, the file holds {max(size - offset, 0)}"
+        )
 
 
 def _read_error(path: Path, err: Exception) -> AudioError:
