@@ -386,3 +386,22 @@ def test_a_truncated_wav_is_an_audio_error(tmp_path: Path) -> None:
     good = tmp_path / "good.wav"
     write_audio(good)
     assert audio_info(good).num_samples == load_audio(good, None)[0].shape[0] > 0  # an intact file passes
+
+
+def test_a_wav_whose_name_is_not_utf8_is_read(tmp_path: Path) -> None:
+    import os
+
+    from pytorch_hmm.speech import audio_info, load_audio
+
+    root = tmp_path / "corpus"
+    (root / "dave").mkdir(parents=True)
+    write_audio(root / "dave" / "tmp.wav")
+    raw = os.fsencode(root / "dave") + b"/caf\xe9.wav"  # Latin-1 bytes in a Linux file name
+    os.rename(os.fsencode(root / "dave" / "tmp.wav"), raw)
+    with open(os.fsencode(root / "dave") + b"/caf\xe9.lab", "wb") as fh:
+        fh.write(b"good evening")
+    path = Path(os.fsdecode(raw))
+    assert audio_info(path).num_samples == load_audio(path, None)[0].shape[0] > 0  # was "corrupt"
+    corpus = AudioTextFolder(root)
+    assert [u.text for u in corpus.utterances()] == ["good evening"]
+    assert corpus.problems == []

@@ -10,6 +10,7 @@ which; corpus readers catch it to skip and report the file.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import NamedTuple, Optional, Tuple, Union
@@ -57,7 +58,8 @@ def audio_info(path: PathLike) -> AudioInfo:
     import soundfile as sf
 
     try:
-        info = sf.info(str(path))
+        with _opened(path) as source:
+            info = sf.info(source)
     except Exception as err:  # libsndfile's errors and OSError alike
         raise _read_error(path, err) from err
     if info.frames <= 0:
@@ -85,7 +87,8 @@ def load_audio(
     import soundfile as sf
 
     try:
-        data, file_rate = sf.read(str(path), dtype="float32", always_2d=True)  # (N, C)
+        with _opened(path) as source:
+            data, file_rate = sf.read(source, dtype="float32", always_2d=True)  # (N, C)
     except Exception as err:
         raise _read_error(path, err) from err
     if data.shape[0] == 0:
@@ -111,6 +114,19 @@ def check_sample_rate(sample_rate, name: str = "sample_rate") -> int:
     if isinstance(sample_rate, (bool, np.bool_)) or not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
         raise HMMValueError(f"{name} must be a positive integer number of Hz; got {sample_rate!r}")
     return int(sample_rate)
+
+
+@contextlib.contextmanager
+def _opened(path: Path):
+    """What soundfile should open: the path itself, or an open binary file where the name is
+    not valid UTF-8 (bytes a Linux file name may hold; libsndfile cannot take them as text)."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        with open(path, "rb") as fh:
+            yield fh
+        return
+    yield str(path)
 
 
 def _check_file(path: PathLike) -> Path:
