@@ -153,3 +153,14 @@ def test_a_gaussian_duration_too_narrow_for_its_dtype_is_rejected(dtype):
     d = GaussianDuration(1, 10, mean=3.0, std=0.05, dtype=dtype)
     probs = d.log_probs().detach().exp()
     assert float(probs[0, 2]) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_frame_accuracy_with_times_in_samples_is_caught_before_allocating():
+    from pytorch_hmm.alignment import Segment
+    from pytorch_hmm.metrics import frame_accuracy
+
+    # times in samples at 16 kHz: used to request ~119 GiB of frame ids
+    ref = [Segment("a", 0.0, 16000.0 * 3600), Segment("b", 16000.0 * 3600, 16000.0 * 7200)]
+    with pytest.raises(HMMValueError, match=r"segment times must be in seconds \(are they samples or milliseconds\?\)"):
+        frame_accuracy(ref, ref)
+    assert frame_accuracy([Segment("a", 0.0, 1.0)], [Segment("a", 0.0, 1.0)]) == 1.0

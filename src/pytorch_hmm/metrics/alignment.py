@@ -429,6 +429,10 @@ def _frame_ids(seg: _Seg, n_frames: int, shift: float, vocab: dict) -> np.ndarra
     return np.where(inside, ids[np.maximum(k, 0)], -1)
 
 
+# frames frame_accuracy will lay out for one segmentation (1e8: ~11 days at 10 ms, 1.6 GB of ids)
+MAX_FRAMES = 10**8
+
+
 def frame_accuracy(
     ref: Any, hyp: Any, frame_shift: float = 0.01, *, lengths: Any = None, fold: Fold = None
 ) -> float:
@@ -461,6 +465,11 @@ def frame_accuracy(
     good = total = 0
     for r, h in _segmentations(ref, hyp, fold):
         n_frames = int(np.ceil(r.ends[-1] / shift - 0.5 - EPS))
+        if n_frames > MAX_FRAMES:  # checked before two arrays of that many frames are allocated
+            raise HMMValueError(
+                f"ref ends at {float(r.ends[-1]):g} s, {n_frames} frames of frame_shift {shift:g} s (more than "
+                f"{MAX_FRAMES:.0e}); segment times must be in seconds (are they samples or milliseconds?)"
+            )
         vocab: dict = {}
         a, b = _frame_ids(r, n_frames, shift, vocab), _frame_ids(h, n_frames, shift, vocab)
         good += int(np.sum(a == b))
