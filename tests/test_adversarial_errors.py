@@ -164,3 +164,16 @@ def test_frame_accuracy_with_times_in_samples_is_caught_before_allocating():
     with pytest.raises(HMMValueError, match=r"segment times must be in seconds \(are they samples or milliseconds\?\)"):
         frame_accuracy(ref, ref)
     assert frame_accuracy([Segment("a", 0.0, 1.0)], [Segment("a", 0.0, 1.0)]) == 1.0
+
+
+@pytest.mark.parametrize("scale", [1e-20, 1e20])
+def test_kmeans_is_scale_invariant_at_extreme_magnitudes(scale):
+    from pytorch_hmm.emissions import kmeans
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.cat([torch.randn(100, 2, generator=g) - 5, torch.randn(100, 2, generator=g) + 5])
+    c1, l1 = kmeans(x, 2, generator=torch.Generator().manual_seed(1))
+    # |x| ~ 1e20 used to leak torch.multinomial's error (squared distances overflowed float32)
+    c2, l2 = kmeans(x * scale, 2, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(l1, l2)
+    torch.testing.assert_close(c2 / scale, c1, rtol=1e-5, atol=1e-5)

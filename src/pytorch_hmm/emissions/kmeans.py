@@ -56,15 +56,21 @@ def kmeans(
     if not bool(torch.isfinite(x).all()):
         raise HMMValueError("x must be finite; got NaN or infinite values")
 
-    centroids = _plus_plus_seeds(x, k, generator)
-    labels = _sq_dist(x, centroids).argmin(dim=1)
+    # k-means is invariant to a shift and a common scale: cluster (x - mean) / scale, whose
+    # squared distances cannot overflow (|x| ~ 1e20 gave inf - inf = NaN weights) or vanish
+    mean = x.mean(0)
+    scale = (x - mean).abs().amax()
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    z = (x - mean) / scale
+    centroids = _plus_plus_seeds(z, k, generator)
+    labels = _sq_dist(z, centroids).argmin(dim=1)
     for _ in range(iters):
-        centroids = _update(x, labels, centroids, k)
-        new_labels = _sq_dist(x, centroids).argmin(dim=1)
+        centroids = _update(z, labels, centroids, k)
+        new_labels = _sq_dist(z, centroids).argmin(dim=1)
         if torch.equal(new_labels, labels):
             break
         labels = new_labels
-    return centroids, labels
+    return centroids * scale + mean, labels
 
 
 def _sq_dist(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
