@@ -177,3 +177,15 @@ def test_kmeans_is_scale_invariant_at_extreme_magnitudes(scale):
     c2, l2 = kmeans(x * scale, 2, generator=torch.Generator().manual_seed(1))
     assert torch.equal(l1, l2)
     torch.testing.assert_close(c2 / scale, c1, rtol=1e-5, atol=1e-5)
+
+
+def test_double_backward_through_the_semi_markov_kernel_is_a_clear_error():
+    g = torch.Generator().manual_seed(0)
+    e = torch.randn(1, 6, 2, dtype=torch.float64, generator=g, requires_grad=True)
+    trans = torch.tensor([[float("-inf"), 0.0], [0.0, float("-inf")]], dtype=torch.float64)
+    dur = torch.log_softmax(torch.randn(2, 3, dtype=torch.float64, generator=g), -1)
+    log_z = kernel.semi_markov_log_partition(e, trans, dur, torch.zeros(2, dtype=torch.float64)).sum()
+    with pytest.raises(HMMValueError, match="semi_markov_log_partition has first derivatives only"):
+        torch.autograd.grad(log_z, e, create_graph=True)
+    (grad,) = torch.autograd.grad(kernel.semi_markov_log_partition(e, trans, dur, torch.zeros(2, dtype=torch.float64)).sum(), e)
+    assert torch.isfinite(grad).all()

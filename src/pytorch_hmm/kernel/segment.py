@@ -176,8 +176,8 @@ class _LogPartition(torch.autograd.Function):
         return log_z.to(emissions.dtype)
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, grad):  # type: ignore[override]
+        # (not once_differentiable: that runs the body without grad mode, where this check cannot see create_graph)
         check_first_order("kernel.semi_markov_log_partition", "the semi-Markov kernel has no second-order path")
         emissions, trans, durations, init, final, cum, bad, u, end, log_z = ctx.saved_tensors
         lengths = ctx.meta
