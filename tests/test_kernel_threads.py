@@ -74,6 +74,7 @@ def test_one_thread_and_two_threads_agree():
     import numpy as np
 
     from pytorch_hmm.kernel.factors import dense_forward_factors
+    from pytorch_hmm.semiring import underflow_threshold
 
     rng = np.random.default_rng(0)
     b, t, k = 6, 50, 5
@@ -86,7 +87,8 @@ def test_one_thread_and_two_threads_agree():
         for n in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
             numba.set_num_threads(n)
             alpha, log_norm = np.empty((b, t, k)), np.empty((b, t))
-            numba_loops._forward_dense.compiled(e, matrix.numpy(), trans.numpy(), shift.numpy(), np.zeros((b, k)),
+            numba_loops._forward_dense.compiled(e, matrix.numpy(), trans.numpy(), shift.numpy(),
+                                                underflow_threshold(torch.float64, k), np.zeros((b, k)),
                                                 np.full(b, t, np.int64), alpha, log_norm)
             outs.append((alpha, log_norm))
     finally:

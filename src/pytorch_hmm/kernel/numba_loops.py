@@ -84,20 +84,17 @@ def _start_backward(beta, final, last):
 
 
 @numba.njit(**_JIT)
-def _log_vecmat(v, matrix, log_matrix, shift, out, probs, acc):
+def _log_vecmat(v, matrix, log_matrix, shift, doubtful, out, probs, acc):
     """``out = log(exp(v) @ exp(A))`` given ``matrix = exp(A - shift)`` and ``log_matrix = A``
-    (rows: sources). Columns whose sum falls below ``semiring.underflow_threshold`` (mass lost
-    to underflow, or none) are recomputed as an exact ``logsumexp`` over ``A``'s column."""
+    (rows: sources). Columns whose sum falls below ``doubtful`` (``semiring.underflow_threshold``:
+    mass lost to underflow, or none) are recomputed as an exact ``logsumexp`` over ``A``'s column."""
     m = _exp_shifted(v, probs)
-    k = v.shape[0]
     acc[:] = 0
-    for i in range(k):
+    for i in range(v.shape[0]):
         p = probs[i]
         if p != 0:
             for j in range(acc.shape[0]):
                 acc[j] += p * matrix[i, j]
-    info = np.finfo(v.dtype)
-    doubtful = 4.0 * k * info.tiny / info.eps
     for j in range(acc.shape[0]):
         if acc[j] >= doubtful:
             out[j] = np.log(acc[j]) + m + shift[j]
@@ -124,7 +121,7 @@ def _logsumexp_column(v, log_matrix, j):
 
 
 @batch_loop(_chain_work)
-def _forward_dense(e, matrix, log_matrix, shift, init, lengths, alpha, log_norm):
+def _forward_dense(e, matrix, log_matrix, shift, doubtful, init, lengths, alpha, log_norm):
     bsz, t_max, k = e.shape
     for b in numba.prange(bsz):
         bb = np.int64(b) if matrix.shape[0] > 1 else np.int64(0)
@@ -135,7 +132,7 @@ def _forward_dense(e, matrix, log_matrix, shift, init, lengths, alpha, log_norm)
         log_norm[b, 0] = _normalise(alpha[b, 0])
         for t in range(1, lengths[b]):
             s = np.int64(t - 1) if matrix.shape[1] > 1 else np.int64(0)
-            _log_vecmat(alpha[b, t - 1], matrix[bb, s], log_matrix[bb, s], shift[bb, s], alpha[b, t], probs, acc)
+            _log_vecmat(alpha[b, t - 1], matrix[bb, s], log_matrix[bb, s], shift[bb, s], doubtful, alpha[b, t], probs, acc)
             for j in range(k):
                 alpha[b, t, j] += e[b, t, j]
             log_norm[b, t] = _normalise(alpha[b, t])
@@ -143,7 +140,7 @@ def _forward_dense(e, matrix, log_matrix, shift, init, lengths, alpha, log_norm)
 
 
 @batch_loop(_chain_work)
-def _backward_dense(e, matrix, log_matrix, shift, final, lengths, log_norm, beta):
+def _backward_dense(e, matrix, log_matrix, shift, doubtful, final, lengths, log_norm, beta):
     bsz, t_max, k = e.shape
     for b in numba.prange(bsz):
         bb = np.int64(b) if matrix.shape[0] > 1 else np.int64(0)
@@ -156,7 +153,7 @@ def _backward_dense(e, matrix, log_matrix, shift, final, lengths, log_norm, beta
             s = np.int64(t) if matrix.shape[1] > 1 else np.int64(0)
             for j in range(k):
                 c[j] = e[b, t + 1, j] + beta[b, t + 1, j]
-            _log_vecmat(c, matrix[bb, s], log_matrix[bb, s], shift[bb, s], beta[b, t], probs, acc)
+            _log_vecmat(c, matrix[bb, s], log_matrix[bb, s], shift[bb, s], doubtful, beta[b, t], probs, acc)
             for i in range(k):
                 beta[b, t, i] -= log_norm[b, t + 1]
 

@@ -22,7 +22,7 @@ from typing import Optional, Tuple
 import torch
 
 from ..errors import HMMTypeError
-from ..semiring import LogSemiring, MaxSemiring
+from ..semiring import LogSemiring, MaxSemiring, underflow_threshold
 from ..transitions import Banded, Dense, Sparse, TransitionStructure
 from .factors import (
     banded_by_destination,
@@ -49,6 +49,11 @@ def as_steps(log_probs: torch.Tensor, structure: TransitionStructure) -> torch.T
 
 def _log_probs(s: TransitionStructure, step: Optional[int]) -> torch.Tensor:
     return s.log_probs if step is None else s.log_probs[:, step : step + 1]
+
+
+def _doubtful(p) -> float:
+    """The dense loops' :func:`~pytorch_hmm.semiring.underflow_threshold` for ``p``."""
+    return underflow_threshold(p.emissions.dtype, p.shape[2])
 
 
 def _np(x: torch.Tensor):
@@ -122,15 +127,16 @@ class DenseOps(StorageOps):
         from .factors import dense_forward_factors
 
         matrix, shift = dense_forward_factors(p.trans)
-        nl._forward_dense(_np(p.emissions), _np(matrix), _np(p.trans), _np(shift), _np(p.init), _np(p.lengths), alpha, log_norm)
+        nl._forward_dense(_np(p.emissions), _np(matrix), _np(p.trans), _np(shift), _doubtful(p), _np(p.init), _np(p.lengths),
+                          alpha, log_norm)
 
     def numba_backward(self, p, log_norm, beta):
         from . import numba_loops as nl
         from .factors import dense_backward_factors
 
         matrix, shift = dense_backward_factors(p.trans)
-        nl._backward_dense(_np(p.emissions), _np(matrix), _np(p.trans.transpose(-1, -2)), _np(shift), _np(p.final),
-                           _np(p.lengths), _np(log_norm), beta)
+        nl._backward_dense(_np(p.emissions), _np(matrix), _np(p.trans.transpose(-1, -2)), _np(shift), _doubtful(p),
+                           _np(p.final), _np(p.lengths), _np(log_norm), beta)
 
     def numba_viterbi(self, p, pointers, paths, scores):
         from . import numba_loops as nl
