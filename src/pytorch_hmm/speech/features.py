@@ -99,10 +99,10 @@ class FeatureExtractor:
             raise HMMValueError(f"cmvn must be one of {_CMVN}; got {self.cmvn!r}")
         check_sample_rate(self.sample_rate)
         for name in ("window_ms", "hop_ms"):
-            _positive_number(getattr(self, name), name)
+            check_number(getattr(self, name), name, positive=True)
         win = self.win_length
         if self.n_fft is not None:
-            _positive_int(self.n_fft, "n_fft")
+            check_count(self.n_fft, "n_fft")
             if self.n_fft % 2:  # center=True pads n_fft // 2 per side: T = 1 + N // hop needs it even
                 raise HMMValueError(f"n_fft must be an even number of samples; got {self.n_fft}")
             if self.n_fft < win:
@@ -110,7 +110,7 @@ class FeatureExtractor:
                     f"n_fft must be >= the window length ({win} samples = {self.window_ms} ms at "
                     f"{self.sample_rate} Hz); got {self.n_fft}"
                 )
-        n_mels = _positive_int(self.resolved_n_mels, "n_mels")
+        n_mels = check_count(self.resolved_n_mels, "n_mels")
         n_mfcc = self.n_mfcc
         if self.kind == "mfcc" and (isinstance(n_mfcc, bool) or not (isinstance(n_mfcc, int) and 1 <= n_mfcc <= n_mels)):
             raise HMMValueError(f"n_mfcc must be an integer in [1, n_mels] = [1, {n_mels}]; got {self.n_mfcc!r}")
@@ -124,7 +124,7 @@ class FeatureExtractor:
                 f"got fmin={self.fmin!r}, fmax={self.fmax!r}"
             )
         if self.top_db is not None:
-            _positive_number(self.top_db, "top_db")
+            check_number(self.top_db, "top_db", positive=True)
         check_float_dtype(self.dtype)
 
     # ---- framing -----------------------------------------------------------------
@@ -474,9 +474,3 @@ def _check_delta_width(width, name: str) -> None:
         raise HMMValueError(f"{name} must be an odd integer >= 3; got {width!r}")
 
 
-def _positive_int(value, name: str) -> int:
-    return check_count(value, name)
-
-
-def _positive_number(value, name: str) -> float:
-    return check_number(value, name, positive=True)
