@@ -99,7 +99,7 @@ def _left_to_right_gaussian(dtype):
 def test_left_to_right_as_dense_equals_banded(backend, dtype):
     log_em, log_trans, init = _left_to_right_gaussian(dtype)
     tol = 1e-9 if dtype == torch.float64 else 2e-3  # float32 scores of ~5000 nats carry ~5e-4 nats of rounding
-    band = torch.stack([log_trans.diagonal(), F_pad(log_trans.diagonal(1))], -1)
+    band = torch.stack([log_trans.diagonal(), _past_the_end(log_trans.diagonal(1))], -1)
     log_z_d, post_d, xi_d = kernel.marginals(log_em, Dense(log_trans), init, backend=backend)
     log_z_b, post_b, xi_b = kernel.marginals(log_em, Banded(band), init, backend=backend)
     assert torch.isfinite(log_z_d).all() and not torch.isnan(xi_d).any() and not torch.isnan(post_d).any()
@@ -116,7 +116,7 @@ def test_left_to_right_as_dense_equals_banded(backend, dtype):
     torch.testing.assert_close(xi_d[0], dense_from_band, rtol=0.0, atol=tol)
 
 
-def F_pad(v):
+def _past_the_end(v):
     """``(K - 1,)`` superdiagonal -> ``(K,)`` with ``-inf`` for the move past the last state."""
     return torch.cat([v, v.new_full((1,), float("-inf"))])
 
