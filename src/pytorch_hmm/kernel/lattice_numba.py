@@ -257,42 +257,46 @@ def soft_forward_pair(cost, n, m, band, w_diag, gamma, acc):
 
 
 @numba.njit(**_JIT)
-def _edge(r_from, r_to, weight_c, gamma):
-    """Probability that the path reaching a cell with value ``r_to`` came from ``r_from`` (0 if unreachable)."""
-    z = -np.inf if r_to == np.inf else (r_to - r_from - weight_c) / gamma
-    return np.exp(z)
-
-
-@numba.njit(**_JIT)
 def soft_backward_pair(cost, n, m, w_diag, gamma, acc, occupancy, grad_cost):
     """Expected alignment (cell occupancy) and ``d R[n-1, m-1] / d cost`` of one pair.
 
-    ``occupancy[i, j] = sum_succ occupancy[succ] * p(succ came from (i, j))`` with
-    ``p = exp((R[succ] - R[i, j] - w c[succ]) / gamma)``; ``grad_cost = occupancy`` times the
-    expected step weight into the cell (1 for symmetric1). Zero outside the band and lengths.
+    Cells are visited in reverse order; each one's occupancy is complete when it is reached and
+    is pushed to its predecessors with the soft-min weights ``softmax(-(R[pred] + w c) / gamma)``
+    of its own three entries. Taking those weights from the predecessors, not from
+    ``R[cell] - R[pred]``, keeps them a probability distribution when ``R / gamma`` is far
+    beyond the dtype's precision. ``grad_cost = occupancy`` times the expected step weight into
+    the cell (1 for symmetric1). Zero outside the band and lengths.
     """
     r, e, g = acc, occupancy, grad_cost
+    inf = np.inf
+    inv_gamma = 1 / gamma
     e[:, :] = 0
     g[:, :] = 0
+    e[n - 1, m - 1] = 1
     for i in range(n - 1, -1, -1):
         for j in range(m - 1, -1, -1):
-            if r[i, j] == np.inf:
+            occ = e[i, j]
+            if occ == 0:
                 continue
-            if i == n - 1 and j == m - 1:
-                total = 1.0
-            else:
-                total = 0.0
-                if i + 1 < n:
-                    total += e[i + 1, j] * _edge(r[i, j], r[i + 1, j], cost[i + 1, j], gamma)
-                if j + 1 < m:
-                    total += e[i, j + 1] * _edge(r[i, j], r[i, j + 1], cost[i, j + 1], gamma)
-                if i + 1 < n and j + 1 < m:
-                    total += e[i + 1, j + 1] * _edge(r[i, j], r[i + 1, j + 1], w_diag * cost[i + 1, j + 1], gamma)
-            e[i, j] = total
-            weight = 1.0
-            if w_diag != 1 and i > 0 and j > 0:
-                weight += (w_diag - 1) * _edge(r[i - 1, j - 1], r[i, j], w_diag * cost[i, j], gamma)
-            g[i, j] = total * weight
+            c = cost[i, j]
+            up = r[i - 1, j] + c if i > 0 else inf
+            left = r[i, j - 1] + c if j > 0 else inf
+            diag = r[i - 1, j - 1] + w_diag * c if i > 0 and j > 0 else inf
+            low = min(up, min(left, diag))
+            if low == inf:  # the first cell
+                g[i, j] = occ
+                continue
+            p_up = np.exp((low - up) * inv_gamma)
+            p_left = np.exp((low - left) * inv_gamma)
+            p_diag = np.exp((low - diag) * inv_gamma)
+            scale = occ / (p_up + p_left + p_diag)
+            if i > 0:
+                e[i - 1, j] += p_up * scale
+            if j > 0:
+                e[i, j - 1] += p_left * scale
+            if i > 0 and j > 0:
+                e[i - 1, j - 1] += p_diag * scale
+            g[i, j] = occ + (w_diag - 1) * p_diag * scale
 
 
 @batch_loop(lambda cost, *_: (cost.shape[0], 3 * cost.size))

@@ -167,21 +167,33 @@ def run_soft_forward(
     return value, (s, c, cw, xl, yl, transposed, last)
 
 
+def _entry_weights(s: torch.Tensor, c: torch.Tensor, cw: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """For every skewed cell, the probabilities that it was entered vertically, horizontally and
+    diagonally: the soft-min weights of its three entries ``s[pred] - c``. Normalising over the
+    entries, instead of dividing by ``exp(s[cell])``, keeps them a distribution however far
+    ``R / gamma`` lies beyond the dtype's precision. 0 for a cell nothing enters."""
+    vert, horiz, diag = (torch.full_like(s, -math.inf) for _ in range(3))
+    vert[1:, :, 1:] = s[:-1, :, :-1] - c[1:, :, 1:]
+    horiz[1:] = s[:-1] - c[1:]
+    diag[2:, :, 1:] = s[:-2, :, :-1] - cw[2:, :, 1:]
+    top = torch.maximum(torch.maximum(vert, horiz), diag)
+    top.masked_fill_(top == -math.inf, 0.0)
+    for t in (vert, horiz, diag):
+        t.sub_(top).exp_()
+    total = vert + horiz + diag
+    total.masked_fill_(total == 0, 1.0)
+    return vert.div_(total), horiz.div_(total), diag.div_(total)
+
+
 def run_soft_backward(state: SoftState, w_diag: float) -> Tuple[torch.Tensor, torch.Tensor]:
     """Occupancy and ``dR/dcost``, both ``(B, N, M)`` in the caller's orientation."""
     s, c, cw, xl, yl, transposed, last = state
     w = w_diag
     rows, bsz, width = s.shape
     n, m = width - 2, rows - width - 1
-    zero = torch.zeros((), dtype=s.dtype, device=s.device)
-    here = s[2:-2, :, 1:-1]
-
-    def edge(succ, succ_cost):  # p(succ came from here); 0 where succ is unreachable
-        return torch.where(succ > -math.inf, torch.exp(here - succ_cost - succ), zero)
-
-    p_vert = edge(s[3:-1, :, 2:], c[3:-1, :, 2:])
-    p_horiz = edge(s[3:-1, :, 1:-1], c[3:-1, :, 1:-1])
-    p_diag = edge(s[4:, :, 2:], cw[4:, :, 2:])
+    q_vert, q_horiz, q_diag = _entry_weights(s, c, cw)
+    # p(successor came from here), for each cell "here" = s[2:-2, :, 1:-1]
+    p_vert, p_horiz, p_diag = q_vert[3:-1, :, 2:], q_horiz[3:-1, :, 1:-1], q_diag[4:, :, 2:]
     occ = torch.zeros_like(s)
     occ[xl + yl, torch.arange(bsz, device=s.device), xl] = 1
     o_here, o_next = _rows(occ, 1), _rows(occ, 2)  # column i: cell i / cell i + 1
