@@ -147,3 +147,58 @@ def test_dense_step_api_keeps_mass_far_below_the_column_maximum(dtype, gap):
     v = torch.tensor([[0.0, -gap]], dtype=dtype)
     out = kernel.forward_step(v, trans)
     torch.testing.assert_close(out, torch.full_like(out, -gap + math.log(2.0)), rtol=1e-6, atol=0.0)
+
+
+# ---------------------------------------------------------------------------------------
+# posteriors(differentiable=True) (HMMLayer's path) with -inf emissions on feasible sequences
+# ---------------------------------------------------------------------------------------
+
+
+def _enumerated_posteriors(log_em, log_trans, log_init):
+    """``(T, K)`` posteriors of one sequence by summing over all ``K ** T`` paths, as torch ops
+    (so autograd gives the reference gradient); independent of the kernel."""
+    frames, states = log_em.shape
+    paths = torch.cartesian_prod(*[torch.arange(states)] * frames).reshape(-1, frames)
+    scores = log_init[paths[:, 0]] + log_em[torch.arange(frames), paths].sum(1)
+    if frames > 1:
+        scores = scores + log_trans[paths[:, :-1], paths[:, 1:]].sum(1)
+    weights = torch.softmax(scores, 0)
+    onehot = torch.nn.functional.one_hot(paths, states).to(weights.dtype)
+    return (weights[:, None, None] * onehot).sum(0)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("storage", ["dense", "banded"])
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), frames=st.integers(1, 4), states=st.integers(2, 3),
+       scale=st.sampled_from([1.0, 30.0, 300.0]))
+def test_differentiable_posteriors_with_minus_inf_emissions(backend, storage, seed, frames, states, scale):
+    rng = np.random.default_rng(seed)
+    em = rng.normal(0, scale, (frames, states))
+    em[rng.random((frames, states)) < 0.3] = -np.inf
+    trans = np.log(rng.dirichlet(np.ones(states), states))
+    if storage == "banded":  # left-to-right, width 2
+        mask = (np.arange(states)[None] - np.arange(states)[:, None])
+        trans = np.where((mask >= 0) & (mask <= 1), trans, -np.inf)
+    init = np.log(rng.dirichlet(np.ones(states)))
+    e = torch.tensor(em, dtype=torch.float64, requires_grad=True)
+    t = torch.tensor(trans, dtype=torch.float64, requires_grad=True)
+    reference = _enumerated_posteriors(e, t, torch.tensor(init))
+    if torch.isnan(reference).any():  # no feasible path: not what this test is about
+        return
+    if storage == "dense":
+        structure = Dense(t)
+    else:
+        band = torch.stack([t.diagonal(), torch.cat([t.diagonal(1), t.new_full((1,), -math.inf)])], -1)
+        structure = Banded(band)
+    post = kernel.posteriors(e[None], structure, torch.tensor(init), backend=backend, differentiable=True)[0]
+    _close(post, reference.detach(), "posteriors", atol=1e-9)
+    v = torch.tensor(rng.normal(size=(frames, states)))
+    got = torch.autograd.grad((post * v).sum(), (e, t), allow_unused=True)
+    want = torch.autograd.grad((reference * v).sum(), (e, t), allow_unused=True)
+    for g, w, what in zip(got, want, ("d/d emissions", "d/d transitions")):
+        g = torch.zeros_like(e if what == "d/d emissions" else t) if g is None else g
+        w = torch.zeros_like(g) if w is None else w
+        assert not torch.isnan(g).any(), f"{what}: NaN\n{g}"
+        finite = torch.isfinite(e if what == "d/d emissions" else t)  # the reference is 0 or NaN at -inf inputs
+        _close(g[finite], w[finite].detach().numpy(), what, atol=1e-7 * scale)
