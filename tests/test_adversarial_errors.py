@@ -15,7 +15,7 @@ from pytorch_hmm import HMM, kernel
 from pytorch_hmm.alignment import soft_dtw
 from pytorch_hmm.durations import Poisson
 from pytorch_hmm.emissions import Gaussian
-from pytorch_hmm.errors import HMMDtypeError, HMMValueError
+from pytorch_hmm.errors import HMMDimensionError, HMMDtypeError, HMMTypeError, HMMValueError
 from pytorch_hmm.transitions import Dense, ergodic, left_to_right
 
 
@@ -189,3 +189,67 @@ def test_double_backward_through_the_semi_markov_kernel_is_a_clear_error():
         torch.autograd.grad(log_z, e, create_graph=True)
     (grad,) = torch.autograd.grad(kernel.semi_markov_log_partition(e, trans, dur, torch.zeros(2, dtype=torch.float64)).sum(), e)
     assert torch.isfinite(grad).all()
+
+
+def _models():
+    from pytorch_hmm import HSMM, MixtureGaussianHMM
+
+    return {
+        "HMM": HMM(Gaussian(3, 2)),
+        "HSMM": HSMM(Gaussian(3, 2), "poisson", max_duration=4),
+        "MixtureGaussianHMM": MixtureGaussianHMM(3, 2, 2),
+    }
+
+
+@pytest.mark.parametrize("model", ["HMM", "HSMM", "MixtureGaussianHMM"])
+@pytest.mark.parametrize("method", ["forward", "posteriors", "viterbi", "log_emissions"])
+@pytest.mark.parametrize("shape", [(0, 5, 2), (2, 0, 2), (0, 0, 2)], ids=["B0", "T0", "B0T0"])
+def test_models_on_an_empty_batch_say_so(model, method, shape):
+    """Used to leak ``amax()``'s "Expected reduction dim to be specified" from the emission."""
+    with pytest.raises(HMMDimensionError, match=r"x must have at least one sequence and one frame; got shape"):
+        getattr(_models()[model], method)(torch.zeros(shape))
+
+
+@pytest.mark.parametrize("model", ["HMM", "HSMM", "MixtureGaussianHMM"])
+def test_integer_observations_are_not_told_to_convert_the_emission(model):
+    with pytest.raises(HMMDtypeError, match=r"Convert x with x.to\(torch.float32\)$"):
+        _models()[model](torch.zeros(1, 5, 2, dtype=torch.int64))
+    # a float dtype mismatch may go either way
+    with pytest.raises(HMMDtypeError, match=r"x.to\(torch.float32\) or the emission with .to\(torch.float64\)"):
+        _models()[model](torch.zeros(1, 5, 2, dtype=torch.float64))
+
+
+def test_hmm_layer_names_its_argument():
+    from pytorch_hmm import HMMLayer
+
+    layer = HMMLayer(3)
+    with pytest.raises(HMMTypeError, match=r"scores must be a torch.Tensor of shape \(B, T, K\); got ndarray"):
+        layer(np.zeros((1, 5, 3), dtype=np.float32))
+    with pytest.raises(HMMDimensionError, match=r"scores must have at least one sequence, frame and state"):
+        layer(torch.zeros(0, 5, 3))
+
+
+def _wrong_types():
+    from pytorch_hmm.emissions import Categorical, Neural
+    from pytorch_hmm.speech.korean import pronounce
+    from pytorch_hmm.speech.lexicon import Lexicon
+
+    neural = Neural(torch.nn.Linear(2, 3), num_states=3)
+    return [
+        ("x of Categorical", lambda: Categorical(2, 3).log_prob([[0, 1]])),
+        ("probs of Categorical", lambda: Categorical(2, 3, probs=[[0.5, 0.5, 0.0], [0.5, 0.5, 0.0]])),
+        ("x of Neural", lambda: neural.log_prob(np.zeros((1, 4, 2), dtype=np.float32))),
+        ("module of Neural", lambda: Neural("linear", num_states=3)),
+        ("word of pronounce", lambda: pronounce(["한"])),
+        ("entries of Lexicon", lambda: Lexicon([("a", "AH")])),
+        ("data of fit", lambda: HMM(Gaussian(3, 2)).fit(np.zeros((1, 5, 2)))),
+    ]
+
+
+@pytest.mark.parametrize("case", range(7))
+def test_wrong_python_types_raise_the_library_type_error(case):
+    """``TypeError`` for the caller, ``HMMValueError`` for ``except pytorch_hmm.errors...``."""
+    what, call = _wrong_types()[case]
+    with pytest.raises(HMMTypeError, match=r"got (list|ndarray|str|tuple)") as err:
+        call()
+    assert isinstance(err.value, TypeError) and isinstance(err.value, HMMValueError), what

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from pytorch_hmm import kernel
 from pytorch_hmm.emissions.categorical import Categorical
-from pytorch_hmm.errors import HMMDeviceError, HMMDimensionError, HMMDtypeError, HMMValueError
+from pytorch_hmm.errors import HMMDeviceError, HMMDimensionError, HMMDtypeError, HMMTypeError, HMMValueError
 from pytorch_hmm.transitions import Dense
 
 
@@ -334,7 +334,7 @@ def test_constructor_errors():
 
 
 def test_probs_errors():
-    with pytest.raises(HMMDtypeError, match="probs must be a float torch.Tensor"):
+    with pytest.raises(HMMTypeError, match="probs must be a float torch.Tensor"):
         Categorical(2, 3, probs=[[0.5, 0.5, 0.0], [0.5, 0.5, 0.0]])
     with pytest.raises(HMMDtypeError, match="probs must be a floating-point tensor; got torch.int64"):
         Categorical(2, 3, probs=torch.ones(2, 3, dtype=torch.long))
@@ -352,7 +352,7 @@ def test_probs_errors():
 
 def test_x_errors():
     em = Categorical(2, 4)
-    with pytest.raises(HMMDtypeError, match="x must be an integer torch.Tensor"):
+    with pytest.raises(HMMTypeError, match="x must be an integer torch.Tensor"):
         em.log_prob([[0, 1]])
     with pytest.raises(HMMDtypeError, match=r"x must be an integer tensor \(B, T\) of symbols in \[0, 4\); got dtype torch.float32"):
         em.log_prob(torch.zeros(1, 3))

@@ -12,7 +12,7 @@ from torch import nn
 
 from pytorch_hmm import kernel
 from pytorch_hmm.emissions.neural import Neural
-from pytorch_hmm.errors import HMMDimensionError, HMMDtypeError, HMMValueError
+from pytorch_hmm.errors import HMMDimensionError, HMMDtypeError, HMMTypeError, HMMValueError
 from pytorch_hmm.transitions import Dense
 
 
@@ -225,7 +225,7 @@ def test_log_priors_errors():
         em.log_priors = torch.zeros(3)
     with pytest.raises(HMMValueError, match="log_priors must be finite"):
         em.log_priors = torch.tensor([0.0, -math.inf, 0.0, 0.0])
-    with pytest.raises(HMMDtypeError, match=r"counts must be a tensor \(K,\) = \(4,\); got list"):
+    with pytest.raises(HMMTypeError, match=r"counts must be a tensor \(K,\) = \(4,\); got list"):
         em.set_priors_from_counts([1, 2, 3, 4])
     with pytest.raises(HMMDimensionError, match=r"counts must be \(K,\) = \(4,\); got \(2, 2\)"):
         em.set_priors_from_counts(torch.ones(2, 2))
@@ -238,7 +238,7 @@ def test_log_priors_errors():
 
 def test_input_and_output_errors():
     em = Neural(mlp(), num_states=4)
-    with pytest.raises(HMMDtypeError, match="x must be a torch.Tensor"):
+    with pytest.raises(HMMTypeError, match="x must be a torch.Tensor"):
         em.log_prob(np.zeros((1, 2, 3)))
     with pytest.raises(HMMDimensionError, match=r"x must be \(B, T, ...\) \(batch first, then frames\); got \(3,\)"):
         em.log_prob(torch.zeros(3))

@@ -492,7 +492,7 @@ def write_phone_intervals(path: PathLike, intervals: Sequence[PhoneInterval]) ->
     lines = []
     for i, iv in enumerate(intervals):
         if not isinstance(iv, PhoneInterval):
-            raise HMMValueError(f"intervals[{i}] must be a PhoneInterval; got {type(iv).__name__}")
+            raise HMMTypeError(f"intervals[{i}] must be a PhoneInterval; got {type(iv).__name__}")
         lines.append(f"{iv.start:.6f}\t{iv.end:.6f}\t{iv.phone}\n")
     Path(path).write_text("".join(lines), encoding="utf-8")
 

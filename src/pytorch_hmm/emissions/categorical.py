@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import HMMDeviceError, HMMDimensionError, HMMDtypeError, HMMValueError
+from ..errors import HMMDeviceError, HMMDimensionError, HMMDtypeError, HMMTypeError, HMMValueError
 from ..validation import check_count, check_float_dtype
 from .base import Emission, Stats
 
@@ -109,7 +109,7 @@ class Categorical(Emission):
     def _check_probs(self, value: torch.Tensor) -> torch.Tensor:
         k, s = self.num_states, self.num_symbols
         if not isinstance(value, torch.Tensor):
-            raise HMMDtypeError(f"probs must be a float torch.Tensor (K, S) = ({k}, {s}); got {type(value).__name__}")
+            raise HMMTypeError(f"probs must be a float torch.Tensor (K, S) = ({k}, {s}); got {type(value).__name__}")
         if not value.is_floating_point():
             raise HMMDtypeError(f"probs must be a floating-point tensor; got {value.dtype}")
         if tuple(value.shape) != (k, s):
@@ -261,7 +261,7 @@ class Categorical(Emission):
     # ------------------------------------------------------------------ validation
     def _check_x(self, x: torch.Tensor, mask: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
         if not isinstance(x, torch.Tensor):
-            raise HMMDtypeError(f"x must be an integer torch.Tensor (B, T) of symbols; got {type(x).__name__}")
+            raise HMMTypeError(f"x must be an integer torch.Tensor (B, T) of symbols; got {type(x).__name__}")
         if x.dtype not in _INT_DTYPES:
             raise HMMDtypeError(
                 f"x must be an integer tensor (B, T) of symbols in [0, {self.num_symbols}); got dtype {x.dtype}"

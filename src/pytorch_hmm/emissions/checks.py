@@ -10,7 +10,7 @@ from typing import Optional, Sequence, Tuple
 import torch
 
 from ..errors import HMMDeviceError, HMMDimensionError, HMMDtypeError, HMMValueError
-from ..validation import as_tensor, check_tensor
+from ..validation import FLOAT_DTYPES, as_tensor, check_tensor
 from .base import Stats
 
 def broadcast_prior(value, shape: Sequence[int], name: str, dtype: torch.dtype, device) -> torch.Tensor:
@@ -40,10 +40,17 @@ def check_observations(
             actual_shape=x.shape,
             suggestion="for a single sequence use x.unsqueeze(0)" if x.ndim == 2 and x.shape[-1] == dim else None,
         )
+    if 0 in x.shape[:2]:
+        raise HMMDimensionError(
+            f"x must have at least one sequence and one frame; got shape {tuple(x.shape)}",
+            expected_shape=("B>0", "T>0", dim),
+            actual_shape=x.shape,
+        )
     if x.dtype != ref.dtype:
+        other = f" or the emission with .to({x.dtype})" if x.dtype in FLOAT_DTYPES else ""
         raise HMMDtypeError(
             f"x must have the dtype of the emission parameters ({ref.dtype}); got {x.dtype}. "
-            f"Convert x with x.to({ref.dtype}) or the emission with .to({x.dtype})"
+            f"Convert x with x.to({ref.dtype}){other}"
         )
     if x.device != ref.device:
         raise HMMDeviceError(f"x must be on the device of the emission parameters ({ref.device}); got {x.device}")

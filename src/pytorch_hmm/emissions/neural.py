@@ -21,7 +21,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from ..errors import HMMDimensionError, HMMDtypeError, HMMValueError
+from ..errors import HMMDimensionError, HMMDtypeError, HMMTypeError, HMMValueError
 from ..validation import check_count
 from .base import Emission
 
@@ -60,7 +60,7 @@ class Neural(Emission):
     ) -> None:
         super().__init__()
         if not isinstance(module, nn.Module):
-            raise HMMValueError(f"module must be a torch.nn.Module; got {type(module).__name__}")
+            raise HMMTypeError(f"module must be a torch.nn.Module; got {type(module).__name__}")
         if mode not in _MODES:
             raise HMMValueError(f"mode must be 'log_likelihood' or 'hybrid'; got {mode!r}")
         if num_states is not None:
@@ -128,7 +128,7 @@ class Neural(Emission):
             raise HMMValueError("log_priors only apply in mode='hybrid'; got mode='log_likelihood'")
         k = self.num_states
         if not isinstance(counts, torch.Tensor):
-            raise HMMDtypeError(f"counts must be a tensor (K,) = ({k},); got {type(counts).__name__}")
+            raise HMMTypeError(f"counts must be a tensor (K,) = ({k},); got {type(counts).__name__}")
         if tuple(counts.shape) != (k,):
             raise HMMDimensionError(
                 f"counts must be (K,) = ({k},); got {tuple(counts.shape)}",
@@ -152,7 +152,7 @@ class Neural(Emission):
         The module sees every frame (padding included), so padded frames must hold finite values.
         """
         if not isinstance(x, torch.Tensor):
-            raise HMMDtypeError(f"x must be a torch.Tensor (B, T, ...); got {type(x).__name__}")
+            raise HMMTypeError(f"x must be a torch.Tensor (B, T, ...); got {type(x).__name__}")
         if x.ndim < 2:
             raise HMMDimensionError(
                 f"x must be (B, T, ...) (batch first, then frames); got {tuple(x.shape)}",

@@ -27,7 +27,7 @@ import operator
 
 import torch
 
-from ..errors import HMMDeviceError, HMMDimensionError, HMMDtypeError, HMMValueError
+from ..errors import HMMDeviceError, HMMDimensionError, HMMDtypeError, HMMTypeError, HMMValueError
 from ..semiring import LogSemiring, MaxSemiring, underflow_threshold
 from ..transitions import TransitionStructure
 from ..validation import FLOAT_DTYPES, check_tensor
@@ -194,7 +194,7 @@ def _check_step_inputs(scores, transitions, log_emissions_t, step, name):
     try:
         step = operator.index(step)
     except TypeError:
-        raise HMMValueError(f"step must be an int; got {type(step).__name__}") from None
+        raise HMMTypeError(f"step must be an int; got {type(step).__name__}") from None
     if s.time_varying and not 0 <= step < s.log_probs.shape[1]:
         raise HMMValueError(
             f"step must index the T-1 == {s.log_probs.shape[1]} steps of time-varying transitions, "

@@ -12,6 +12,7 @@ from ..errors import HMMDimensionError, HMMTypeError, HMMValueError
 from ..kernel import posteriors, viterbi
 from ..transitions import TransitionStructure, ergodic, left_to_right
 from ..transitions.components import BandedTransitions, DenseTransitions, Initial, TransitionComponent, as_transition_component
+from ..validation import check_frame_scores
 from .base import rename_old_keys
 
 MODES = ("posteriors", "viterbi")
@@ -72,12 +73,12 @@ class HMMLayer(nn.Module):
 
         Padded frames (at or after ``lengths``) give 0.
         """
-        if not isinstance(scores, torch.Tensor) or scores.ndim != 3 or scores.shape[-1] != self.num_states:
-            shape = tuple(scores.shape) if isinstance(scores, torch.Tensor) else type(scores).__name__
+        check_frame_scores(scores, "scores", "K", "state")
+        if scores.shape[-1] != self.num_states:
             raise HMMDimensionError(
-                f"scores must be (B, T, K) with K == {self.num_states}; got {shape}",
+                f"scores must be (B, T, K) with K == {self.num_states}; got {tuple(scores.shape)}",
                 expected_shape=("B", "T", self.num_states),
-                actual_shape=scores.shape if isinstance(scores, torch.Tensor) else None,
+                actual_shape=scores.shape,
             )
         log_init = self.initial.log_probs
         if self.mode == "viterbi" and not self.training:

@@ -51,7 +51,7 @@ from __future__ import annotations
 import unicodedata
 from typing import Optional
 
-from ..errors import HMMValueError
+from ..errors import HMMTypeError, HMMValueError
 
 ONSETS = tuple("ㄱㄲㄴㄷㄸㄹㅁㅂㅃㅅㅆㅇㅈㅉㅊㅋㅌㅍㅎ")
 NUCLEI = tuple("ㅏㅐㅑㅒㅓㅔㅕㅖㅗㅘㅙㅚㅛㅜㅝㅞㅟㅠㅡㅢㅣ")
@@ -195,7 +195,7 @@ def pronounce(word: str) -> str:
     ``word`` is precomposed syllables or conjoining jamo; anything else is an error.
     """
     if not isinstance(word, str):
-        raise HMMValueError(f"word must be a str of Hangul syllables; got {type(word).__name__}")
+        raise HMMTypeError(f"word must be a str of Hangul syllables; got {type(word).__name__}")
     word = unicodedata.normalize("NFC", word)
     bad = [ch for ch in word if not is_syllable(ch)]
     if not word or bad:

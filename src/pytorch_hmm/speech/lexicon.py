@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Mapping, NamedTuple, Optional, Sequence, Union
 
-from ..errors import HMMValueError
+from ..errors import HMMTypeError, HMMValueError
 
 G2P = Callable[[str], Optional[Sequence[str]]]
 PathLike = Union[str, Path]
@@ -242,9 +242,9 @@ class Lexicon:
         silence_phone: Optional[str] = "sil",
     ) -> None:
         if entries is not None and not isinstance(entries, Mapping):
-            raise HMMValueError(f"entries must be a mapping word -> pronunciations; got {type(entries).__name__}")
+            raise HMMTypeError(f"entries must be a mapping word -> pronunciations; got {type(entries).__name__}")
         if g2p is not None and not callable(g2p):
-            raise HMMValueError(f"g2p must be callable (word -> phones or None); got {type(g2p).__name__}")
+            raise HMMTypeError(f"g2p must be callable (word -> phones or None); got {type(g2p).__name__}")
         for name, phone in (("oov_phone", oov_phone), ("silence_phone", silence_phone or "sil")):
             if not is_phone_name(phone):
                 raise HMMValueError(f"{name} must be a non-empty phone name without spaces; got {phone!r}")
@@ -407,7 +407,7 @@ class Lexicon:
         it, else it splits into its parts. Numbers are left as they are.
         """
         if not isinstance(text, str):
-            raise HMMValueError(f"text must be a str; got {type(text).__name__}")
+            raise HMMTypeError(f"text must be a str; got {type(text).__name__}")
         words: list[str] = []
         for token in _tokens(_key(text).translate(_APOSTROPHES)):
             if token not in self:

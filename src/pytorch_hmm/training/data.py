@@ -8,7 +8,7 @@ from typing import Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
-from ..errors import HMMDimensionError, HMMValueError
+from ..errors import HMMDimensionError, HMMTypeError, HMMValueError
 from ..validation import check_lengths
 
 Batch = Tuple[torch.Tensor, Optional[torch.Tensor]]
@@ -45,7 +45,7 @@ def as_batches(data: Data, lengths: Optional[torch.Tensor] = None) -> List[Batch
         raise HMMValueError("data must be re-iterable for EM (a tensor, a list or a DataLoader); got a one-shot iterator")
     if isinstance(data, Iterable):
         return _Rebatch(data)
-    raise HMMValueError(f"data must be a padded tensor, a list of tensors or an iterable of batches; got {type(data).__name__}")
+    raise HMMTypeError(f"data must be a padded tensor, a list of tensors or an iterable of batches; got {type(data).__name__}")
 
 
 class _Rebatch:
@@ -61,4 +61,4 @@ class _Rebatch:
             elif isinstance(item, (list, tuple)) and len(item) == 2 and isinstance(item[0], torch.Tensor):
                 yield item[0], item[1]
             else:
-                raise HMMValueError(f"each batch must be a tensor or an (x, lengths) pair; got {type(item).__name__}")
+                raise HMMTypeError(f"each batch must be a tensor or an (x, lengths) pair; got {type(item).__name__}")

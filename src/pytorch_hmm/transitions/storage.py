@@ -267,7 +267,7 @@ class Sparse(TransitionStructure):
         ``log_probs[..., j, w] = banded.log_probs[..., j - w, w]``; same batch and time layout.
         """
         if not isinstance(banded, Banded):
-            raise HMMValueError(f"banded must be a pytorch_hmm.transitions.Banded structure; got {type(banded).__name__}")
+            raise HMMTypeError(f"banded must be a pytorch_hmm.transitions.Banded structure; got {type(banded).__name__}")
         k, w = banded.num_states, banded.width
         lp = banded.log_probs.masked_fill(~banded.valid_mask(), float("-inf"))
         columns = [torch.cat([lp.new_full(lp.shape[:-2] + (d,), float("-inf")), lp[..., : k - d, d]], -1) for d in range(w)]

@@ -8,7 +8,7 @@ from typing import NamedTuple, Optional, Sequence
 import numpy as np
 
 from ...alignment.segments import PhoneInterval
-from ...errors import HMMValueError
+from ...errors import HMMTypeError, HMMValueError
 from ..audio import resample
 
 SILENCE = "sil"
@@ -64,7 +64,7 @@ def _retime(syn: Synthesis, sample_rate: Optional[int]) -> Synthesis:
 
 def _check_text(text: object, name: str = "text") -> str:
     if not isinstance(text, str):
-        raise HMMValueError(f"{name} must be a str; got {type(text).__name__}")
+        raise HMMTypeError(f"{name} must be a str; got {type(text).__name__}")
     text = " ".join(text.split())
     if not any(c.isalnum() for c in text):
         raise HMMValueError(f"{name} must contain at least one word; got {text!r}")
