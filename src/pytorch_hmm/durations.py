@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from .errors import HMMDimensionError, HMMValueError
+from .semiring import log_normalise
 from .validation import check_count
 
 __all__ = ["Duration", "Poisson", "Gaussian", "Gamma", "Categorical", "Neural"]
@@ -104,7 +105,7 @@ def _check_support(num_states: Optional[int], max_duration: int, min_duration: i
 
 
 def _per_state(value: Param, k: int, name: str, positive: bool = True) -> torch.Tensor:
-    v = torch.as_tensor(value, dtype=torch.float64)
+    v = torch.as_tensor(value, dtype=torch.float64, device="cpu")  # checked on the host (also under torch.device("meta"))
     if v.ndim == 0:
         v = v.expand(k)
     if v.shape != (k,):
@@ -294,7 +295,7 @@ class Categorical(Duration):
 
     def log_probs(self, context: Optional[torch.Tensor] = None) -> torch.Tensor:
         self._no_context(context)
-        return torch.log_softmax(self.logits.masked_fill(~self.support(self.logits.device), -math.inf), -1)
+        return log_normalise(self.logits.masked_fill(~self.support(self.logits.device), -math.inf))
 
     @torch.no_grad()
     def m_step(self, stats: torch.Tensor) -> None:
@@ -325,7 +326,7 @@ class Neural(Duration):
             raise HMMDimensionError(f"Neural durations need a context of shape (K, C) or (B, K, C) with C == {self.context_dim}; got {shape}",
                                     expected_shape=("K", self.context_dim), actual_shape=shape)
         logits = self.net(context)
-        return torch.log_softmax(logits.masked_fill(~self.support(logits.device), -math.inf), -1)
+        return log_normalise(logits.masked_fill(~self.support(logits.device), -math.inf))
 
     def init_stats(self) -> torch.Tensor:
         raise HMMValueError(_NO_M_STEP)

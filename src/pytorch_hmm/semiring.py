@@ -22,7 +22,7 @@ from typing import Tuple
 
 import torch
 
-__all__ = ["LogSemiring", "MaxSemiring", "underflow_threshold"]
+__all__ = ["LogSemiring", "MaxSemiring", "log_normalise", "underflow_threshold"]
 
 
 def underflow_threshold(dtype: torch.dtype, k: int) -> float:
@@ -34,6 +34,13 @@ def underflow_threshold(dtype: torch.dtype, k: int) -> float:
     """
     info = torch.finfo(dtype)
     return 4.0 * k * info.tiny / info.eps
+
+
+def log_normalise(logits: torch.Tensor) -> torch.Tensor:
+    """``log_softmax`` over the last axis; a row without any finite entry (a state that emits,
+    moves or lasts nothing) stays all ``-inf`` with zero gradient instead of becoming NaN."""
+    empty = ~torch.isfinite(logits).any(-1, keepdim=True)
+    return torch.log_softmax(logits.masked_fill(empty, 0.0), -1).masked_fill(empty, float("-inf"))
 
 
 def _log_vecmat(v: torch.Tensor, exp_matrix: torch.Tensor, shift: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:

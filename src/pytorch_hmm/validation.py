@@ -17,10 +17,10 @@ from typing import Optional, Sequence, Union
 import numpy as np
 import torch
 
-from .errors import HMMDimensionError, HMMDtypeError, HMMTypeError, HMMValueError
+from .errors import HMMDeviceError, HMMDimensionError, HMMDtypeError, HMMTypeError, HMMValueError
 
 __all__ = [
-    "LengthsLike", "FLOAT_DTYPES", "frame_mask", "check_tensor", "check_float_dtype", "check_lengths",
+    "LengthsLike", "FLOAT_DTYPES", "frame_mask", "check_tensor", "check_not_meta", "check_float_dtype", "check_lengths",
     "check_frame_scores", "check_finite_or_neginf", "check_finite", "check_stochastic", "stochastic_tolerance",
     "as_tensor", "check_shape", "check_count", "check_float_batch",
 ]
@@ -38,6 +38,16 @@ def check_tensor(x: object, name: str, what: str) -> torch.Tensor:
     """``x`` itself if it is a tensor; otherwise :class:`HMMTypeError` naming ``name`` and ``what`` (e.g. ``"(B, T, K)"``)."""
     if not isinstance(x, torch.Tensor):
         raise HMMTypeError(f"{name} must be a torch.Tensor of shape {what}; got {type(x).__name__}")
+    return x
+
+
+def check_not_meta(x: torch.Tensor, name: str) -> torch.Tensor:
+    """``x`` unless it is a meta tensor, which has a shape but no values to compute with."""
+    if x.is_meta:
+        raise HMMDeviceError(
+            f"{name} is on the meta device (no data); pytorch_hmm computes on real values. After building a "
+            "model under torch.device('meta'), call model.to_empty(device=...) and load its state dict"
+        )
     return x
 
 
@@ -144,7 +154,7 @@ def check_lengths(
 def check_frame_scores(x: torch.Tensor, name: str, last: str, unit: str, layout: str = "") -> torch.Tensor:
     """A non-empty float32/float64 ``(B, T, last)`` tensor of per-frame scores (emissions, CTC
     log-probabilities); ``unit`` names the last axis' entries, ``layout`` prefixes the shape."""
-    check_tensor(x, name, f"(B, T, {last})")
+    check_not_meta(check_tensor(x, name, f"(B, T, {last})"), name)
     if x.ndim != 3:
         raise HMMDimensionError(
             f"{name} must be {layout}(B, T, {last}); got shape {tuple(x.shape)}",
@@ -170,7 +180,7 @@ def check_float_batch(x: object, name: str, dims: Sequence[str], parts: str, sin
     ``single`` one batch item in the hint for input without the batch axis (e.g. ``"pair"``).
     """
     what = "(" + ", ".join(dims) + ")"
-    check_tensor(x, name, what)
+    check_not_meta(check_tensor(x, name, what), name)
     if x.ndim != len(dims):
         raise HMMDimensionError(
             f"{name} must be {what}; got shape {tuple(x.shape)}",
@@ -194,8 +204,10 @@ def check_finite_or_neginf(x: torch.Tensor, name: str, where: Optional[torch.Ten
 
     ``-inf`` (an impossible event) is allowed. One reduction in the common case: the maximum is
     NaN or +inf iff such an entry exists. ``scope`` is appended to the name in the message
-    (e.g. ``" (at valid frames)"``).
+    (e.g. ``" (at valid frames)"``). Meta tensors (deferred initialisation) carry no values to check.
     """
+    if x.is_meta:
+        return
     x = x.detach()
     if where is not None:
         x = torch.where(where, x, torch.zeros((), dtype=x.dtype, device=x.device))
@@ -241,6 +253,8 @@ def check_stochastic(
     check_tensor(probs, name, "(..., K)")
     if probs.dtype not in FLOAT_DTYPES:
         raise HMMDtypeError(f"{name} must be a float32/float64 tensor; got {probs.dtype}")
+    if probs.is_meta:  # deferred initialisation: no values to check
+        return probs
     if torch.isnan(probs).any() or (probs < 0).any() or (probs > 1).any():
         raise HMMValueError(f"{name} must hold probabilities in [0, 1]; got values outside that range or NaN")
     p = probs if valid is None else probs.masked_fill(~valid, 0.0)

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import HMMDeviceError, HMMDimensionError, HMMDtypeError, HMMTypeError, HMMValueError
+from ..semiring import log_normalise
 from ..validation import check_count, check_float_dtype
 from .base import Emission, Stats
 
@@ -69,9 +70,10 @@ class Categorical(Emission):
         self.num_symbols = num_symbols
         shape = (num_states, num_symbols)
         self.logits = nn.Parameter(torch.zeros(shape, dtype=dtype, device=device))
-        pc = torch.as_tensor(pseudocount, dtype=dtype, device=device)
+        pc = torch.as_tensor(pseudocount, dtype=dtype, device="cpu")  # checked on the host, then moved
         if torch.isnan(pc).any() or torch.isinf(pc).any():
             raise HMMValueError(f"pseudocount must be finite; got {pseudocount!r}")
+        pc = pc.to(self.logits.device)
         try:
             pc = pc.expand(shape).clone()
         except RuntimeError:
@@ -92,7 +94,7 @@ class Categorical(Emission):
     @property
     def log_probs(self) -> torch.Tensor:
         """``(K, S)`` log emission probabilities (differentiable w.r.t. :attr:`logits`)."""
-        return torch.log_softmax(self.logits, dim=-1)
+        return log_normalise(self.logits)
 
     @property
     def probs(self) -> torch.Tensor:
@@ -119,6 +121,8 @@ class Categorical(Emission):
                 actual_shape=value.shape,
             )
         value = value.detach().to(self.logits.device)
+        if value.is_meta:  # deferred initialisation: no values to check
+            return value
         if torch.isnan(value).any():
             raise HMMValueError("probs must not contain NaN")
         if (value < 0).any():

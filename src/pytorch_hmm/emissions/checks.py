@@ -10,7 +10,7 @@ from typing import Optional, Sequence, Tuple
 import torch
 
 from ..errors import HMMDeviceError, HMMDimensionError, HMMDtypeError, HMMValueError
-from ..validation import FLOAT_DTYPES, as_tensor, check_tensor
+from ..validation import FLOAT_DTYPES, as_tensor, check_not_meta, check_tensor
 from .base import Stats
 
 def broadcast_prior(value, shape: Sequence[int], name: str, dtype: torch.dtype, device) -> torch.Tensor:
@@ -32,7 +32,7 @@ def check_observations(
     Returns ``x`` with padded frames (mask False) set to 0, and the mask. NaN or inf is an
     error at valid frames only, so padding may hold anything.
     """
-    check_tensor(x, "x", "(B, T, D)")
+    check_not_meta(check_tensor(x, "x", "(B, T, D)"), "x")
     if x.ndim != 3 or x.shape[-1] != dim:
         raise HMMDimensionError(
             f"x must be (B, T, D) with D == {dim}; got {tuple(x.shape)}",

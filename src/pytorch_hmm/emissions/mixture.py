@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from ..errors import HMMValueError
+from ..semiring import log_normalise
 from .base import Emission, Stats
 from ..validation import as_tensor, check_count, check_float_dtype, check_shape
 from .checks import (
@@ -222,7 +223,7 @@ class GaussianMixture(Emission):
             dens = diag_log_density(x2d, means, self.log_var.reshape(k * m, d))
         else:
             dens = full_log_density(x2d, means, scale_tril_from_raw(self.scale_tril_raw).reshape(k * m, d, d))
-        return dens.reshape(-1, k, m) + torch.log_softmax(self.logits, -1)
+        return dens.reshape(-1, k, m) + log_normalise(self.logits)
 
     def log_prob(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         """``(B, T, K)`` ``log sum_m w_km N(x_bt; mu_km, Sigma_km)`` for ``x`` ``(B, T, D)``.

@@ -40,8 +40,9 @@ from typing import Dict, Optional
 import torch
 from torch import nn
 
-from ..errors import HMMDimensionError, HMMTypeError
-from ..validation import FLOAT_DTYPES, check_stochastic, check_tensor
+from ..errors import HMMDimensionError, HMMTypeError, HMMValueError
+from ..semiring import log_normalise
+from ..validation import FLOAT_DTYPES, check_finite_or_neginf, check_stochastic, check_tensor
 from .storage import Banded, Dense, Sparse, TransitionStructure
 
 __all__ = [
@@ -59,6 +60,14 @@ def _float_table(x: object, name: str, what: str) -> torch.Tensor:
     return x
 
 
+def _check_some_state(log_probs: torch.Tensor, name: str, verb: str) -> None:
+    """Raise unless ``log_probs`` ``(K,)`` is free of NaN / +inf and allows at least one state
+    (else no sequence is feasible)."""
+    check_finite_or_neginf(log_probs, name)
+    if not log_probs.is_meta and not bool((log_probs > -math.inf).any()):
+        raise HMMValueError(f"{name} must let some state {verb} (every sequence would be infeasible); got all -inf")
+
+
 class Component(nn.Module):
     """Base of the learned components: a ``logits`` table normalised in groups, plus EM statistics.
 
@@ -72,6 +81,7 @@ class Component(nn.Module):
     def __init__(self, logits: torch.Tensor, exists: Optional[torch.Tensor] = None) -> None:
         super().__init__()
         exists = torch.ones(logits.shape, dtype=torch.bool, device=logits.device) if exists is None else exists.to(logits.device, torch.bool)
+        check_finite_or_neginf(logits, f"{type(self).__name__} log-probabilities", exists)
         self.register_buffer("exists", exists, persistent=False)
         # entries that do not exist hold 0 (ignored), so optimisers never see -inf there
         self.logits = nn.Parameter(logits.detach().clone().masked_fill(~exists, 0.0))
@@ -90,8 +100,7 @@ class Component(nn.Module):
 
     def _normalise(self, logits: torch.Tensor) -> torch.Tensor:
         """Per-row log-softmax; rows without any finite entry stay ``-inf``."""
-        empty = ~torch.isfinite(logits).any(-1, keepdim=True)
-        return torch.log_softmax(logits.masked_fill(empty, 0.0), -1).masked_fill(empty, -math.inf)
+        return log_normalise(logits)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         """Entries that do not exist hold 0 after loading too (older checkpoints stored ``-inf`` there)."""
@@ -152,6 +161,7 @@ class Initial(Component):
         if log_probs.ndim != 1 or log_probs.shape[0] < 1:
             raise HMMDimensionError(f"Initial log_probs must be (K,); got {tuple(log_probs.shape)}",
                                     expected_shape=("K",), actual_shape=log_probs.shape)
+        _check_some_state(log_probs, "Initial log_probs", "start")
         super().__init__(log_probs)
 
     @classmethod
@@ -378,6 +388,7 @@ class Final(nn.Module):
         if log_weights.ndim != 1:
             raise HMMDimensionError(f"log_final must be (K,); got {tuple(log_weights.shape)}",
                                     expected_shape=("K",), actual_shape=log_weights.shape)
+        _check_some_state(log_weights, "log_final", "end")
         self.register_buffer("log_weights", log_weights.detach().clone())
 
     @classmethod
