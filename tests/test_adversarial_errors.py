@@ -7,6 +7,8 @@ return the right result.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -253,3 +255,160 @@ def test_wrong_python_types_raise_the_library_type_error(case):
     with pytest.raises(HMMTypeError, match=r"got (list|ndarray|str|tuple)") as err:
         call()
     assert isinstance(err.value, TypeError) and isinstance(err.value, HMMValueError), what
+
+
+# ---------------------------------------------------------------------------------------
+# the model's own parameters: NaN reported where it is given, -inf rows kept, meta tensors
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "build,message",
+    [
+        (lambda: _initial(torch.tensor([float("nan"), 0.0, 0.0])), r"Initial log_probs must not contain NaN or \+inf; found NaN"),
+        (lambda: _initial(torch.full((3,), float("-inf"))), r"Initial log_probs must let some state start .*got all -inf"),
+        (lambda: _final(torch.tensor([float("inf"), 0.0, 0.0])), r"log_final must not contain NaN or \+inf; found \+inf"),
+        (lambda: _final(torch.full((3,), float("-inf"))), r"log_final must let some state end .*got all -inf"),
+        (lambda: _dense_component(torch.tensor([[float("nan"), 0.0], [0.0, 0.0]])),
+         r"DenseTransitions log-probabilities must not contain NaN or \+inf; found NaN"),
+    ],
+    ids=["initial-nan", "initial-none", "final-inf", "final-none", "dense-nan"],
+)
+def test_component_parameters_are_checked_where_they_are_given(build, message):
+    """These used to construct fine and fail at decode time as "log_init ... found NaN"."""
+    with pytest.raises(HMMValueError, match=message):
+        build()
+
+
+def _initial(v):
+    from pytorch_hmm.transitions import Initial
+
+    return HMM(Gaussian(3, 2), initial=Initial(v))
+
+
+def _final(v):
+    return HMM(Gaussian(3, 2), final=v)
+
+
+def _dense_component(v):
+    from pytorch_hmm.transitions import DenseTransitions
+
+    return DenseTransitions(v)
+
+
+def test_a_categorical_state_that_emits_nothing_is_impossible_not_nan():
+    """A row of -inf logits used to normalise to NaN, reported as "log_emissions ... found NaN"."""
+    from pytorch_hmm.emissions import Categorical
+
+    emission = Categorical(3, 4, probs=torch.tensor([[0.25] * 4, [0.1, 0.2, 0.3, 0.4], [0.4, 0.3, 0.2, 0.1]]))
+    with torch.no_grad():
+        emission.logits[1] = float("-inf")
+    x = torch.tensor([[0, 1, 2, 3]])
+    scores = emission.log_prob(x)
+    assert torch.isneginf(scores[..., 1]).all() and torch.isfinite(scores[..., [0, 2]]).all()
+    model = HMM(emission)
+    log_z = model(x)
+    assert torch.isfinite(log_z).all()
+    post = model.posteriors(x)
+    assert (post[..., 1] == 0).all()  # the state that emits nothing is never visited
+    torch.testing.assert_close(post.sum(-1), torch.ones(1, 4))
+    (g,) = torch.autograd.grad(log_z.sum(), emission.logits)
+    assert not torch.isnan(g).any()
+
+
+@pytest.mark.parametrize("build", ["mixture", "durations"])
+def test_all_minus_inf_rows_of_other_tables_stay_minus_inf(build):
+    from pytorch_hmm import durations
+    from pytorch_hmm.emissions import GaussianMixture
+
+    if build == "mixture":
+        em = GaussianMixture(2, 2, 1)
+        with torch.no_grad():
+            em.logits[0] = float("-inf")
+        out = em.log_prob(torch.zeros(1, 3, 1))
+        assert torch.isneginf(out[..., 0]).all() and torch.isfinite(out[..., 1]).all()
+    else:
+        d = durations.Categorical(2, 3)
+        with torch.no_grad():
+            d.logits[1] = float("-inf")
+        lp = d.log_probs()
+        assert torch.isneginf(lp[1]).all() and torch.isfinite(lp[0]).all()
+
+
+def test_duration_probs_without_mass_on_the_support_are_rejected():
+    from pytorch_hmm import durations
+
+    with pytest.raises(HMMValueError, match=r"probs must put mass on durations 2\.\.3 .* row 0 has none"):
+        durations.Categorical(2, 3, probs=torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.5, 0.5]]), min_duration=2)
+
+
+def test_models_build_on_the_meta_device_and_load_real_weights():
+    """Deferred initialisation used to fail with "Tensor.item() cannot be called on meta tensors"."""
+    from pytorch_hmm import HSMM, HMMLayer, MixtureGaussianHMM
+    from pytorch_hmm.emissions import Categorical
+
+    builders = [lambda: HMM(Gaussian(3, 2)), lambda: HSMM(Gaussian(3, 2), "gamma", max_duration=4),
+                lambda: MixtureGaussianHMM(3, 2, 2), lambda: HMMLayer(3), lambda: HMM(Categorical(3, 4))]
+    for build in builders:
+        torch.manual_seed(0)
+        reference = build()
+        with torch.device("meta"):
+            model = build()
+        assert all(p.is_meta for p in model.parameters())
+        model.to_empty(device="cpu")
+        model.load_state_dict(reference.state_dict())
+        x = torch.randn(1, 5, 3) if isinstance(model, HMMLayer) else (
+            torch.randint(0, 4, (1, 5)) if isinstance(model.emission, Categorical) else torch.randn(1, 5, 2))
+        torch.testing.assert_close(model(x), reference(x))
+
+
+def test_computing_on_meta_tensors_is_a_device_error():
+    from pytorch_hmm.errors import HMMDeviceError
+
+    model = HMM(Gaussian(3, 2)).to("meta")
+    with pytest.raises(HMMDeviceError, match=r"x is on the meta device \(no data\).*to_empty"):
+        model(torch.zeros(1, 5, 2, device="meta"))
+    with pytest.raises(HMMDeviceError, match=r"log_emissions is on the meta device"):
+        kernel.log_partition(torch.zeros(1, 5, 3, device="meta"), Dense(torch.zeros(3, 3, device="meta")),
+                             torch.zeros(3, device="meta"))
+
+
+# ---------------------------------------------------------------------------------------
+# numeric knobs: checked by name before they reach numpy, scipy, librosa or a NaN
+# ---------------------------------------------------------------------------------------
+
+
+def _knob_calls():
+    from pytorch_hmm import MixtureGaussianHMM, durations
+    from pytorch_hmm.emissions import Categorical, GaussianMixture
+    from pytorch_hmm.speech import FeatureExtractor, pad_batch
+    from pytorch_hmm.speech.lexicon import Pronunciation
+    from pytorch_hmm.speech.synthetic import synthesize_phones
+
+    x = torch.randn(2, 20, 2, generator=torch.Generator().manual_seed(0))
+    return {
+        "tol": (lambda v: HMM(Gaussian(3, 2)).fit(x, tol=math.nan, max_iter=2, verbose=False), r"tol must be a number of nats"),
+        "min_covar": (lambda v: Gaussian(3, 2, min_covar=v), r"min_covar must be a finite number >= 0"),
+        "mixture min_covar": (lambda v: GaussianMixture(3, 2, 2, min_covar=v), r"min_covar must be a finite number >= 0"),
+        "covars_prior": (lambda v: Gaussian(3, 2, covars_prior=v), r"covars_prior must be finite and >= 0"),
+        "means_weight": (lambda v: Gaussian(3, 2, means_weight=v), r"means_weight must be finite and >= 0"),
+        "covars_weight": (lambda v: Gaussian(3, 2, covars_weight=v * math.inf), r"covars_weight must be finite"),
+        "weights_prior": (lambda v: GaussianMixture(3, 2, 2, weights_prior=v), r"weights_prior must be finite and >= 0"),
+        "mixture means_weight": (lambda v: GaussianMixture(3, 2, 2, means_weight=v), r"means_weight must be finite and >= 0"),
+        "pseudocount": (lambda v: Categorical(3, 4, pseudocount=v * 2), r"pseudocount must be finite and >= -1"),
+        "pseudo_count": (lambda v: durations.Categorical(3, 4, pseudo_count=v), r"pseudo_count must be a finite number >= 0"),
+        "hidden": (lambda v: durations.Neural(2, 4, hidden=v), r"hidden must be a positive int"),
+        "ramp": (lambda v: synthesize_phones(["AA", "B"], [0.1, 0.1], ramp=v), r"ramp must be a finite number of seconds >= 0"),
+        "window_ms": (lambda v: FeatureExtractor(window_ms=1e300 if v < 0 else v), r"window_ms must be a positive finite number of milliseconds below 10000"),
+        "padding_value": (lambda v: pad_batch([torch.zeros(2, 1), torch.zeros(3, 1)], padding_value=1e300), r"padding_value must fit in the features' dtype"),
+        "splits": (lambda v: MixtureGaussianHMM(3, 2, 2).fit(x, splits=True, verbose=False), r"splits must be a non-negative int; got True"),
+        "probability": (lambda v: Pronunciation(("AH",), probability=True), r"probability must be in \(0, 1\]; got True"),
+    }
+
+
+@pytest.mark.parametrize("knob", sorted(_knob_calls()))
+@pytest.mark.parametrize("value", [float("nan"), -1.0], ids=["nan", "negative"])
+def test_numeric_knobs_are_checked_by_name(knob, value):
+    call, message = _knob_calls()[knob]
+    with pytest.raises(HMMValueError, match=message):
+        call(value)

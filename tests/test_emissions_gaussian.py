@@ -527,7 +527,7 @@ def test_error_bad_dtype():
 
 
 def test_error_negative_min_covar():
-    with pytest.raises(HMMValueError, match=r"min_covar must be a non-negative number; got -1"):
+    with pytest.raises(HMMValueError, match=r"min_covar must be a finite number >= 0; got -1"):
         Gaussian(K, D, min_covar=-1)
 
 

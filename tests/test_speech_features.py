@@ -326,7 +326,7 @@ def test_load_audio_bad_path_type():
         (dict(kind="mel"), "kind must be one of"),
         (dict(cmvn="speaker"), "cmvn must be one of"),
         (dict(sample_rate=0), "sample_rate must be a positive integer number of Hz; got 0"),
-        (dict(hop_ms=0.0), "hop_ms must be a positive finite number; got 0.0"),
+        (dict(hop_ms=0.0), "hop_ms must be a positive finite number of milliseconds below 10000; got 0.0"),
         (dict(window_ms=float("nan")), "window_ms must be a positive finite number"),
         (dict(n_fft=513), r"n_fft must be an even number of samples; got 513"),
         (dict(n_fft=256), r"n_fft must be >= the window length \(400 samples = 25.0 ms at 16000 Hz\); got 256"),

@@ -28,7 +28,7 @@ from torch import nn
 
 from .errors import HMMDimensionError, HMMValueError
 from .semiring import log_normalise
-from .validation import check_count
+from .validation import check_count, check_number
 
 __all__ = ["Duration", "Poisson", "Gaussian", "Gamma", "Categorical", "Neural"]
 
@@ -281,16 +281,20 @@ class Categorical(Duration):
         if probs is None:
             logits = torch.zeros((num_states, max_duration), dtype=dtype)
         else:
-            probs = torch.as_tensor(probs, dtype=torch.float64)
+            probs = torch.as_tensor(probs, dtype=torch.float64, device="cpu")
             if probs.shape != (num_states, max_duration):
                 raise HMMDimensionError(f"probs must be (K, D) == ({num_states}, {max_duration}); got {tuple(probs.shape)}",
                                         expected_shape=(num_states, max_duration), actual_shape=probs.shape)
             if torch.isnan(probs).any() or (probs < 0).any() or ((probs.sum(-1) - 1).abs() > 1e-4).any():
                 raise HMMValueError("probs must be non-negative with rows summing to 1; got NaN, negative values or other sums")
+            empty = (probs * self.support()).sum(-1) == 0
+            if empty.any():
+                raise HMMValueError(
+                    f"probs must put mass on durations {self.min_duration}..{max_duration} (min_duration..max_duration) "
+                    f"in every row; row {int(empty.nonzero()[0])} has none"
+                )
             logits = torch.log(probs).to(dtype)
-        if pseudo_count < 0:
-            raise HMMValueError(f"pseudo_count must be >= 0; got {pseudo_count}")
-        self.pseudo_count = float(pseudo_count)
+        self.pseudo_count = check_number(pseudo_count, "pseudo_count", minimum=0.0)
         self.logits = nn.Parameter(logits)
 
     def log_probs(self, context: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -318,7 +322,8 @@ class Neural(Duration):
     def __init__(self, context_dim: int, max_duration: int, hidden: int = 64, min_duration: int = 1) -> None:
         super().__init__(None, max_duration, min_duration)
         self.context_dim = check_count(context_dim, "context_dim")
-        self.net = nn.Sequential(nn.Linear(context_dim, hidden), nn.Tanh(), nn.Linear(hidden, max_duration))
+        self.net = nn.Sequential(nn.Linear(check_count(context_dim, "context_dim"), check_count(hidden, "hidden")), nn.Tanh(),
+                                 nn.Linear(hidden, max_duration))
 
     def log_probs(self, context: Optional[torch.Tensor] = None) -> torch.Tensor:
         if context is None or context.ndim not in (2, 3) or context.shape[-1] != self.context_dim:

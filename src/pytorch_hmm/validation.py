@@ -83,13 +83,15 @@ def check_count(value, name: str, minimum: int = 1) -> int:
     return int(value)
 
 
-def check_number(value, name: str, *, positive: bool = False, below: Optional[float] = None, unit: str = "") -> float:
+def check_number(value, name: str, *, positive: bool = False, minimum: Optional[float] = None,
+                 below: Optional[float] = None, unit: str = "") -> float:
     """``value`` as a ``float`` if it is a finite real number (Python or numpy, not a bool),
-    ``> 0`` with ``positive`` and ``< below`` when given; else :class:`HMMValueError`."""
+    ``> 0`` with ``positive``, ``>= minimum`` and ``< below`` when given; else :class:`HMMValueError`."""
     ok = isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)) and math.isfinite(value)
-    ok = ok and (not positive or value > 0) and (below is None or value < below)
+    ok = ok and (not positive or value > 0) and (minimum is None or value >= minimum) and (below is None or value < below)
     if not ok:
         what = ("a positive finite number" if positive else "a finite number") + (f" of {unit}" if unit else "")
+        what += f" >= {minimum:g}" if minimum is not None else ""
         what += f" below {below:g}" if below is not None else ""
         raise HMMValueError(f"{name} must be {what}; got {value!r}")
     return float(value)

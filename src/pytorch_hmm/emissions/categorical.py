@@ -71,8 +71,9 @@ class Categorical(Emission):
         shape = (num_states, num_symbols)
         self.logits = nn.Parameter(torch.zeros(shape, dtype=dtype, device=device))
         pc = torch.as_tensor(pseudocount, dtype=dtype, device="cpu")  # checked on the host, then moved
-        if torch.isnan(pc).any() or torch.isinf(pc).any():
-            raise HMMValueError(f"pseudocount must be finite; got {pseudocount!r}")
+        if not bool(torch.isfinite(pc).all()) or bool((pc < -1).any()):
+            raise HMMValueError(f"pseudocount must be finite and >= -1 (a Dirichlet concentration pseudocount + 1 >= 0); "
+                                f"got {pseudocount!r}")
         pc = pc.to(self.logits.device)
         try:
             pc = pc.expand(shape).clone()

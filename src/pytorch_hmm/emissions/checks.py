@@ -13,11 +13,21 @@ from ..errors import HMMDeviceError, HMMDimensionError, HMMDtypeError, HMMValueE
 from ..validation import FLOAT_DTYPES, as_tensor, check_not_meta, check_tensor
 from .base import Stats
 
-def broadcast_prior(value, shape: Sequence[int], name: str, dtype: torch.dtype, device) -> torch.Tensor:
-    """A prior hyper-parameter broadcast (numpy rules) to ``shape``; per-state values as ``(K, 1, ...)``."""
-    t = as_tensor(value, name, dtype, device)
+def broadcast_prior(
+    value, shape: Sequence[int], name: str, dtype: torch.dtype, device, minimum: Optional[float] = None
+) -> torch.Tensor:
+    """A prior hyper-parameter broadcast (numpy rules) to ``shape``; per-state values as ``(K, 1, ...)``.
+
+    Its values must be finite (and ``>= minimum`` when given): checked here, where the user
+    passed them, rather than blamed later on the emission scores they would turn to NaN.
+    """
+    target = torch.empty(0, device=device).device  # the default device (or torch.device context) when None
+    t = as_tensor(value, name, dtype, "cpu")  # checked on the host, also for a meta target
+    if not bool(torch.isfinite(t).all()) or (minimum is not None and bool((t < minimum).any())):
+        bound = "finite" if minimum is None else f"finite and >= {minimum:g}"
+        raise HMMValueError(f"{name} must be {bound}; got {value!r}")
     try:
-        return torch.broadcast_to(t, tuple(shape)).clone()
+        return torch.broadcast_to(t, tuple(shape)).to(target, copy=True)
     except RuntimeError as err:
         raise HMMDimensionError(
             f"{name} must broadcast to {tuple(shape)}; got {tuple(t.shape)}", expected_shape=shape, actual_shape=t.shape

@@ -23,7 +23,7 @@ from torch import nn
 
 from ..errors import HMMValueError
 from .base import Emission, Stats
-from ..validation import as_tensor, check_count, check_float_dtype, check_shape
+from ..validation import as_tensor, check_count, check_float_dtype, check_number, check_shape
 from .checks import (
     sampling_states,
     broadcast_prior,
@@ -111,9 +111,8 @@ class Gaussian(Emission):
                 f"covariance_type must be one of {', '.join(repr(c) for c in COVARIANCE_TYPES)}; got {covariance_type!r}"
             )
         check_float_dtype(dtype)
-        if not isinstance(min_covar, (int, float)) or isinstance(min_covar, bool) or min_covar < 0:
-            raise HMMValueError(f"min_covar must be a non-negative number; got {min_covar!r}")
-        self.num_states, self.dim, self.covariance_type, self.min_covar = k, d, covariance_type, float(min_covar)
+        min_covar = check_number(min_covar, "min_covar", minimum=0.0)
+        self.num_states, self.dim, self.covariance_type, self.min_covar = k, d, covariance_type, min_covar
         fk = dict(dtype=dtype, device=device)
         self.loc = nn.Parameter(torch.zeros(k, d, **fk))
         if covariance_type == "diag":
@@ -127,8 +126,9 @@ class Gaussian(Emission):
         cp_shape = {"diag": (k, d), "spherical": (k, d), "full": (k, d, d), "tied": (d, d)}[covariance_type]
         self.register_buffer("stats_offset", torch.zeros(d, **fk))
         self.register_buffer("means_prior", broadcast_prior(means_prior, (k, d), "means_prior", **fk))
-        self.register_buffer("means_weight", broadcast_prior(means_weight, (k,), "means_weight", **fk))
-        self.register_buffer("covars_prior", broadcast_prior(covars_prior, cp_shape, "covars_prior", **fk))
+        self.register_buffer("means_weight", broadcast_prior(means_weight, (k,), "means_weight", **fk, minimum=0.0))
+        cp_min = 0.0 if covariance_type in ("diag", "spherical") else None  # full / tied: a matrix Psi
+        self.register_buffer("covars_prior", broadcast_prior(covars_prior, cp_shape, "covars_prior", **fk, minimum=cp_min))
         cw_shape = () if covariance_type == "tied" else (k,)
         self.register_buffer("covars_weight", broadcast_prior(covars_weight, cw_shape, "covars_weight", **fk))
         self.needs_init = means is None

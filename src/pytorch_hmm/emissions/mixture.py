@@ -22,7 +22,7 @@ from torch import nn
 from ..errors import HMMValueError
 from ..semiring import log_normalise
 from .base import Emission, Stats
-from ..validation import as_tensor, check_count, check_float_dtype, check_shape
+from ..validation import as_tensor, check_count, check_float_dtype, check_number, check_shape
 from .checks import (
     sampling_states,
     broadcast_prior,
@@ -101,10 +101,9 @@ class GaussianMixture(Emission):
         if covariance_type not in MIXTURE_COVARIANCE_TYPES:
             raise HMMValueError(f"covariance_type must be 'diag' or 'full' for GaussianMixture; got {covariance_type!r}")
         check_float_dtype(dtype)
-        if not isinstance(min_covar, (int, float)) or isinstance(min_covar, bool) or min_covar < 0:
-            raise HMMValueError(f"min_covar must be a non-negative number; got {min_covar!r}")
+        min_covar = check_number(min_covar, "min_covar", minimum=0.0)
         self.num_states, self.num_mixtures, self.dim = k, m, d
-        self.covariance_type, self.min_covar = covariance_type, float(min_covar)
+        self.covariance_type, self.min_covar = covariance_type, min_covar
         fk = dict(dtype=dtype, device=device)
         self.logits = nn.Parameter(torch.zeros(k, m, **fk))
         self.loc = nn.Parameter(torch.zeros(k, m, d, **fk))
@@ -116,10 +115,10 @@ class GaussianMixture(Emission):
             cp_default, cw_default, cp_shape, cw_shape = 0.0, -(d + 2.0), (k, m, d, d), (k, m)
         covars_prior = cp_default if covars_prior is None else covars_prior
         covars_weight = cw_default if covars_weight is None else covars_weight
-        self.register_buffer("weights_prior", broadcast_prior(weights_prior, (k, m), "weights_prior", **fk))
+        self.register_buffer("weights_prior", broadcast_prior(weights_prior, (k, m), "weights_prior", **fk, minimum=0.0))
         self.register_buffer("stats_offset", torch.zeros(d, **fk))
         self.register_buffer("means_prior", broadcast_prior(means_prior, (k, m, d), "means_prior", **fk))
-        self.register_buffer("means_weight", broadcast_prior(means_weight, (k, m), "means_weight", **fk))
+        self.register_buffer("means_weight", broadcast_prior(means_weight, (k, m), "means_weight", **fk, minimum=0.0))
         self.register_buffer("covars_prior", broadcast_prior(covars_prior, cp_shape, "covars_prior", **fk))
         self.register_buffer("covars_weight", broadcast_prior(covars_weight, cw_shape, "covars_weight", **fk))
         if weights is not None:

@@ -66,7 +66,7 @@ class MixtureGaussianHMM(HMM):
         recipe). Returns the log-likelihood history of all rounds concatenated. Splitting
         creates new parameters: rebuild any optimiser afterwards.
         """
-        if not isinstance(splits, int) or splits < 0:
+        if not isinstance(splits, int) or isinstance(splits, bool) or splits < 0:
             raise HMMValueError(f"splits must be a non-negative int; got {splits!r}")
         history: List[float] = []
         for round_ in range(splits + 1):

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,8 @@ import torch
 from ..errors import HMMDimensionError, HMMDtypeError, HMMTypeError, HMMValueError
 from ..validation import FLOAT_DTYPES, LengthsLike, check_count, check_float_dtype, check_lengths, check_number, frame_mask
 from .audio import check_sample_rate, load_audio, resample
+
+MAX_WINDOW_MS = 10_000.0  # window_ms / hop_ms limit: one FFT of this length is allocated per frame
 
 __all__ = [
     "FeatureExtractor",
@@ -98,8 +101,8 @@ class FeatureExtractor:
         if self.cmvn not in _CMVN:
             raise HMMValueError(f"cmvn must be one of {_CMVN}; got {self.cmvn!r}")
         check_sample_rate(self.sample_rate)
-        for name in ("window_ms", "hop_ms"):
-            check_number(getattr(self, name), name, positive=True)
+        for name in ("window_ms", "hop_ms"):  # below 10 s: the window is one FFT, allocated per frame
+            check_number(getattr(self, name), name, positive=True, below=MAX_WINDOW_MS, unit="milliseconds")
         win = self.win_length
         if self.n_fft is not None:
             check_count(self.n_fft, "n_fft")
@@ -333,6 +336,10 @@ def pad_batch(features: Sequence, padding_value: float = 0.0) -> Tuple[torch.Ten
     """Stack ``(T_i, D)`` features into ``(B, max T_i, D)`` plus ``lengths`` ``(B,)`` long."""
     items = _feature_list(features)
     lengths = torch.tensor([x.shape[0] for x in items], dtype=torch.long, device=items[0].device)
+    if not isinstance(padding_value, numbers.Real) or isinstance(padding_value, bool):
+        raise HMMTypeError(f"padding_value must be a real number; got {type(padding_value).__name__}")
+    if math.isfinite(padding_value) and abs(padding_value) > torch.finfo(items[0].dtype).max:
+        raise HMMValueError(f"padding_value must fit in the features' dtype ({items[0].dtype}); got {padding_value!r}")
     padded = torch.nn.utils.rnn.pad_sequence(items, batch_first=True, padding_value=padding_value)
     return padded, lengths
 

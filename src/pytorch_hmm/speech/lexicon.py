@@ -63,7 +63,7 @@ class Pronunciation:
         if not phones or not all(map(is_phone_name, phones)):
             raise HMMValueError(f"phones must be a non-empty sequence of names without spaces; got {phones!r}")
         object.__setattr__(self, "phones", phones)
-        if not 0.0 < self.probability <= 1.0:
+        if isinstance(self.probability, bool) or not 0.0 < self.probability <= 1.0:
             raise HMMValueError(f"probability must be in (0, 1]; got {self.probability!r}")
         extra = (self.silence_after, self.silence_before_correction, self.non_silence_before_correction)
         if any(x is None for x in extra) and any(x is not None for x in extra):

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import math
+import numbers
 import warnings
 from typing import List
 
-from ..errors import ConvergenceWarning
+from ..errors import ConvergenceWarning, HMMValueError
 
 
 class ConvergenceMonitor:
@@ -18,7 +19,9 @@ class ConvergenceMonitor:
     """
 
     def __init__(self, tol: float, max_iter: int) -> None:
-        self.tol = tol
+        if not isinstance(tol, numbers.Real) or isinstance(tol, bool) or math.isnan(tol):
+            raise HMMValueError(f"tol must be a number of nats (a negative one runs all max_iter iterations); got {tol!r}")
+        self.tol = float(tol)
         self.max_iter = max_iter
         self.history: List[float] = []
 

@@ -71,5 +71,5 @@ def _check_num_states(num_states: int, dtype: torch.dtype) -> int:
 
 
 def _check_prob(p: float, name: str) -> None:
-    if not (isinstance(p, (int, float)) and 0.0 <= p <= 1.0):
+    if not (isinstance(p, (int, float)) and not isinstance(p, bool) and 0.0 <= p <= 1.0):
         raise HMMValueError(f"{name} must be a probability in [0, 1]; got {p!r}")

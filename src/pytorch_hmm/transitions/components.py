@@ -82,7 +82,7 @@ class Component(nn.Module):
         super().__init__()
         exists = torch.ones(logits.shape, dtype=torch.bool, device=logits.device) if exists is None else exists.to(logits.device, torch.bool)
         check_finite_or_neginf(logits, f"{type(self).__name__} log-probabilities", exists)
-        self.register_buffer("exists", exists, persistent=False)
+        self.register_buffer("exists", exists)  # saved: a model built on the meta device gets it back on load
         # entries that do not exist hold 0 (ignored), so optimisers never see -inf there
         self.logits = nn.Parameter(logits.detach().clone().masked_fill(~exists, 0.0))
 
@@ -103,12 +103,17 @@ class Component(nn.Module):
         return log_normalise(logits)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        """Entries that do not exist hold 0 after loading too (older checkpoints stored ``-inf`` there)."""
+        """Entries that do not exist hold 0 after loading too. Checkpoints without ``exists``
+        (older ones) marked them ``-inf`` in ``logits``; else the component keeps its own."""
         self._refresh_exists(state_dict, prefix)
-        key = prefix + "logits"
+        key, exists_key = prefix + "logits", prefix + "exists"
         value = state_dict.get(key)
-        if isinstance(value, torch.Tensor) and value.shape == self.exists.shape:
-            state_dict[key] = value.masked_fill(~self.exists.to(value.device), 0.0)
+        if exists_key not in state_dict:
+            old_style = isinstance(value, torch.Tensor) and value.shape == self.exists.shape and bool(torch.isneginf(value).any())
+            state_dict[exists_key] = ~torch.isneginf(value) if old_style else self.exists
+        exists = state_dict[exists_key]
+        if isinstance(value, torch.Tensor) and isinstance(exists, torch.Tensor) and value.shape == exists.shape:
+            state_dict[key] = value.masked_fill(~exists.to(value.device, torch.bool), 0.0)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _refresh_exists(self, state_dict, prefix: str) -> None:

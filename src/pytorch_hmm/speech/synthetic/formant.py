@@ -11,6 +11,7 @@ import numpy as np
 
 from ...alignment.segments import PhoneInterval
 from ...errors import HMMValueError
+from ...validation import check_number
 from ..audio import check_sample_rate
 from ..lexicon import is_phone_name
 from .synthesis import Synthesis
@@ -212,6 +213,7 @@ def synthesize_phones(
 
     phones = _check_phones(phones)
     rate = check_sample_rate(sample_rate)
+    ramp = check_number(ramp, "ramp", minimum=0.0, unit="seconds")
     durations = np.asarray(durations, dtype=np.float64)
     if durations.shape != (len(phones),):
         raise HMMValueError(f"durations must be a sequence of {len(phones)} seconds, one per phone; "
