@@ -432,7 +432,7 @@ ERRORS = [
     (lambda: _small().gather(torch.zeros(3, 4, 2)), HMMDimensionError,
      r"unit_scores must be \(B, T, U\) with B == 2 \(the graph's batch\); got shape \(3, 4, 2\)"),
     (lambda: _small().gather(torch.zeros(2, 4, 2, device=META)), HMMDeviceError,
-     r"unit_scores must be on the device of the graph \(cpu\); got meta"),
+     r"unit_scores is on the meta device \(no data\)"),  # a CPU-only stand-in for another device: meta is refused first
     (lambda: _small().gather(torch.zeros(2, 4, 1)), HMMValueError,
      r"unit_scores must have U > 1 units \(the largest unit id of the graph\); got U == 1"),
     (lambda: _small().scatter(torch.zeros(2, 4, 3), 2), HMMDimensionError,
