@@ -17,7 +17,7 @@ from pytorch_hmm import HMM, kernel
 from pytorch_hmm.alignment import soft_dtw
 from pytorch_hmm.durations import Poisson
 from pytorch_hmm.emissions import Gaussian
-from pytorch_hmm.errors import HMMDimensionError, HMMDtypeError, HMMTypeError, HMMValueError
+from pytorch_hmm.errors import HMMDimensionError, HMMDtypeError, HMMTypeError, HMMValueError, InfeasibleAlignmentError
 from pytorch_hmm.transitions import Dense, ergodic, left_to_right
 
 
@@ -412,3 +412,42 @@ def test_numeric_knobs_are_checked_by_name(knob, value):
     call, message = _knob_calls()[knob]
     with pytest.raises(HMMValueError, match=message):
         call(value)
+
+
+@pytest.mark.parametrize("backend", ["torch", "numba"])
+@pytest.mark.parametrize("routine", ["dtw", "soft_dtw", "soft_dtw_alignment"])
+def test_float32_distance_overflow_is_not_blamed_on_the_band(routine, backend):
+    """Used to say "widen the band (any radius >= 1 admits a path)" with no band at all."""
+    from pytorch_hmm import alignment
+
+    x, y = torch.full((1, 4, 2), 1e20), torch.full((1, 5, 2), -1e20)
+    with pytest.raises(InfeasibleAlignmentError, match=r"squared differences between x and y overflow torch.float32"):
+        getattr(alignment, routine)(x, y, backend=backend)
+    # float64 holds them, and a band of radius 0 is still the band's fault
+    assert torch.isfinite(alignment.dtw(x.double(), y.double(), backend=backend).cost).all()
+    with pytest.raises(InfeasibleAlignmentError, match=r"with band=0: widen the band"):
+        alignment.dtw(torch.zeros(1, 2, 1), torch.zeros(1, 5, 1), band=0, backend=backend)
+
+
+@pytest.mark.parametrize(
+    "hyp,message",
+    [
+        ([["a", 0.0], ("b", 0.5, 1.0)], r"hyp\[0\] must be a \(label, start_s, end_s\) segment; got \['a', 0.0\]"),
+        ([("a", 0.0, 0.5), ["b", 0.5]], r"hyp\[1\] must be a \(label, start_s, end_s\) segment; got \['b', 0.5\]"),
+    ],
+)
+def test_one_malformed_segment_is_reported_as_that_segment(hyp, message):
+    """A malformed first segment used to make the segmentation look like a batch of two:
+    "ref and hyp must both be single utterances or batches of equal size"."""
+    from pytorch_hmm.metrics import boundary_f1
+
+    with pytest.raises(HMMValueError, match=message):
+        boundary_f1([("a", 0.0, 0.5), ("b", 0.5, 1.0)], hyp)
+
+
+def test_a_missing_utterance_in_a_batch_of_segmentations_is_named():
+    from pytorch_hmm.metrics import frame_accuracy
+
+    ok = [("a", 0.0, 0.5), ("b", 0.5, 1.0)]
+    with pytest.raises(HMMTypeError, match=r"hyp\[1\] must be a list of \(label, start_s, end_s\) segments; got NoneType"):
+        frame_accuracy([ok, ok], [ok, None])

@@ -9,7 +9,7 @@ import functools
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import pytorch_hmm.metrics.alignment as alignment_module
@@ -209,6 +209,11 @@ def test_scores_in_unit_interval_and_monotone(ref, hyp, label_aware, tol_ms):
 
 @settings(max_examples=60)
 @given(segmentations(), segmentations(), st.integers(0, 40))
+@example(  # zero-length segments and shared times: the old two-pass claim rule was asymmetric here
+    ref=[("a", 0.001, 0.001), ("a", 0.002, 0.002), ("a", 0.02, 0.02), ("a", 0.02, 0.02)],
+    hyp=[("a", 0.001, 0.001), ("a", 0.011, 0.011), ("a", 0.011, 0.011), ("a", 0.029, 0.029)],
+    tol_ms=9,
+)
 def test_swap_swaps_precision_and_recall(ref, hyp, tol_ms):
     tol = tol_ms / 1000
     p, r, f = boundary_f1(ref, hyp, tol, label_aware=False)

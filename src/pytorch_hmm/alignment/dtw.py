@@ -20,11 +20,13 @@ distances and :func:`pairwise_cost` are those of :mod:`pytorch_hmm.alignment.dis
 
 from __future__ import annotations
 
-from typing import List, NamedTuple, Optional, Union
+from contextlib import contextmanager
+from typing import Iterator, List, NamedTuple, Optional, Union
 
 import torch
 from torch import nn
 
+from ..errors import InfeasibleAlignmentError
 from ..kernel.lattice import (
     check_band,
     check_gamma,
@@ -39,6 +41,25 @@ from ..validation import LengthsLike
 from .distances import ROW_DISTANCES, Distance, check_distance, check_features, pairwise_cost, pairwise_euclidean
 
 __all__ = ["DTWResult", "dtw", "soft_dtw", "soft_dtw_alignment", "DTWAligner", "pairwise_cost"]
+
+
+@contextmanager
+def _overflow_explained(x, y, distance, band: Optional[int]) -> Iterator[None]:
+    """An infeasible pair under a Euclidean distance of finite features means the squared
+    distances overflowed the dtype (a band of radius >= 1 always admits a path): say so,
+    instead of blaming the band."""
+    try:
+        yield
+    except InfeasibleAlignmentError as err:
+        euclidean = distance in ("euclidean", "sqeuclidean") and (band is None or band >= 1)
+        if euclidean and isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor):
+            top = float(x.detach().abs().amax()) + float(y.detach().abs().amax())
+            if x.shape[-1] * top * top > torch.finfo(x.dtype).max:
+                raise InfeasibleAlignmentError(
+                    f"the squared differences between x and y overflow {x.dtype} (features up to {top:.3g} "
+                    f"apart), so every path costs inf: convert x and y to torch.float64 or rescale them"
+                ) from err
+        raise
 
 
 class DTWResult(NamedTuple):
@@ -87,7 +108,7 @@ def dtw(
     """
     check_step_pattern(step_pattern)
     check_band(band)
-    with torch.no_grad():
+    with torch.no_grad(), _overflow_explained(x, y, distance, band):
         if check_distance(distance) in ("euclidean", "sqeuclidean"):
             x3, y3, xl, yl = check_features(x, y, x_lengths, y_lengths)
             squared = distance == "sqeuclidean"
@@ -126,8 +147,9 @@ def soft_dtw(
     to ``"sqeuclidean"`` (``"euclidean"`` has no gradient where two frames coincide). Other
     arguments as in :func:`dtw`.
     """
-    cost, xl, yl = pairwise_cost(x, y, x_lengths, y_lengths, distance, backend=backend)
-    return lattice_soft_dtw(cost, gamma, xl, yl, band, step_pattern, backend=backend)
+    with _overflow_explained(x, y, distance, band):
+        cost, xl, yl = pairwise_cost(x, y, x_lengths, y_lengths, distance, backend=backend)
+        return lattice_soft_dtw(cost, gamma, xl, yl, band, step_pattern, backend=backend)
 
 
 def soft_dtw_alignment(
@@ -147,9 +169,9 @@ def soft_dtw_alignment(
 
     For symmetric1 this is the gradient of :func:`soft_dtw` w.r.t. the cost. No gradient.
     """
-    with torch.no_grad():
+    with torch.no_grad(), _overflow_explained(x, y, distance, band):
         cost, xl, yl = pairwise_cost(x, y, x_lengths, y_lengths, distance, backend=backend)
-    return lattice_soft_alignment(cost, gamma, xl, yl, band, step_pattern, backend=backend)
+        return lattice_soft_alignment(cost, gamma, xl, yl, band, step_pattern, backend=backend)
 
 
 class DTWAligner(nn.Module):

@@ -22,9 +22,10 @@ Matching (one-to-one, so precision and recall never exceed 1):
 * ``label_aware=True`` (default): the label sequences (after ``fold``) are aligned by minimum
   edit distance (:func:`~pytorch_hmm.metrics.sequence.align_sequences`); for every *hit* (a ref
   segment aligned to a hyp segment with the same folded label) the onsets are candidate pairs
-  and the offsets are candidate pairs. A ref boundary with two candidates keeps the closer one
-  in time (ties: the onset pair); then a hyp boundary claimed twice keeps the closer one. The
-  tolerance only decides whether a kept pair counts. With equal label strings and contiguous
+  and the offsets are candidate pairs. Candidates are taken closest in time first (ties: onset
+  pairs, then in order) and kept when neither boundary is paired yet, which treats ref and hyp
+  alike (swapping them swaps precision and recall). The tolerance only decides whether a kept
+  pair counts. With equal label strings and contiguous
   segments, boundary ``k`` of ``ref`` pairs with boundary ``k`` of ``hyp``.
 * ``label_aware=False``: boundaries are matched by time alone: a maximum one-to-one matching
   of the pairs within the tolerance (two-pointer greedy over the sorted times, which is optimal
@@ -111,13 +112,15 @@ def _seq_like(x: Any) -> bool:
 
 def _split(ref: Any, hyp: Any, is_item: Callable[[Any], bool]) -> Tuple[List[Any], List[Any], bool]:
     """Lists of utterances (one for a single pair). A batch is a list whose first element is a
-    list that is not itself an item (segment)."""
+    list of items (segments), not an item itself nor a malformed one (a list of scalars, which
+    :func:`_parse` then reports as that segment)."""
     out = []
     for name, x in (("ref", ref), ("hyp", hyp)):
         if not _seq_like(x):
             raise HMMTypeError(f"{name} must be a list of (label, start_s, end_s) segments or a list of such lists; "
                             f"got {type(x).__name__}")
-        batch = len(x) > 0 and _seq_like(x[0]) and not is_item(x[0])
+        first = x[0] if len(x) else None
+        batch = _seq_like(first) and not is_item(first) and all(_seq_like(u) or is_item(u) for u in first)
         out.append((list(x) if batch else [x], batch))
     (r, rb), (h, hb) = out
     if rb != hb or len(r) != len(h):
@@ -138,6 +141,8 @@ def _time(v: Any, name: str) -> float:
 
 
 def _parse(x: Sequence[Any], name: str, fold: Fold) -> _Seg:
+    if not _seq_like(x):
+        raise HMMTypeError(f"{name} must be a list of (label, start_s, end_s) segments; got {type(x).__name__}")
     if len(x) == 0:
         raise HMMValueError(f"{name} must hold at least one segment; got an empty segmentation")
     labels, starts, ends = [], [], []
@@ -196,12 +201,6 @@ def _hits(r: _Seg, h: _Seg) -> Tuple[np.ndarray, np.ndarray]:
     return arr[:, 0], arr[:, 1]
 
 
-def _first_claims(rb: np.ndarray, hb: np.ndarray, key: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    _, keep = np.unique(key, return_index=True)
-    keep.sort()
-    return rb[keep], hb[keep]
-
-
 def _label_pairs(r: _Seg, h: _Seg) -> Tuple[np.ndarray, np.ndarray, int, int]:
     """Ref and hyp boundary times of the label-aware pairs (see the module docstring), and R, H."""
     rt, r_on, r_off = _boundaries(r)
@@ -211,10 +210,14 @@ def _label_pairs(r: _Seg, h: _Seg) -> Tuple[np.ndarray, np.ndarray, int, int]:
     hb = np.concatenate([h_on[j], h_off[j]])
     onset = np.arange(len(rb)) < len(i)
     order = np.lexsort((~onset, np.abs(rt[rb] - ht[hb])))  # closest first; ties: onset first
-    rb, hb = rb[order], hb[order]
-    rb, hb = _first_claims(rb, hb, rb)  # each ref boundary keeps its closest claim,
-    rb, hb = _first_claims(rb, hb, hb)  # then each hyp boundary its closest remaining one
-    return rt[rb], ht[hb], len(rt), len(ht)
+    paired_r, paired_h, kept = set(), set(), []
+    for c in order.tolist():  # over candidate boundary pairs (tens per utterance), not frames
+        if rb[c] not in paired_r and hb[c] not in paired_h:
+            paired_r.add(rb[c])
+            paired_h.add(hb[c])
+            kept.append(c)
+    kept = np.asarray(kept, dtype=np.int64)
+    return rt[rb[kept]], ht[hb[kept]], len(rt), len(ht)
 
 
 def _greedy(rt: np.ndarray, ht: np.ndarray, tol: float) -> Tuple[np.ndarray, np.ndarray]:
