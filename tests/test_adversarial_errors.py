@@ -451,3 +451,22 @@ def test_a_missing_utterance_in_a_batch_of_segmentations_is_named():
     ok = [("a", 0.0, 0.5), ("b", 0.5, 1.0)]
     with pytest.raises(HMMTypeError, match=r"hyp\[1\] must be a list of \(label, start_s, end_s\) segments; got NoneType"):
         frame_accuracy([ok, ok], [ok, None])
+
+
+@pytest.mark.parametrize("backend", ["torch", "numba"])
+@pytest.mark.parametrize("squared", [True, False], ids=["sqeuclidean", "euclidean"])
+def test_pairwise_distances_have_second_derivatives(backend, squared):
+    """The distance backward was once_differentiable (a raw RuntimeError under create_graph);
+    its gradient past the lengths was the caller's incoming gradient instead of 0."""
+    from pytorch_hmm.alignment.distances import pairwise_euclidean
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 4, 3, dtype=torch.float64, generator=g, requires_grad=True)
+    y = torch.randn(2, 5, 3, dtype=torch.float64, generator=g, requires_grad=True)
+    xl, yl = torch.tensor([4, 3]), torch.tensor([5, 2])
+
+    def distances(a, b):
+        return pairwise_euclidean(a, b, xl, yl, squared, backend=backend)
+
+    assert torch.autograd.gradcheck(distances, (x, y))
+    assert torch.autograd.gradgradcheck(distances, (x, y))

@@ -147,14 +147,18 @@ class _PairwiseEuclidean(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, y, x_lengths, y_lengths, squared: bool, numba_backend: bool):  # type: ignore[override]
         cost = (_numba_distances if numba_backend else _torch_distances)(x, y, x_lengths, y_lengths, squared)
-        ctx.save_for_backward(x, y, cost)
+        ctx.save_for_backward(x, y, cost, x_lengths, y_lengths)
         ctx.squared = squared
         return cost
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, grad):  # type: ignore[override]
-        x, y, cost = ctx.saved_tensors
+        """Plain differentiable torch ops, so second derivatives (``create_graph=True``) work."""
+        x, y, cost, x_lengths, y_lengths = ctx.saved_tensors
+        n, m = cost.shape[1], cost.shape[2]
+        inside = (torch.arange(n, device=grad.device)[None, :, None] < x_lengths[:, None, None]) & (
+            torch.arange(m, device=grad.device)[None, None, :] < y_lengths[:, None, None])
+        grad = grad * inside  # the distances are 0 past the lengths: so is their gradient
         if ctx.squared:
             g = 2 * grad
         else:  # d||x - y|| = (x - y) / ||x - y||; 0 where the frames coincide
