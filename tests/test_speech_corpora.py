@@ -87,7 +87,7 @@ def test_librispeech_reports_every_bad_entry(librispeech: Path, caplog) -> None:
     assert got["84-121123-0005"] == "no transcript line in 84-121123.trans.txt"
     assert got["174-50561-0000"] == "no transcript line"
     assert "no transcript file 174-50561.trans.txt" in got.values()
-    assert any(k == f"{chapter / '84-121123.trans.txt'}:6" for k in got)
+    assert "84-121123.trans.txt:6" in got  # a line is named file:line, as for KSS
     assert len(corpus.problems) == 7
     assert len(caplog.records) == 7
     assert "skipped 7 entries" in corpus.report()

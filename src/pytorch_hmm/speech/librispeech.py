@@ -66,7 +66,7 @@ class LibriSpeech(Corpus):
             utt_id, _, words = line.strip().partition(" ")
             if not utt_id.startswith(f"{speaker}-{folder.name}-"):
                 yield CorpusProblem(
-                    f"{transcript}:{number}",
+                    f"{transcript.name}:{number}",  # as read_lines names a line
                     f"line does not start with an id {speaker}-{folder.name}-NNNN: {line.strip()[:40]!r}",
                 )
                 continue
