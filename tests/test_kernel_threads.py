@@ -53,7 +53,8 @@ def test_the_users_torch_thread_count_survives_every_compiled_loop(threads):
     assert set(out.split()) == {str(threads)}, f"torch.get_num_threads() went {out} (set {threads})"
 
 
-def test_threads_follow_torch_and_the_size_of_the_work():
+def test_threads_follow_torch_and_the_size_of_the_work(monkeypatch):
+    monkeypatch.setattr(parallel, "idle_cpus", lambda: 8)  # a quiet machine, whatever runs beside the tests
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
@@ -64,6 +65,69 @@ def test_threads_follow_torch_and_the_size_of_the_work():
         import numba
 
         assert parallel.threads_for(batch=64, work=10**9) == min(2, numba.config.NUMBA_NUM_THREADS)
+        monkeypatch.setattr(parallel, "idle_cpus", lambda: 1)  # every CPU busy: no second thread to wait for
+        assert parallel.threads_for(batch=64, work=10**9) == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_idle_cpus_counts_the_runnable_tasks_of_other_processes(monkeypatch):
+    from pytorch_hmm import threads
+
+    usable = threads._usable_cpus()
+    monkeypatch.setattr(threads, "_IDLE_CACHE", [-1.0, 0])
+    assert 1 <= threads.idle_cpus() <= usable
+    assert threads._own_running() >= 1  # the caller itself is running
+    for running, own, idle in [(1, 1, usable), (3, 2, max(1, usable - 1)), (usable + 5, 1, 1)]:
+        monkeypatch.setattr(threads, "_IDLE_CACHE", [-1.0, 0])
+        monkeypatch.setattr(threads, "_running", lambda path, r=running: r)
+        monkeypatch.setattr(threads, "_own_running", lambda o=own: o)
+        assert threads.idle_cpus() == idle, (running, own)
+    # read at most every 50 ms: a fresh cached value is returned as it is
+    import time
+
+    monkeypatch.setattr(threads, "_IDLE_CACHE", [time.monotonic(), 7])
+    assert threads.idle_cpus() == 7
+
+
+def test_small_work_or_a_busy_machine_runs_torch_on_one_thread_and_restores_the_count(monkeypatch):
+    from pytorch_hmm import threads
+    from pytorch_hmm.threads import SERIAL_BELOW, torch_threads_for
+
+    monkeypatch.setattr(threads, "idle_cpus", lambda: 2)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        with torch_threads_for(SERIAL_BELOW - 1):
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+        with torch_threads_for(SERIAL_BELOW):
+            assert torch.get_num_threads() == 2
+        monkeypatch.setattr(threads, "idle_cpus", lambda: 1)
+        with torch_threads_for(SERIAL_BELOW):  # large, but no idle CPU for the second thread
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+        with pytest.raises(RuntimeError), torch_threads_for(10):
+            raise RuntimeError("restored on errors too")
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_em_on_a_small_problem_uses_one_torch_thread_and_gives_the_count_back(monkeypatch):
+    from pytorch_hmm import HMM
+    from pytorch_hmm.emissions import Gaussian
+
+    model = HMM(Gaussian(3, 1))
+    seen = []
+    accumulate = model.accumulate
+    monkeypatch.setattr(model, "accumulate", lambda *a: (seen.append(torch.get_num_threads()), accumulate(*a))[1])
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        model.fit(torch.randn(1, 200, 1), max_iter=3, verbose=False)
+        assert seen and set(seen) == {1}
+        assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
 

@@ -25,6 +25,7 @@ import torch
 from ..transitions import TransitionStructure
 from . import torch_loops
 from ..errors import HMMValueError
+from ..threads import sized_by_scores
 from ..validation import check_first_order
 from .factors import exp_flushed_
 from .inputs import ChainProblem, LengthsLike, prepare
@@ -145,6 +146,7 @@ class _LogPartition(torch.autograd.Function):
         return grad_e, grad_trans, grad_init, grad_final, None, None
 
 
+@sized_by_scores
 def log_partition(
     log_emissions: torch.Tensor,
     transitions: Transitions,
@@ -175,6 +177,7 @@ def _forward_backward(p: ChainProblem, backend: str):
     return alpha, beta, log_norm, log_z
 
 
+@sized_by_scores
 def forward_backward(
     log_emissions: torch.Tensor,
     transitions: Transitions,
@@ -191,6 +194,7 @@ def forward_backward(
         return log_z, _state_marginals(p, alpha, beta)[0]
 
 
+@sized_by_scores
 def marginals(
     log_emissions: torch.Tensor,
     transitions: Transitions,
@@ -215,6 +219,7 @@ def marginals(
     return log_z, gamma, xi if p.time_varying else xi.squeeze(1)
 
 
+@sized_by_scores
 def posteriors(
     log_emissions: torch.Tensor,
     transitions: Transitions,
@@ -245,6 +250,7 @@ def posteriors(
     return gamma.masked_fill(~p.mask.unsqueeze(-1), 0.0)
 
 
+@sized_by_scores
 def expected_transitions(
     log_emissions: torch.Tensor,
     transitions: Transitions,
@@ -264,6 +270,7 @@ def expected_transitions(
     return marginals(log_emissions, transitions, log_init, lengths, log_final, backend=backend)[2]
 
 
+@sized_by_scores
 def viterbi(
     log_emissions: torch.Tensor,
     transitions: Transitions,

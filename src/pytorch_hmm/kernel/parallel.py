@@ -5,14 +5,13 @@ Every compiled loop over a batch (``numba.prange``) is a :class:`BatchLoop`
 
 * the caller's ``torch.get_num_threads()`` is 1 (their choice is honoured; numba's own
   ``NUMBA_NUM_THREADS`` is an upper bound), or the batch has one item (nothing to share), or
-* the work is below :data:`SERIAL_BELOW` inner-loop operations: a parallel launch wakes a
-  worker and waits for it at a barrier, which costs more than such a problem takes in all
-  (and, on a loaded machine, up to a scheduler time slice).
+* the work is below :data:`~pytorch_hmm.threads.SERIAL_BELOW` inner-loop operations, or no
+  second CPU is idle (:func:`~pytorch_hmm.threads.idle_cpus`): see :mod:`pytorch_hmm.threads`.
 
-Otherwise it runs on ``min(torch threads, NUMBA_NUM_THREADS, batch)`` threads. numba's OpenMP
-layer sets the calling thread's OpenMP thread count, which is torch's: the caller's
-``torch.get_num_threads()`` is put back after every parallel call, and numba's own thread
-count is restored too.
+Otherwise it runs on ``min(torch threads, NUMBA_NUM_THREADS, batch, idle CPUs)`` threads.
+numba's OpenMP layer sets the calling thread's OpenMP thread count, which is torch's: the
+caller's ``torch.get_num_threads()`` is put back after every parallel call, and numba's own
+thread count is restored too.
 """
 
 from __future__ import annotations
@@ -22,15 +21,9 @@ from typing import Callable, Optional
 import numba
 import torch
 
-__all__ = ["SERIAL_BELOW", "BatchLoop", "batch_loop", "threads_for"]
+from ..threads import SERIAL_BELOW, idle_cpus
 
-# inner-loop operations (about one multiply-add or exp each) below which a call runs on one
-# thread. Dense forward, 2 cores, median ms on 1 / 2 threads (quiet; beside two busy processes):
-#   1.5e5 ops: 0.26 / 0.13 (0.26 / 12.3)    2.6e5: 0.61 / 0.31 (0.42 / 1.14)
-#   1.0e6 ops: 2.50 / 1.22 (1.69 / 4.85)    1.6e7: 4.83 / 2.45 (8.82 / 4.93)
-# A two-thread launch on a loaded machine can wait for a scheduler slice (~10 ms): below 1e6
-# operations that outweighs what the second thread saves on a quiet one.
-SERIAL_BELOW = 1_000_000
+__all__ = ["SERIAL_BELOW", "BatchLoop", "batch_loop", "threads_for"]
 
 _JIT = dict(nogil=True, cache=True)
 
@@ -39,7 +32,8 @@ def threads_for(batch: int, work: float) -> int:
     """Threads a compiled batch loop should use: 1 (serial) or up to the caller's torch count."""
     if work < SERIAL_BELOW:
         return 1
-    return max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS, batch))
+    wanted = min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS, batch)
+    return 1 if wanted == 1 else max(1, min(wanted, idle_cpus()))
 
 
 class BatchLoop:

@@ -25,6 +25,7 @@ import torch
 from ..errors import HMMDeviceError, HMMDimensionError, HMMDtypeError, HMMValueError
 from . import segment_loops as loops
 from .factors import exp_flushed_, static_dense_edges
+from ..threads import sized_by_scores
 from ..validation import LengthsLike, check_finite_or_neginf, check_first_order, check_tensor, frame_mask
 from .inputs import check_chain_lengths, check_emissions, check_state_vector
 from .segment_loops import SegmentProblem
@@ -200,6 +201,7 @@ class _LogPartition(torch.autograd.Function):
         return grad_e, grad_trans, grad_dur, grad_init, grad_final, None
 
 
+@sized_by_scores
 def semi_markov_log_partition(
     log_emissions: torch.Tensor,
     log_transitions: torch.Tensor,
@@ -218,6 +220,7 @@ def semi_markov_log_partition(
     return _LogPartition.apply(p.emissions, p.trans, p.durations, p.init, p.final, p)
 
 
+@sized_by_scores
 def semi_markov_marginals(
     log_emissions: torch.Tensor,
     log_transitions: torch.Tensor,
@@ -231,6 +234,7 @@ def semi_markov_marginals(
     return _marginals(p, _passes(p), d)
 
 
+@sized_by_scores
 def semi_markov_posteriors(
     log_emissions: torch.Tensor,
     log_transitions: torch.Tensor,
@@ -244,6 +248,7 @@ def semi_markov_posteriors(
     return m.posteriors, m.durations
 
 
+@sized_by_scores
 def semi_markov_viterbi(
     log_emissions: torch.Tensor,
     log_transitions: torch.Tensor,

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from typing import Iterable, List, Optional, Tuple, Union
 
 import torch
 from tqdm.auto import tqdm
 
 from ..errors import HMMValueError
+from ..threads import torch_threads_for
 from ..validation import check_count, frame_mask
 from .data import as_batches
 from .monitor import ConvergenceMonitor
@@ -32,32 +34,45 @@ def fit_em(model, data, lengths=None, *, max_iter: int = 100, tol: float = 1e-4,
         raise HMMValueError(f"frozen must name components among {components}; got {unknown}")
     check_count(max_iter, "max_iter")
     batches = as_batches(data, lengths)
+    k = int(getattr(model, "num_states", 1))
+    # emission + chain operations of an iteration; a DataLoader is not read an extra time for it
+    work = sum(x.numel() * k + x.shape[0] * x.shape[1] * k * k for x, _ in batches) if isinstance(batches, list) else math.inf
+    with torch_threads_for(work):  # small problems: one thread, torch ops included (threads.py)
+        return _run(model, batches, frozen, max_iter, tol, verbose, initialize, generator)
+
+
+def _run(model, batches, frozen, max_iter, tol, verbose, initialize, generator) -> List[float]:
     emission = model.emission
     if initialize is None:
         initialize = bool(getattr(emission, "needs_init", False)) and "emission" not in frozen
     if initialize:
         x, mask = _first_frames(batches)
         emission.initialize(x, mask, generator=generator)
-
     monitor = ConvergenceMonitor(tol, max_iter)
     bar = tqdm(total=max_iter, desc="EM", disable=not verbose, leave=False)
     try:
         while not monitor.converged:
-            stats = model.init_stats(frozen)
-            total = 0.0
-            for x, lens in batches:
-                log_z, _ = model.accumulate(stats, x, lens)
-                if not torch.isfinite(log_z).all():
-                    bad = torch.nonzero(~torch.isfinite(log_z)).flatten().tolist()
-                    raise HMMValueError(f"sequences {bad} of a batch have zero likelihood under the model; EM cannot use them")
-                total += float(log_z.double().sum())
+            total = _iteration(model, batches, frozen)
             monitor.report(total)
-            model.m_step(stats)
             bar.update(1)
             bar.set_postfix(log_likelihood=f"{total:.4f}", gain=f"{monitor.gain:.2e}")
     finally:
         bar.close()
     return monitor.history
+
+
+def _iteration(model, batches, frozen) -> float:
+    """One EM iteration: statistics of every batch, one M-step; returns the total log-likelihood."""
+    stats = model.init_stats(frozen)
+    total = 0.0
+    for x, lens in batches:
+        log_z, _ = model.accumulate(stats, x, lens)
+        if not torch.isfinite(log_z).all():
+            bad = torch.nonzero(~torch.isfinite(log_z)).flatten().tolist()
+            raise HMMValueError(f"sequences {bad} of a batch have zero likelihood under the model; EM cannot use them")
+        total += float(log_z.double().sum())
+    model.m_step(stats)
+    return total
 
 
 def frozen_names(frozen: Union[str, Iterable[str]]) -> Tuple[str, ...]:
