@@ -470,3 +470,18 @@ def test_pairwise_distances_have_second_derivatives(backend, squared):
 
     assert torch.autograd.gradcheck(distances, (x, y))
     assert torch.autograd.gradgradcheck(distances, (x, y))
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")], ids=["nan", "inf"])
+def test_span_scores_must_be_log_probabilities(bad):
+    """A NaN score used to give a span of score NaN, silently."""
+    from pytorch_hmm.alignment import merge_tokens, path_segments
+
+    with pytest.raises(HMMValueError, match=r"scores must not contain NaN or \+inf \(at frames that are not padding\)"):
+        merge_tokens(torch.tensor([0, 1, 1]), torch.tensor([0.0, bad, -1.0]))
+    with pytest.raises(HMMValueError, match=r"scores must not contain NaN or \+inf"):
+        path_segments(torch.tensor([[0, 0, 1]]), torch.tensor([[0, 1]]), torch.tensor([[5, 6]]), torch.tensor([[0.0, bad, 0.0]]))
+    # padding frames may hold anything, and -inf (probability 0) is a score
+    spans = merge_tokens(torch.tensor([0, 1, 1, -1]), torch.tensor([0.0, -1.0, float("-inf"), bad]))
+    assert [(s.token, s.start, s.end) for s in spans] == [(1, 1, 3)]
+    assert spans[0].score == pytest.approx(math.exp(-1.0) / 2)

@@ -18,7 +18,7 @@ from typing import Iterator, List, Optional, Sequence, Tuple, Union
 import torch
 
 from ..errors import HMMDimensionError, HMMDtypeError, HMMValueError
-from ..validation import check_tensor
+from ..validation import check_finite_or_neginf, check_tensor
 from .segments import Segment
 
 __all__ = ["TokenSpan", "merge_tokens", "path_segments"]
@@ -107,6 +107,7 @@ def path_segments(
         if low < -1 or high >= positions.shape[1]:
             raise HMMValueError(f"paths must hold graph states in [0, K) = [0, {positions.shape[1]}) or -1 (padding); "
                                 f"got values in [{low}, {high}]")
+    check_finite_or_neginf(scores, "scores", paths.to(scores.device) >= 0, " (at frames that are not padding)")
     if labels is not None and len(labels) != paths.shape[0]:
         raise HMMValueError(f"labels must hold one sequence per batch item ({paths.shape[0]}); got {len(labels)}")
     state = paths.clamp(min=0)
@@ -170,4 +171,6 @@ def _check(labels: torch.Tensor, scores: torch.Tensor, blank: int):
         raise HMMDtypeError(f"scores must have a floating-point dtype; got {scores.dtype}")
     if not isinstance(blank, int) or isinstance(blank, bool) or blank < 0:
         raise HMMValueError(f"blank must be a non-negative int; got {blank!r}")
-    return labels, scores.to(labels.device)
+    scores = scores.to(labels.device)
+    check_finite_or_neginf(scores, "scores", labels >= 0, " (at frames that are not padding)")
+    return labels, scores
