@@ -1,7 +1,9 @@
 """Alignment on top of the kernels: DTW and soft-DTW (lattice kernel), CTC loss, forced alignment and token spans (chain kernel)."""
 
+from .acoustic import AcousticModel, Alignment, TrainingSchedule, train_flat_start
 from .ctc import CTCAligner, CTCAlignment, ctc_forced_align, ctc_greedy_decode, ctc_loss
 from .dtw import DTWAligner, DTWResult, dtw, pairwise_cost, soft_dtw, soft_dtw_alignment
+from .forced import PhoneSet, Topology, UtteranceGraph, compile_utterance
 from .graph import StateGraph
 from .segments import (
     PhoneInterval,
@@ -51,4 +53,12 @@ __all__ = [
     "read_phone_intervals",
     "StateGraph",
     "path_segments",
+    "Topology",
+    "PhoneSet",
+    "UtteranceGraph",
+    "compile_utterance",
+    "AcousticModel",
+    "Alignment",
+    "TrainingSchedule",
+    "train_flat_start",
 ]

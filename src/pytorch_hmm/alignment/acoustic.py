@@ -1,0 +1,204 @@
+"""Monophone GMM-HMM acoustic model for forced alignment, trained from a flat start.
+
+:class:`AcousticModel` holds one diagonal Gaussian mixture per phone state (the units of a
+:class:`~pytorch_hmm.alignment.forced.PhoneSet`) and each unit's self-loop / exit probability.
+:func:`train_flat_start` trains it on feature sequences and their transcriptions as HTK
+(``HCompV`` then ``HERest``) and Kaldi's monophone recipe do:
+
+1. flat start: every state gets the global mean and variance of all frames;
+2. Baum-Welch re-estimation on each utterance's graph (:func:`compile_utterance`), statistics
+   summed over the corpus, one M-step per iteration (emissions and transition probabilities);
+   with identical states the first pass spreads each utterance evenly over its phones;
+3. mixture splitting (each Gaussian into two) followed by more iterations, as many times as asked.
+
+:meth:`AcousticModel.align` runs batched Viterbi on the same graphs and returns phone and word
+segments in frames. Every recursion is the shared kernel's (through :class:`StateGraph`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, List, Optional, Sequence
+
+import torch
+from torch import nn
+
+from ..emissions import GaussianMixture
+from ..errors import HMMValueError
+from ..validation import check_count, frame_mask
+from .forced import PhoneSet, UtteranceGraph, compile_utterance
+from .graph import StateGraph
+from .segments import Segment
+
+__all__ = ["AcousticModel", "Alignment", "TrainingSchedule", "train_flat_start"]
+
+
+@dataclass(frozen=True)
+class Alignment:
+    """One aligned utterance, in frames: phone and word segments and the path's log-likelihood."""
+
+    phones: List[Segment]
+    words: List[Segment]
+    log_likelihood: float
+
+
+@dataclass(frozen=True)
+class TrainingSchedule:
+    """Baum-Welch iterations at one Gaussian per state, then ``splits`` rounds of (split, more iterations).
+
+    Defaults follow what mattered in calibration (issue "Forced alignment I"): about 20
+    iterations at one Gaussian and 8 after each split.
+    """
+
+    iterations: int = 20
+    splits: int = 2
+    iterations_per_split: int = 8
+
+    def __post_init__(self) -> None:
+        check_count(self.iterations, "iterations")
+        check_count(self.splits, "splits", minimum=0)
+        check_count(self.iterations_per_split, "iterations_per_split")
+
+
+class AcousticModel(nn.Module):
+    """Monophone GMM-HMM: a diagonal :class:`~pytorch_hmm.emissions.GaussianMixture` over the
+    ``U`` phone-state units and per-unit transition probabilities (buffers ``log_self``,
+    ``log_exit`` ``(U,)``).
+
+    Args:
+        phone_set: phones and their states.
+        dim: feature dimension ``D``.
+        silence_probability: of the optional silences in every utterance graph.
+    """
+
+    def __init__(self, phone_set: PhoneSet, dim: int, *, silence_probability: float = 0.5,
+                 dtype: torch.dtype = torch.float32) -> None:
+        super().__init__()
+        self.phone_set = phone_set
+        self.silence_probability = silence_probability
+        u = phone_set.num_units
+        self.emission = GaussianMixture(u, 1, check_count(dim, "dim"), "diag", dtype=dtype)
+        half = torch.full((u,), math.log(0.5), dtype=dtype)
+        self.register_buffer("log_self", half.clone())
+        self.register_buffer("log_exit", half.clone())
+
+    @property
+    def num_units(self) -> int:
+        return self.phone_set.num_units
+
+    def graph(self, transcription) -> UtteranceGraph:
+        """The utterance graph of ``transcription`` under the current transition probabilities."""
+        return compile_utterance(transcription, self.phone_set, log_self=self.log_self, log_exit=self.log_exit,
+                                 silence_probability=self.silence_probability, dtype=self.log_self.dtype)
+
+    def unit_scores(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """``(B, T, U)`` log-likelihood of every frame under every unit (0 at padded frames)."""
+        return self.emission.log_prob(x, frame_mask(lengths, x.shape[1], x.device))
+
+    @torch.no_grad()
+    def align(self, features: Sequence[torch.Tensor], transcriptions: Sequence, *, batch_size: int = 16) -> List[Optional[Alignment]]:
+        """Viterbi alignment of each ``(T_i, D)`` feature sequence to its transcription.
+
+        Returns one :class:`Alignment` per utterance, in frames; ``None`` where no path exists
+        (an utterance too short for its transcription).
+        """
+        out: List[Optional[Alignment]] = [None] * len(features)
+        for idx, x, lengths, graphs in _batches(features, transcriptions, self.graph, batch_size):
+            g = StateGraph.stack([u.graph for u in graphs])
+            scores = self.unit_scores(x, lengths)
+            paths, best = g.viterbi(scores, lengths)
+            segs = g.segments(paths, g.path_scores(scores, paths), [list(range(len(u.phones))) for u in graphs])
+            for row, (i, u) in enumerate(zip(idx, graphs)):
+                if math.isfinite(float(best[row])):
+                    phones, words = u.segments(segs[row])
+                    out[i] = Alignment(phones, words, float(best[row]))
+        return out
+
+
+def _batches(features, transcriptions, make_graph: Callable, batch_size: int):
+    """Utterances sorted by length in batches: ``(indices, padded x, lengths, graphs)``."""
+    if len(features) != len(transcriptions):
+        raise HMMValueError(f"features and transcriptions must have one entry per utterance; got {len(features)} and "
+                            f"{len(transcriptions)}")
+    check_count(batch_size, "batch_size")
+    order = sorted(range(len(features)), key=lambda i: features[i].shape[0])
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        items = [features[i] for i in idx]
+        lengths = torch.tensor([f.shape[0] for f in items], dtype=torch.long)
+        x = torch.nn.utils.rnn.pad_sequence(list(items), batch_first=True)
+        yield idx, x, lengths, [make_graph(transcriptions[i]) for i in idx]
+
+
+def train_flat_start(
+    model: AcousticModel,
+    features: Sequence[torch.Tensor],
+    transcriptions: Sequence,
+    schedule: TrainingSchedule = TrainingSchedule(),
+    *,
+    batch_size: int = 16,
+    generator: Optional[torch.Generator] = None,
+    progress: Optional[Callable[[str, int, float], None]] = None,
+) -> List[float]:
+    """Train ``model`` from a flat start on ``(T_i, D)`` features and their transcriptions.
+
+    Utterances with no path through their graph (too short for the transcription) are left out
+    of the statistics of that iteration. ``progress(stage, iteration, log_likelihood)`` is called
+    after every iteration. Returns the total log-likelihood per iteration.
+    """
+    if not features:
+        raise HMMValueError("train_flat_start needs at least one utterance; got none")
+    frames = torch.cat([f.reshape(-1, f.shape[-1]) for f in features]).to(model.emission.loc.dtype)
+    _flat_start(model.emission, frames)
+    history: List[float] = []
+    stages = [("1 gaussian", schedule.iterations)] + [
+        (f"{2 ** (s + 1)} gaussians", schedule.iterations_per_split) for s in range(schedule.splits)
+    ]
+    for n, (stage, iterations) in enumerate(stages):
+        if n:
+            model.emission.split(generator)
+        for it in range(iterations):
+            total = _baum_welch_step(model, features, transcriptions, batch_size)
+            history.append(total)
+            if progress is not None:
+                progress(stage, it, total)
+    return history
+
+
+def _flat_start(emission: GaussianMixture, frames: torch.Tensor) -> None:
+    """Every unit (and component) gets the global mean and variance of the training frames."""
+    mean, var = frames.mean(0), frames.var(0, unbiased=False).clamp_min(emission.min_covar)
+    k, m = emission.num_states, emission.num_mixtures
+    emission.weights = torch.full((k, m), 1.0 / m, dtype=frames.dtype)
+    emission.means = mean.expand(k, m, -1)
+    emission.covars = var.expand(k, m, -1)
+
+
+@torch.no_grad()
+def _baum_welch_step(model: AcousticModel, features, transcriptions, batch_size: int) -> float:
+    """One EM iteration over the corpus; returns the total log-likelihood of the usable utterances."""
+    u = model.num_units
+    stats = model.emission.init_stats()
+    edges = torch.zeros(2 * u, dtype=torch.float64)
+    total = 0.0
+    for _, x, lengths, graphs in _batches(features, transcriptions, model.graph, batch_size):
+        g = StateGraph.stack([ug.graph for ug in graphs])
+        scores = model.unit_scores(x, lengths)
+        log_z, post, counts = g.marginals(scores, lengths)
+        usable = torch.isfinite(log_z)
+        if not bool(usable.all()):  # no path: leave the utterance out of this iteration
+            post = torch.where(usable[:, None, None], post, 0.0)
+            counts = torch.where(usable.view(-1, *([1] * (counts.ndim - 1))), counts, 0.0)
+        total += float(log_z[usable].double().sum())
+        mask = frame_mask(lengths, x.shape[1], x.device) & usable[:, None]
+        model.emission.accumulate(stats, x, g.scatter(post, u), mask)
+        edges += g.scatter_edges(counts, 2 * u).double()
+    model.emission.m_step(stats)
+    self_counts, exit_counts = edges[0::2], edges[1::2]
+    seen = self_counts + exit_counts > 0
+    # a unit stays (or leaves) with probability in [1e-3, 1 - 1e-3]; units without counts keep theirs
+    p_self = (self_counts / (self_counts + exit_counts).clamp_min(1e-300)).clamp(1e-3, 1 - 1e-3)
+    model.log_self.copy_(torch.where(seen, p_self.log(), model.log_self.double()).to(model.log_self.dtype))
+    model.log_exit.copy_(torch.where(seen, torch.log1p(-p_self), model.log_exit.double()).to(model.log_exit.dtype))
+    return total
