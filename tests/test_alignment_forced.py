@@ -211,3 +211,38 @@ def test_flat_start_on_a_small_flite_corpus_finds_most_boundaries(tmp_path):
         ref = [Segment(i.phone, i.start, i.end) for i in u.intervals]
         recalls.append(boundary_f1(ref, frames_to_seconds(a.phones, 0.01, duration=u.duration), 0.02, label_aware=False).recall)
     assert sum(recalls) / len(recalls) >= 0.75
+
+
+def test_a_saved_model_loads_and_aligns_the_same(fixture_corpus, tmp_path):
+    utts, feats, trans, lex = fixture_corpus
+    model = AcousticModel(PhoneSet(lex.phones, Topology(3, 5)), feats[0].shape[1], silence_probability=0.4)
+    train_flat_start(model, feats, trans, TrainingSchedule(3, 1, 2), generator=torch.Generator().manual_seed(0))
+    path = tmp_path / "model.pt"
+    model.save(path, features={"kind": "mfcc", "cmvn": "utterance"})
+    loaded, features = AcousticModel.load(path)
+    assert features == {"kind": "mfcc", "cmvn": "utterance"}
+    assert loaded.phone_set.phones == model.phone_set.phones and loaded.phone_set.topology == Topology(3, 5)
+    assert loaded.emission.num_mixtures == 2 and loaded.silence_probability == 0.4
+    for a, b in zip(model.align(feats, trans), loaded.align(feats, trans)):
+        assert a == b
+
+
+def test_model_files_of_another_kind_or_a_newer_format_are_rejected(tmp_path):
+    from pytorch_hmm.alignment import acoustic
+
+    not_a_model = tmp_path / "x.pt"
+    not_a_model.write_bytes(b"not a torch file")
+    with pytest.raises(HMMValueError, match=r"is not a pytorch_hmm acoustic model file"):
+        AcousticModel.load(not_a_model)
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
+    with pytest.raises(HMMValueError, match=r"no 'pytorch_hmm.alignment.AcousticModel' header"):
+        AcousticModel.load(tmp_path / "other.pt")
+    model = AcousticModel(PhoneSet(["A"]), 2)
+    model.save(tmp_path / "m.pt")
+    data = torch.load(tmp_path / "m.pt", weights_only=True)
+    data["format_version"] = acoustic._FORMAT_VERSION + 1
+    torch.save(data, tmp_path / "newer.pt")
+    with pytest.raises(HMMValueError, match=r"in model format 2; this version .* reads formats up to 1: upgrade"):
+        AcousticModel.load(tmp_path / "newer.pt")
+    with pytest.raises(HMMValueError, match=r"does not exist"):
+        AcousticModel.load(tmp_path / "missing.pt")

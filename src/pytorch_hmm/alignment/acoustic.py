@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -27,11 +27,20 @@ from torch import nn
 from ..emissions import GaussianMixture
 from ..errors import HMMValueError
 from ..validation import check_count, frame_mask
-from .forced import PhoneSet, UtteranceGraph, compile_utterance
+from .forced import PhoneSet, Topology, UtteranceGraph, compile_utterance
 from .graph import StateGraph
 from .segments import Segment
 
 __all__ = ["AcousticModel", "Alignment", "TrainingSchedule", "train_flat_start"]
+
+_FORMAT = "pytorch_hmm.alignment.AcousticModel"
+_FORMAT_VERSION = 1
+
+
+def _library_version() -> str:
+    from .. import __version__
+
+    return __version__
 
 
 @dataclass(frozen=True)
@@ -86,6 +95,49 @@ class AcousticModel(nn.Module):
     @property
     def num_units(self) -> int:
         return self.phone_set.num_units
+
+    # --- one file: parameters, phone set, topology, front end, library version ---
+
+    def save(self, path, *, features: Optional[dict] = None) -> None:
+        """Write the model to one file (``torch.save`` of plain data): parameters, phone set,
+        topology, ``features`` (the front end's settings, e.g. ``FeatureExtractor`` fields) and
+        the library version. :meth:`load` reads it back."""
+        ps = self.phone_set
+        torch.save({
+            "format": _FORMAT, "format_version": _FORMAT_VERSION, "library_version": _library_version(),
+            "phones": list(ps.phones), "silence_phone": ps.silence_phone, "oov_phone": ps.oov_phone,
+            "topology": {"states_per_phone": ps.topology.states_per_phone, "silence_states": ps.topology.silence_states},
+            "dim": self.emission.dim, "num_mixtures": self.emission.num_mixtures,
+            "silence_probability": self.silence_probability, "features": dict(features or {}),
+            "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()},
+        }, path)
+
+    @classmethod
+    def load(cls, path) -> Tuple["AcousticModel", dict]:
+        """``(model, features)`` from a file written by :meth:`save`; a file of another kind or
+        of a newer format is rejected with a message saying which."""
+        try:
+            data = torch.load(path, map_location="cpu", weights_only=True)
+        except FileNotFoundError:
+            raise HMMValueError(f"model file {str(path)!r} does not exist") from None
+        except Exception as err:  # pickle / zip errors of a file that is not a saved model
+            raise HMMValueError(f"{str(path)!r} is not a pytorch_hmm acoustic model file ({type(err).__name__}: {err})") from None
+        if not isinstance(data, dict) or data.get("format") != _FORMAT:
+            raise HMMValueError(f"{str(path)!r} is not a pytorch_hmm acoustic model file (no {_FORMAT!r} header)")
+        version = data.get("format_version")
+        if not isinstance(version, int) or version > _FORMAT_VERSION:
+            raise HMMValueError(
+                f"{str(path)!r} was written by pytorch_hmm {data.get('library_version')} in model format {version}; "
+                f"this version ({_library_version()}) reads formats up to {_FORMAT_VERSION}: upgrade pytorch_hmm"
+            )
+        topo = Topology(**data["topology"])
+        phone_set = PhoneSet(data["phones"], topo, silence_phone=data["silence_phone"], oov_phone=data["oov_phone"])
+        state = data["state_dict"]
+        model = cls(phone_set, data["dim"], silence_probability=data["silence_probability"], dtype=state["log_self"].dtype)
+        while model.emission.num_mixtures < data["num_mixtures"]:
+            model.emission.split()
+        model.load_state_dict(state)
+        return model, data["features"]
 
     def graph(self, transcription) -> UtteranceGraph:
         """The utterance graph of ``transcription`` under the current transition probabilities."""
