@@ -163,7 +163,8 @@ class AcousticModel(nn.Module):
             segs = g.segments(paths, g.path_scores(scores, paths), [list(range(len(u.phones))) for u in graphs])
             for row, (i, u) in enumerate(zip(idx, graphs)):
                 if math.isfinite(float(best[row])):
-                    phones, words = u.segments(segs[row])
+                    # GMM scores are densities, not probabilities: no per-segment confidence
+                    phones, words = u.segments([Segment(s.unit, s.start, s.end) for s in segs[row]])
                     out[i] = Alignment(phones, words, float(best[row]))
         return out
 

@@ -1,0 +1,239 @@
+"""Forced alignment of a speech corpus: features, transcriptions, flat-start training, TextGrids.
+
+What the Montreal Forced Aligner's ``train`` / ``align`` do, on the library's parts:
+:class:`~pytorch_hmm.speech.FeatureExtractor` (MFCC + deltas, 25 ms / 10 ms), per-speaker CMVN,
+a :class:`~pytorch_hmm.speech.Lexicon` (CMUdict by default; OOV words become ``spn``), and
+:class:`~pytorch_hmm.alignment.AcousticModel` trained by
+:func:`~pytorch_hmm.alignment.train_flat_start`. Output per utterance: a Praat TextGrid with
+``words`` and ``phones`` tiers (MFA's layout: ``OUT/<speaker>/<id>.TextGrid``), optionally JSON
+and CTM.
+
+Frame convention: frame ``t`` covers ``[t, t + 1) x 10 ms`` of the audio (the extractor centres
+its 25 ms windows on ``t x 10 ms``, ``center=True``), so a segment of frames ``[s, e)`` is the
+interval ``[s x 0.01, e x 0.01)`` seconds, the last end clipped to the audio's duration.
+
+Bad input never stops a run: an unreadable, empty or silent file, an empty transcript, an
+utterance too short for its transcription are each reported with the reason and left out;
+every other utterance is aligned (:class:`RunReport`).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .alignment import (
+    AcousticModel,
+    PhoneSet,
+    TrainingSchedule,
+    Topology,
+    frames_to_seconds,
+    train_flat_start,
+    write_ctm,
+    write_json,
+    write_textgrid,
+)
+from .errors import AudioError, HMMValueError
+from .speech import AudioTextFolder, FeatureExtractor, Lexicon, load_audio, speaker_cmvn
+from .speech.corpus import Corpus, Utterance
+
+__all__ = ["PreparedUtterance", "RunReport", "prepare", "train", "align", "OUTPUT_FORMATS"]
+
+PathLike = Union[str, Path]
+OUTPUT_FORMATS = ("textgrid", "json", "ctm")
+FRAME_SHIFT = 0.01
+SILENT_RMS = 1e-5  # below this RMS a file holds no speech to align (digital silence)
+
+
+@dataclass
+class PreparedUtterance:
+    """An utterance ready to train on or align: features ``(T, D)`` (speaker-normalised) and words."""
+
+    utterance: Utterance
+    features: torch.Tensor
+    transcription: object
+    duration: float
+
+
+@dataclass
+class RunReport:
+    """What a run did: aligned and skipped utterances (with reasons), audio seconds, stage times."""
+
+    aligned: List[str] = field(default_factory=list)
+    skipped: List[tuple] = field(default_factory=list)  # (utterance id or file, reason)
+    audio_seconds: float = 0.0
+    seconds: Dict[str, float] = field(default_factory=dict)
+    oov: Optional[object] = None
+
+    def skip(self, item: str, reason: str) -> None:
+        self.skipped.append((item, reason))
+
+    def summary(self) -> str:
+        """A few lines: counts, reasons, speed as times real time."""
+        total = sum(self.seconds.values())
+        lines = [f"aligned {len(self.aligned)} utterances, skipped {len(self.skipped)}; "
+                 f"{self.audio_seconds:.1f} s of audio in {total:.1f} s "
+                 f"({self.audio_seconds / total if total > 0 else math.inf:.0f}x real time)"]
+        lines += [f"  {stage}: {sec:.2f} s" for stage, sec in self.seconds.items()]
+        lines += [f"  skipped {item}: {reason}" for item, reason in self.skipped]
+        if self.oov is not None and self.oov.total:
+            lines.append(f"  {self.oov.total} OOV word tokens aligned as the OOV phone: "
+                         + ", ".join(f"{w.word} ({w.count})" for w in list(self.oov)[:10]))
+        return "\n".join(lines)
+
+
+def open_corpus(path: PathLike) -> Corpus:
+    """A corpus folder: MFA-style ``<speaker>/<id>.wav`` + ``.lab`` / ``.txt``, or a flat folder of them."""
+    return AudioTextFolder(path)
+
+
+def prepare(
+    corpus: Union[Corpus, Sequence[Utterance]],
+    lexicon: Lexicon,
+    extractor: FeatureExtractor,
+    report: RunReport,
+    *,
+    progress: bool = True,
+) -> List[PreparedUtterance]:
+    """Features and transcriptions of every usable utterance; the others go to ``report``.
+
+    CMVN is pooled per speaker (:func:`~pytorch_hmm.speech.speaker_cmvn`), as Kaldi and MFA do.
+    """
+    started = time.perf_counter()
+    utterances = list(corpus)
+    for problem in getattr(corpus, "problems", []):
+        report.skip(problem.item, problem.reason)
+    raw, kept = [], []
+    for utt in tqdm(utterances, desc="features", disable=not progress, leave=False):
+        try:
+            audio, rate = load_audio(utt.audio_path, extractor.sample_rate)
+        except AudioError as err:
+            report.skip(utt.id, f"unreadable audio: {getattr(err, 'reason', err)}")
+            continue
+        if audio.size == 0 or float(np.sqrt(np.mean(np.square(audio, dtype=np.float64)))) < SILENT_RMS:
+            report.skip(utt.id, "silent audio (no signal to align)")
+            continue
+        transcription = lexicon.transcribe(utt.text, utt.id)
+        if not transcription.words:
+            report.skip(utt.id, "transcript has no words")
+            continue
+        raw.append(extractor(audio, rate))
+        kept.append((utt, transcription, audio.shape[0] / rate))
+    report.seconds["features"] = report.seconds.get("features", 0.0) + time.perf_counter() - started
+    if not kept:
+        return []
+    feats = speaker_cmvn(raw, [u.speaker for u, _, _ in kept])
+    out = [PreparedUtterance(u, f, t, d) for (u, t, d), f in zip(kept, feats)]
+    report.audio_seconds += sum(p.duration for p in out)
+    report.oov = lexicon.oov_report
+    return out
+
+
+def train(
+    prepared: Sequence[PreparedUtterance],
+    lexicon: Lexicon,
+    report: RunReport,
+    *,
+    schedule: TrainingSchedule = TrainingSchedule(),
+    topology: Topology = Topology(),
+    progress: bool = True,
+    seed: int = 0,
+) -> AcousticModel:
+    """A monophone GMM-HMM trained from a flat start on ``prepared`` utterances."""
+    if not prepared:
+        raise HMMValueError("no usable utterance to train on (every one was skipped: see the report)")
+    started = time.perf_counter()
+    phone_set = PhoneSet(lexicon.phones, topology, silence_phone=lexicon.silence_phone or "sil",
+                         oov_phone=lexicon.oov_phone)
+    model = AcousticModel(phone_set, prepared[0].features.shape[1])
+    total = schedule.iterations + schedule.splits * schedule.iterations_per_split
+    bar = tqdm(total=total, desc="train", disable=not progress, leave=False)
+
+    def step(stage: str, iteration: int, log_likelihood: float) -> None:
+        bar.update(1)
+        bar.set_postfix(stage=stage, log_likelihood=f"{log_likelihood:.4g}")
+
+    try:
+        train_flat_start(model, [p.features for p in prepared], [p.transcription for p in prepared], schedule,
+                         generator=torch.Generator().manual_seed(seed), progress=step)
+    finally:
+        bar.close()
+    report.seconds["train"] = report.seconds.get("train", 0.0) + time.perf_counter() - started
+    return model
+
+
+def align(
+    model: AcousticModel,
+    prepared: Sequence[PreparedUtterance],
+    out_dir: Optional[PathLike],
+    report: RunReport,
+    *,
+    formats: Sequence[str] = ("textgrid",),
+    progress: bool = True,
+) -> Dict[str, dict]:
+    """Align ``prepared`` utterances; write ``formats`` under ``out_dir`` (``None``: write nothing).
+
+    Returns utterance id -> ``{"words": [...], "phones": [...]}`` segments in seconds.
+    """
+    for name in formats:
+        if name not in OUTPUT_FORMATS:
+            raise HMMValueError(f"formats must be among {OUTPUT_FORMATS}; got {name!r}")
+    started = time.perf_counter()
+    results = model.align([p.features for p in prepared], [p.transcription for p in prepared])
+    tiers: Dict[str, dict] = {}
+    for p, result in zip(prepared, results):
+        utt = p.utterance
+        if result is None:
+            report.skip(utt.id, f"no alignment: {p.features.shape[0]} frames are too few for its "
+                        f"{len(p.transcription.words)} words (audio too short, or the wrong transcript)")
+            continue
+        tiers[utt.id] = {"words": frames_to_seconds(result.words, FRAME_SHIFT, duration=p.duration),
+                         "phones": frames_to_seconds(result.phones, FRAME_SHIFT, duration=p.duration)}
+        report.aligned.append(utt.id)
+    report.seconds["align"] = report.seconds.get("align", 0.0) + time.perf_counter() - started
+    if out_dir is not None:
+        started = time.perf_counter()
+        _write(tiers, prepared, Path(out_dir), formats, progress)
+        report.seconds["write"] = report.seconds.get("write", 0.0) + time.perf_counter() - started
+    return tiers
+
+
+def _write(tiers: Dict[str, dict], prepared, out_dir: Path, formats, progress: bool) -> None:
+    by_id = {p.utterance.id: p for p in prepared}
+    for utt_id in tqdm(tiers, desc="write", disable=not progress, leave=False):
+        p = by_id[utt_id]
+        folder = out_dir / p.utterance.speaker
+        folder.mkdir(parents=True, exist_ok=True)
+        if "textgrid" in formats:
+            write_textgrid(folder / f"{utt_id}.TextGrid", tiers[utt_id], p.duration)
+        if "json" in formats:
+            write_json(folder / f"{utt_id}.json", tiers[utt_id], p.duration)
+    if "ctm" in formats:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_ctm(out_dir / "phones.ctm", {u: t["phones"] for u, t in tiers.items()})
+        write_ctm(out_dir / "words.ctm", {u: t["words"] for u, t in tiers.items()})
+
+
+def extractor_settings(extractor: FeatureExtractor) -> dict:
+    """The extractor's fields as plain data (stored in a model file)."""
+    from dataclasses import fields
+
+    return {f.name: getattr(extractor, f.name) for f in fields(extractor) if f.name != "dtype"}
+
+
+def default_extractor(settings: Optional[dict] = None) -> FeatureExtractor:
+    """MFCC + deltas at 25 ms / 10 ms (CMVN is applied per speaker afterwards), or ``settings``."""
+    return FeatureExtractor(**(settings or {"kind": "mfcc", "cmvn": "none"}))
+
+
+def lexicon_from(path: Optional[PathLike]) -> Lexicon:
+    """An MFA dictionary file, or CMUdict with stress folded (flite's and most corpora's phones)."""
+    return Lexicon.read(path) if path is not None else Lexicon.from_cmudict(stress="fold")
+

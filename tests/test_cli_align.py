@@ -1,0 +1,100 @@
+"""The corpus aligner (pytorch_hmm.aligner) and the ``pytorch-hmm`` command, run as users run them."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from pytorch_hmm.alignment import read_ctm, read_json, read_textgrid
+
+FIXTURES = Path(__file__).parent / "fixtures" / "folder"
+
+
+def _run(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pytorch_hmm.cli", *args], capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    """The four fixture utterances plus one bad item of every kind."""
+    root = tmp_path / "corpus"
+    shutil.copytree(FIXTURES / "slt", root / "slt")
+    shutil.copytree(FIXTURES / "awb", root / "awb")
+    bad = root / "bad"
+    bad.mkdir()
+    (bad / "corrupt.wav").write_bytes(b"RIFF this is not audio at all" * 3)
+    (bad / "corrupt.lab").write_text("hello world")
+    sf.write(bad / "silent.wav", np.zeros(16000, dtype=np.float32), 16000)
+    (bad / "silent.lab").write_text("hello world")
+    sf.write(bad / "empty.wav", 0.1 * np.random.default_rng(0).standard_normal(16000).astype(np.float32), 16000)
+    (bad / "empty.lab").write_text("   ")
+    sf.write(bad / "short.wav", 0.1 * np.random.default_rng(1).standard_normal(400).astype(np.float32), 16000)
+    (bad / "short.lab").write_text("this transcript is far too long for a few milliseconds of audio")
+    # an OOV word inside a good utterance: aligned as spn, counted
+    (root / "slt" / "slt_0001.lab").write_text("Glue the sheet to the dark blue zzyzxq background.")
+    return root
+
+
+def test_align_with_train_writes_textgrids_and_reports_every_bad_item(corpus: Path, tmp_path: Path):
+    out = tmp_path / "out"
+    proc = _run("align", str(corpus), str(out), "--train", "--output-format", "textgrid,json,ctm", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    summary = proc.stdout
+    assert "aligned 4 utterances, skipped 4" in summary
+    assert "skipped corrupt: unreadable audio" in summary
+    assert "skipped silent: silent audio" in summary
+    assert "skipped empty: empty transcript" in summary
+    assert "skipped short: no alignment" in summary and "too few" in summary
+    assert "OOV word tokens aligned as the OOV phone: zzyzxq (1)" in summary
+    assert "x real time" in summary
+    for speaker, utt in [("slt", "slt_0000"), ("slt", "slt_0001"), ("awb", "awb_0000"), ("awb", "awb_0001")]:
+        grid = read_textgrid(out / speaker / f"{utt}.TextGrid")
+        words = [s.unit for s in grid.tiers["words"]]
+        assert words and all(w == w.lower() for w in words)
+        assert read_json(out / speaker / f"{utt}.json").tiers["phones"] == grid.tiers["phones"]
+    assert "zzyzxq" in [s.unit for s in read_textgrid(out / "slt" / "slt_0001.TextGrid").tiers["words"]]
+    assert "spn" in [s.unit for s in read_textgrid(out / "slt" / "slt_0001.TextGrid").tiers["phones"]]
+    assert not (out / "bad").exists()
+    ctm = read_ctm(out / "words.ctm")
+    assert sorted(ctm) == ["awb_0000", "awb_0001", "slt_0000", "slt_0001"]
+
+
+def test_train_then_align_with_the_saved_model(corpus: Path, tmp_path: Path):
+    model = tmp_path / "model.pt"
+    proc = _run("train", str(corpus), str(model), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert f"model written to {model}" in proc.stdout and model.is_file()
+    out = tmp_path / "out"
+    proc = _run("align", str(corpus), str(out), "--model", str(model), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert "aligned 4 utterances" in proc.stdout
+    assert (out / "awb" / "awb_0000.TextGrid").is_file()
+
+
+def test_command_line_errors(tmp_path: Path):
+    proc = _run("align", str(tmp_path / "missing"), str(tmp_path / "out"), "--train")
+    assert proc.returncode == 1 and "corpus must be a folder" in proc.stderr
+    proc = _run("align", str(tmp_path), str(tmp_path / "out"))
+    assert proc.returncode == 2 and "one of the arguments --train --model is required" in proc.stderr
+    (tmp_path / "empty").mkdir()
+    proc = _run("align", str(tmp_path / "empty"), str(tmp_path / "out"), "--train", "--quiet")
+    assert proc.returncode == 1 and "no usable utterance" in proc.stderr
+    (tmp_path / "x.pt").write_bytes(b"nope")
+    proc = _run("align", str(FIXTURES), str(tmp_path / "out"), "--model", str(tmp_path / "x.pt"), "--quiet")
+    assert proc.returncode == 1 and "is not a pytorch_hmm acoustic model file" in proc.stderr
+    proc = _run("align", str(FIXTURES), str(tmp_path / "out"), "--train", "--output-format", "praat", "--quiet")
+    assert proc.returncode == 1 and "formats must be among" in proc.stderr
+
+
+def test_the_installed_command_runs():
+    exe = shutil.which("pytorch-hmm")
+    if exe is None:
+        pytest.skip("the package is not installed with its console script")
+    proc = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.startswith("pytorch-hmm ")
