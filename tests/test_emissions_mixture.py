@@ -3,6 +3,8 @@ additivity, padding, EM and gradient training, splitting, initialisation and inp
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -427,3 +429,22 @@ def test_sample_padding_gives_nan_rows():
     assert torch.isnan(out[1]).all() and out[0].item() > 8.0 and out[2].item() < -8.0
     with pytest.raises(HMMValueError, match=r"states must be in \[0, 2\) or -1 \(padding\); got 5"):
         em.sample(torch.tensor([5]))
+
+
+def test_diag_density_recomputes_only_the_coarse_components_in_float64():
+    """float32 expansion error is bounded per component: a component with a tiny variance far
+    from the data is redone in float64, the others stay float32, all within 1e-2 nats."""
+    from pytorch_hmm.emissions.covariance import _coarse_components, diag_log_density
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(500, 4, generator=g) * 3
+    means = torch.tensor([[0.0, 0.0, 0.0, 0.0], [1.0, -1.0, 0.5, 0.0], [20.0, 0.0, 0.0, 5.0]])
+    log_var = torch.log(torch.tensor([[1.0] * 4, [2.0] * 4, [1e-5] * 4]))
+    ref = means.mean(0)
+    coarse = _coarse_components(x - ref, means - ref, torch.exp(-log_var))
+    assert coarse.tolist() == [False, False, True]
+    got = diag_log_density(x, means, log_var)
+    x64, m64, v64 = x.double(), means.double(), log_var.double().exp()
+    exact = -0.5 * (4 * math.log(2 * math.pi) + v64.log().sum(-1) + (((x64[:, None] - m64) ** 2) / v64).sum(-1))
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got.double(), exact, rtol=1e-6, atol=1e-2)

@@ -79,13 +79,13 @@ class PhoneSet:
         special = phone in (self.silence_phone, self.oov_phone)
         return self.topology.silence_states if special else self.topology.states_per_phone
 
-    def units(self, phone: str) -> List[int]:
+    def units(self, phone: str) -> range:
         """The unit ids of ``phone``'s states, first to last."""
         if phone not in self.index:
             raise HMMValueError(f"phone {phone!r} is not in the phone set ({len(self.phones)} phones: "
                                 f"{', '.join(self.phones[:12])}{', ...' if len(self.phones) > 12 else ''})")
         i = self.index[phone]
-        return list(range(self.offset[i], self.offset[i] + self.num_states[i]))
+        return range(self.offset[i], self.offset[i] + self.num_states[i])
 
     def __len__(self) -> int:
         return len(self.phones)
@@ -138,7 +138,7 @@ class UtteranceGraph:
 class _Builder:
     """Edges of one utterance graph, state by state."""
 
-    def __init__(self, phone_set: PhoneSet, log_self: torch.Tensor, log_exit: torch.Tensor) -> None:
+    def __init__(self, phone_set: PhoneSet, log_self: List[float], log_exit: List[float]) -> None:
         self.phone_set, self.log_self, self.log_exit = phone_set, log_self, log_exit
         self.units: List[int] = []
         self.positions: List[int] = []
@@ -160,7 +160,7 @@ class _Builder:
                 k = len(self.units)
                 self.units.append(u)
                 self.positions.append(pos)
-                self.edge(k, k, float(self.log_self[u]), 2 * u)
+                self.edge(k, k, self.log_self[u], 2 * u)
                 if last >= 0:
                     self.exit(last, k, 0.0)
                 first = k if first < 0 else first
@@ -176,7 +176,7 @@ class _Builder:
     def exit(self, src: int, dst: int, log_choice: float) -> None:
         """Leave state ``src`` for ``dst``: the unit's exit probability times the choice's."""
         u = self.units[src]
-        self.edge(src, dst, float(self.log_exit[u]) + log_choice, 2 * u + 1)
+        self.edge(src, dst, self.log_exit[u] + log_choice, 2 * u + 1)
 
 
 def compile_utterance(
@@ -202,9 +202,9 @@ def compile_utterance(
     p_sil = check_number(silence_probability, "silence_probability", minimum=0.0)
     if p_sil > 1:
         raise HMMValueError(f"silence_probability must be in [0, 1]; got {silence_probability!r}")
-    half = torch.full((phone_set.num_units,), math.log(0.5), dtype=torch.float64)
-    log_self = half if log_self is None else log_self.detach().double().cpu()
-    log_exit = half if log_exit is None else log_exit.detach().double().cpu()
+    half = [math.log(0.5)] * phone_set.num_units
+    log_self = half if log_self is None else log_self.detach().double().cpu().tolist()
+    log_exit = half if log_exit is None else log_exit.detach().double().cpu().tolist()
     words = tuple(transcription.words)
     prons = tuple(transcription.pronunciations)
     if not words:

@@ -16,29 +16,35 @@ def diag_log_density(x: torch.Tensor, means: torch.Tensor, log_var: torch.Tensor
 
     Quadratic expansion ``sum_d (x_d^2 - 2 x_d mu_d + mu_d^2) / var_d`` as two matrix products,
     so no ``(N, C, D)`` intermediate; ``x`` and the means are first shifted by the mean of the
-    means (a constant) to limit cancellation.
+    means (a constant) to limit cancellation. Components whose float32 expansion could lose
+    more than 1e-2 nats (:func:`_coarse_components`) are recomputed in float64.
     """
     ref = means.detach().mean(0)
     xc, mc = x - ref, means - ref
     prec = torch.exp(-log_var)
-    if _expansion_too_coarse(xc, mc, prec):  # redo in float64 where float32 could lose > 1e-2 nats
+    coarse = _coarse_components(xc, mc, prec)
+    if coarse is not None and bool(coarse.all()):
         return diag_log_density(x.double(), means.double(), log_var.double()).to(x.dtype)
     quad = (xc * xc) @ prec.T - 2.0 * (xc @ (mc * prec).T) + (mc * mc * prec).sum(-1)
-    return -0.5 * (x.shape[-1] * _LOG_2PI + log_var.sum(-1) + quad.clamp_min(0.0))
+    out = -0.5 * (x.shape[-1] * _LOG_2PI + log_var.sum(-1) + quad.clamp_min(0.0))
+    if coarse is not None and bool(coarse.any()):
+        exact = diag_log_density(x.double(), means[coarse].double(), log_var[coarse].double()).to(x.dtype)
+        out = out.index_copy(1, coarse.nonzero().squeeze(1), exact)
+    return out
 
 
-def _expansion_too_coarse(xc: torch.Tensor, mc: torch.Tensor, prec: torch.Tensor) -> bool:
-    """Whether the rounding error of ``sum_d (x^2 - 2 x mu + mu^2) prec`` could exceed 1e-2 nats.
+def _coarse_components(xc: torch.Tensor, mc: torch.Tensor, prec: torch.Tensor):
+    """``(C,)`` bool: components whose rounding error of ``sum_d (x^2 - 2 x mu + mu^2) prec``
+    could exceed 1e-2 nats (``None`` in float64).
 
-    The terms are bounded by ``D (max|x|^2 + max|mu|^2) max(prec)``; their rounding error is
-    that times the dtype's epsilon (one host synchronisation on a few small reductions).
+    The terms of component ``c`` are bounded by ``D (max|x|^2 + max|mu_c|^2) max(prec_c)``;
+    their rounding error is that times the dtype's epsilon (one host synchronisation later).
     """
     if xc.dtype == torch.float64:
-        return False
-    bound = xc.shape[-1] * (xc.detach().abs().amax() ** 2 + mc.detach().abs().amax() ** 2) * prec.detach().amax()
-    return bool(bound * torch.finfo(xc.dtype).eps > 1e-2)
-
-
+        return None
+    top_x = xc.detach().abs().amax() ** 2
+    bound = xc.shape[-1] * (top_x + mc.detach().abs().amax(-1) ** 2) * prec.detach().amax(-1)
+    return bound * torch.finfo(xc.dtype).eps > 1e-2
 def full_log_density(x: torch.Tensor, means: torch.Tensor, scale_tril: torch.Tensor) -> torch.Tensor:
     """``(N, C)`` log N(x_n; mu_c, L_c L_c^T) for ``means`` ``(C, D)``, lower-triangular ``scale_tril`` ``(C, D, D)``.
 
@@ -61,7 +67,8 @@ def tied_log_density(x: torch.Tensor, means: torch.Tensor, scale_tril: torch.Ten
     ref = means.detach().mean(0)
     zx = torch.linalg.solve_triangular(scale_tril, (x - ref).T, upper=False)  # (D, N)
     zm = torch.linalg.solve_triangular(scale_tril, (means - ref).T, upper=False)  # (D, C)
-    if _expansion_too_coarse(zx.T, zm.T, torch.ones((), dtype=zx.dtype, device=zx.device)):
+    coarse = _coarse_components(zx.T, zm.T, torch.ones_like(zm.T))
+    if coarse is not None and bool(coarse.any()):
         return tied_log_density(x.double(), means.double(), scale_tril.double()).to(x.dtype)
     maha = (zx * zx).sum(0)[:, None] - 2.0 * (zx.T @ zm) + (zm * zm).sum(0)[None, :]
     logdet = 2.0 * torch.log(torch.diagonal(scale_tril)).sum()
