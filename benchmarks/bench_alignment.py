@@ -105,6 +105,41 @@ def _pocketsphinx_align(utts, text_of):
     return out, time.perf_counter() - started, failed
 
 
+def _pocketsphinx_words(utts):
+    """Word segments (seconds) from pocketsphinx's forced alignment of real speech (16 kHz)."""
+    import soundfile as sf
+    from pocketsphinx import Decoder
+
+    decoder = Decoder(lm=None, loglevel="FATAL", bestpath=False)
+    out = {}
+    for u in utts:
+        audio, rate = sf.read(str(u.audio_path), dtype="int16")
+        raw = audio.tobytes()
+        decoder.set_align_text(u.text.lower())
+        decoder.start_utt()
+        decoder.process_raw(raw, no_search=False, full_utt=True)
+        decoder.end_utt()
+        out[u.id] = [Segment(s.word.split("(")[0], s.start_frame * 0.01, (s.end_frame + 1) * 0.01) for s in decoder.seg()
+                     if not s.word.startswith(("<", "["))]
+    return out
+
+
+def _real_speech(prepared_synthetic, lexicon, extractor):
+    """The five LibriVox utterances of the LibriSpeech fixture: our words against pocketsphinx's."""
+    from pytorch_hmm.speech import LibriSpeech
+
+    root = Path(__file__).resolve().parents[1] / "tests" / "fixtures"
+    utts = LibriSpeech(root, "test-clean").utterances()
+    report = aligner.RunReport()
+    real = aligner.prepare(utts, lexicon, extractor, report, progress=False)
+    model = aligner.train(list(prepared_synthetic) + real, lexicon, report, progress=False)
+    ours = aligner.align(model, real, None, report, progress=False)
+    ps = _pocketsphinx_words(utts)
+    ids = [u.id for u in utts if u.id in ours and ps.get(u.id)]
+    ref, hyp = [ps[i] for i in ids], [ours[i]["words"] for i in ids]
+    return boundary_accuracy(ref, hyp, (0.02, 0.05, 0.1)), boundary_mae(ref, hyp), len(ids), sum(p.duration for p in real)
+
+
 def _score(reference, hypothesis):
     ids = [i for i in reference if i in hypothesis]
     ref = [reference[i] for i in ids]
@@ -158,6 +193,7 @@ def main(argv=None) -> None:
             ps, ps_seconds, ps_failed = _pocketsphinx_align(synth, text_of)
             rows.append(("pocketsphinx 5 (bundled en-us model)", *_score(reference, ps)))
 
+    real = None if args.no_pocketsphinx else _real_speech(prepared, lexicon, extractor)
     lines = [f"# bench_alignment ({'quick' if args.quick else 'full'})", "",
              f"Corpus: flite, {len(voices)} voices ({', '.join(voices)}) x {len(texts)} sentences = {len(utts)} utterances, "
              f"{audio_seconds:.1f} s of audio; other processes' CPU use {load:.0%}.", "", "### Machine", ""]
@@ -174,6 +210,12 @@ def main(argv=None) -> None:
     lines.append(f"| ours, trained model: features + align | {align_total:.2f} | {audio_seconds / align_total:.0f} |")
     if ps_seconds is not None:
         lines.append(f"| pocketsphinx: align | {ps_seconds:.2f} | {audio_seconds / ps_seconds:.0f} |")
+    if real is not None:
+        acc, mae, n, seconds = real
+        lines += ["", f"Real speech (LibriVox, {n} utterances, {seconds:.1f} s; the model trained on the flite corpus plus "
+                  "these): our word boundaries against pocketsphinx's, which is no ground truth: "
+                  f"{acc[0.02]:.0%} within 20 ms, {acc[0.05]:.0%} within 50 ms, {acc[0.1]:.0%} within 100 ms, "
+                  f"mean difference {mae * 1e3:.0f} ms."]
     skipped = report.skipped
     lines += ["", f"Skipped by ours: {len(skipped)}" + (": " + "; ".join(f"{i} ({r})" for i, r in skipped) if skipped else "")]
     if ps_seconds is not None:

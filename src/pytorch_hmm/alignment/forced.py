@@ -150,22 +150,28 @@ class _Builder:
         self.words: List[int] = []
 
     def chain(self, phone_names: Sequence[str], word: int) -> Tuple[int, int]:
-        """States of ``phone_names`` in sequence; returns (first state, last state)."""
-        first = last = -1
-        for phone in phone_names:
-            pos = len(self.phones)
-            self.phones.append(phone)
-            self.words.append(word)
-            for u in self.phone_set.units(phone):
-                k = len(self.units)
-                self.units.append(u)
-                self.positions.append(pos)
-                self.edge(k, k, self.log_self[u], 2 * u)
-                if last >= 0:
-                    self.exit(last, k, 0.0)
-                first = k if first < 0 else first
-                last = k
-        return first, last
+        """States of ``phone_names`` in sequence (self-loops, then each state into the next);
+        returns (first state, last state)."""
+        first_pos, k0 = len(self.phones), len(self.units)
+        units, positions = [], []
+        for i, phone in enumerate(phone_names):
+            states = self.phone_set.units(phone)
+            units.extend(states)
+            positions.extend([first_pos + i] * len(states))
+        self.phones.extend(phone_names)
+        self.words.extend([word] * len(phone_names))
+        self.units.extend(units)
+        self.positions.extend(positions)
+        n = len(units)
+        self.src.extend(range(k0, k0 + n))
+        self.dst.extend(range(k0, k0 + n))
+        self.lp.extend([self.log_self[u] for u in units])
+        self.ids.extend([2 * u for u in units])
+        self.src.extend(range(k0, k0 + n - 1))
+        self.dst.extend(range(k0 + 1, k0 + n))
+        self.lp.extend([self.log_exit[u] for u in units[:-1]])
+        self.ids.extend([2 * u + 1 for u in units[:-1]])
+        return k0, k0 + n - 1
 
     def edge(self, src: int, dst: int, log_prob: float, edge_id: int) -> None:
         self.src.append(src)
