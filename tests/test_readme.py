@@ -16,7 +16,7 @@ README = (ROOT / "README.md").read_text()
 
 MARKED = re.compile(r"<!-- readme-test: ([\w-]+) -->\n```(\w+)\n(.*?)\n```", flags=re.S)
 BLOCKS = {"demo": "bash", "tests": "bash", "kernel": "python", "models": "python", "hsmm": "python",
-          "alignment": "python", "graphs": "python", "metrics": "python", "speech": "python"}
+          "alignment": "python", "graphs": "python", "metrics": "python", "speech": "python", "forced": "bash"}
 
 
 def _block(name: str) -> str:
@@ -155,3 +155,21 @@ def test_graphs_example_runs():
     assert [(p.unit, p.start, p.end) for p in read] == [(p.unit, p.start, p.end) for p in scope["phones"]]
     assert torch.allclose(scope["log_z"], graph.log_partition(unit_scores), atol=1e-4)
     assert (graph.transitions.predecessors == torch.tensor([[0, -1], [0, 1], [1, 2], [2, 3], [3, 4]])).all()
+
+
+def test_forced_alignment_commands_run(tmp_path):
+    """The README's three commands, as written, in a scratch folder holding a copy of the fixtures."""
+    import shutil
+
+    shutil.copytree(ROOT / "tests" / "fixtures", tmp_path / "tests" / "fixtures")
+    exe = shutil.which("pytorch-hmm")
+    for line in _block("forced").splitlines():
+        command = line.split("#")[0].split()
+        assert command[0] == "pytorch-hmm"
+        argv = [exe] if exe else [sys.executable, "-m", "pytorch_hmm.cli"]
+        proc = subprocess.run(argv + command[1:], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr
+    for name in ("awb_0000", "awb_0001"):
+        assert (tmp_path / "aligned" / "awb" / f"{name}.TextGrid").is_file()
+        assert (tmp_path / "aligned" / "awb" / f"{name}.json").is_file()
+    assert (tmp_path / "aligned" / "words.ctm").is_file() and (tmp_path / "model.pt").is_file()
