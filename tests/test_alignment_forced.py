@@ -206,11 +206,22 @@ def test_flat_start_on_a_small_flite_corpus_finds_most_boundaries(tmp_path):
     trans = [lex.transcribe(u.text, u.id) for u in utts]
     model = AcousticModel(PhoneSet(lex.phones), feats[0].shape[1])
     train_flat_start(model, feats, trans, TrainingSchedule(12, 1, 4), generator=torch.Generator().manual_seed(0))
-    recalls = []
-    for u, a in zip(utts, model.align(feats, trans)):
-        ref = [Segment(i.phone, i.start, i.end) for i in u.intervals]
-        recalls.append(boundary_f1(ref, frames_to_seconds(a.phones, 0.01, duration=u.duration), 0.02, label_aware=False).recall)
+    from pytorch_hmm.aligner import FRAME_OFFSET, FRAME_SHIFT
+    from pytorch_hmm.metrics import boundary_mae
+
+    results = model.align(feats, trans)
+    refs = [[Segment(i.phone, i.start, i.end) for i in u.intervals] for u in utts]
+
+    def phones_at(offset):
+        return [frames_to_seconds(a.phones, FRAME_SHIFT, offset=offset, duration=u.duration) for u, a in zip(utts, results)]
+
+    hyps = phones_at(FRAME_OFFSET)
+    recalls = [boundary_f1(r, h, 0.02, label_aware=False).recall for r, h in zip(refs, hyps)]
     assert sum(recalls) / len(recalls) >= 0.75
+    # the frame convention: centred frames (offset -5 ms) beat the frame-start convention and a
+    # 5 ms shift the other way (a convention error shows as a bias of the boundaries)
+    mae = {off: boundary_mae(refs, phones_at(off)) for off in (FRAME_OFFSET, 0.0, -FRAME_OFFSET)}
+    assert mae[FRAME_OFFSET] < mae[0.0] < mae[-FRAME_OFFSET], mae
 
 
 def test_a_saved_model_loads_and_aligns_the_same(fixture_corpus, tmp_path):
