@@ -225,7 +225,7 @@ def compile_utterance(
         ends_before = [(last, 0.0)]  # states that lead into the first word, with the choice weight
     else:
         ends_before = []
-    for w, (word_prons) in enumerate(prons):
+    for w, word_prons in enumerate(prons):
         total = sum(p.probability for p in word_prons)
         branches = [(b.chain(p.phones, w), math.log(p.probability / total)) for p in word_prons]
         for (first, _), log_branch in branches:
