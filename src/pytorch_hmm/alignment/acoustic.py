@@ -149,7 +149,7 @@ class AcousticModel(nn.Module):
         return self.emission.log_prob(x, frame_mask(lengths, x.shape[1], x.device))
 
     @torch.no_grad()
-    def align(self, features: Sequence[torch.Tensor], transcriptions: Sequence, *, batch_size: int = 16) -> List[Optional[Alignment]]:
+    def align(self, features: Sequence[torch.Tensor], transcriptions: Sequence, *, batch_size: int = 8) -> List[Optional[Alignment]]:
         """Viterbi alignment of each ``(T_i, D)`` feature sequence to its transcription.
 
         Returns one :class:`Alignment` per utterance, in frames; ``None`` where no path exists
@@ -190,7 +190,7 @@ def train_flat_start(
     transcriptions: Sequence,
     schedule: TrainingSchedule = TrainingSchedule(),
     *,
-    batch_size: int = 16,
+    batch_size: int = 8,
     generator: Optional[torch.Generator] = None,
     progress: Optional[Callable[[str, int, float], None]] = None,
 ) -> List[float]:
