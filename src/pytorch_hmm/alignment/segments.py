@@ -129,12 +129,15 @@ def check_segments(
     if isinstance(segments, (str, bytes)) or not isinstance(segments, Sequence):
         raise HMMTypeError(f"{name} must be a sequence of Segment; got {type(segments).__name__}")
     prev_end = None
+    kind = numbers.Integral if frames else numbers.Real
+    plain = (int,) if frames else (int, float)  # the common types, checked without the ABCs
     for i, seg in enumerate(segments):
         if not isinstance(seg, Segment):
             raise HMMTypeError(f"{name}[{i}] must be a Segment; got {type(seg).__name__}")
         start, end = seg.start, seg.end
-        kind = numbers.Integral if frames else numbers.Real
-        if not all(isinstance(x, kind) and not isinstance(x, bool) for x in (start, end)):
+        if not (type(start) in plain and type(end) in plain) and not all(
+            isinstance(x, kind) and not isinstance(x, bool) for x in (start, end)
+        ):
             what = "integer frame indices" if frames else "numeric times"
             raise HMMTypeError(f"{name}[{i}] must have {what}; got start={start!r}, end={end!r}")
         if not (math.isfinite(start) and math.isfinite(end)):
