@@ -98,3 +98,18 @@ def test_the_installed_command_runs():
         pytest.skip("the package is not installed with its console script")
     proc = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and proc.stdout.startswith("pytorch-hmm ")
+
+
+def test_a_flat_folder_is_a_corpus_of_one_speaker(tmp_path: Path):
+    """No speaker folders: the corpus folder's name is the speaker (as MFA does)."""
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for speaker in ("slt", "awb"):
+        for f in (FIXTURES / speaker).iterdir():
+            shutil.copy(f, flat / f.name)
+    out = tmp_path / "out"
+    proc = _run("align", str(flat), str(out), "--train", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert "aligned 4 utterances, skipped 0" in proc.stdout
+    assert sorted(p.name for p in (out / "flat").iterdir()) == [f"{u}.TextGrid" for u in
+                                                                ("awb_0000", "awb_0001", "slt_0000", "slt_0001")]
