@@ -25,9 +25,10 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from contextlib import contextmanager
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, Iterator, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -48,7 +49,10 @@ from .errors import AudioError, HMMValueError
 from .speech import AudioTextFolder, FeatureExtractor, Lexicon, load_audio, speaker_cmvn
 from .speech.corpus import Corpus, Utterance
 
-__all__ = ["PreparedUtterance", "RunReport", "prepare", "train", "align", "OUTPUT_FORMATS"]
+__all__ = [
+    "PreparedUtterance", "RunReport", "open_corpus", "prepare", "train", "align", "default_extractor",
+    "extractor_settings", "lexicon_from", "OUTPUT_FORMATS", "FRAME_SHIFT", "FRAME_OFFSET",
+]
 
 PathLike = Union[str, Path]
 OUTPUT_FORMATS = ("textgrid", "json", "ctm")
@@ -79,6 +83,15 @@ class RunReport:
 
     def skip(self, item: str, reason: str) -> None:
         self.skipped.append((item, reason))
+
+    @contextmanager
+    def timed(self, stage: str) -> Iterator[None]:
+        """Add the wall time of the block to ``seconds[stage]``."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - started
 
     def summary(self) -> str:
         """A few lines: counts, reasons, speed as times real time."""
@@ -111,27 +124,26 @@ def prepare(
 
     CMVN is pooled per speaker (:func:`~pytorch_hmm.speech.speaker_cmvn`), as Kaldi and MFA do.
     """
-    started = time.perf_counter()
-    utterances = list(corpus)
-    for problem in getattr(corpus, "problems", []):
-        report.skip(problem.item, problem.reason)
-    raw, kept = [], []
-    for utt in tqdm(utterances, desc="features", disable=not progress, leave=False):
-        try:
-            audio, rate = load_audio(utt.audio_path, extractor.sample_rate)
-        except AudioError as err:
-            report.skip(utt.id, f"unreadable audio: {getattr(err, 'reason', err)}")
-            continue
-        if audio.size == 0 or float(np.sqrt(np.mean(np.square(audio, dtype=np.float64)))) < SILENT_RMS:
-            report.skip(utt.id, "silent audio (no signal to align)")
-            continue
-        transcription = lexicon.transcribe(utt.text, utt.id)
-        if not transcription.words:
-            report.skip(utt.id, "transcript has no words")
-            continue
-        raw.append(extractor(audio, rate))
-        kept.append((utt, transcription, audio.shape[0] / rate))
-    report.seconds["features"] = report.seconds.get("features", 0.0) + time.perf_counter() - started
+    with report.timed("features"):
+        utterances = list(corpus)
+        for problem in getattr(corpus, "problems", []):
+            report.skip(problem.item, problem.reason)
+        raw, kept = [], []
+        for utt in tqdm(utterances, desc="features", disable=not progress, leave=False):
+            try:
+                audio, rate = load_audio(utt.audio_path, extractor.sample_rate)
+            except AudioError as err:
+                report.skip(utt.id, f"unreadable audio: {err.reason}")
+                continue
+            if audio.size == 0 or float(np.sqrt(np.mean(np.square(audio, dtype=np.float64)))) < SILENT_RMS:
+                report.skip(utt.id, "silent audio (no signal to align)")
+                continue
+            transcription = lexicon.transcribe(utt.text, utt.id)
+            if not transcription.words:
+                report.skip(utt.id, "transcript has no words")
+                continue
+            raw.append(extractor(audio, rate))
+            kept.append((utt, transcription, audio.shape[0] / rate))
     if not kept:
         return []
     feats = speaker_cmvn(raw, [u.speaker for u, _, _ in kept])
@@ -154,7 +166,6 @@ def train(
     """A monophone GMM-HMM trained from a flat start on ``prepared`` utterances."""
     if not prepared:
         raise HMMValueError("no usable utterance to train on (every one was skipped: see the report)")
-    started = time.perf_counter()
     phone_set = PhoneSet(lexicon.phones, topology, silence_phone=lexicon.silence_phone or "sil",
                          oov_phone=lexicon.oov_phone)
     model = AcousticModel(phone_set, prepared[0].features.shape[1])
@@ -166,11 +177,11 @@ def train(
         bar.set_postfix(stage=stage, log_likelihood=f"{log_likelihood:.4g}")
 
     try:
-        train_flat_start(model, [p.features for p in prepared], [p.transcription for p in prepared], schedule,
-                         generator=torch.Generator().manual_seed(seed), progress=step)
+        with report.timed("train"):
+            train_flat_start(model, [p.features for p in prepared], [p.transcription for p in prepared], schedule,
+                             generator=torch.Generator().manual_seed(seed), progress=step)
     finally:
         bar.close()
-    report.seconds["train"] = report.seconds.get("train", 0.0) + time.perf_counter() - started
     return model
 
 
@@ -190,23 +201,21 @@ def align(
     for name in formats:
         if name not in OUTPUT_FORMATS:
             raise HMMValueError(f"formats must be among {OUTPUT_FORMATS}; got {name!r}")
-    started = time.perf_counter()
-    results = model.align([p.features for p in prepared], [p.transcription for p in prepared])
     tiers: Dict[str, dict] = {}
-    for p, result in zip(prepared, results):
-        utt = p.utterance
-        if result is None:
-            report.skip(utt.id, f"no alignment: {p.features.shape[0]} frames are too few for its "
-                        f"{len(p.transcription.words)} words (audio too short, or the wrong transcript)")
-            continue
-        tiers[utt.id] = {name: frames_to_seconds(segs, FRAME_SHIFT, offset=FRAME_OFFSET, duration=p.duration)
-                         for name, segs in (("words", result.words), ("phones", result.phones))}
-        report.aligned.append(utt.id)
-    report.seconds["align"] = report.seconds.get("align", 0.0) + time.perf_counter() - started
+    with report.timed("align"):
+        results = model.align([p.features for p in prepared], [p.transcription for p in prepared])
+        for p, result in zip(prepared, results):
+            utt = p.utterance
+            if result is None:
+                report.skip(utt.id, f"no alignment: {p.features.shape[0]} frames are too few for its "
+                            f"{len(p.transcription.words)} words (audio too short, or the wrong transcript)")
+                continue
+            tiers[utt.id] = {name: frames_to_seconds(segs, FRAME_SHIFT, offset=FRAME_OFFSET, duration=p.duration)
+                             for name, segs in (("words", result.words), ("phones", result.phones))}
+            report.aligned.append(utt.id)
     if out_dir is not None:
-        started = time.perf_counter()
-        _write(tiers, prepared, Path(out_dir), formats, progress)
-        report.seconds["write"] = report.seconds.get("write", 0.0) + time.perf_counter() - started
+        with report.timed("write"):
+            _write(tiers, prepared, Path(out_dir), formats, progress)
     return tiers
 
 
@@ -228,8 +237,6 @@ def _write(tiers: Dict[str, dict], prepared, out_dir: Path, formats, progress: b
 
 def extractor_settings(extractor: FeatureExtractor) -> dict:
     """The extractor's fields as plain data (stored in a model file)."""
-    from dataclasses import fields
-
     return {f.name: getattr(extractor, f.name) for f in fields(extractor) if f.name != "dtype"}
 
 

@@ -322,8 +322,8 @@ class Neural(Duration):
     def __init__(self, context_dim: int, max_duration: int, hidden: int = 64, min_duration: int = 1) -> None:
         super().__init__(None, max_duration, min_duration)
         self.context_dim = check_count(context_dim, "context_dim")
-        self.net = nn.Sequential(nn.Linear(check_count(context_dim, "context_dim"), check_count(hidden, "hidden")), nn.Tanh(),
-                                 nn.Linear(hidden, max_duration))
+        hidden = check_count(hidden, "hidden")
+        self.net = nn.Sequential(nn.Linear(self.context_dim, hidden), nn.Tanh(), nn.Linear(hidden, max_duration))
 
     def log_probs(self, context: Optional[torch.Tensor] = None) -> torch.Tensor:
         if context is None or context.ndim not in (2, 3) or context.shape[-1] != self.context_dim:

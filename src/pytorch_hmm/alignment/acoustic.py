@@ -156,7 +156,8 @@ class AcousticModel(nn.Module):
         (an utterance too short for its transcription).
         """
         out: List[Optional[Alignment]] = [None] * len(features)
-        for idx, x, lengths, graphs in _batches(features, transcriptions, self.graph, batch_size):
+        for idx, x, lengths in _batches(features, transcriptions, batch_size):
+            graphs = [self.graph(transcriptions[i]) for i in idx]
             g = StateGraph.stack([u.graph for u in graphs])
             scores = self.unit_scores(x, lengths)
             paths, best = g.viterbi(scores, lengths)
@@ -169,19 +170,20 @@ class AcousticModel(nn.Module):
         return out
 
 
-def _batches(features, transcriptions, make_graph: Callable, batch_size: int):
-    """Utterances sorted by length in batches: ``(indices, padded x, lengths, graphs)``."""
+def _batches(features, transcriptions, batch_size: int) -> List[Tuple[List[int], torch.Tensor, torch.Tensor]]:
+    """Utterances sorted by length in batches: ``(indices, padded x, lengths)`` each."""
     if len(features) != len(transcriptions):
         raise HMMValueError(f"features and transcriptions must have one entry per utterance; got {len(features)} and "
                             f"{len(transcriptions)}")
     check_count(batch_size, "batch_size")
     order = sorted(range(len(features)), key=lambda i: features[i].shape[0])
+    out = []
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
         items = [features[i] for i in idx]
         lengths = torch.tensor([f.shape[0] for f in items], dtype=torch.long)
-        x = torch.nn.utils.rnn.pad_sequence(list(items), batch_first=True)
-        yield idx, x, lengths, [make_graph(transcriptions[i]) for i in idx]
+        out.append((idx, torch.nn.utils.rnn.pad_sequence(items, batch_first=True), lengths))
+    return out
 
 
 def train_flat_start(
@@ -202,6 +204,7 @@ def train_flat_start(
     """
     if not features:
         raise HMMValueError("train_flat_start needs at least one utterance; got none")
+    batches = _batches(features, transcriptions, batch_size)  # padded once; graphs change every pass
     frames = torch.cat([f.reshape(-1, f.shape[-1]) for f in features]).to(model.emission.loc.dtype)
     _flat_start(model.emission, frames)
     history: List[float] = []
@@ -212,7 +215,7 @@ def train_flat_start(
         if n:
             model.emission.split(generator)
         for it in range(iterations):
-            total = _baum_welch_step(model, features, transcriptions, batch_size)
+            total = _baum_welch_step(model, batches, transcriptions)
             history.append(total)
             if progress is not None:
                 progress(stage, it, total)
@@ -229,19 +232,18 @@ def _flat_start(emission: GaussianMixture, frames: torch.Tensor) -> None:
 
 
 @torch.no_grad()
-def _baum_welch_step(model: AcousticModel, features, transcriptions, batch_size: int) -> float:
+def _baum_welch_step(model: AcousticModel, batches, transcriptions) -> float:
     """One EM iteration over the corpus; returns the total log-likelihood of the usable utterances."""
     u = model.num_units
     stats = model.emission.init_stats()
     edges = torch.zeros(2 * u, dtype=torch.float64)
     total = 0.0
-    for _, x, lengths, graphs in _batches(features, transcriptions, model.graph, batch_size):
-        g = StateGraph.stack([ug.graph for ug in graphs])
+    for idx, x, lengths in batches:
+        g = StateGraph.stack([model.graph(transcriptions[i]).graph for i in idx])
         scores = model.unit_scores(x, lengths)
         log_z, post, counts = g.marginals(scores, lengths)
         usable = torch.isfinite(log_z)
-        if not bool(usable.all()):  # no path: leave the utterance out of this iteration
-            post = torch.where(usable[:, None, None], post, 0.0)
+        if not bool(usable.all()):  # no path: leave the utterance out of this iteration (its frames are masked)
             counts = torch.where(usable.view(-1, *([1] * (counts.ndim - 1))), counts, 0.0)
         total += float(log_z[usable].double().sum())
         mask = frame_mask(lengths, x.shape[1], x.device) & usable[:, None]

@@ -173,16 +173,13 @@ class _Builder:
         self.ids.extend([2 * u + 1 for u in units[:-1]])
         return k0, k0 + n - 1
 
-    def edge(self, src: int, dst: int, log_prob: float, edge_id: int) -> None:
-        self.src.append(src)
-        self.dst.append(dst)
-        self.lp.append(log_prob)
-        self.ids.append(edge_id)
-
     def exit(self, src: int, dst: int, log_choice: float) -> None:
         """Leave state ``src`` for ``dst``: the unit's exit probability times the choice's."""
         u = self.units[src]
-        self.edge(src, dst, self.log_exit[u] + log_choice, 2 * u + 1)
+        self.src.append(src)
+        self.dst.append(dst)
+        self.lp.append(self.log_exit[u] + log_choice)
+        self.ids.append(2 * u + 1)
 
 
 def compile_utterance(
@@ -234,7 +231,6 @@ def compile_utterance(
             for state, log_choice in ends_before:
                 b.exit(state, first, log_choice + log_branch)
         exits = [last for (_, last), _ in branches]
-        last_word = w == len(prons) - 1
         if p_sil > 0:
             first, last = b.chain([phone_set.silence_phone], -1)
             for state in exits:
@@ -242,10 +238,7 @@ def compile_utterance(
             ends_before = [(state, log_no_sil) for state in exits] + [(last, 0.0)]
         else:
             ends_before = [(state, 0.0) for state in exits]
-        if last_word:
-            finals = [(state, log_no_sil if p_sil > 0 else 0.0) for state in exits]
-            if p_sil > 0:
-                finals.append((last, 0.0))
+    finals = ends_before  # what would lead into a next word ends the utterance after the last one
     k = len(b.units)
     log_init = torch.full((k,), -math.inf, dtype=dtype)
     log_final = torch.full((k,), -math.inf, dtype=dtype)

@@ -45,6 +45,8 @@ def _coarse_components(xc: torch.Tensor, mc: torch.Tensor, prec: torch.Tensor):
     top_x = xc.detach().abs().amax() ** 2
     bound = xc.shape[-1] * (top_x + mc.detach().abs().amax(-1) ** 2) * prec.detach().amax(-1)
     return bound * torch.finfo(xc.dtype).eps > 1e-2
+
+
 def full_log_density(x: torch.Tensor, means: torch.Tensor, scale_tril: torch.Tensor) -> torch.Tensor:
     """``(N, C)`` log N(x_n; mu_c, L_c L_c^T) for ``means`` ``(C, D)``, lower-triangular ``scale_tril`` ``(C, D, D)``.
 
