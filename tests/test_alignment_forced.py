@@ -11,8 +11,8 @@ import torch
 
 from pytorch_hmm.alignment import Segment, frames_to_seconds, read_phone_intervals, read_textgrid, write_textgrid
 from pytorch_hmm.alignment.acoustic import AcousticModel, TrainingSchedule, train_flat_start
-from pytorch_hmm.alignment.forced import PhoneSet, Topology, compile_utterance
-from pytorch_hmm.errors import HMMValueError
+from pytorch_hmm.alignment.forced import PhoneSet, Topology, batch_graph, compile_utterance
+from pytorch_hmm.errors import HMMDimensionError, HMMTypeError, HMMValueError
 from pytorch_hmm.metrics import boundary_f1
 from pytorch_hmm.speech import AudioTextFolder, FeatureExtractor, Lexicon
 
@@ -40,7 +40,7 @@ def _edges(graph):
 
 def _phone_sequences(ug):
     """Every phone sequence through the graph (self-loops skipped) and its probability, by enumeration."""
-    g = ug.graph
+    g = ug.state_graph()
     edges = _edges(g)
     init, final = g.log_init[0].exp().tolist(), g.log_final[0].exp().tolist()
     found = {}
@@ -103,8 +103,9 @@ def test_viterbi_picks_the_spoken_pronunciation_and_silence():
     ug = compile_utterance(lex.transcribe("a b"), phone_set)
     for spoken in (["AA", "B"], ["A", "sil", "B"], ["sil", "A", "B", "sil"]):
         scores = _scores_for(phone_set, [(p, 6) for p in spoken])
-        paths, _ = ug.graph.viterbi(scores)
-        segs = ug.graph.segments(paths, ug.graph.path_scores(scores, paths), [list(range(len(ug.phones)))])
+        graph = ug.state_graph()
+        paths, _ = graph.viterbi(scores)
+        segs = graph.segments(paths, graph.path_scores(scores, paths), [list(range(len(ug.phones)))])
         phones, words = ug.segments(segs[0])
         assert [s.unit for s in phones] == spoken
         assert [(s.start, s.end) for s in phones] == [(6 * i, 6 * i + 6) for i in range(len(spoken))]
@@ -119,6 +120,75 @@ def test_oov_words_are_aligned_as_the_oov_phone():
     ug = compile_utterance(lex.transcribe("a zzyzx b"), phone_set, silence_probability=0.0)
     assert {s for s in _phone_sequences(ug)} == {("A", "spn", "B"), ("AA", "spn", "B")}
     assert ug.word_names == ("a", "zzyzx", "b")
+
+
+def test_edges_carry_each_units_self_loop_and_exit_split_by_the_choices():
+    """Under random per-unit probabilities every state stays with its unit's self-loop
+    probability and leaves with its exit probability, shared out over the choices that follow
+    (a silence or not, one pronunciation or another): out-edges sum to ``exp(log_exit[u])``
+    wherever the utterance cannot end; the edge ids name the unit's self-loop / exit."""
+    lex = _two_word_lexicon()
+    phone_set = PhoneSet(lex.phones, Topology(2, 3))
+    gen = torch.Generator().manual_seed(0)
+    p_self = torch.rand(phone_set.num_units, generator=gen, dtype=torch.float64) * 0.8 + 0.1
+    ug = compile_utterance(lex.transcribe("a b a"), phone_set, silence_probability=0.3)
+    g = batch_graph([ug], p_self.log(), torch.log1p(-p_self), dtype=torch.float64)
+    edges = _edges(g)
+    units = g.units[0].tolist()
+    ids = g.edge_ids[0]
+    pred = g.transitions.predecessors[0]
+    for state, unit in enumerate(units):
+        out = sum(p for (src, _), p in edges.items() if src == state)
+        lp = g.transitions.log_probs[0]
+        self_slots = (pred[state] == state).nonzero().flatten()
+        assert len(self_slots) == 1 and ids[state, self_slots[0]] == 2 * unit
+        assert math.exp(float(lp[state, self_slots[0]])) == pytest.approx(float(p_self[unit]), rel=1e-12)
+        if g.log_final[0, state] == -math.inf:
+            assert out == pytest.approx(1.0 - float(p_self[unit]), rel=1e-12), (state, ug.phones[int(g.positions[0, state])])
+        for dst in range(len(units)):
+            for slot in range(pred.shape[1]):
+                if int(pred[dst, slot]) == state and dst != state:
+                    assert int(ids[dst, slot]) == 2 * unit + 1
+
+
+def test_a_batch_of_graphs_gives_each_utterance_its_own_results():
+    """Padding to the longest graph changes nothing: log Z, state posteriors summed onto the
+    units and the Viterbi path of each item equal those of the item alone."""
+    lex = _two_word_lexicon()
+    phone_set = PhoneSet(lex.phones, Topology(3, 3))
+    texts = ["a b", "b", "a zzyzx b a"]
+    graphs = [compile_utterance(lex.transcribe(t), phone_set, silence_probability=0.4) for t in texts]
+    gen = torch.Generator().manual_seed(1)
+    lengths = torch.tensor([20, 9, 31])
+    scores = torch.randn(3, 31, phone_set.num_units, generator=gen, dtype=torch.float64) * 3
+    batch = batch_graph(graphs, dtype=torch.float64)
+    assert batch.batch_size == 3 and batch.num_states == max(g.num_states for g in graphs)
+    log_z, post, _ = batch.marginals(scores, lengths)
+    paths, best = batch.viterbi(scores, lengths)
+    for i, g in enumerate(graphs):
+        alone = g.state_graph(dtype=torch.float64)
+        n = int(lengths[i])
+        z1, post1, _ = alone.marginals(scores[i:i + 1, :n], lengths[i:i + 1])
+        torch.testing.assert_close(log_z[i:i + 1], z1, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(batch.scatter(post, phone_set.num_units)[i, :n], alone.scatter(post1, phone_set.num_units)[0])
+        p1, b1 = alone.viterbi(scores[i:i + 1, :n], lengths[i:i + 1])
+        assert torch.equal(paths[i, :n], p1[0]) and (paths[i, n:] == -1).all()
+        torch.testing.assert_close(best[i:i + 1], b1, rtol=1e-12, atol=1e-12)
+
+
+def test_batch_graph_errors():
+    lex = _two_word_lexicon()
+    phone_set = PhoneSet(lex.phones)
+    ug = compile_utterance(lex.transcribe("a"), phone_set)
+    with pytest.raises(HMMTypeError, match=r"graphs must be a non-empty sequence of UtteranceGraph"):
+        batch_graph([])
+    with pytest.raises(HMMTypeError, match=r"graphs must be a non-empty sequence of UtteranceGraph"):
+        batch_graph([ug.state_graph()])
+    with pytest.raises(HMMDimensionError, match=rf"log_exit must be \(U,\) with U == {phone_set.num_units}"):
+        batch_graph([ug], log_exit=torch.zeros(3))
+    other = compile_utterance(lex.transcribe("a"), PhoneSet(lex.phones, Topology(1, 1)))
+    with pytest.raises(HMMValueError, match=r"graphs must come from one phone set"):
+        batch_graph([ug, other])
 
 
 def test_graph_errors():

@@ -448,3 +448,28 @@ def test_diag_density_recomputes_only_the_coarse_components_in_float64():
     exact = -0.5 * (4 * math.log(2 * math.pi) + v64.log().sum(-1) + (((x64[:, None] - m64) ** 2) / v64).sum(-1))
     assert got.dtype == torch.float32
     torch.testing.assert_close(got.double(), exact, rtol=1e-6, atol=1e-2)
+
+
+@pytest.mark.parametrize("ct", TYPES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_log_prob_without_gradients_matches_scipy_with_far_components(ct, dtype):
+    """Under ``no_grad`` the densities are reduced in place; components 10-40 standard deviations
+    from the data (their terms underflow ``exp``) must still give scipy's log-density, and the
+    result must equal the autograd path's."""
+    stats = pytest.importorskip("scipy.stats")
+    special = pytest.importorskip("scipy.special")
+    w, mu, cv, mats = params(ct)
+    mu = mu.copy()
+    mu[:, 1] += np.array([10.0, 25.0, 40.0])[:, None]  # the second component of each state far off
+    g = GaussianMixture(K, M, D, ct, weights=w, means=mu, covars=cv, dtype=dtype)
+    x, _ = data()
+    with torch.no_grad():
+        got = g.log_prob(x.to(dtype))
+    with_grad = g.log_prob(x.to(dtype))
+    assert with_grad.requires_grad and not got.requires_grad
+    torch.testing.assert_close(got, with_grad.detach(), rtol=0.0, atol=1e-4 if dtype == torch.float32 else 1e-10)
+    for k in range(K):
+        comps = [np.log(w[k, m]) + stats.multivariate_normal(mu[k, m], mats[k, m]).logpdf(x.numpy()) for m in range(M)]
+        want = special.logsumexp(np.stack(comps), axis=0)
+        tol = 1e-3 if dtype == torch.float32 else 1e-9
+        np.testing.assert_allclose(got[..., k].double().numpy(), want, rtol=tol, atol=tol)

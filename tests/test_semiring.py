@@ -47,3 +47,38 @@ def test_log_semiring_gradient_of_an_empty_row_is_zero():
     assert out[1].item() == float("-inf")
     (g,) = torch.autograd.grad(out[0] + (out[1] * 0).nan_to_num(), [x])
     assert torch.equal(g, torch.tensor([[1.0, 0.0], [0.0, 0.0]]))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_logsumexp_in_place_matches_torch_on_hostile_rows(dtype):
+    """Rows all -inf, with +inf, NaN, extreme but finite values and terms far below the maximum
+    (where exp underflows): the in-place reduction equals ``torch.logsumexp`` (computed in
+    float64) and overwrites its input."""
+    from pytorch_hmm.semiring import logsumexp_
+
+    inf, nan = math.inf, math.nan
+    rows = [
+        [-inf, -inf, -inf], [0.0, -inf, -inf], [inf, 0.0, -inf], [nan, 0.0, 1.0], [3e38 if dtype == torch.float32 else 1e300, 0.0, -1.0],
+        [-3e38 if dtype == torch.float32 else -1e300, -3e38 if dtype == torch.float32 else -1e300, 0.0],
+        [0.0, -79.0, -81.0], [0.0, -200.0, -1e4], [-1000.0, -1000.0, -1000.0], [1.0, 2.0, 3.0], [-5e4, -5e4 - 90, -5e4 - 1e-3],
+    ]
+    x = torch.tensor(rows, dtype=dtype)
+    want = torch.logsumexp(x.double(), -1)
+    got = logsumexp_(x.clone(), -1)
+    assert got.dtype == dtype
+    torch.testing.assert_close(got.double(), want, rtol=2 * torch.finfo(dtype).eps, atol=0.0, equal_nan=True)
+    y = x.clone().T.contiguous()  # the same rows along dim 0
+    torch.testing.assert_close(logsumexp_(y, 0).double(), want, rtol=2 * torch.finfo(dtype).eps, atol=0.0, equal_nan=True)
+    assert not torch.equal(y, x.T.contiguous())  # computed in the input's memory
+
+
+def test_logsumexp_in_place_leaves_inputs_that_need_gradients():
+    from pytorch_hmm.semiring import logsumexp_
+
+    x = torch.tensor([[0.0, -1.0, -100.0], [-math.inf, -math.inf, -math.inf]], dtype=torch.float64, requires_grad=True)
+    before = x.detach().clone()
+    out = logsumexp_(x, -1)
+    out[0].backward()
+    assert torch.equal(x.detach(), before)
+    torch.testing.assert_close(x.grad[0], torch.softmax(before[0], -1))
+    assert out[1].item() == -math.inf

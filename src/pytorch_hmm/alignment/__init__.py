@@ -3,7 +3,7 @@
 from .acoustic import AcousticModel, Alignment, TrainingSchedule, train_flat_start
 from .ctc import CTCAligner, CTCAlignment, ctc_forced_align, ctc_greedy_decode, ctc_loss
 from .dtw import DTWAligner, DTWResult, dtw, pairwise_cost, soft_dtw, soft_dtw_alignment
-from .forced import PhoneSet, Topology, UtteranceGraph, compile_utterance
+from .forced import PhoneSet, Topology, UtteranceGraph, batch_graph, compile_utterance
 from .graph import StateGraph
 from .segments import (
     PhoneInterval,
@@ -57,6 +57,7 @@ __all__ = [
     "PhoneSet",
     "UtteranceGraph",
     "compile_utterance",
+    "batch_graph",
     "AcousticModel",
     "Alignment",
     "TrainingSchedule",

@@ -27,7 +27,7 @@ from torch import nn
 from ..emissions import GaussianMixture
 from ..errors import HMMValueError
 from ..validation import check_count, frame_mask
-from .forced import PhoneSet, Topology, UtteranceGraph, compile_utterance
+from .forced import PhoneSet, Topology, UtteranceGraph, batch_graph, compile_utterance
 from .graph import StateGraph
 from .segments import Segment
 
@@ -140,9 +140,13 @@ class AcousticModel(nn.Module):
         return model, data["features"]
 
     def graph(self, transcription) -> UtteranceGraph:
-        """The utterance graph of ``transcription`` under the current transition probabilities."""
-        return compile_utterance(transcription, self.phone_set, log_self=self.log_self, log_exit=self.log_exit,
-                                 silence_probability=self.silence_probability, dtype=self.log_self.dtype)
+        """The utterance graph of ``transcription`` (its structure; :meth:`state_graph` adds the
+        transition probabilities)."""
+        return compile_utterance(transcription, self.phone_set, silence_probability=self.silence_probability)
+
+    def state_graph(self, graphs: Sequence[UtteranceGraph]) -> StateGraph:
+        """One batched :class:`StateGraph` of ``graphs`` under the current transition probabilities."""
+        return batch_graph(graphs, self.log_self, self.log_exit, dtype=self.log_self.dtype, device=self.log_self.device)
 
     def unit_scores(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """``(B, T, U)`` log-likelihood of every frame under every unit (0 at padded frames)."""
@@ -158,7 +162,7 @@ class AcousticModel(nn.Module):
         out: List[Optional[Alignment]] = [None] * len(features)
         for idx, x, lengths in _batches(features, transcriptions, batch_size):
             graphs = [self.graph(transcriptions[i]) for i in idx]
-            g = StateGraph.stack([u.graph for u in graphs])
+            g = self.state_graph(graphs)
             scores = self.unit_scores(x, lengths)
             paths, best = g.viterbi(scores, lengths)
             segs = g.segments(paths, g.path_scores(scores, paths), [list(range(len(u.phones))) for u in graphs])
@@ -204,7 +208,8 @@ def train_flat_start(
     """
     if not features:
         raise HMMValueError("train_flat_start needs at least one utterance; got none")
-    batches = _batches(features, transcriptions, batch_size)  # padded once; graphs change every pass
+    batches = _batches(features, transcriptions, batch_size)  # padded and compiled once
+    graphs = [[model.graph(transcriptions[i]) for i in idx] for idx, _, _ in batches]
     frames = torch.cat([f.reshape(-1, f.shape[-1]) for f in features]).to(model.emission.loc.dtype)
     _flat_start(model.emission, frames)
     history: List[float] = []
@@ -215,7 +220,7 @@ def train_flat_start(
         if n:
             model.emission.split(generator)
         for it in range(iterations):
-            total = _baum_welch_step(model, batches, transcriptions)
+            total = _baum_welch_step(model, batches, graphs)
             history.append(total)
             if progress is not None:
                 progress(stage, it, total)
@@ -232,14 +237,14 @@ def _flat_start(emission: GaussianMixture, frames: torch.Tensor) -> None:
 
 
 @torch.no_grad()
-def _baum_welch_step(model: AcousticModel, batches, transcriptions) -> float:
+def _baum_welch_step(model: AcousticModel, batches, graphs) -> float:
     """One EM iteration over the corpus; returns the total log-likelihood of the usable utterances."""
     u = model.num_units
     stats = model.emission.init_stats()
     edges = torch.zeros(2 * u, dtype=torch.float64)
     total = 0.0
-    for idx, x, lengths in batches:
-        g = StateGraph.stack([model.graph(transcriptions[i]).graph for i in idx])
+    for (_, x, lengths), batch_graphs in zip(batches, graphs):
+        g = model.state_graph(batch_graphs)
         scores = model.unit_scores(x, lengths)
         log_z, post, counts = g.marginals(scores, lengths)
         usable = torch.isfinite(log_z)

@@ -27,14 +27,16 @@ import math
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 
-from ..errors import HMMValueError
-from ..validation import check_count, check_number
+from ..errors import HMMDimensionError, HMMTypeError, HMMValueError
+from ..transitions import Sparse
+from ..validation import check_count, check_number, check_tensor
 from .graph import StateGraph
 from .segments import Segment
 
-__all__ = ["Topology", "PhoneSet", "UtteranceGraph", "compile_utterance"]
+__all__ = ["Topology", "PhoneSet", "UtteranceGraph", "compile_utterance", "batch_graph"]
 
 
 @dataclass(frozen=True)
@@ -94,22 +96,50 @@ class PhoneSet:
         return f"PhoneSet({len(self.phones)} phones, {self.num_units} units, {self.topology})"
 
 
-@dataclass
+@dataclass(frozen=True)
 class UtteranceGraph:
-    """One utterance's graph and what its positions mean.
+    """One utterance's graph: its structure over the units and what its positions mean.
+
+    The structure does not depend on the transition probabilities, so one compiled graph
+    serves every training pass: :meth:`state_graph` (or :func:`batch_graph` for several)
+    puts the current ``log_self`` / ``log_exit`` on its edges.
 
     Attributes:
-        graph: the :class:`StateGraph` (``B = 1``), states grouped into positions (one per phone
-            occurrence, silences included).
-        phones: the phone of each position.
+        phones: the phone of each position (one per phone occurrence, silences included).
         words: the word index of each position (``-1`` for the optional silences).
         word_names: the transcription's words.
+        units, positions: ``(K,)`` int64 unit and position of each state.
+        predecessors: ``(K, P)`` int64 source state of each edge into a state (slot 0: its
+            self-loop), ``-1`` = unused slot.
+        edge_ids: ``(K, P)`` int64 tied transition of each slot: ``2 u`` the self-loop of unit
+            ``u``, ``2 u + 1`` its exit.
+        log_choice: ``(K, P)`` float64 log weight of the choice the edge makes (a pronunciation,
+            a silence or none), added to the tied transition's log-probability.
+        log_init, log_final: ``(K,)`` float64 log weight of starting / ending in each state.
+        num_units: ``U``, the phone set's units.
     """
 
-    graph: StateGraph
     phones: List[str]
     words: List[int]
     word_names: Tuple[str, ...]
+    units: np.ndarray
+    positions: np.ndarray
+    predecessors: np.ndarray
+    edge_ids: np.ndarray
+    log_choice: np.ndarray
+    log_init: np.ndarray
+    log_final: np.ndarray
+    num_units: int
+
+    @property
+    def num_states(self) -> int:
+        return int(self.units.shape[0])
+
+    def state_graph(self, log_self: Optional[torch.Tensor] = None, log_exit: Optional[torch.Tensor] = None, *,
+                    dtype: torch.dtype = torch.float32, device=None) -> StateGraph:
+        """The :class:`StateGraph` (``B = 1``) under ``(U,)`` log self-loop / exit probabilities
+        (default ``log 0.5`` both); :func:`batch_graph` of this graph alone."""
+        return batch_graph([self], log_self, log_exit, dtype=dtype, device=device)
 
     def segments(self, path_segments: Sequence[Segment]) -> Tuple[List[Segment], List[Segment]]:
         """``(phones, words)`` frame segments from the graph's position segments (units = position ids).
@@ -136,85 +166,81 @@ class UtteranceGraph:
 
 
 class _Builder:
-    """Edges of one utterance graph, state by state."""
+    """States and choice edges of one utterance graph, chain by chain (a chain's own edges,
+    self-loops and each state into the next, are implied by its states)."""
 
-    def __init__(self, phone_set: PhoneSet, log_self: List[float], log_exit: List[float]) -> None:
-        self.phone_set, self.log_self, self.log_exit = phone_set, log_self, log_exit
+    def __init__(self, phone_set: PhoneSet) -> None:
+        self.phone_set = phone_set
         self.units: List[int] = []
         self.positions: List[int] = []
-        self.src: List[int] = []
-        self.dst: List[int] = []
-        self.lp: List[float] = []
-        self.ids: List[int] = []
+        self.chain_starts: List[int] = []
+        self.choices: List[Tuple[int, int, float]] = []  # (src, dst, log weight) between chains
         self.phones: List[str] = []
         self.words: List[int] = []
 
     def chain(self, phone_names: Sequence[str], word: int) -> Tuple[int, int]:
-        """States of ``phone_names`` in sequence (self-loops, then each state into the next);
-        returns (first state, last state)."""
-        first_pos, k0 = len(self.phones), len(self.units)
-        units, positions = [], []
+        """States of ``phone_names`` in sequence; returns (first state, last state)."""
+        k0, pos = len(self.units), len(self.phones)
         for i, phone in enumerate(phone_names):
             states = self.phone_set.units(phone)
-            units.extend(states)
-            positions.extend([first_pos + i] * len(states))
+            self.units.extend(states)
+            self.positions.extend([pos + i] * len(states))
         self.phones.extend(phone_names)
         self.words.extend([word] * len(phone_names))
-        self.units.extend(units)
-        self.positions.extend(positions)
-        n = len(units)
-        self.src.extend(range(k0, k0 + n))
-        self.dst.extend(range(k0, k0 + n))
-        self.lp.extend([self.log_self[u] for u in units])
-        self.ids.extend([2 * u for u in units])
-        self.src.extend(range(k0, k0 + n - 1))
-        self.dst.extend(range(k0 + 1, k0 + n))
-        self.lp.extend([self.log_exit[u] for u in units[:-1]])
-        self.ids.extend([2 * u + 1 for u in units[:-1]])
-        return k0, k0 + n - 1
+        self.chain_starts.append(k0)
+        return k0, len(self.units) - 1
 
     def exit(self, src: int, dst: int, log_choice: float) -> None:
-        """Leave state ``src`` for ``dst``: the unit's exit probability times the choice's."""
-        u = self.units[src]
-        self.src.append(src)
-        self.dst.append(dst)
-        self.lp.append(self.log_exit[u] + log_choice)
-        self.ids.append(2 * u + 1)
+        """Leave state ``src`` (the last of a chain) for ``dst`` (the first of a later one)."""
+        self.choices.append((src, dst, log_choice))
+
+    def edges(self) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(predecessors, edge_ids, log_choice)`` ``(K, P)``: slot 0 the self-loop, then the
+        previous state of the chain or, into a chain's first state, the choices in the order made."""
+        k = len(self.units)
+        units = np.asarray(self.units, dtype=np.int64)
+        fan_in = np.zeros(k, dtype=np.int64)
+        fan_in[1:] = 1
+        fan_in[self.chain_starts] = 0
+        slots = []
+        for _, dst, _ in self.choices:
+            fan_in[dst] += 1
+            slots.append(fan_in[dst])
+        width = 1 + int(fan_in.max(initial=0))
+        pred = np.full((k, width), -1, dtype=np.int64)
+        choice = np.full((k, width), -math.inf)
+        pred[:, 0], choice[:, 0] = np.arange(k), 0.0
+        inner = np.ones(k, dtype=bool)
+        inner[self.chain_starts] = False
+        inner = np.flatnonzero(inner)
+        pred[inner, 1], choice[inner, 1] = inner - 1, 0.0
+        if self.choices:
+            src, dst, log_w = zip(*self.choices)
+            pred[dst, slots], choice[dst, slots] = src, log_w
+        ids = np.where(pred >= 0, 2 * units[pred.clip(min=0)] + (pred != np.arange(k)[:, None]), -1)
+        return pred, ids, choice
 
 
-def compile_utterance(
-    transcription,
-    phone_set: PhoneSet,
-    *,
-    log_self: Optional[torch.Tensor] = None,
-    log_exit: Optional[torch.Tensor] = None,
-    silence_probability: float = 0.5,
-    dtype: torch.dtype = torch.float32,
-) -> UtteranceGraph:
+def compile_utterance(transcription, phone_set: PhoneSet, *, silence_probability: float = 0.5) -> UtteranceGraph:
     """The forced-alignment graph of one utterance (see the module docstring).
 
     Args:
         transcription: a :class:`~pytorch_hmm.speech.lexicon.Transcription` (``words`` and
             their ``pronunciations``); OOV words carry the OOV phone.
         phone_set: units of the acoustic model.
-        log_self, log_exit: ``(U,)`` log self-loop / exit probability of each unit (default
-            ``log 0.5`` both).
         silence_probability: of the optional silence at each word boundary and at both ends;
             0 leaves the silences out, 1 forces them.
     """
     p_sil = check_number(silence_probability, "silence_probability", minimum=0.0)
     if p_sil > 1:
         raise HMMValueError(f"silence_probability must be in [0, 1]; got {silence_probability!r}")
-    half = [math.log(0.5)] * phone_set.num_units
-    log_self = half if log_self is None else log_self.detach().double().cpu().tolist()
-    log_exit = half if log_exit is None else log_exit.detach().double().cpu().tolist()
     words = tuple(transcription.words)
     prons = tuple(transcription.pronunciations)
     if not words:
         raise HMMValueError(f"transcription of {transcription.utterance_id or 'the utterance'} has no words")
     log_sil = math.log(p_sil) if p_sil > 0 else -math.inf
     log_no_sil = math.log1p(-p_sil) if p_sil < 1 else -math.inf
-    b = _Builder(phone_set, log_self, log_exit)
+    b = _Builder(phone_set)
     starts: List[Tuple[int, float]] = []  # (state, log weight) where a path may begin
     if p_sil > 0:
         first, last = b.chain([phone_set.silence_phone], -1)
@@ -240,14 +266,54 @@ def compile_utterance(
             ends_before = [(state, 0.0) for state in exits]
     finals = ends_before  # what would lead into a next word ends the utterance after the last one
     k = len(b.units)
-    log_init = torch.full((k,), -math.inf, dtype=dtype)
-    log_final = torch.full((k,), -math.inf, dtype=dtype)
+    log_init, log_final = np.full(k, -math.inf), np.full(k, -math.inf)
     for state, weight in starts:
         log_init[state] = weight
     for state, weight in finals:
         log_final[state] = weight
-    graph = StateGraph.from_edges(
-        torch.tensor(b.units), torch.tensor(b.src), torch.tensor(b.dst), torch.tensor(b.lp, dtype=dtype),
-        log_init, log_final, torch.tensor(b.ids), torch.tensor(b.positions),
-    )
-    return UtteranceGraph(graph, b.phones, b.words, words)
+    pred, ids, choice = b.edges()
+    return UtteranceGraph(b.phones, b.words, words, np.asarray(b.units, dtype=np.int64),
+                          np.asarray(b.positions, dtype=np.int64), pred, ids, choice, log_init, log_final,
+                          phone_set.num_units)
+
+
+def batch_graph(
+    graphs: Sequence[UtteranceGraph],
+    log_self: Optional[torch.Tensor] = None,
+    log_exit: Optional[torch.Tensor] = None,
+    *,
+    dtype: torch.dtype = torch.float32,
+    device=None,
+) -> StateGraph:
+    """One batched :class:`StateGraph` (:class:`~pytorch_hmm.transitions.Sparse` storage) of
+    utterance graphs, each padded to the largest ``K`` and ``P``, under ``(U,)`` log self-loop /
+    exit probabilities per unit (default ``log 0.5`` both; on ``device``)."""
+    if not graphs or not all(isinstance(g, UtteranceGraph) for g in graphs):
+        raise HMMTypeError("graphs must be a non-empty sequence of UtteranceGraph (from compile_utterance)")
+    n_units = graphs[0].num_units
+    if any(g.num_units != n_units for g in graphs):
+        raise HMMValueError(f"graphs must come from one phone set; got U = {sorted({g.num_units for g in graphs})} units")
+    table = torch.full((2 * n_units,), math.log(0.5), dtype=torch.float64)
+    for name, part, offset in (("log_self", log_self, 0), ("log_exit", log_exit, 1)):
+        if part is not None:
+            check_tensor(part, name, "(U,)")
+            if part.shape != (n_units,):
+                raise HMMDimensionError(f"{name} must be (U,) with U == {n_units} (the phone set's units); got shape "
+                                        f"{tuple(part.shape)}", expected_shape=(n_units,), actual_shape=part.shape)
+            table[offset::2] = part.detach().double().cpu()
+    bsz = len(graphs)
+    k = max(g.num_states for g in graphs)
+    width = max(g.predecessors.shape[1] for g in graphs)
+    units, positions = np.full((bsz, k), -1, dtype=np.int64), np.full((bsz, k), -1, dtype=np.int64)
+    pred, ids = np.full((bsz, k, width), -1, dtype=np.int64), np.full((bsz, k, width), -1, dtype=np.int64)
+    choice = np.full((bsz, k, width), -math.inf)
+    init, final = np.full((bsz, k), -math.inf), np.full((bsz, k), -math.inf)
+    for row, g in enumerate(graphs):
+        n, p = g.predecessors.shape
+        units[row, :n], positions[row, :n], init[row, :n], final[row, :n] = g.units, g.positions, g.log_init, g.log_final
+        pred[row, :n, :p], ids[row, :n, :p], choice[row, :n, :p] = g.predecessors, g.edge_ids, g.log_choice
+    ids_t = torch.from_numpy(ids)
+    log_probs = (table[ids_t.clamp(min=0)] + torch.from_numpy(choice)).masked_fill_(ids_t < 0, -math.inf)
+    to = lambda a, float_=True: torch.from_numpy(a).to(device=device, dtype=dtype if float_ else None)  # noqa: E731
+    return StateGraph(to(units, False), Sparse(to(pred, False), log_probs.to(device=device, dtype=dtype)),
+                      to(init), to(final), ids_t.to(device), to(positions, False))

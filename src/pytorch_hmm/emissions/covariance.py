@@ -14,10 +14,12 @@ _LOG_2PI = math.log(2.0 * math.pi)
 def diag_log_density(x: torch.Tensor, means: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
     """``(N, C)`` log N(x_n; mu_c, diag(exp(log_var_c))) for ``x`` ``(N, D)``, ``means``/``log_var`` ``(C, D)``.
 
-    Quadratic expansion ``sum_d (x_d^2 - 2 x_d mu_d + mu_d^2) / var_d`` as two matrix products,
-    so no ``(N, C, D)`` intermediate; ``x`` and the means are first shifted by the mean of the
-    means (a constant) to limit cancellation. Components whose float32 expansion could lose
-    more than 1e-2 nats (:func:`_coarse_components`) are recomputed in float64.
+    Quadratic expansion ``sum_d (x_d^2 - 2 x_d mu_d + mu_d^2) / var_d`` as one matrix product
+    ``[x^2, x] @ [1 / var, -2 mu / var]^T`` with the constant terms as its bias, so no
+    ``(N, C, D)`` intermediate and one ``(N, C)`` result; ``x`` and the means are first shifted by
+    the mean of the means (a constant) to limit cancellation. Components whose float32
+    expansion could lose more than 1e-2 nats (:func:`_coarse_components`) are recomputed in
+    float64.
     """
     ref = means.detach().mean(0)
     xc, mc = x - ref, means - ref
@@ -25,11 +27,15 @@ def diag_log_density(x: torch.Tensor, means: torch.Tensor, log_var: torch.Tensor
     coarse = _coarse_components(xc, mc, prec)
     if coarse is not None and bool(coarse.all()):
         return diag_log_density(x.double(), means.double(), log_var.double()).to(x.dtype)
-    quad = (xc * xc) @ prec.T - 2.0 * (xc @ (mc * prec).T) + (mc * mc * prec).sum(-1)
-    out = -0.5 * (x.shape[-1] * _LOG_2PI + log_var.sum(-1) + quad.clamp_min(0.0))
+    peak = -0.5 * (x.shape[-1] * _LOG_2PI + log_var.sum(-1))  # (C,) the density at its mean
+    bias = peak - 0.5 * (mc * mc * prec).sum(-1)
+    out = torch.addmm(bias, torch.cat([xc * xc, xc], -1), torch.cat([prec, -2.0 * mc * prec], -1).T, alpha=-0.5)
+    grad = out.requires_grad
+    out = torch.minimum(out, peak) if grad else torch.minimum(out, peak, out=out)  # rounding below quad = 0
     if coarse is not None and bool(coarse.any()):
         exact = diag_log_density(x.double(), means[coarse].double(), log_var[coarse].double()).to(x.dtype)
-        out = out.index_copy(1, coarse.nonzero().squeeze(1), exact)
+        which = coarse.nonzero().squeeze(1)
+        out = out.index_copy(1, which, exact) if grad else out.index_copy_(1, which, exact)
     return out
 
 

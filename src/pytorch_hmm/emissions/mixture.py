@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from ..errors import HMMValueError
-from ..semiring import log_normalise
+from ..semiring import log_normalise, logsumexp_
 from .base import Emission, Stats
 from ..validation import as_tensor, check_count, check_float_dtype, check_number, check_shape
 from .checks import (
@@ -216,13 +216,22 @@ class GaussianMixture(Emission):
 
     def component_log_prob(self, x2d: torch.Tensor) -> torch.Tensor:
         """``(N, K, M)`` ``log w_km + log N(x_n; mu_km, Sigma_km)`` for frames ``x2d`` ``(N, D)``."""
+        return self._joint(x2d, mixture_major=False)
+
+    def _joint(self, x2d: torch.Tensor, mixture_major: bool) -> torch.Tensor:
+        """:meth:`component_log_prob`, as ``(N, M, K)`` when ``mixture_major`` (the layout whose
+        reduction over components is a sum of ``M`` contiguous ``(N, K)`` slices)."""
         k, m, d = self.num_states, self.num_mixtures, self.dim
-        means = self.loc.reshape(k * m, d)
+        order = (lambda t: t.transpose(0, 1)) if mixture_major else (lambda t: t)  # noqa: E731
+        means = order(self.loc).reshape(k * m, d)
         if self.covariance_type == "diag":
-            dens = diag_log_density(x2d, means, self.log_var.reshape(k * m, d))
+            dens = diag_log_density(x2d, means, order(self.log_var).reshape(k * m, d))
         else:
-            dens = full_log_density(x2d, means, scale_tril_from_raw(self.scale_tril_raw).reshape(k * m, d, d))
-        return dens.reshape(-1, k, m) + log_normalise(self.logits)
+            tril = order(scale_tril_from_raw(self.scale_tril_raw)).reshape(k * m, d, d)
+            dens = full_log_density(x2d, means, tril)
+        dens = dens.reshape(-1, m, k) if mixture_major else dens.reshape(-1, k, m)
+        log_w = order(log_normalise(self.logits))
+        return dens + log_w if dens.requires_grad else dens.add_(log_w)
 
     def log_prob(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         """``(B, T, K)`` ``log sum_m w_km N(x_bt; mu_km, Sigma_km)`` for ``x`` ``(B, T, D)``.
@@ -232,8 +241,8 @@ class GaussianMixture(Emission):
         """
         x, mask = check_observations(x, self.dim, self.loc, mask)
         b, t, _ = x.shape
-        comp = self.component_log_prob(x.reshape(-1, self.dim))
-        return zero_padding(torch.logsumexp(comp, -1).reshape(b, t, self.num_states), mask)
+        joint = self._joint(x.reshape(-1, self.dim), mixture_major=True)
+        return zero_padding(logsumexp_(joint, 1).reshape(b, t, self.num_states), mask)
 
     def sample(self, states: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
         """Draw one observation per entry of the int64 tensor ``states`` (any shape ``S``) -> ``(*S, D)``;
