@@ -39,7 +39,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from common import emit_report, machine_info, parse_run_args  # noqa: E402
+from common import emit_report, machine_info, parse_run_args, with_busy  # noqa: E402
 
 # the timed child: prints one JSON line {"median_ms": ..., "threads_after": ...}
 CHILD = r"""
@@ -82,9 +82,6 @@ print(json.dumps({"median_ms": statistics.median(times), "threads_before": threa
                   "threads_after": torch.get_num_threads()}))
 """
 
-BUSY = "while True: pass"
-
-
 def _child(workload: str, repeats: int, mode: str, quick: bool) -> dict:
     """Time ``workload`` in a fresh interpreter. ``mode``: ``single`` (one thread everywhere, by
     environment and ``torch.set_num_threads(1)``), ``default`` (nothing set), ``user1`` (the user
@@ -113,18 +110,6 @@ def _trials(n: int, *child_args) -> dict:
     return best
 
 
-def _with_busy(n: int, fn):
-    procs = [subprocess.Popen([sys.executable, "-c", BUSY]) for _ in range(n)]
-    try:
-        time.sleep(0.5)  # let them reach the CPU
-        return fn()
-    finally:
-        for p in procs:
-            p.kill()
-        for p in procs:
-            p.wait()
-
-
 def _ms(run: dict) -> str:
     return ", ".join(f"{t:.0f}" for t in run["all_ms"])
 
@@ -138,8 +123,8 @@ def main(argv=None) -> None:
     for workload in ("kernel", "em", "torch"):
         single = _child(workload, args.repeats, "single", args.quick)
         quiet = _child(workload, args.repeats, "default", args.quick)
-        loaded = _with_busy(args.busy, lambda: _trials(args.trials, workload, args.repeats, "default", args.quick))
-        user1 = _with_busy(args.busy, lambda: _trials(args.trials, workload, args.repeats, "user1", args.quick))
+        loaded = with_busy(args.busy, lambda: _trials(args.trials, workload, args.repeats, "default", args.quick))
+        user1 = with_busy(args.busy, lambda: _trials(args.trials, workload, args.repeats, "user1", args.quick))
         rows.append((workload, single, quiet, loaded, user1))
         print(f"{workload}: single {single['median_ms']:.1f} ms, quiet {quiet['median_ms']:.1f} ms, "
               f"loaded {loaded['all_ms']} ms, loaded with torch.set_num_threads(1) {user1['all_ms']} ms",

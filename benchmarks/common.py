@@ -386,3 +386,22 @@ def _numba_threading_layer() -> str:
         return numba.threading_layer()
     except ValueError:
         return f"not yet initialised (config: {numba.config.THREADING_LAYER})"
+
+
+BUSY = "while True: pass"
+
+
+def with_busy(n: int, fn: Callable[[], Any]) -> Any:
+    """``fn()`` while ``n`` other processes each keep a CPU busy (a pure-Python loop)."""
+    import subprocess
+    import sys
+
+    procs = [subprocess.Popen([sys.executable, "-c", BUSY]) for _ in range(n)]
+    try:
+        time.sleep(0.5)  # let them reach the CPU
+        return fn()
+    finally:
+        for p in procs:
+            p.kill()
+        for p in procs:
+            p.wait()

@@ -18,7 +18,7 @@ ALLOWED = {
     "durations": {"errors", "validation", "semiring"},
     "training": {"errors", "validation", "threads"},
     "models": {"errors", "validation", "semiring", "transitions", "kernel", "emissions", "durations", "training"},
-    "alignment": {"errors", "validation", "semiring", "transitions", "kernel", "emissions", "__version__"},  # acoustic.py: GMM states, saved version
+    "alignment": {"errors", "validation", "semiring", "transitions", "kernel", "emissions", "threads", "__version__"},  # acoustic.py: GMM states, saved version
     "metrics": {"errors", "validation", "kernel", "alignment"},
     "speech": {"errors", "validation", "alignment"},
     # the corpus aligner and the command line sit on top of everything

@@ -26,6 +26,7 @@ from torch import nn
 
 from ..emissions import GaussianMixture
 from ..errors import HMMValueError
+from ..threads import torch_threads_for
 from ..validation import check_count, frame_mask
 from .forced import PhoneSet, Topology, UtteranceGraph, batch_graph, compile_utterance
 from .graph import StateGraph
@@ -149,8 +150,13 @@ class AcousticModel(nn.Module):
         return batch_graph(graphs, self.log_self, self.log_exit, dtype=self.log_self.dtype, device=self.log_self.device)
 
     def unit_scores(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """``(B, T, U)`` log-likelihood of every frame under every unit (0 at padded frames)."""
-        return self.emission.log_prob(x, frame_mask(lengths, x.shape[1], x.device))
+        """``(B, T, U)`` log-likelihood of every frame under every unit (0 at padded frames).
+
+        Its torch ops use a second thread only while a CPU is idle (:func:`~pytorch_hmm.threads.torch_threads_for`).
+        """
+        em = self.emission
+        with torch_threads_for(x.shape[0] * x.shape[1] * em.num_states * em.num_mixtures * em.dim):
+            return em.log_prob(x, frame_mask(lengths, x.shape[1], x.device))
 
     @torch.no_grad()
     def align(self, features: Sequence[torch.Tensor], transcriptions: Sequence, *, batch_size: int = 8) -> List[Optional[Alignment]]:
