@@ -405,3 +405,30 @@ def test_a_wav_whose_name_is_not_utf8_is_read(tmp_path: Path) -> None:
     corpus = AudioTextFolder(root)
     assert [u.text for u in corpus.utterances()] == ["good evening"]
     assert corpus.problems == []
+
+
+def test_utterance_segment_reads_its_slice_of_the_recording(tmp_path):
+    """A ``segment`` (Kaldi ``segments``) reads exactly its samples: offset and duration in
+    seconds, resampled like a whole file; a segment past the end of the audio is an AudioError."""
+    from pytorch_hmm.errors import AudioError
+    from pytorch_hmm.speech import load_audio
+
+    rate = 8000
+    ramp = (np.arange(rate * 2) / (rate * 2)).astype(np.float32) - 0.5  # 2 s, each sample distinct
+    path = tmp_path / "rec.wav"
+    sf.write(path, ramp, rate, subtype="FLOAT")
+    utt = Utterance("u1", "s", path, "a b", segment=(0.5, 1.25))
+    got = utt.load_audio(None)
+    np.testing.assert_array_equal(got, ramp[4000:10000])
+    audio, got_rate = utt.read_audio(16000)
+    assert got_rate == 16000 and audio.shape == (12000,)
+    tail, _ = load_audio(path, None, offset=1.5)  # to the end
+    np.testing.assert_array_equal(tail, ramp[12000:])
+    clipped, _ = load_audio(path, None, offset=1.5, duration=9.0)
+    assert clipped.shape == (4000,)
+    with pytest.raises(AudioError, match=r"has 2\.000 s of audio; the segment starts at offset=2\.5 s"):
+        Utterance("u2", "s", path, "a", segment=(2.5, 3.0)).load_audio(None)
+    with pytest.raises(HMMValueError, match=r"offset must be >= 0.0 seconds; got -1"):
+        load_audio(path, None, offset=-1)
+    with pytest.raises(HMMValueError, match=r"duration must be > 0 seconds; got 0"):
+        load_audio(path, None, duration=0)

@@ -46,7 +46,7 @@ from .alignment import (
     write_textgrid,
 )
 from .errors import AudioError, HMMValueError
-from .speech import AudioTextFolder, FeatureExtractor, Lexicon, load_audio, speaker_cmvn
+from .speech import AudioTextFolder, FeatureExtractor, Lexicon, speaker_cmvn
 from .speech.corpus import Corpus, Utterance
 
 __all__ = [
@@ -131,7 +131,7 @@ def prepare(
         raw, kept = [], []
         for utt in tqdm(utterances, desc="features", disable=not progress, leave=False):
             try:
-                audio, rate = load_audio(utt.audio_path, extractor.sample_rate)
+                audio, rate = utt.read_audio(extractor.sample_rate)
             except AudioError as err:
                 report.skip(utt.id, f"unreadable audio: {err.reason}")
                 continue

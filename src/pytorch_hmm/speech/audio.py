@@ -68,7 +68,8 @@ def audio_info(path: PathLike) -> AudioInfo:
 
 
 def load_audio(
-    path: PathLike, sample_rate: Optional[int] = 16000, *, mono: bool = True
+    path: PathLike, sample_rate: Optional[int] = 16000, *, mono: bool = True, offset: float = 0.0,
+    duration: Optional[float] = None,
 ) -> Tuple[np.ndarray, int]:
     """Decode ``path`` as float32 in [-1, 1] and resample it to ``sample_rate``.
 
@@ -76,6 +77,8 @@ def load_audio(
         path: the audio file.
         sample_rate: target rate in Hz; ``None`` keeps the file's own rate.
         mono: mix the channels down to one by averaging them.
+        offset, duration: read only ``duration`` seconds from ``offset`` seconds on (librosa's
+            names; a Kaldi ``segments`` entry); ``None`` reads to the end.
 
     Returns:
         ``(audio, rate)``: ``audio`` float32 ``(N,)`` when ``mono`` else ``(C, N)``, and its
@@ -83,12 +86,24 @@ def load_audio(
     """
     if sample_rate is not None:
         sample_rate = check_sample_rate(sample_rate)
+    offset = _seconds(offset, "offset", minimum=0.0)
+    if duration is not None:
+        duration = _seconds(duration, "duration", minimum=None)
     path = _check_file(path)
     import soundfile as sf
 
     try:
-        with _opened(path) as source:
-            data, file_rate = sf.read(source, dtype="float32", always_2d=True)  # (N, C)
+        with _opened(path) as source, sf.SoundFile(source) as f:
+            file_rate, total = f.samplerate, f.frames
+            start = int(round(offset * file_rate))
+            stop = total if duration is None else min(total, start + int(round(duration * file_rate)))
+            if start > 0:
+                if start >= total:
+                    raise AudioError(path, f"has {total / file_rate:.3f} s of audio; the segment starts at offset={offset!r} s")
+                f.seek(start)
+            data = f.read(max(stop - start, 0), dtype="float32", always_2d=True)  # (N, C)
+    except AudioError:
+        raise
     except Exception as err:
         raise _read_error(path, err) from err
     if data.shape[0] == 0:
@@ -99,6 +114,15 @@ def load_audio(
     if sample_rate is None or sample_rate == file_rate:
         return audio, int(file_rate)
     return resample(audio, int(file_rate), sample_rate), sample_rate
+
+
+def _seconds(value, name: str, *, minimum: Optional[float]) -> float:
+    """A finite number of seconds, ``>= minimum`` (or ``> 0`` when ``minimum`` is ``None``)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not np.isfinite(value):
+        raise HMMValueError(f"{name} must be a finite number of seconds; got {value!r}")
+    if (minimum is None and value <= 0) or (minimum is not None and value < minimum):
+        raise HMMValueError(f"{name} must be {'> 0' if minimum is None else f'>= {minimum}'} seconds; got {value!r}")
+    return float(value)
 
 
 def resample(audio: np.ndarray, orig_rate: int, target_rate: int) -> np.ndarray:

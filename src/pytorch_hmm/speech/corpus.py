@@ -33,6 +33,8 @@ class Utterance:
         audio_path: the audio file.
         text: the transcript as the corpus writes it (case and punctuation kept).
         duration: seconds, where the corpus lists it (KSS); else ``None``.
+        segment: ``(start, end)`` seconds of the utterance within ``audio_path`` where it is
+            part of a longer recording (a Kaldi ``segments`` entry); ``None``: the whole file.
     """
 
     id: str
@@ -40,12 +42,21 @@ class Utterance:
     audio_path: Path
     text: str
     duration: Optional[float] = None
+    segment: Optional[Tuple[float, float]] = None
 
     def load_audio(self, sample_rate: Optional[int] = 16000) -> np.ndarray:
-        """The audio as float32 ``(N,)`` mono at ``sample_rate`` (``None``: the file's own)."""
+        """The utterance (its :attr:`segment` of the file) as float32 ``(N,)`` mono at
+        ``sample_rate`` (``None``: the file's own rate)."""
+        return self.read_audio(sample_rate)[0]
+
+    def read_audio(self, sample_rate: Optional[int] = 16000) -> Tuple[np.ndarray, int]:
+        """``(audio, rate)`` of :meth:`load_audio`; raises :class:`~pytorch_hmm.errors.AudioError`."""
         from .audio import load_audio
 
-        return load_audio(self.audio_path, sample_rate)[0]
+        if self.segment is None:
+            return load_audio(self.audio_path, sample_rate)
+        start, end = self.segment
+        return load_audio(self.audio_path, sample_rate, offset=start, duration=end - start)
 
 
 @dataclass(frozen=True)
