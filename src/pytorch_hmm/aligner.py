@@ -51,7 +51,7 @@ from .speech.corpus import Corpus, Utterance
 
 __all__ = [
     "PreparedUtterance", "RunReport", "open_corpus", "prepare", "train", "align", "default_extractor",
-    "extractor_settings", "lexicon_from", "OUTPUT_FORMATS", "FRAME_SHIFT", "FRAME_OFFSET",
+    "extractor_settings", "lexicon_from", "LANGUAGES", "OUTPUT_FORMATS", "FRAME_SHIFT", "FRAME_OFFSET",
 ]
 
 PathLike = Union[str, Path]
@@ -245,7 +245,20 @@ def default_extractor(settings: Optional[dict] = None) -> FeatureExtractor:
     return FeatureExtractor(**(settings or {"kind": "mfcc", "cmvn": "none"}))
 
 
-def lexicon_from(path: Optional[PathLike]) -> Lexicon:
-    """An MFA dictionary file, or CMUdict with stress folded (flite's and most corpora's phones)."""
-    return Lexicon.read(path) if path is not None else Lexicon.from_cmudict(stress="fold")
+LANGUAGES = ("en", "ko")
 
+
+def lexicon_from(path: Optional[PathLike], language: str = "en") -> Lexicon:
+    """The lexicon for ``language``: ``"en"`` CMUdict with stress folded (flite's and most
+    corpora's phones), ``"ko"`` the rule-based Korean G2P (:mod:`pytorch_hmm.speech.korean`).
+    An MFA dictionary file at ``path`` takes precedence; for Korean its words win over the G2P,
+    which still covers the rest."""
+    if language not in LANGUAGES:
+        raise HMMValueError(f"language must be one of {LANGUAGES}; got {language!r}")
+    if language == "ko":
+        from .speech import korean
+
+        if path is None:
+            return Lexicon.korean()
+        return Lexicon.read(path, g2p=korean.g2p, g2p_phones=korean.PHONES)
+    return Lexicon.read(path) if path is not None else Lexicon.from_cmudict(stress="fold")
