@@ -79,7 +79,7 @@ def test_train_then_align_with_the_saved_model(corpus: Path, tmp_path: Path):
 
 def test_command_line_errors(tmp_path: Path):
     proc = _run("align", str(tmp_path / "missing"), str(tmp_path / "out"), "--train")
-    assert proc.returncode == 1 and "corpus must be a folder" in proc.stderr
+    assert proc.returncode == 1 and proc.stderr.strip() == f"pytorch-hmm: error: corpus must be an existing folder; got {str(tmp_path / 'missing')!r}"
     proc = _run("align", str(tmp_path), str(tmp_path / "out"))
     assert proc.returncode == 2 and "one of the arguments --train --model is required" in proc.stderr
     (tmp_path / "empty").mkdir()
@@ -89,7 +89,11 @@ def test_command_line_errors(tmp_path: Path):
     proc = _run("align", str(FIXTURES), str(tmp_path / "out"), "--model", str(tmp_path / "x.pt"), "--quiet")
     assert proc.returncode == 1 and "is not a pytorch_hmm acoustic model file" in proc.stderr
     proc = _run("align", str(FIXTURES), str(tmp_path / "out"), "--train", "--output-format", "praat", "--quiet")
-    assert proc.returncode == 1 and "formats must be among" in proc.stderr
+    assert proc.returncode == 1 and "--format must be a comma-separated list of textgrid, json, ctm; got 'praat'" in proc.stderr
+    proc = _run("align", str(FIXTURES), str(tmp_path / "out"), "--train", "--jobs", "0")
+    assert proc.returncode == 2 and "--jobs: expected a positive integer; got '0'" in proc.stderr
+    proc = _run("align", str(FIXTURES), str(tmp_path / "out"), "--train", "--corpus-format", "timit")
+    assert proc.returncode == 2 and "invalid choice: 'timit'" in proc.stderr
 
 
 def test_the_installed_command_runs():

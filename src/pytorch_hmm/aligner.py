@@ -50,7 +50,8 @@ from .speech import AudioTextFolder, FeatureExtractor, Lexicon, speaker_cmvn
 from .speech.corpus import Corpus, Utterance
 
 __all__ = [
-    "PreparedUtterance", "RunReport", "open_corpus", "prepare", "train", "align", "default_extractor",
+    "PreparedUtterance", "RunReport", "CorpusValidation", "open_corpus", "validate", "prepare", "train", "align",
+    "default_extractor", "CORPUS_FORMATS",
     "extractor_settings", "lexicon_from", "LANGUAGES", "OUTPUT_FORMATS", "FRAME_SHIFT", "FRAME_OFFSET",
 ]
 
@@ -93,6 +94,16 @@ class RunReport:
         finally:
             self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - started
 
+    def to_dict(self) -> dict:
+        """The report as JSON-ready data (``--log-format json``)."""
+        total = sum(self.seconds.values())
+        return {
+            "aligned": len(self.aligned), "skipped": [{"item": i, "reason": r} for i, r in self.skipped],
+            "audio_seconds": round(self.audio_seconds, 3), "seconds": {k: round(v, 4) for k, v in self.seconds.items()},
+            "x_real_time": round(self.audio_seconds / total, 1) if total > 0 else None,
+            "oov": {} if self.oov is None else self.oov.counts,
+        }
+
     def summary(self) -> str:
         """A few lines: counts, reasons, speed as times real time."""
         total = sum(self.seconds.values())
@@ -107,9 +118,137 @@ class RunReport:
         return "\n".join(lines)
 
 
-def open_corpus(path: PathLike) -> Corpus:
-    """A corpus folder: MFA-style ``<speaker>/<id>.wav`` + ``.lab`` / ``.txt``, or a flat folder of them."""
+CORPUS_FORMATS = ("auto", "folder", "librispeech", "kss", "kaldi")
+
+
+def open_corpus(path: PathLike, corpus_format: str = "auto", *, subset: Optional[str] = None) -> Corpus:
+    """The corpus at ``path`` in one of :data:`CORPUS_FORMATS`:
+
+    - ``"folder"``: MFA-style ``<speaker>/<id>.wav`` + ``.lab`` / ``.txt``, or a flat folder of them;
+    - ``"librispeech"``: a LibriSpeech subset folder (``.../dev-clean``), or the folder holding
+      the subsets with ``subset``;
+    - ``"kss"``: the folder with KSS's ``transcript.v.1.x.txt`` (the ``expanded`` text column);
+    - ``"kaldi"``: a Kaldi data directory (``wav.scp``, ``text``, ``utt2spk``, ``segments``);
+    - ``"auto"``: the first of kaldi, kss, librispeech whose files are there, else folder.
+    """
+    from .speech import KSS, LibriSpeech
+
+    path = Path(path)
+    if corpus_format not in CORPUS_FORMATS:
+        raise HMMValueError(f"corpus_format must be one of {CORPUS_FORMATS}; got {corpus_format!r}")
+    if not path.is_dir():
+        raise HMMValueError(f"corpus must be an existing folder; got {str(path)!r}")
+    if corpus_format == "auto":
+        corpus_format = _detect_format(path, subset)
+    if corpus_format == "kaldi":
+        from .speech.kaldi import KaldiDataDir
+
+        return KaldiDataDir(path)
+    if corpus_format == "kss":
+        return KSS(path)
+    if corpus_format == "librispeech":
+        if subset is not None:
+            return LibriSpeech(path, subset)
+        subsets = sorted(p.name for p in path.iterdir() if p.is_dir() and any(p.glob("*/*/*.trans.txt")))
+        if any(path.glob("*/*/*.trans.txt")) or not subsets:
+            return LibriSpeech(path.parent, path.name)
+        if len(subsets) > 1:
+            raise HMMValueError(f"corpus {str(path)!r} holds several LibriSpeech subsets ({', '.join(subsets)}): "
+                                "name one with subset (--subset)")
+        return LibriSpeech(path, subsets[0])
     return AudioTextFolder(path)
+
+
+def _detect_format(path: Path, subset: Optional[str]) -> str:
+    if (path / "wav.scp").is_file() and (path / "text").is_file():
+        return "kaldi"
+    if any(path.glob("transcript.v.*.txt")):
+        return "kss"
+    if subset is not None or any(path.glob("*/*/*.trans.txt")) or any(path.glob("*/*/*/*.trans.txt")) \
+            or any(path.glob("LibriSpeech/*/*/*/*.trans.txt")):
+        return "librispeech"
+    return "folder"
+
+
+@dataclass
+class CorpusValidation:
+    """What :func:`validate` found: usable utterances, skipped entries with reasons, durations,
+    sample rates, OOV words, utterances too short for their transcription."""
+
+    utterances: int = 0
+    audio_seconds: float = 0.0
+    durations: List[float] = field(default_factory=list)
+    sample_rates: Dict[int, int] = field(default_factory=dict)
+    problems: List[tuple] = field(default_factory=list)  # (utterance id or file, reason)
+    too_short: List[tuple] = field(default_factory=list)  # (utterance id, seconds, seconds needed)
+    oov: Optional[object] = None
+
+    def to_dict(self) -> dict:
+        d = self.durations
+        return {
+            "utterances": self.utterances, "audio_seconds": round(self.audio_seconds, 3),
+            "duration_seconds": {"min": min(d), "median": float(np.median(d)), "max": max(d)} if d else None,
+            "sample_rates": {str(k): v for k, v in sorted(self.sample_rates.items())},
+            "problems": [{"item": i, "reason": r} for i, r in self.problems],
+            "too_short": [{"item": i, "seconds": s, "needed": n} for i, s, n in self.too_short],
+            "oov": {} if self.oov is None else self.oov.counts,
+        }
+
+    def summary(self) -> str:
+        d = self.durations
+        lines = [f"{self.utterances} usable utterances, {self.audio_seconds:.1f} s of audio; "
+                 f"{len(self.problems)} skipped, {len(self.too_short)} too short for their transcription"]
+        if d:
+            lines.append(f"  durations: min {min(d):.2f} s, median {float(np.median(d)):.2f} s, max {max(d):.2f} s")
+        if self.sample_rates:
+            lines.append("  sample rates: " + ", ".join(f"{k} Hz ({v})" for k, v in sorted(self.sample_rates.items())))
+        lines += [f"  skipped {item}: {reason}" for item, reason in self.problems]
+        lines += [f"  too short {item}: {sec:.2f} s of audio, its transcription needs at least {need:.2f} s"
+                  for item, sec, need in self.too_short]
+        if self.oov is not None and self.oov.total:
+            lines.append(f"  {len(self.oov)} OOV words ({self.oov.total} tokens; aligned as the OOV phone): "
+                         + ", ".join(f"{w.word} ({w.count})" for w in list(self.oov)[:20]))
+        return "\n".join(lines)
+
+
+def validate(corpus: Union[Corpus, Sequence[Utterance]], lexicon: Lexicon, *, topology: Topology = Topology(),
+             progress: bool = True) -> CorpusValidation:
+    """Check a corpus without aligning it, as MFA's ``validate`` does: unreadable, missing or
+    empty entries (the corpus's own checks), OOV words, durations and sample rates from the
+    audio headers, and utterances shorter than their transcription's fewest frames (every phone
+    state lasts at least one 10 ms frame)."""
+    from .speech import audio_info
+
+    out = CorpusValidation()
+    utterances = list(tqdm(corpus, desc="validate", disable=not progress, leave=False))
+    out.problems += [(p.item, p.reason) for p in getattr(corpus, "problems", [])]
+    lexicon.oov_report.clear()
+    for utt in utterances:
+        try:
+            info = audio_info(utt.audio_path)
+        except AudioError as err:
+            out.problems.append((utt.id, f"unreadable audio: {err.reason}"))
+            continue
+        seconds = info.duration if utt.segment is None else min(utt.segment[1], info.duration) - utt.segment[0]
+        transcription = lexicon.transcribe(utt.text, utt.id)
+        if not transcription.words:
+            out.problems.append((utt.id, "transcript has no words"))
+            continue
+        out.utterances += 1
+        out.audio_seconds += seconds
+        out.durations.append(seconds)
+        out.sample_rates[info.sample_rate] = out.sample_rates.get(info.sample_rate, 0) + 1
+        frames = sum(min(sum(_states(p, lexicon, topology) for p in pron.phones) for pron in prons)
+                     for prons in transcription.pronunciations)
+        if seconds < frames * FRAME_SHIFT:
+            out.too_short.append((utt.id, seconds, frames * FRAME_SHIFT))
+    out.oov = lexicon.oov_report
+    return out
+
+
+def _states(phone: str, lexicon: Lexicon, topology: Topology) -> int:
+    special = phone in (lexicon.silence_phone, lexicon.oov_phone)
+    return topology.silence_states if special else topology.states_per_phone
 
 
 def prepare(
