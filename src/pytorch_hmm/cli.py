@@ -210,18 +210,21 @@ def _plots(prepared, tiers, out_dir: Path, count: int, sample_rate: int) -> List
     """``<speaker>/<id>.png`` for the first ``count`` aligned utterances."""
     if count == 0:
         return []
-    from .plotting import plot_alignment
-
     paths = []
     for p in prepared:
         if len(paths) == count:
             break
-        utt = p.utterance
-        if utt.id in tiers:
-            path = Path(out_dir) / utt.speaker / f"{utt.id}.png"
-            plot_alignment(utt.load_audio(sample_rate), sample_rate, tiers[utt.id], path, title=f"{utt.id}: {utt.text}")
-            paths.append(path)
+        if p.utterance.id in tiers:
+            paths.append(Path(out_dir) / p.utterance.speaker / f"{p.utterance.id}.png")
+            _plot(p, tiers, paths[-1], sample_rate)
     return paths
+
+
+def _plot(prepared, tiers, path: Path, sample_rate: int) -> None:
+    from .plotting import plot_alignment
+
+    utt = prepared.utterance
+    plot_alignment(utt.load_audio(sample_rate), sample_rate, tiers[utt.id], path, title=f"{utt.id}: {utt.text}")
 
 
 def _train(args, json_logs: bool) -> int:
@@ -293,7 +296,10 @@ def _demo(args, json_logs: bool) -> int:
     prepared = aligner.prepare(aligner.open_corpus(root, "folder"), lexicon, extractor, report, progress=progress)
     model = aligner.train(prepared, lexicon, report, progress=progress)
     tiers = aligner.align(model, prepared, args.out_dir, report, progress=progress)
-    plots = _plots(prepared, tiers, args.out_dir, 1, extractor.sample_rate)
+    first = next(p for p in prepared if p.utterance.id in tiers)
+    plot = Path(args.out_dir) / "alignment.png"
+    _plot(first, tiers, plot, extractor.sample_rate)
+    plots = [plot]
     scores = evaluate_directories(root / "reference", args.out_dir, tier="phones")
     text = "\n".join([report.summary(), f"TextGrids in {args.out_dir}", *(f"plot: {p}" for p in plots),
                       "phone boundaries against the synthesiser's true timings:", scores.format_table()])
