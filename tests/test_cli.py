@@ -126,3 +126,46 @@ def test_kss_in_korean_end_to_end(tmp_path: Path):
         phones = {p.unit for p in grid.tiers["phones"]} - {"sil", "spn"}
         assert phones and phones <= set(korean.PHONES)
         assert (out / "kss" / f"{utt}.json").is_file()
+
+
+def _kaldi_dir(tmp_path: Path) -> tuple:
+    """The folder fixture as a Kaldi data directory: each speaker's two utterances in one
+    recording (0.3 s of silence between them) cut apart by ``segments``; returns (dir, lengths)."""
+    data, wavs = tmp_path / "data" / "train", tmp_path / "wav"
+    data.mkdir(parents=True)
+    wavs.mkdir()
+    scp, text, utt2spk, segments, lengths = [], [], [], [], {}
+    for speaker in ("awb", "slt"):
+        first, rate = sf.read(FIXTURES / "folder" / speaker / f"{speaker}_0000.wav", dtype="float32")
+        second, _ = sf.read(FIXTURES / "folder" / speaker / f"{speaker}_0001.wav", dtype="float32")
+        gap = np.zeros(int(0.3 * rate), dtype=np.float32)
+        sf.write(wavs / f"{speaker}.wav", np.concatenate([first, gap, second]), rate)
+        scp.append(f"{speaker}_rec {wavs / f'{speaker}.wav'}")
+        cut = (len(first) + len(gap) // 2) / rate
+        for n, (start, end) in enumerate([(0.0, cut), (cut, -1)]):
+            utt = f"{speaker}-{n}"
+            words = (FIXTURES / "folder" / speaker / f"{speaker}_000{n}.lab").read_text().strip()
+            text.append(f"{utt} {words}")
+            utt2spk.append(f"{utt} {speaker}")
+            segments.append(f"{utt} {speaker}_rec {start:.3f} {end if end < 0 else f'{end:.3f}'}")
+            lengths[utt] = (cut if n == 0 else (len(first) + len(gap) + len(second)) / rate - cut, words)
+    for name, lines in (("wav.scp", scp), ("text", text), ("utt2spk", utt2spk), ("segments", segments)):
+        (data / name).write_text("\n".join(sorted(lines)) + "\n")
+    return data, lengths
+
+
+def test_kaldi_data_directory_with_segments(tmp_path: Path):
+    data, lengths = _kaldi_dir(tmp_path)
+    proc = _run("validate", str(data), "--quiet", "--log-format", "json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["utterances"] == 4
+    out = tmp_path / "out"
+    proc = _run("align", str(data), str(out), "--train", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert "aligned 4 utterances, skipped 0" in proc.stdout
+    for utt, (seconds, words) in lengths.items():
+        grid = read_textgrid(out / utt.split("-")[0] / f"{utt}.TextGrid")
+        assert grid.duration == pytest.approx(seconds, abs=1e-3)  # times are relative to the segment
+        assert [w.unit for w in grid.tiers["words"]] == [w.strip(".,").lower() for w in words.split()]
+    proc = _run("align", str(data), str(tmp_path / "o2"), "--train", "--quiet", "--corpus-format", "kss")
+    assert proc.returncode == 1 and "KSS transcript" in proc.stderr

@@ -34,6 +34,7 @@ from .features import (
     time_to_frame,
 )
 from .folder import AudioTextFolder
+from .kaldi import KaldiDataDir
 from .kss import KSS
 from .lexicon import Lexicon, OOVReport, OOVWord, Pronunciation, Transcription
 from .librispeech import LibriSpeech
@@ -70,6 +71,7 @@ __all__ = [
     "LibriSpeech",
     "KSS",
     "AudioTextFolder",
+    "KaldiDataDir",
     "PhoneInterval",
     "read_phone_intervals",
     "write_phone_intervals",
