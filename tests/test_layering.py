@@ -23,6 +23,8 @@ ALLOWED = {
     "speech": {"errors", "validation", "alignment"},
     # the corpus aligner and the command line sit on top of everything
     "aligner": {"errors", "validation", "alignment", "speech"},
+    "evaluation": {"errors", "validation", "alignment", "metrics"},
+    "plotting": {"errors", "alignment"},  # alignment plots (matplotlib, imported lazily)
     "cli": {"errors", "aligner", "alignment", "evaluation", "plotting", "data", "__version__"},
     "data": set(),
 }
