@@ -169,3 +169,33 @@ def test_kaldi_data_directory_with_segments(tmp_path: Path):
         assert [w.unit for w in grid.tiers["words"]] == [w.strip(".,").lower() for w in words.split()]
     proc = _run("align", str(data), str(tmp_path / "o2"), "--train", "--quiet", "--corpus-format", "kss")
     assert proc.returncode == 1 and "KSS transcript" in proc.stderr
+
+
+def test_evaluate_scores_a_folder_against_references(tmp_path: Path):
+    """References against themselves score 100 %; against copies shifted by 15 ms, 0 % within
+    10 ms and 100 % within 20 ms; a missing hypothesis is listed; --json parses."""
+    from pytorch_hmm.alignment import Segment, write_textgrid
+    from pytorch_hmm.data import sample_corpus
+
+    ref = sample_corpus() / "reference"
+    proc = _run("evaluate", str(ref), str(ref))
+    assert proc.returncode == 0, proc.stderr
+    assert "| accuracy within 20 ms | 100.0 % |" in proc.stdout and "| MAE | 0.0 ms |" in proc.stdout
+    hyp = tmp_path / "hyp"
+    (hyp / "slt").mkdir(parents=True)
+    for grid_path in sorted(ref.glob("slt/*.TextGrid"))[:-1]:  # one left out: missing
+        grid = read_textgrid(grid_path)
+        phones = grid.tiers["phones"]
+        shifted = [Segment(p.unit, p.start if i == 0 else p.start + 0.015, p.end if i == len(phones) - 1 else p.end + 0.015)
+                   for i, p in enumerate(phones)]
+        write_textgrid(hyp / "slt" / grid_path.name, {"phones": shifted}, grid.duration)
+    data = json.loads(_run("evaluate", str(ref), str(hyp), "--json").stdout)
+    assert data["utterances"] == 7 and data["missing"] == sorted(
+        [p.stem for p in ref.glob("*/*.TextGrid") if not (hyp / "slt" / p.name).is_file()])
+    # every inner boundary moved by 15 ms; the first onset and the last offset stay put
+    inner = data["reference_boundaries"] - 2 * 7
+    assert data["accuracy"]["0.01"] == pytest.approx(14 / data["reference_boundaries"])
+    assert data["accuracy"]["0.02"] == 1.0
+    assert data["mae"] == pytest.approx(0.015 * inner / data["reference_boundaries"], abs=1e-9)
+    proc = _run("evaluate", str(tmp_path / "nope"), str(hyp))
+    assert proc.returncode == 1 and "reference_dir" in proc.stderr and "nope" in proc.stderr
