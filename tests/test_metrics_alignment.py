@@ -450,3 +450,26 @@ def test_phone_error_rate_reads_a_list_of_integer_lists_as_a_batch():
     segs = [("a", 0.0, 0.1), ("b", 0.1, 0.2)]
     assert phone_error_rate(segs, [("a", 0.0, 0.2)]) == pytest.approx(0.5)
     assert phone_error_rate([segs, segs], [segs, [("b", 0.0, 0.2)]]) == pytest.approx(0.25)
+
+
+def test_boundary_errors_label_each_reference_boundary_and_its_pair():
+    """By hand: ref k|ae|gap|t, hyp k|t (ae deleted). Reference boundaries 0, .1, .25 (offset
+    before the gap), .3, .4; the hits are k and t, so k's onset/offset and t's onset/offset pair;
+    ae's onset .1 is k's offset (paired with hyp .12), ae's offset .25 has no pair."""
+    from pytorch_hmm.metrics import BoundaryError, boundary_errors
+
+    ref = [("k", 0.0, 0.10), ("ae", 0.10, 0.25), ("t", 0.30, 0.40)]
+    hyp = [("k", 0.0, 0.12), ("t", 0.33, 0.40)]
+    (got,) = boundary_errors(ref, hyp)
+    assert [e.label for e in got] == ["k", "ae", None, "t", None]
+    assert [e.time for e in got] == [0.0, 0.10, 0.25, 0.30, 0.40]
+    errors = [None if e.error is None else round(e.error, 9) for e in got]
+    assert errors == [0.0, 0.02, None, 0.03, 0.0]
+    assert isinstance(got[0], BoundaryError)
+    # the pairs are the ones boundary_mae averages
+    paired = [abs(e.error) for e in got if e.error is not None]
+    assert boundary_mae(ref, hyp) == pytest.approx(sum(paired) / len(paired))
+    # a batch gives one list per utterance; fold maps the labels
+    batch = boundary_errors([ref, ref], [hyp, ref], fold=str.upper)
+    assert len(batch) == 2 and [e.label for e in batch[1]] == ["K", "AE", None, "T", None]
+    assert all(e.error == 0.0 for e in batch[1])

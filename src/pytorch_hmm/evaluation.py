@@ -36,14 +36,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, Hashable, List, Optional, Sequence, Tuple, Union
 
-import numpy as np
 
 from .alignment import Segment, read_json, read_textgrid
 from .errors import HMMTypeError, HMMValueError
-from .metrics import boundary_accuracy, boundary_f1, boundary_mae
-# the breakdown needs to know which reference boundary each label-aware pair holds, which the
-# public functions do not return: it reuses metrics' own parsing and matching, not a copy of them
-from .metrics.alignment import EPS, _boundaries, _label_pairs, _segmentations
+from .metrics import boundary_accuracy, boundary_errors, boundary_f1, boundary_mae
+from .metrics.alignment import EPS  # the metrics' slack in every time comparison
 
 __all__ = ["AlignmentEvaluation", "LabelScore", "END", "evaluate_directories"]
 
@@ -188,24 +185,18 @@ def _read(path: Path, tier: str) -> List[Segment]:
 def _per_label(refs, hyps, tolerance: float, fold) -> Tuple[List[LabelScore], int, int]:
     """Per-label scores (module docstring), and the numbers of ref and hyp boundaries."""
     stats: Dict[Hashable, list] = {}  # label -> [count, matched, sum |ref - hyp|, pairs]
-    n_ref = n_hyp = 0
-    for r, h in _segmentations(refs, hyps, fold):
-        times, onsets, _ = _boundaries(r)
-        owner: List[Hashable] = [END] * len(times)
-        for k, b in enumerate(onsets.tolist()):
-            owner[b] = r.labels[k]
-        for label in owner:
-            stats.setdefault(label, [0, 0, 0.0, 0])[0] += 1
-        rt, ht, nr, nh = _label_pairs(r, h)
-        n_ref, n_hyp = n_ref + nr, n_hyp + nh
-        for b, d in zip(np.searchsorted(times, rt).tolist(), np.abs(rt - ht).tolist()):
-            s = stats[owner[b]]
-            s[1] += int(d <= tolerance + EPS)
-            s[2] += d
+    errors = [e for utt in boundary_errors(refs, hyps, fold=fold) for e in utt]
+    for e in errors:
+        s = stats.setdefault(END if e.label is None else e.label, [0, 0, 0.0, 0])
+        s[0] += 1
+        if e.error is not None:
+            s[1] += int(abs(e.error) <= tolerance + EPS)
+            s[2] += abs(e.error)
             s[3] += 1
     scores = [LabelScore(str(label), c, m, m / c, total / pairs if pairs else None)
               for label, (c, m, total, pairs) in stats.items()]
-    return sorted(scores, key=lambda s: (-s.count, s.label)), n_ref, n_hyp
+    n_hyp = sum(len(utt) for utt in boundary_errors(hyps, hyps))  # every hyp boundary, paired with itself
+    return sorted(scores, key=lambda s: (-s.count, s.label)), len(errors), n_hyp
 
 
 def evaluate_directories(

@@ -1,8 +1,10 @@
 """Evaluation metrics: mel-cepstral distortion, F0 and voicing errors, alignment accuracy (boundaries, frames, durations, phone error rate)."""
 
 from .alignment import (
+    BoundaryError,
     BoundaryScores,
     boundary_accuracy,
+    boundary_errors,
     boundary_f1,
     boundary_mae,
     duration_accuracy,
@@ -23,8 +25,10 @@ __all__ = [
     "gross_pitch_error",
     "f0_frame_error",
     "estimate_f0",
+    "BoundaryError",
     "BoundaryScores",
     "boundary_accuracy",
+    "boundary_errors",
     "boundary_f1",
     "boundary_mae",
     "duration_accuracy",

@@ -51,7 +51,9 @@ from .sequence import align_sequences
 
 __all__ = [
     "BoundaryScores",
+    "BoundaryError",
     "boundary_accuracy",
+    "boundary_errors",
     "boundary_f1",
     "boundary_mae",
     "frame_accuracy",
@@ -70,6 +72,16 @@ class BoundaryScores(NamedTuple):
     precision: float
     recall: float
     f1: float
+
+
+class BoundaryError(NamedTuple):
+    """One reference boundary: the (folded) label of the segment that starts there (``None``
+    for the last offset or an offset before a gap), its time and ``hyp - ref`` of its
+    label-aware pair (``None`` when unpaired), in seconds."""
+
+    label: Optional[Hashable]
+    time: float
+    error: Optional[float]
 
 
 _LABEL_ATTRIBUTES = ("unit", "label", "token")  # Segment, labelled tuples, TokenSpan
@@ -326,6 +338,30 @@ def boundary_mae(
         diffs.append(d if tol is None else d[d <= tol + EPS])
     d = np.concatenate(diffs)
     return float(d.mean()) if len(d) else float("nan")
+
+
+def boundary_errors(ref: Any, hyp: Any, *, fold: Fold = None) -> List[List[BoundaryError]]:
+    """Per utterance, every reference boundary as a :class:`BoundaryError`, with the label-aware
+    pairing that :func:`boundary_accuracy` and :func:`boundary_mae` count: for per-label
+    breakdowns and error histograms. A single ``ref``/``hyp`` pair gives a list of one.
+
+    >>> ref = [("k", 0.0, 0.10), ("ae", 0.10, 0.25)]
+    >>> hyp = [("k", 0.0, 0.12), ("ae", 0.12, 0.25)]
+    >>> [(e.label, e.time, round(e.error, 6)) for e in boundary_errors(ref, hyp)[0]]
+    [('k', 0.0, 0.0), ('ae', 0.1, 0.02), (None, 0.25, 0.0)]
+    """
+    out = []
+    for r, h in _segmentations(ref, hyp, fold):
+        times, onsets, _ = _boundaries(r)
+        labels: List[Optional[Hashable]] = [None] * len(times)
+        for k, b in enumerate(onsets.tolist()):
+            labels[b] = r.labels[k]
+        errors: List[Optional[float]] = [None] * len(times)
+        rt, ht = _label_pairs(r, h)[:2]
+        for b, d in zip(np.searchsorted(times, rt).tolist(), (ht - rt).tolist()):
+            errors[b] = d
+        out.append([BoundaryError(lab, t, e) for lab, t, e in zip(labels, times.tolist(), errors)])
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
