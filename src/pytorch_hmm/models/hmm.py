@@ -12,13 +12,14 @@ from ..training.em import fit_em
 from ..transitions import Banded, TransitionStructure, ergodic, left_to_right
 from ..transitions.components import (BandedTransitions, DenseTransitions, Final, Initial, TransitionComponent,
                                       as_transition_component)
+from .hmmlearn_api import HmmlearnMethods
 from .base import EmissionModel, as_final, check_probs
 
 TransitionSpec = Union[str, torch.Tensor, TransitionStructure, TransitionComponent]
 FinalSpec = Union[None, str, torch.Tensor, Final]
 
 
-class HMM(EmissionModel):
+class HMM(HmmlearnMethods, EmissionModel):
     """``p(x, z) = pi(z_1) prod_t A(z_{t-1}, z_t) prod_t p(x_t | z_t)`` on the shared kernel.
 
     The model composes components and only builds the kernel's potentials from them:
@@ -111,7 +112,9 @@ class HMM(EmissionModel):
         Args:
             data: a padded tensor ``(B, T, ...)`` (with ``lengths``), a list of ``(T_i, ...)``
                 tensors, or a re-iterable of batches (tensors or ``(x, lengths)`` pairs);
-                statistics are summed over all batches before each M-step.
+                statistics are summed over all batches before each M-step. hmmlearn's layout
+                also works: ``X`` ``(N, D)`` (``(N,)`` / ``(N, 1)`` symbols), a numpy array or
+                a tensor, the sequences concatenated, with ``lengths`` per sequence (default one).
             max_iter, tol: stop after ``max_iter`` iterations or when an iteration gains less
                 than ``tol`` nats.
             verbose: show a progress bar with the log-likelihood.
@@ -120,6 +123,8 @@ class HMM(EmissionModel):
             initialize: run the emission's data-driven initialisation first (default: when the
                 emission says it needs one).
         """
+        if self._is_concatenated(data):  # hmmlearn's (X, lengths): sequences concatenated along the first axis
+            data, lengths = self._concatenated(data, lengths)
         return fit_em(self, data, lengths, max_iter=max_iter, tol=tol, verbose=verbose, frozen=frozen,
                       initialize=initialize, generator=generator)
 

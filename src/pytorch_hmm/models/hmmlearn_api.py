@@ -1,0 +1,127 @@
+"""hmmlearn's calls on :class:`~pytorch_hmm.HMM`: ``score``, ``score_samples``, ``predict``,
+``predict_proba``, ``n_parameters``, ``aic`` and ``bic``, and ``fit(X, lengths)``.
+
+They take what hmmlearn takes: ``X`` the sequences concatenated along the first axis
+(``(N, D)`` features, or ``(N,)`` / ``(N, 1)`` integer symbols for a ``Categorical`` emission),
+as a numpy array, a list or a tensor, and ``lengths`` the length of each sequence (default: one
+sequence of all ``N`` frames). Results are torch tensors over the concatenated frames
+(``.numpy()`` gives hmmlearn's arrays) and Python floats; nothing needs ``torch.no_grad()``.
+
+``n_parameters`` counts free parameters as hmmlearn does for a fully fitted model: ``K - 1``
+start probabilities, ``K - 1`` per row of transitions (for banded or sparse transitions: the
+allowed moves of a row less one), and the emission's (Gaussian: ``K D`` means plus ``K D``
+diagonal, ``K D (D + 1) / 2`` full, ``K`` spherical or ``D (D + 1) / 2`` tied covariances;
+Gaussian mixture: ``K (M - 1)`` weights, ``K M D`` means, covariances per component; Categorical:
+``K (S - 1)``). hmmlearn 0.3's ``GMMHMM`` counts ``M - 1`` weights in all, though each state
+has its own: its ``aic``/``bic`` are lower by ``(K - 1) (M - 1)`` times 2 / ``log N``.
+Viterbi paths with exactly equal scores may be broken differently from hmmlearn.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from ..errors import HMMTypeError, HMMValueError
+
+__all__ = ["HmmlearnMethods"]
+
+
+class HmmlearnMethods:
+    """Mixin of :class:`~pytorch_hmm.HMM` (module docstring)."""
+
+    def score(self, X, lengths: Optional[Sequence[int]] = None) -> float:
+        """Total log-likelihood of the sequences (hmmlearn's ``score``)."""
+        x, lens = self._concatenated(X, lengths)
+        with torch.no_grad():
+            return float(self(x, lens).double().sum())
+
+    def score_samples(self, X, lengths: Optional[Sequence[int]] = None) -> Tuple[float, torch.Tensor]:
+        """``(log-likelihood, posteriors (N, K))`` (hmmlearn's ``score_samples``)."""
+        x, lens = self._concatenated(X, lengths)
+        with torch.no_grad():
+            return float(self(x, lens).double().sum()), _unpad(self.posteriors(x, lens), lens)
+
+    def predict(self, X, lengths: Optional[Sequence[int]] = None) -> torch.Tensor:
+        """``(N,)`` int64 Viterbi states of every frame (hmmlearn's ``predict``)."""
+        x, lens = self._concatenated(X, lengths)
+        return _unpad(self.viterbi(x, lens)[0], lens)
+
+    def predict_proba(self, X, lengths: Optional[Sequence[int]] = None) -> torch.Tensor:
+        """``(N, K)`` state posteriors of every frame (hmmlearn's ``predict_proba``)."""
+        x, lens = self._concatenated(X, lengths)
+        return _unpad(self.posteriors(x, lens), lens)
+
+    def n_parameters(self) -> int:
+        """Free parameters, counted as hmmlearn counts them (module docstring)."""
+        k = self.num_states
+        allowed = torch.isfinite(self.transition.dense_log_probs().detach()).sum(-1)
+        return int(k - 1 + (allowed - 1).clamp(min=0).sum()) + _emission_parameters(self.emission)
+
+    def aic(self, X, lengths: Optional[Sequence[int]] = None) -> float:
+        """Akaike information criterion ``-2 log L + 2 p`` (hmmlearn's ``aic``)."""
+        return -2.0 * self.score(X, lengths) + 2.0 * self.n_parameters()
+
+    def bic(self, X, lengths: Optional[Sequence[int]] = None) -> float:
+        """Bayesian information criterion ``-2 log L + p log N`` over ``N`` frames (hmmlearn's ``bic``)."""
+        n = self._concatenated(X, lengths)[1].sum().item()
+        return -2.0 * self.score(X, lengths) + self.n_parameters() * math.log(n)
+
+    def _is_concatenated(self, data) -> bool:
+        """hmmlearn's layout: any numpy array, or a tensor with one axis more than a frame
+        (``(N, D)`` features, ``(N,)`` symbols); padded batches have two."""
+        from ..emissions import Categorical
+
+        if isinstance(data, np.ndarray):
+            return True
+        return isinstance(data, torch.Tensor) and data.ndim == (1 if isinstance(self.emission, Categorical) else 2)
+
+    def _concatenated(self, X, lengths) -> Tuple[torch.Tensor, torch.Tensor]:
+        """hmmlearn's ``(X, lengths)`` as a padded ``(B, T, ...)`` tensor and ``(B,)`` lengths."""
+        from ..emissions import Categorical
+
+        symbols = isinstance(self.emission, Categorical)
+        if isinstance(X, (str, bytes)) or not isinstance(X, (torch.Tensor, np.ndarray, list, tuple)):
+            raise HMMTypeError(f"X must be an array, a list or a tensor of concatenated frames; got {type(X).__name__}")
+        x = X if isinstance(X, torch.Tensor) else torch.as_tensor(np.asarray(X))
+        if symbols and x.ndim == 2 and x.shape[1] == 1:
+            x = x[:, 0]  # hmmlearn's CategoricalHMM takes (N, 1)
+        frame_ndim = 0 if symbols else 1
+        if x.ndim != frame_ndim + 1:
+            want = "(N,) or (N, 1) integer symbols" if symbols else "(N, D) frames"
+            raise HMMValueError(f"X must be {want}, the sequences concatenated as hmmlearn takes them; "
+                                f"got shape {tuple(x.shape)}")
+        if not symbols and not x.is_complex():
+            x = x.to(self._dtype)  # float64 arrays into a float32 model, integer features as floats
+        n = x.shape[0]
+        lens = [n] if lengths is None else list(np.asarray(lengths).reshape(-1).tolist())
+        if not lens or any(not isinstance(v, int) or v < 1 for v in lens) or sum(lens) != n:
+            raise HMMValueError(f"lengths must be positive integers summing to the {n} frames of X; got {lengths!r}")
+        x = x.to(self._device) if self._device is not None else x
+        padded = torch.nn.utils.rnn.pad_sequence(list(torch.split(x, lens)), batch_first=True)
+        return padded, torch.tensor(lens, device=padded.device)
+
+
+def _unpad(values: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """``(B, T, ...)`` -> the valid frames concatenated ``(N, ...)``."""
+    keep = torch.arange(values.shape[1], device=values.device)[None, :] < lengths[:, None]
+    return values[keep]
+
+
+def _emission_parameters(emission) -> int:
+    from ..emissions import Categorical, Gaussian, GaussianMixture
+
+    k = emission.num_states
+    if isinstance(emission, Categorical):
+        return k * (emission.num_symbols - 1)
+    if isinstance(emission, (Gaussian, GaussianMixture)):
+        d, ct = emission.dim, emission.covariance_type
+        m = getattr(emission, "num_mixtures", 1)
+        per = {"diag": d, "full": d * (d + 1) // 2, "spherical": 1, "tied": 0}[ct]
+        covars = k * m * per if ct != "tied" else (d * (d + 1) // 2) * (k if m > 1 else 1)
+        weights = k * (m - 1) if isinstance(emission, GaussianMixture) else 0
+        return weights + k * m * d + covars
+    raise HMMTypeError(f"n_parameters counts Gaussian, GaussianMixture and Categorical emissions; got {type(emission).__name__}")
