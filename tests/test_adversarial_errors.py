@@ -242,9 +242,9 @@ def _wrong_types():
         ("probs of Categorical", lambda: Categorical(2, 3, probs=[[0.5, 0.5, 0.0], [0.5, 0.5, 0.0]])),
         ("x of Neural", lambda: neural.log_prob(np.zeros((1, 4, 2), dtype=np.float32))),
         ("module of Neural", lambda: Neural("linear", num_states=3)),
+        ("data of fit", lambda: HMM(Gaussian(3, 2)).fit("frames")),
         ("word of pronounce", lambda: pronounce(["한"])),
         ("entries of Lexicon", lambda: Lexicon([("a", "AH")])),
-        ("data of fit", lambda: HMM(Gaussian(3, 2)).fit(np.zeros((1, 5, 2)))),
     ]
 
 

@@ -148,3 +148,33 @@ def test_fit_takes_hmmlearns_concatenated_layout_and_matches_hmmlearn():
     fresh = HMM(Gaussian(K, D, dtype=torch.float64))
     fresh.fit(torch.from_numpy(x), max_iter=3, verbose=False, generator=torch.Generator().manual_seed(0))
     assert fresh.score(x) > HMM(Gaussian(K, D, dtype=torch.float64)).score(x)
+
+
+def test_parameters_set_and_read_as_hmmlearn_attributes():
+    """hmmlearn's workflow: assign startprob_, transmat_, means_, covars_ (numpy), then score."""
+    _, ref, x = _gaussian_pair("diag", seed=13)
+    ours = HMM(Gaussian(K, D, "diag", dtype=torch.float64))
+    ours.startprob_, ours.transmat_, ours.means_, ours.covars_ = ref.startprob_, ref.transmat_, ref.means_, ref._covars_
+    assert ours.score(x, LENGTHS) == pytest.approx(ref.score(x, LENGTHS), rel=1e-10)
+    np.testing.assert_allclose(ours.transmat_, ref.transmat_, rtol=1e-12)
+    np.testing.assert_allclose(ours.covars_, ref._covars_, rtol=1e-12)
+    assert isinstance(ours.startprob_, np.ndarray) and ours.init_probs.dtype == torch.float64
+    ours.startprob_[0] = 5.0  # a copy: the model is unchanged
+    assert ours.init_probs[0].item() == pytest.approx(ref.startprob_[0])
+    with pytest.raises(HMMValueError, match=r"startprob_ must sum to 1|each row of startprob_ must sum to 1"):
+        ours.startprob_ = [0.5, 0.6, 0.1]
+    with pytest.raises(HMMTypeError, match=r"weights_ needs an emission with weights; this model's is Gaussian"):
+        ours.weights_
+    chain = HMM(Gaussian(K, D), transitions="left_to_right")
+    with pytest.raises(HMMTypeError, match=r"transmat_ can be assigned for dense \(ergodic\) transitions only"):
+        chain.transmat_ = np.eye(K)
+
+
+def test_fit_takes_a_padded_numpy_batch_as_its_tensor():
+    """numpy at the boundary: a padded (B, T, D) array fits exactly as the same tensor does."""
+    _, _, x = _gaussian_pair("diag", seed=17)
+    padded = x[:60].reshape(2, 30, D)
+    a, b = HMM(Gaussian(K, D, dtype=torch.float64)), HMM(Gaussian(K, D, dtype=torch.float64))
+    ha = a.fit(padded, max_iter=4, verbose=False, generator=torch.Generator().manual_seed(0))
+    hb = b.fit(torch.from_numpy(padded), max_iter=4, verbose=False, generator=torch.Generator().manual_seed(0))
+    assert ha == hb and len(ha) == 4

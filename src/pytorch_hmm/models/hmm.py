@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Iterable, List, Optional, Tuple, Union
 
+import numpy as np
 import torch
+
 from ..emissions.base import Emission
 from ..errors import HMMValueError
 from ..kernel import log_partition, marginals, posteriors, sample_paths, viterbi
@@ -125,6 +127,9 @@ class HMM(HmmlearnMethods, EmissionModel):
         """
         if self._is_concatenated(data):  # hmmlearn's (X, lengths): sequences concatenated along the first axis
             data, lengths = self._concatenated(data, lengths)
+        elif isinstance(data, np.ndarray):  # a padded batch as a numpy array
+            data = torch.as_tensor(data)
+            data = data.to(self._dtype) if data.is_floating_point() else data
         return fit_em(self, data, lengths, max_iter=max_iter, tol=tol, verbose=verbose, frozen=frozen,
                       initialize=initialize, generator=generator)
 

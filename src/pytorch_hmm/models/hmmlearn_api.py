@@ -26,12 +26,53 @@ import numpy as np
 import torch
 
 from ..errors import HMMTypeError, HMMValueError
+from ..validation import check_stochastic
 
 __all__ = ["HmmlearnMethods"]
 
 
 class HmmlearnMethods:
     """Mixin of :class:`~pytorch_hmm.HMM` (module docstring)."""
+
+    # --- hmmlearn's parameter attributes: numpy copies to read; assigning validates and replaces
+    # the component or emission parameter (as the constructor would: rebuild any optimiser) ---
+
+    @property
+    def startprob_(self) -> np.ndarray:
+        """``(K,)`` start probabilities."""
+        return _numpy(self.init_probs)
+
+    @startprob_.setter
+    def startprob_(self, value) -> None:
+        from ..transitions.components import Initial
+
+        probs = check_stochastic(_as_model_tensor(self, value), "startprob_")
+        self.initial = Initial.from_probs(probs).to(device=probs.device)
+
+    @property
+    def transmat_(self) -> np.ndarray:
+        """``(K, K)`` transition probabilities (dense, also for banded and sparse models)."""
+        return _numpy(self.transmat)
+
+    @transmat_.setter
+    def transmat_(self, value) -> None:
+        from ..transitions.components import DenseTransitions
+
+        if type(self.transition) is not DenseTransitions:
+            raise HMMTypeError(f"transmat_ can be assigned for dense (ergodic) transitions only; this model's are "
+                               f"{type(self.transition).__name__}: build the model with transitions=...")
+        self.transition = DenseTransitions.from_probs(check_stochastic(_as_model_tensor(self, value), "transmat_"))
+
+    means_ = property(lambda self: _emission_get(self, "means", "means_"),
+                      lambda self, v: _emission_set(self, "means", "means_", v), doc="Emission means (the emission's ``means``).")
+    covars_ = property(lambda self: _emission_get(self, "covars", "covars_"),
+                       lambda self, v: _emission_set(self, "covars", "covars_", v),
+                       doc="Emission covariances in the covariance type's own shape (hmmlearn's ``_covars_``).")
+    weights_ = property(lambda self: _emission_get(self, "weights", "weights_"),
+                        lambda self, v: _emission_set(self, "weights", "weights_", v), doc="``(K, M)`` mixture weights.")
+    emissionprob_ = property(lambda self: _emission_get(self, "probs", "emissionprob_"),
+                             lambda self, v: _emission_set(self, "probs", "emissionprob_", v),
+                             doc="``(K, S)`` symbol probabilities of a Categorical emission.")
 
     def score(self, X, lengths: Optional[Sequence[int]] = None) -> float:
         """Total log-likelihood of the sequences (hmmlearn's ``score``)."""
@@ -71,13 +112,16 @@ class HmmlearnMethods:
         return -2.0 * self.score(X, lengths) + self.n_parameters() * math.log(n)
 
     def _is_concatenated(self, data) -> bool:
-        """hmmlearn's layout: any numpy array, or a tensor with one axis more than a frame
-        (``(N, D)`` features, ``(N,)`` symbols); padded batches have two."""
+        """hmmlearn's layout: an array or tensor with one axis more than a frame (``(N, D)``
+        features, ``(N,)`` symbols, or hmmlearn's ``(N, 1)`` symbols as a numpy array); padded
+        batches have two."""
         from ..emissions import Categorical
 
-        if isinstance(data, np.ndarray):
-            return True
-        return isinstance(data, torch.Tensor) and data.ndim == (1 if isinstance(self.emission, Categorical) else 2)
+        if not isinstance(data, (np.ndarray, torch.Tensor)):
+            return False
+        if isinstance(self.emission, Categorical):
+            return data.ndim == 1 or (isinstance(data, np.ndarray) and data.ndim == 2 and data.shape[1] == 1)
+        return data.ndim == 2
 
     def _concatenated(self, X, lengths) -> Tuple[torch.Tensor, torch.Tensor]:
         """hmmlearn's ``(X, lengths)`` as a padded ``(B, T, ...)`` tensor and ``(B,)`` lengths."""
@@ -103,6 +147,27 @@ class HmmlearnMethods:
         x = x.to(self._device) if self._device is not None else x
         padded = torch.nn.utils.rnn.pad_sequence(list(torch.split(x, lens)), batch_first=True)
         return padded, torch.tensor(lens, device=padded.device)
+
+
+def _numpy(t: torch.Tensor) -> np.ndarray:
+    return t.detach().cpu().numpy().copy()
+
+
+def _as_model_tensor(model, value) -> torch.Tensor:
+    t = value if isinstance(value, torch.Tensor) else torch.as_tensor(np.asarray(value))
+    return t.to(dtype=model._dtype, device=model._device)
+
+
+def _emission_get(model, name: str, attribute: str) -> np.ndarray:
+    if not hasattr(type(model.emission), name):
+        raise HMMTypeError(f"{attribute} needs an emission with {name}; this model's is {type(model.emission).__name__}")
+    return _numpy(getattr(model.emission, name))
+
+
+def _emission_set(model, name: str, attribute: str, value) -> None:
+    if not hasattr(type(model.emission), name):
+        raise HMMTypeError(f"{attribute} needs an emission with {name}; this model's is {type(model.emission).__name__}")
+    setattr(model.emission, name, _as_model_tensor(model, value))
 
 
 def _unpad(values: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
