@@ -181,7 +181,7 @@ def test_errors_name_the_argument(tmp_path):
     for tolerances in [(0.02, 0.0), (-0.01,), (float("nan"),), ("0.02",), ()]:
         with pytest.raises(HMMValueError, match="tolerances must be"):
             evaluate_directories(ref, ref, tolerances=tolerances)
-    with pytest.raises(HMMValueError, match="f1_tolerance must be positive"):
+    with pytest.raises(HMMValueError, match="f1_tolerance must be a positive finite number of seconds; got 0"):
         evaluate_directories(ref, ref, f1_tolerance=0)
     with pytest.raises(HMMValueError, match="tier must be a non-empty"):
         evaluate_directories(ref, ref, tier="")

@@ -24,7 +24,7 @@ ALLOWED = {
     # the corpus aligner and the command line sit on top of everything
     "aligner": {"errors", "validation", "alignment", "speech"},
     "evaluation": {"errors", "validation", "alignment", "metrics"},
-    "plotting": {"errors", "alignment"},  # alignment plots (matplotlib, imported lazily)
+    "plotting": {"errors", "validation", "alignment"},  # alignment plots (matplotlib, imported lazily)
     "cli": {"errors", "aligner", "alignment", "evaluation", "plotting", "data", "__version__"},
     "data": set(),
 }

@@ -428,7 +428,7 @@ def test_utterance_segment_reads_its_slice_of_the_recording(tmp_path):
     assert clipped.shape == (4000,)
     with pytest.raises(AudioError, match=r"has 2\.000 s of audio; the segment starts at offset=2\.5 s"):
         Utterance("u2", "s", path, "a", segment=(2.5, 3.0)).load_audio(None)
-    with pytest.raises(HMMValueError, match=r"offset must be >= 0.0 seconds; got -1"):
+    with pytest.raises(HMMValueError, match=r"offset must be a finite number of seconds >= 0; got -1"):
         load_audio(path, None, offset=-1)
-    with pytest.raises(HMMValueError, match=r"duration must be > 0 seconds; got 0"):
+    with pytest.raises(HMMValueError, match=r"duration must be a positive finite number of seconds; got 0"):
         load_audio(path, None, duration=0)

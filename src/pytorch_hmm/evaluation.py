@@ -39,6 +39,7 @@ from typing import Callable, Dict, Hashable, List, Optional, Sequence, Tuple, Un
 
 from .alignment import Segment, read_json, read_textgrid
 from .errors import HMMTypeError, HMMValueError
+from .validation import check_number
 from .metrics import boundary_accuracy, boundary_errors, boundary_f1, boundary_mae
 from .metrics.alignment import EPS  # the metrics' slack in every time comparison
 
@@ -143,12 +144,6 @@ def _folder(path: object, name: str) -> Path:
     return folder
 
 
-def _seconds(value: object, name: str) -> float:
-    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not (0 < float(value) < math.inf):
-        raise HMMValueError(f"{name} must be positive finite numbers of seconds; got {value!r}")
-    return float(value)
-
-
 def _find(folder: Path, name: str) -> Tuple[Dict[str, Optional[Path]], List[Tuple[str, str]]]:
     """Utterance id -> its file (``None``: the id is in several subfolders, a problem)."""
     found: Dict[str, List[Path]] = {}
@@ -222,8 +217,8 @@ def evaluate_directories(
         tolerances = (tolerances,)
     if isinstance(tolerances, (str, bytes)) or not isinstance(tolerances, Sequence) or not tolerances:
         raise HMMValueError(f"tolerances must be a non-empty sequence of seconds; got {tolerances!r}")
-    tols = tuple(_seconds(t, "tolerances") for t in tolerances)
-    f1_tol = _seconds(f1_tolerance, "f1_tolerance")
+    tols = tuple(check_number(t, "tolerances", positive=True, unit="seconds") for t in tolerances)
+    f1_tol = check_number(f1_tolerance, "f1_tolerance", positive=True, unit="seconds")
     if fold is not None and not callable(fold):
         raise HMMValueError(f"fold must be None or a callable label -> label; got {fold!r}")
 

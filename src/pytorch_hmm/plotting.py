@@ -15,8 +15,6 @@ is imported only when a plot is drawn, so the rest of the library runs without i
 from __future__ import annotations
 
 import functools
-import math
-import numbers
 import warnings
 from contextlib import ExitStack
 from pathlib import Path
@@ -26,6 +24,7 @@ import numpy as np
 
 from .alignment import Segment, check_segments
 from .errors import HMMTypeError, HMMValueError
+from .validation import check_count, check_number
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes
@@ -70,10 +69,12 @@ def plot_alignment(
     """
     figure_class = _matplotlib_figure()
     samples = _check_audio(audio)
-    rate = _check_rate(sample_rate)
+    rate = check_count(sample_rate, "sample_rate")
     duration = samples.size / rate
     checked = _check_tiers(tiers, duration)
-    shown = duration if max_seconds is None else min(duration, _check_max_seconds(max_seconds))
+    shown = duration
+    if max_seconds is not None:
+        shown = min(duration, check_number(max_seconds, "max_seconds", positive=True, unit="seconds"))
     samples = samples[: max(1, int(round(shown * rate)))]
     checked = {name: _crop(segs, shown) for name, segs in checked.items()}
 
@@ -110,19 +111,6 @@ def _check_audio(audio: object) -> np.ndarray:
     if not np.isfinite(samples).all():
         raise HMMValueError("audio must be finite; got NaN or infinite samples")
     return samples
-
-
-def _check_rate(sample_rate: object) -> int:
-    if isinstance(sample_rate, bool) or not isinstance(sample_rate, numbers.Integral) or sample_rate <= 0:
-        raise HMMValueError(f"sample_rate must be a positive integer number of samples per second; got {sample_rate!r}")
-    return int(sample_rate)
-
-
-def _check_max_seconds(max_seconds: object) -> float:
-    if isinstance(max_seconds, bool) or not isinstance(max_seconds, numbers.Real) \
-            or not math.isfinite(max_seconds) or max_seconds <= 0:
-        raise HMMValueError(f"max_seconds must be a positive number of seconds; got {max_seconds!r}")
-    return float(max_seconds)
 
 
 def _check_tiers(tiers: object, duration: float) -> dict:

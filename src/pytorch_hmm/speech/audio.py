@@ -18,6 +18,7 @@ from typing import NamedTuple, Optional, Tuple, Union
 import numpy as np
 
 from ..errors import AudioError, HMMTypeError, HMMValueError
+from ..validation import check_number
 
 __all__ = ["AudioInfo", "audio_info", "load_audio", "resample", "RESAMPLE_TYPE"]
 
@@ -86,9 +87,9 @@ def load_audio(
     """
     if sample_rate is not None:
         sample_rate = check_sample_rate(sample_rate)
-    offset = _seconds(offset, "offset", minimum=0.0)
+    offset = check_number(offset, "offset", minimum=0.0, unit="seconds")
     if duration is not None:
-        duration = _seconds(duration, "duration", minimum=None)
+        duration = check_number(duration, "duration", positive=True, unit="seconds")
     path = _check_file(path)
     import soundfile as sf
 
@@ -114,15 +115,6 @@ def load_audio(
     if sample_rate is None or sample_rate == file_rate:
         return audio, int(file_rate)
     return resample(audio, int(file_rate), sample_rate), sample_rate
-
-
-def _seconds(value, name: str, *, minimum: Optional[float]) -> float:
-    """A finite number of seconds, ``>= minimum`` (or ``> 0`` when ``minimum`` is ``None``)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not np.isfinite(value):
-        raise HMMValueError(f"{name} must be a finite number of seconds; got {value!r}")
-    if (minimum is None and value <= 0) or (minimum is not None and value < minimum):
-        raise HMMValueError(f"{name} must be {'> 0' if minimum is None else f'>= {minimum}'} seconds; got {value!r}")
-    return float(value)
 
 
 def resample(audio: np.ndarray, orig_rate: int, target_rate: int) -> np.ndarray:
