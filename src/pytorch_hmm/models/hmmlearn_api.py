@@ -76,15 +76,16 @@ class HmmlearnMethods:
 
     def score(self, X, lengths: Optional[Sequence[int]] = None) -> float:
         """Total log-likelihood of the sequences (hmmlearn's ``score``)."""
-        x, lens = self._concatenated(X, lengths)
-        with torch.no_grad():
-            return float(self(x, lens).double().sum())
+        return self._total(*self._concatenated(X, lengths))
 
     def score_samples(self, X, lengths: Optional[Sequence[int]] = None) -> Tuple[float, torch.Tensor]:
-        """``(log-likelihood, posteriors (N, K))`` (hmmlearn's ``score_samples``)."""
+        """``(log-likelihood, posteriors (N, K))`` (hmmlearn's ``score_samples``), from one forward-backward pass."""
+        from ..kernel import forward_backward
+
         x, lens = self._concatenated(X, lengths)
         with torch.no_grad():
-            return float(self(x, lens).double().sum()), _unpad(self.posteriors(x, lens), lens)
+            log_z, gamma = forward_backward(self.log_emissions(x, lens), self.transitions, self.log_init, lens, self.log_final)
+        return float(log_z.double().sum()), _unpad(gamma, lens)
 
     def predict(self, X, lengths: Optional[Sequence[int]] = None) -> torch.Tensor:
         """``(N,)`` int64 Viterbi states of every frame (hmmlearn's ``predict``)."""
@@ -108,8 +109,13 @@ class HmmlearnMethods:
 
     def bic(self, X, lengths: Optional[Sequence[int]] = None) -> float:
         """Bayesian information criterion ``-2 log L + p log N`` over ``N`` frames (hmmlearn's ``bic``)."""
-        n = self._concatenated(X, lengths)[1].sum().item()
-        return -2.0 * self.score(X, lengths) + self.n_parameters() * math.log(n)
+        x, lens = self._concatenated(X, lengths)
+        return -2.0 * self._total(x, lens) + self.n_parameters() * math.log(int(lens.sum()))
+
+    def _total(self, x: torch.Tensor, lengths: torch.Tensor) -> float:
+        """Summed log-likelihood of a padded batch, without autograd."""
+        with torch.no_grad():
+            return float(self(x, lengths).double().sum())
 
     def _is_concatenated(self, data) -> bool:
         """hmmlearn's layout: an array or tensor with one axis more than a frame (``(N, D)``
