@@ -199,9 +199,10 @@ class _Builder:
         previous state of the chain or, into a chain's first state, the choices in the order made."""
         k = len(self.units)
         units = np.asarray(self.units, dtype=np.int64)
-        fan_in = np.zeros(k, dtype=np.int64)
-        fan_in[1:] = 1
-        fan_in[self.chain_starts] = 0
+        is_inner = np.ones(k, dtype=bool)  # entered from the previous state of its chain
+        is_inner[:1] = False
+        is_inner[self.chain_starts] = False
+        fan_in = is_inner.astype(np.int64)
         slots = []
         for _, dst, _ in self.choices:
             fan_in[dst] += 1
@@ -210,9 +211,7 @@ class _Builder:
         pred = np.full((k, width), -1, dtype=np.int64)
         choice = np.full((k, width), -math.inf)
         pred[:, 0], choice[:, 0] = np.arange(k), 0.0
-        inner = np.ones(k, dtype=bool)
-        inner[self.chain_starts] = False
-        inner = np.flatnonzero(inner)
+        inner = np.flatnonzero(is_inner)
         pred[inner, 1], choice[inner, 1] = inner - 1, 0.0
         if self.choices:
             src, dst, log_w = zip(*self.choices)
