@@ -220,6 +220,7 @@ def validate(corpus: Union[Corpus, Sequence[Utterance]], lexicon: Lexicon, *, to
     from .speech import audio_info
 
     out = CorpusValidation()
+    phone_set = _phone_set(lexicon, topology)
     utterances = list(tqdm(corpus, desc="validate", disable=not progress, leave=False))
     out.problems += [(p.item, p.reason) for p in getattr(corpus, "problems", [])]
     lexicon.oov_report.clear()
@@ -238,7 +239,7 @@ def validate(corpus: Union[Corpus, Sequence[Utterance]], lexicon: Lexicon, *, to
         out.audio_seconds += seconds
         out.durations.append(seconds)
         out.sample_rates[info.sample_rate] = out.sample_rates.get(info.sample_rate, 0) + 1
-        frames = sum(min(sum(_states(p, lexicon, topology) for p in pron.phones) for pron in prons)
+        frames = sum(min(sum(len(phone_set.units(p)) for p in pron.phones) for pron in prons)
                      for prons in transcription.pronunciations)
         if seconds < frames * FRAME_SHIFT:
             out.too_short.append((utt.id, seconds, frames * FRAME_SHIFT))
@@ -246,9 +247,9 @@ def validate(corpus: Union[Corpus, Sequence[Utterance]], lexicon: Lexicon, *, to
     return out
 
 
-def _states(phone: str, lexicon: Lexicon, topology: Topology) -> int:
-    special = phone in (lexicon.silence_phone, lexicon.oov_phone)
-    return topology.silence_states if special else topology.states_per_phone
+def _phone_set(lexicon: Lexicon, topology: Topology) -> PhoneSet:
+    """The acoustic model's phones for ``lexicon`` (its silence phone, or ``sil``, and its OOV phone)."""
+    return PhoneSet(lexicon.phones, topology, silence_phone=lexicon.silence_phone or "sil", oov_phone=lexicon.oov_phone)
 
 
 def prepare(
@@ -305,9 +306,7 @@ def train(
     """A monophone GMM-HMM trained from a flat start on ``prepared`` utterances."""
     if not prepared:
         raise HMMValueError("no usable utterance to train on (every one was skipped: see the report)")
-    phone_set = PhoneSet(lexicon.phones, topology, silence_phone=lexicon.silence_phone or "sil",
-                         oov_phone=lexicon.oov_phone)
-    model = AcousticModel(phone_set, prepared[0].features.shape[1])
+    model = AcousticModel(_phone_set(lexicon, topology), prepared[0].features.shape[1])
     total = schedule.iterations + schedule.splits * schedule.iterations_per_split
     bar = tqdm(total=total, desc="train", disable=not progress, leave=False)
 
