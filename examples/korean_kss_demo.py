@@ -47,7 +47,7 @@ from pytorch_hmm import aligner, durations
 from pytorch_hmm.alignment import Segment, Topology, seconds_to_frames
 from pytorch_hmm.errors import HMMValueError
 from pytorch_hmm.metrics import boundary_accuracy, duration_accuracy
-from pytorch_hmm.plotting import plot_alignment
+from pytorch_hmm.plotting import plot_utterance
 from pytorch_hmm.speech import KSS, read_phone_intervals
 
 FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "KSS"
@@ -252,8 +252,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     utt = max((p for p in prepared if p.utterance.id in tiers), key=lambda p: p.duration).utterance
     plot_path = out / f"{utt.id}.png"
-    rate = aligner.default_extractor().sample_rate
-    plot_alignment(utt.load_audio(rate), rate, tiers[utt.id], plot_path, title=f"{utt.id}: {utt.text}", max_seconds=20.0)
+    plot_utterance(utt, tiers[utt.id], plot_path, sample_rate=aligner.default_extractor().sample_rate, max_seconds=20.0)
     plot_duration_models(frames, out / "duration_models.png")
     textgrids = sorted(out.glob("*/*.TextGrid"))
     print(f"wrote {len(textgrids)} TextGrids, {plot_path.name} and duration_models.png to {out}")

@@ -29,7 +29,7 @@ from typing import Dict, List, Optional, Sequence
 from pytorch_hmm import aligner
 from pytorch_hmm.alignment import Segment, TrainingSchedule
 from pytorch_hmm.errors import HMMValueError
-from pytorch_hmm.plotting import plot_alignment
+from pytorch_hmm.plotting import plot_utterance
 
 FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "LibriSpeech"
 SILENCES = ("sil", "spn")  # the lexicon's silence and OOV phones: not speech sounds
@@ -146,8 +146,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     first = next(p for p in prepared if p.utterance.id in tiers)
     utt = first.utterance
     plot_path = out / f"{utt.id}.png"
-    plot_alignment(utt.load_audio(extractor.sample_rate), extractor.sample_rate, tiers[utt.id], plot_path,
-                   title=f"{utt.id}: {utt.text}", max_seconds=20.0)
+    plot_utterance(utt, tiers[utt.id], plot_path, sample_rate=extractor.sample_rate, max_seconds=20.0)
     plot_durations(tiers, out / "phone_durations.png")
     textgrids = sorted(out.glob("*/*.TextGrid"))
     print(f"wrote {len(textgrids)} TextGrids, {plot_path.name} and phone_durations.png to {out}")

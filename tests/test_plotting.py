@@ -12,7 +12,8 @@ import torch
 
 from pytorch_hmm.alignment import Segment
 from pytorch_hmm.errors import HMMTypeError, HMMValueError
-from pytorch_hmm.plotting import plot_alignment
+from pytorch_hmm.plotting import plot_alignment, plot_utterance
+from pytorch_hmm.speech import Utterance
 
 pytest.importorskip("matplotlib")
 
@@ -95,6 +96,24 @@ def test_long_audio_is_drawn_as_an_envelope_and_max_seconds_crops(tmp_path: Path
     assert [t.get_text() for t in phones_ax.texts] == [f"p{i}" for i in range(7)]  # p6 starts at 3.0 s
     assert max(_boundary_lines(phones_ax)["phones boundaries"]) == pytest.approx(3.2)
     assert (tmp_path / "long.png").stat().st_size > 10_000
+
+
+def test_plot_utterance_reads_the_utterances_segment_and_titles_it(tmp_path: Path) -> None:
+    import soundfile as sf
+
+    recording = np.concatenate([np.zeros(RATE, np.float32), _signal(), np.zeros(RATE, np.float32)])
+    sf.write(tmp_path / "rec.wav", recording, RATE)
+    utt = Utterance("s1-0001", "s1", tmp_path / "rec.wav", "hello world", segment=(1.0, 2.2))
+    fig = plot_utterance(utt, TIERS, tmp_path / "utt.png", sample_rate=RATE)
+    assert fig._suptitle.get_text() == "s1-0001: hello world"
+    assert fig.axes[-1].get_xlim() == pytest.approx((0, 1.2))  # the segment, not the 3.2 s file
+    envelope = fig.axes[0].collections[0].get_paths()[0].vertices[:, 1]  # 1.2 s: drawn as a min/max envelope
+    assert np.abs(envelope).max() == pytest.approx(np.abs(_signal()).max(), rel=1e-3)  # the tone, not the silence
+    assert (tmp_path / "utt.png").read_bytes()[:8] == PNG_MAGIC
+    with pytest.raises(HMMTypeError, match="utterance must be a corpus Utterance"):
+        plot_utterance("rec.wav", TIERS)
+    with pytest.raises(HMMValueError, match="sample_rate must be a positive int"):
+        plot_utterance(utt, TIERS, sample_rate=0)
 
 
 def test_no_tiers_and_an_empty_tier_are_drawn(tmp_path: Path) -> None:

@@ -221,10 +221,9 @@ def _plots(prepared, tiers, out_dir: Path, count: int, sample_rate: int) -> List
 
 
 def _plot(prepared, tiers, path: Path, sample_rate: int) -> None:
-    from .plotting import plot_alignment
+    from .plotting import plot_utterance
 
-    utt = prepared.utterance
-    plot_alignment(utt.load_audio(sample_rate), sample_rate, tiers[utt.id], path, title=f"{utt.id}: {utt.text}")
+    plot_utterance(prepared.utterance, tiers[prepared.utterance.id], path, sample_rate=sample_rate)
 
 
 def _train(args, json_logs: bool) -> int:
@@ -299,11 +298,10 @@ def _demo(args, json_logs: bool) -> int:
     first = next(p for p in prepared if p.utterance.id in tiers)
     plot = Path(args.out_dir) / "alignment.png"
     _plot(first, tiers, plot, extractor.sample_rate)
-    plots = [plot]
     scores = evaluate_directories(root / "reference", args.out_dir, tier="phones")
-    text = "\n".join([report.summary(), f"TextGrids in {args.out_dir}", *(f"plot: {p}" for p in plots),
+    text = "\n".join([report.summary(), f"TextGrids in {args.out_dir}", f"plot: {plot}",
                       "phone boundaries against the synthesiser's true timings:", scores.format_table()])
-    _emit(text, {"command": "demo", **report.to_dict(), "plots": [str(p) for p in plots], "scores": scores.to_dict()},
+    _emit(text, {"command": "demo", **report.to_dict(), "plots": [str(plot)], "scores": scores.to_dict()},
           json_logs)
     return 0 if report.aligned else 1
 

@@ -5,7 +5,8 @@
 mapping's order) of labelled intervals, with each tier's boundaries as vertical lines on its row
 and over the spectrogram. It builds a :class:`matplotlib.figure.Figure` directly, without
 ``pyplot``: no global state changes, no backend is chosen, no window opens; the figure is the
-caller's to show, save again or drop.
+caller's to show, save again or drop. :func:`plot_utterance` does the same for a corpus utterance
+(reading its audio, titled with its id and text).
 
 Labels in a script the default font lacks (Hangul words of a Korean corpus) are drawn with an
 installed font that has their glyphs; where none has, one warning says what to install. matplotlib
@@ -30,7 +31,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-__all__ = ["plot_alignment"]
+__all__ = ["plot_alignment", "plot_utterance"]
 
 PathLike = Union[str, Path]
 EPS = 1e-6  # seconds of slack for segment ends written with finite precision
@@ -95,6 +96,29 @@ def _matplotlib_figure():
     except ImportError as err:
         raise ImportError("plot_alignment needs matplotlib, which is not installed: pip install matplotlib") from err
     return Figure
+
+
+def plot_utterance(
+    utterance: object,
+    tiers: Mapping[str, Sequence[Segment]],
+    path: Optional[PathLike] = None,
+    *,
+    sample_rate: int = 16000,
+    max_seconds: Optional[float] = None,
+) -> "Figure":
+    """:func:`plot_alignment` of a corpus :class:`~pytorch_hmm.speech.Utterance`: its audio
+    (its segment of the file) read at ``sample_rate``, titled ``"<id>: <text>"``.
+
+    Raises what :func:`plot_alignment` raises, and
+    :class:`~pytorch_hmm.errors.AudioError` where the audio cannot be read.
+    """
+    for attribute in ("id", "text", "load_audio"):
+        if not hasattr(utterance, attribute):
+            raise HMMTypeError(f"utterance must be a corpus Utterance (with id, text and load_audio); "
+                               f"got {type(utterance).__name__}")
+    rate = check_count(sample_rate, "sample_rate")
+    return plot_alignment(utterance.load_audio(rate), rate, tiers, path,
+                          title=f"{utterance.id}: {utterance.text}", max_seconds=max_seconds)
 
 
 def _check_audio(audio: object) -> np.ndarray:
