@@ -4,5 +4,6 @@ from .hmm import HMM
 from .hsmm import HSMM, SemiMarkovHMM
 from .layer import HMMLayer
 from .mixture_hmm import MixtureGaussianHMM
+from .saving import load
 
-__all__ = ["HMM", "HSMM", "SemiMarkovHMM", "HMMLayer", "MixtureGaussianHMM"]
+__all__ = ["HMM", "HSMM", "SemiMarkovHMM", "HMMLayer", "MixtureGaussianHMM", "load"]

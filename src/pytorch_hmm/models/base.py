@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Dict, Iterable, Optional, Union
 
 import torch
@@ -58,6 +59,16 @@ class EmissionModel(nn.Module):
     @property
     def num_states(self) -> int:
         return self.emission.num_states
+
+    def save(self, path) -> Path:
+        """Write the whole model (its settings and parameters) to ``path``; :func:`pytorch_hmm.load` reads it back.
+
+        The file is a plain dictionary that ``torch.load(path, weights_only=True)`` can read
+        (no pickled classes): see :mod:`pytorch_hmm.models.saving`.
+        """
+        from .saving import save
+
+        return save(self, path)
 
     @property
     def log_init(self) -> torch.Tensor:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Optional, Union
 
 import torch
@@ -62,6 +63,12 @@ class HMMLayer(nn.Module):
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         rename_old_keys(state_dict, prefix)  # pre-component state dicts
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def save(self, path) -> Path:
+        """Write the layer (settings and parameters) to ``path``; :func:`pytorch_hmm.load` reads it back."""
+        from .saving import save
+
+        return save(self, path)
 
     @property
     def transitions(self) -> TransitionStructure:
