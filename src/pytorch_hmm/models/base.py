@@ -10,7 +10,7 @@ from torch import nn
 
 from ..emissions.base import Emission
 from ..errors import HMMDimensionError, HMMTypeError
-from ..training.em import frozen_names
+from ..training.em import frozen_names, initialize_emission
 from ..validation import frame_mask
 from ..transitions.components import Final, Initial
 from ..validation import check_stochastic
@@ -59,6 +59,15 @@ class EmissionModel(nn.Module):
     @property
     def num_states(self) -> int:
         return self.emission.num_states
+
+    def _initialize_for_gradient_training(self, x: torch.Tensor, lengths: Optional[torch.Tensor]) -> None:
+        """A fresh emission (placeholder parameters: every state the same, so gradients could
+        never tell them apart) is initialised from the first batch it is trained on, as ``fit``
+        initialises it (like PyTorch's lazy modules); scoring (``eval()`` or ``torch.no_grad()``)
+        never changes it."""
+        if self.training and torch.is_grad_enabled() and getattr(self.emission, "needs_init", False):
+            with torch.no_grad():
+                initialize_emission(self, [(x.detach(), lengths)], "auto")
 
     def save(self, path) -> Path:
         """Write the whole model (its settings and parameters) to ``path``; :func:`pytorch_hmm.load` reads it back.

@@ -77,7 +77,9 @@ class HMM(HmmlearnMethods, EmissionModel):
         return self.transition.dense_log_probs().exp()
 
     def forward(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """``(B,)`` log p(x); ``-model(x, lengths).mean()`` is a training loss."""
+        """``(B,)`` log p(x); ``-model(x, lengths).mean()`` is a training loss (a fresh
+        emission is initialised from the first training batch, as ``fit`` does)."""
+        self._initialize_for_gradient_training(x, lengths)
         return log_partition(self.log_emissions(x, lengths), self.transitions, self.log_init, lengths, self.log_final)
 
     @torch.no_grad()
@@ -106,7 +108,7 @@ class HMM(HmmlearnMethods, EmissionModel):
         tol: float = 1e-4,
         verbose: bool = True,
         frozen: Iterable[str] = (),
-        initialize: Optional[bool] = None,
+        initialize: Union[bool, str, None] = None,
         generator: Optional[torch.Generator] = None,
     ) -> List[float]:
         """Baum-Welch EM; returns the total log-likelihood per iteration.
@@ -123,7 +125,10 @@ class HMM(HmmlearnMethods, EmissionModel):
             frozen: components to keep fixed: any of ``"init_probs"``, ``"transitions"``, ``"emission"``
                 (one name may be passed as a string).
             initialize: run the emission's data-driven initialisation first (default: when the
-                emission says it needs one).
+                emission says it needs one): ``True`` / ``"auto"`` initialises left-to-right models
+                (state 0 first, no move back) by the equal segmentation of every sequence
+                (``"segments"``: one emission M-step on it, after k-means) and others by k-means
+                over all frames (``"kmeans"``); ``False`` keeps the parameters as they are.
         """
         if self._is_concatenated(data):  # hmmlearn's (X, lengths): sequences concatenated along the first axis
             data, lengths = self._concatenated(data, lengths)

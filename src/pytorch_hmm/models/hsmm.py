@@ -101,7 +101,9 @@ class HSMM(EmissionModel):
 
     def forward(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None,
                 duration_context: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """``(B,)`` log p(x); ``-model(x, lengths).mean()`` is a training loss."""
+        """``(B,)`` log p(x); ``-model(x, lengths).mean()`` is a training loss (a fresh
+        emission is initialised from the first training batch, as ``fit`` does)."""
+        self._initialize_for_gradient_training(x, lengths)
         return semi_markov_log_partition(*self._potentials(x, lengths, duration_context))
 
     @torch.no_grad()
@@ -125,7 +127,7 @@ class HSMM(EmissionModel):
         return self.emission.sample(states, generator=generator), states
 
     def fit(self, data, lengths: Optional[torch.Tensor] = None, max_iter: int = 100, tol: float = 1e-4, verbose: bool = True,
-            frozen: Iterable[str] = (), initialize: Optional[bool] = None, generator: Optional[torch.Generator] = None) -> List[float]:
+            frozen: Iterable[str] = (), initialize: Union[bool, str, None] = None, generator: Optional[torch.Generator] = None) -> List[float]:
         """EM for semi-Markov models; same arguments as :meth:`pytorch_hmm.HMM.fit`, and ``frozen`` may
         also name ``"durations"`` (needed for :class:`~pytorch_hmm.durations.Neural`)."""
         if not self.durations.has_m_step and "durations" not in frozen_names(frozen):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterable, List, Optional
+from typing import Iterable, List, Optional, Union
 
 import torch
 
@@ -54,7 +54,7 @@ class MixtureGaussianHMM(HMM):
         tol: float = 1e-4,
         verbose: bool = True,
         frozen: Iterable[str] = (),
-        initialize: Optional[bool] = None,
+        initialize: Union[bool, str, None] = None,
         generator: Optional[torch.Generator] = None,
         splits: int = 0,
     ) -> List[float]:

@@ -14,9 +14,11 @@ from ..validation import check_count, frame_mask
 from .data import as_batches
 from .monitor import ConvergenceMonitor
 
+INIT_METHODS = ("auto", "kmeans", "segments")
+
 
 def fit_em(model, data, lengths=None, *, max_iter: int = 100, tol: float = 1e-4, verbose: bool = True,
-           frozen: Union[str, Iterable[str]] = (), initialize: Optional[bool] = None,
+           frozen: Union[str, Iterable[str]] = (), initialize: Union[bool, str, None] = None,
            generator: Optional[torch.Generator] = None) -> List[float]:
     """Run EM on ``model``; returns the log-likelihood history.
 
@@ -33,6 +35,8 @@ def fit_em(model, data, lengths=None, *, max_iter: int = 100, tol: float = 1e-4,
     if unknown:
         raise HMMValueError(f"frozen must name components among {components}; got {unknown}")
     check_count(max_iter, "max_iter")
+    if not (initialize is None or isinstance(initialize, bool) or initialize in INIT_METHODS):
+        raise HMMValueError(f"initialize must be None, a bool or one of {INIT_METHODS}; got {initialize!r}")
     batches = as_batches(data, lengths)
     k = int(getattr(model, "num_states", 1))
     # emission + chain operations of an iteration; a DataLoader is not read an extra time for it
@@ -42,12 +46,10 @@ def fit_em(model, data, lengths=None, *, max_iter: int = 100, tol: float = 1e-4,
 
 
 def _run(model, batches, frozen, max_iter, tol, verbose, initialize, generator) -> List[float]:
-    emission = model.emission
     if initialize is None:
-        initialize = bool(getattr(emission, "needs_init", False)) and "emission" not in frozen
-    if initialize:
-        x, mask = _first_frames(batches)
-        emission.initialize(x, mask, generator=generator)
+        initialize = bool(getattr(model.emission, "needs_init", False)) and "emission" not in frozen
+    if initialize is not False:
+        initialize_emission(model, batches, "auto" if initialize is True else initialize, generator)
     monitor = ConvergenceMonitor(tol, max_iter)
     bar = tqdm(total=max_iter, desc="EM", disable=not verbose, leave=False)
     try:
@@ -73,6 +75,49 @@ def _iteration(model, batches, frozen) -> float:
         total += float(log_z.double().sum())
     model.m_step(stats)
     return total
+
+
+def initialize_emission(model, batches, method: str = "auto", generator: Optional[torch.Generator] = None) -> str:
+    """Data-driven start of ``model.emission`` from ``batches``; returns the method used.
+
+    ``"kmeans"``: the emission's own :meth:`initialize` (k-means over all valid frames).
+    ``"segments"``: that, then one emission M-step on the equal segmentation of every sequence
+    (frame ``t`` of a sequence of ``T`` frames in state ``floor(t K / T)``), the flat start of
+    left-to-right phone models (HTK's uniform segmentation): each state starts from its own
+    stretch of every sequence instead of the cluster that k-means gave it.
+    ``"auto"``: ``"segments"`` for left-to-right models (:func:`is_left_to_right`), else ``"kmeans"``.
+    """
+    if method not in INIT_METHODS:
+        raise HMMValueError(f"initialize must be None, a bool or one of {INIT_METHODS}; got {method!r}")
+    if method == "auto":
+        method = "segments" if is_left_to_right(model) else "kmeans"
+    emission = model.emission
+    x, mask = _first_frames(batches)
+    emission.initialize(x, mask, generator=generator)
+    if method == "segments":
+        stats = emission.init_stats()
+        for x, lens in batches:
+            lens = torch.full((x.shape[0],), x.shape[1], device=x.device) if lens is None else lens
+            mask = frame_mask(lens, x.shape[1], x.device)
+            emission.accumulate(stats, x, equal_segments(lens, x.shape[1], model.num_states, model._dtype), mask)
+        emission.m_step(stats)
+    return method
+
+
+def is_left_to_right(model) -> bool:
+    """True where every path visits the states in order: the model starts in state 0 and its
+    ``(K, K)`` transition probabilities are 0 below the diagonal (phone chains, with or without skips)."""
+    probs, init = getattr(model, "transmat", None), model.init_probs
+    if not isinstance(probs, torch.Tensor) or probs.ndim != 2 or model.num_states < 2:
+        return False
+    return bool((torch.tril(probs, -1) == 0).all()) and bool((init[1:] == 0).all())
+
+
+def equal_segments(lengths: torch.Tensor, num_frames: int, num_states: int, dtype: torch.dtype) -> torch.Tensor:
+    """``(B, T, K)`` one-hot posteriors of the equal segmentation (0 at padded frames)."""
+    t = torch.arange(num_frames, device=lengths.device)
+    states = torch.div(t[None, :] * num_states, lengths.clamp(min=1)[:, None], rounding_mode="floor").clamp(max=num_states - 1)
+    return torch.nn.functional.one_hot(states, num_states).to(dtype) * (t[None, :] < lengths[:, None]).unsqueeze(-1)
 
 
 def frozen_names(frozen: Union[str, Iterable[str]]) -> Tuple[str, ...]:
