@@ -109,6 +109,47 @@ def test_layer_takes_a_structure_like_the_hmm():
     assert isinstance(layer.transition, BandedTransitions)
     torch.testing.assert_close(layer.transitions.log_probs.exp().sum(-1), torch.ones(4, dtype=torch.float64))
     assert isinstance(left_to_right(4), Banded)
-    with pytest.raises(HMMTypeError, match=r"transitions must be 'ergodic', 'left_to_right', a Dense/Banded/Sparse "
-                                           r"structure or a TransitionComponent; got Tensor"):
-        HMMLayer(3, transitions=torch.zeros(3, 3))
+    with pytest.raises(HMMTypeError, match=r"transitions must be 'ergodic', 'left_to_right', a \(K, K\) probability "
+                                           r"tensor, a Dense/Banded/Sparse structure or a TransitionComponent; got list"):
+        HMMLayer(3, transitions=[[1.0, 0.0], [0.0, 1.0]])
+
+
+def test_without_gradients_the_layer_takes_the_fast_pass_with_the_same_values():
+    layer = HMMLayer(5, "left_to_right", dtype=torch.float64)
+    scores = torch.randn(3, 12, 5, dtype=torch.float64)
+    lengths = torch.tensor([12, 7, 1])
+    with torch.no_grad():
+        fast = layer(scores, lengths)
+    assert not fast.requires_grad
+    slow = layer(scores, lengths)
+    assert slow.requires_grad  # the differentiable pass while gradients are on
+    torch.testing.assert_close(fast, slow.detach(), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(fast, posteriors(scores, layer.transitions, layer.initial.log_probs, lengths))
+
+
+def test_lengths_travel_through_sequential_as_a_packed_sequence():
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    torch.manual_seed(0)
+    layer = HMMLayer(4)
+    scores = torch.randn(3, 9, 4)
+    lengths = torch.tensor([5, 9, 2])  # unsorted: the packing keeps the batch order
+    packed = pack_padded_sequence(scores, lengths, batch_first=True, enforce_sorted=False)
+    out = nn.Sequential(layer)(packed)
+    padded, out_lengths = pad_packed_sequence(out, batch_first=True)
+    assert out_lengths.tolist() == lengths.tolist()
+    torch.testing.assert_close(padded, layer(scores, lengths))
+    padded.sum().backward()  # differentiable through the packing
+    assert layer.transition.logits.grad is not None
+    with pytest.raises(HMMValueError, match="lengths must be None when scores is a PackedSequence"):
+        layer(packed, lengths)
+
+
+def test_layer_takes_a_probability_matrix_like_the_hmm_and_shows_its_transmat():
+    probs = torch.tensor([[0.8, 0.2, 0.0], [0.0, 0.6, 0.4], [0.3, 0.0, 0.7]])
+    layer = HMMLayer(3, probs)
+    torch.testing.assert_close(layer.transmat, probs)
+    assert torch.isneginf(layer.transitions.log_probs[0, 2])  # a zero stays a missing edge
+    torch.testing.assert_close(HMMLayer(3, "left_to_right").transmat.sum(-1), torch.ones(3))
+    with pytest.raises(HMMValueError, match="each row of transitions must sum to 1"):
+        HMMLayer(3, probs * 0.9)

@@ -53,7 +53,7 @@ class HMM(HmmlearnMethods, EmissionModel):
         k, dtype = emission.num_states, self._dtype
         if initial is not None and init_probs is not None:
             raise HMMValueError("pass initial or init_probs (its older name), not both")
-        self.transition = _transition_component(transitions, k, dtype)
+        self.transition = transition_component(transitions, k, dtype)
         first = isinstance(self.transitions, Banded)  # a left-to-right chain starts in state 0
         self._set_initial(initial if initial is not None else init_probs,
                           (Initial.first if first else Initial.uniform)(k, dtype))
@@ -148,7 +148,8 @@ class HMM(HmmlearnMethods, EmissionModel):
         return log_z, gamma
 
 
-def _transition_component(spec: TransitionSpec, k: int, dtype: torch.dtype) -> TransitionComponent:
+def transition_component(spec: TransitionSpec, k: int, dtype: torch.dtype) -> TransitionComponent:
+    """The transition component for a ``transitions`` argument of :class:`HMM` (and :class:`HMMLayer`'s non-string ones)."""
     if isinstance(spec, str):
         if spec == "ergodic":
             return DenseTransitions(ergodic(k, dtype=dtype).log_probs)

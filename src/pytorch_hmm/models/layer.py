@@ -8,13 +8,15 @@ from typing import Optional, Union
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from ..errors import HMMDimensionError, HMMTypeError, HMMValueError
 from ..kernel import posteriors, viterbi
 from ..transitions import TransitionStructure, ergodic, left_to_right
-from ..transitions.components import BandedTransitions, DenseTransitions, Initial, TransitionComponent, as_transition_component
+from ..transitions.components import BandedTransitions, DenseTransitions, Initial, TransitionComponent
 from ..validation import check_frame_scores
 from .base import rename_old_keys
+from .hmm import transition_component
 
 MODES = ("posteriors", "viterbi")
 _NAMES = {"dense": "ergodic", "banded": "left_to_right"}
@@ -46,11 +48,11 @@ class HMMLayer(nn.Module):
             raise HMMValueError(f"mode must be one of {MODES}; got {mode!r}")
         self.num_states, self.mode = num_states, mode
         # finite logits on every existing move, so every state stays reachable and gradients stay finite
-        if isinstance(transitions, (TransitionComponent, TransitionStructure)):
-            self.transition = as_transition_component(transitions, num_states, dtype)
+        if isinstance(transitions, (TransitionComponent, TransitionStructure, torch.Tensor)):
+            self.transition = transition_component(transitions, num_states, dtype)
         elif not isinstance(transitions, str):
-            raise HMMTypeError("transitions must be 'ergodic', 'left_to_right', a Dense/Banded/Sparse structure or a "
-                               f"TransitionComponent; got {type(transitions).__name__}")
+            raise HMMTypeError("transitions must be 'ergodic', 'left_to_right', a (K, K) probability tensor, a "
+                               f"Dense/Banded/Sparse structure or a TransitionComponent; got {type(transitions).__name__}")
         elif transitions == "ergodic":
             structure = ergodic(num_states, self_loop=0.5 if num_states > 1 else None, dtype=dtype)
             self.transition: TransitionComponent = DenseTransitions(structure.log_probs.clamp(min=-10.0))
@@ -75,11 +77,27 @@ class HMMLayer(nn.Module):
         """The kernel's transition structure (normalised), from ``transition``."""
         return self.transition.structure()
 
-    def forward(self, scores: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
+    @property
+    def transmat(self) -> torch.Tensor:
+        """``(K, K)`` transition probabilities (dense view, also for banded and sparse layers)."""
+        return self.transition.dense_log_probs().exp()
+
+    def forward(self, scores: Union[torch.Tensor, PackedSequence], lengths: Optional[torch.Tensor] = None
+                ) -> Union[torch.Tensor, PackedSequence]:
         """``(B, T, K)`` scores -> ``(B, T, K)`` posteriors (or one-hot Viterbi in eval, ``mode="viterbi"``).
 
-        Padded frames (at or after ``lengths``) give 0.
+        Padded frames (at or after ``lengths``) give 0. Inside ``nn.Sequential``, where only one
+        argument passes, give the lengths as a :class:`~torch.nn.utils.rnn.PackedSequence`
+        (``pack_padded_sequence(scores, lengths, batch_first=True, enforce_sorted=False)``): the
+        result is packed the same way. Without gradients (``torch.no_grad()``, inference) the
+        posteriors come from the kernel's fast non-differentiable pass.
         """
+        if isinstance(scores, PackedSequence):
+            if lengths is not None:
+                raise HMMValueError("lengths must be None when scores is a PackedSequence (it carries its own lengths)")
+            padded, packed_lengths = pad_packed_sequence(scores, batch_first=True)
+            out = self(padded, packed_lengths.to(padded.device))
+            return pack_padded_sequence(out, packed_lengths, batch_first=True, enforce_sorted=False)
         check_frame_scores(scores, "scores", "K", "state")
         if scores.shape[-1] != self.num_states:
             raise HMMDimensionError(
@@ -91,7 +109,7 @@ class HMMLayer(nn.Module):
         if self.mode == "viterbi" and not self.training:
             paths, _ = viterbi(scores, self.transitions, log_init, lengths)
             return F.one_hot(paths.clamp(min=0), self.num_states).to(scores.dtype) * (paths >= 0).unsqueeze(-1)
-        return posteriors(scores, self.transitions, log_init, lengths, differentiable=True)
+        return posteriors(scores, self.transitions, log_init, lengths, differentiable=torch.is_grad_enabled())
 
     def extra_repr(self) -> str:
         return f"num_states={self.num_states}, transitions={_NAMES.get(self.transition.kind, self.transition.kind)}, mode={self.mode!r}"
