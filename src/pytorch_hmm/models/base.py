@@ -65,7 +65,7 @@ class EmissionModel(nn.Module):
         never tell them apart) is initialised from the first batch it is trained on, as ``fit``
         initialises it (like PyTorch's lazy modules); scoring (``eval()`` or ``torch.no_grad()``)
         never changes it."""
-        if self.training and torch.is_grad_enabled() and getattr(self.emission, "needs_init", False):
+        if self.training and torch.is_grad_enabled() and getattr(self.emission, "needs_init", False) and not x.is_meta:
             with torch.no_grad():
                 initialize_emission(self, [(x.detach(), lengths)], "auto")
 
