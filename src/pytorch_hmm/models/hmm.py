@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Iterable, List, Optional, Tuple, Union
 
 import numpy as np
@@ -75,6 +76,23 @@ class HMM(HmmlearnMethods, EmissionModel):
     def transmat(self) -> torch.Tensor:
         """``(K, K)`` transition probabilities (dense view, also for banded models)."""
         return self.transition.dense_log_probs().exp()
+
+    @torch.no_grad()
+    def stationary_distribution(self) -> torch.Tensor:
+        """``(K,)`` stationary distribution ``pi`` of the transition matrix (``pi A = pi``, hmmlearn's
+        ``get_stationary_distribution``), for dense, banded and sparse transitions, in float64.
+
+        It is unique when the chain has one closed class of states (every state from which no
+        state outside it can be reached): transient states get probability 0, so a left-to-right
+        chain puts all its mass on its absorbing last state, as hmmlearn finds. Chains with
+        several closed classes (several absorbing states, disconnected parts) have no unique
+        stationary distribution and raise :class:`~pytorch_hmm.errors.HMMValueError`.
+        """
+        probs = self.transmat.detach()
+        if probs.ndim != 2:
+            raise HMMValueError(f"stationary_distribution needs a static (K, K) transition matrix; this model's is "
+                                f"{tuple(probs.shape)} (batched or time-varying potentials)")
+        return stationary_distribution(probs)
 
     def forward(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
         """``(B,)`` log p(x); ``-model(x, lengths).mean()`` is a training loss (a fresh
@@ -159,3 +177,35 @@ def transition_component(spec: TransitionSpec, k: int, dtype: torch.dtype) -> Tr
     if isinstance(spec, torch.Tensor):
         return DenseTransitions.from_probs(check_probs(spec, "transitions", (k, k)).to(dtype))
     return as_transition_component(spec, k, dtype)
+
+
+def stationary_distribution(probs: torch.Tensor) -> torch.Tensor:
+    """``(K,)`` float64 ``pi`` with ``pi probs = pi`` for a row-stochastic ``(K, K)`` ``probs`` whose
+    chain has exactly one closed class (else :class:`HMMValueError`, naming the classes)."""
+    a = probs.double()
+    k = a.shape[0]
+    dead = torch.nonzero((a.sum(-1) - 1.0).abs() > 1e3 * torch.finfo(probs.dtype).eps).flatten().tolist()
+    if dead:
+        raise HMMValueError(f"stationary_distribution needs every state to have outgoing transitions summing to 1; "
+                            f"states {dead} do not")
+    a = a / a.sum(-1, keepdim=True)  # float32 rows to float64 precision
+    # reach[i, j]: j can be reached from i (transitive closure by repeated squaring; no loop over time)
+    reach = (a > 0) | torch.eye(k, dtype=torch.bool, device=a.device)
+    for _ in range(max(1, math.ceil(math.log2(k)))):
+        reach = (reach.double() @ reach.double()) > 0
+    closed = (reach <= reach.T).all(-1)  # i is recurrent: every state it reaches leads back to it
+    classes = sorted({tuple(torch.nonzero(reach[i] & closed).flatten().tolist()) for i in torch.nonzero(closed).flatten().tolist()})
+    if len(classes) != 1:
+        shown = ", ".join(str(list(c)) for c in classes)
+        raise HMMValueError(f"stationary_distribution is not unique: the transition matrix has {len(classes)} closed classes "
+                            f"of states ({shown}), e.g. several absorbing states; each class has its own stationary distribution")
+    members = torch.tensor(classes[0], device=a.device)
+    sub = a[members][:, members]
+    # pi (A - I) = 0 with one equation replaced by sum(pi) = 1: non-singular for one closed class
+    system = sub.T - torch.eye(len(members), dtype=a.dtype, device=a.device)
+    system[-1] = 1.0
+    rhs = torch.zeros(len(members), dtype=a.dtype, device=a.device)
+    rhs[-1] = 1.0
+    pi = torch.zeros(k, dtype=a.dtype, device=a.device)
+    pi[members] = torch.linalg.solve(system, rhs).clamp(min=0.0)
+    return pi / pi.sum()

@@ -1,5 +1,5 @@
 """hmmlearn's calls on :class:`~pytorch_hmm.HMM`: ``score``, ``score_samples``, ``predict``,
-``predict_proba``, ``n_parameters``, ``aic`` and ``bic``, and ``fit(X, lengths)``.
+``predict_proba``, ``n_parameters``, ``aic``, ``bic`` and ``get_stationary_distribution``, and ``fit(X, lengths)``.
 
 They take what hmmlearn takes: ``X`` the sequences concatenated along the first axis
 (``(N, D)`` features, or ``(N,)`` / ``(N, 1)`` integer symbols for a ``Categorical`` emission),
@@ -96,6 +96,10 @@ class HmmlearnMethods:
         """``(N, K)`` state posteriors of every frame (hmmlearn's ``predict_proba``)."""
         x, lens = self._concatenated(X, lengths)
         return _unpad(self.posteriors(x, lens), lens)
+
+    def get_stationary_distribution(self) -> np.ndarray:
+        """``(K,)`` stationary distribution as a numpy array (hmmlearn's name for :meth:`stationary_distribution`)."""
+        return _numpy(self.stationary_distribution())
 
     def n_parameters(self) -> int:
         """Free parameters, counted as hmmlearn counts them (module docstring)."""
