@@ -96,3 +96,116 @@ def test_stationary_distribution_errors():
     batched = _gaussian_model(Banded(torch.zeros(2, K, 2, dtype=torch.float64).log_softmax(-1)))
     with pytest.raises(HMMValueError, match=r"needs a static \(K, K\) transition matrix; this model's is \(2, 3, 3\)"):
         batched.stationary_distribution()
+
+
+# --- 2. Dirichlet priors on start and transition probabilities ---
+
+def _hmmlearn_pair(seed: int, **priors):
+    rng = np.random.default_rng(seed)
+    start = rng.dirichlet(np.ones(K))
+    trans = rng.dirichlet(np.ones(K) * 2, size=K)
+    means, covars = rng.normal(size=(K, D)) * 2, rng.uniform(0.5, 2.0, (K, D))
+    x = rng.normal(size=(sum(LENGTHS), D)) * 2
+    ref = hmm.GaussianHMM(K, covariance_type="diag", init_params="", params="stmc", n_iter=4, tol=-np.inf, **priors)
+    ref.startprob_, ref.transmat_, ref.means_, ref.covars_ = start, trans, means, covars
+    ours = HMM(Gaussian(K, D, "diag", means=torch.tensor(means), covars=torch.tensor(covars), dtype=torch.float64),
+               transitions=torch.tensor(trans), initial=torch.tensor(start),
+               startprob_prior=priors.get("startprob_prior"), transmat_prior=priors.get("transmat_prior"))
+    return ours, ref, x
+
+
+@pytest.mark.parametrize("kind", ["arrays", "scalars", "below_one"])
+def test_em_with_dirichlet_priors_matches_hmmlearn(kind):
+    rng = np.random.default_rng(21)
+    priors = {"arrays": dict(startprob_prior=rng.uniform(1.0, 8.0, K), transmat_prior=rng.uniform(1.0, 30.0, (K, K))),
+              "scalars": dict(startprob_prior=5.0, transmat_prior=12.0),
+              # concentrations < 1 push small counts below 0: clipped to 0 (that probability is then 0 for good)
+              "below_one": dict(startprob_prior=np.array([0.2, 1.0, 3.0]), transmat_prior=rng.uniform(0.3, 1.5, (K, K)))}[kind]
+    ours, ref, x = _hmmlearn_pair(31, **priors)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # MAP EM need not raise the likelihood; both libraries may warn
+        ref.fit(x, LENGTHS)
+        history = ours.fit(x, LENGTHS, max_iter=4, tol=-np.inf, verbose=False, initialize=False)
+    np.testing.assert_allclose(history, ref.monitor_.history, rtol=1e-10)
+    np.testing.assert_allclose(ours.startprob_, ref.startprob_, rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(ours.transmat_, ref.transmat_, rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(ours.means_, ref.means_, rtol=1e-8, atol=1e-10)
+    # the priors moved the estimates: without them EM ends elsewhere (the comparison can fail)
+    plain, plain_ref, _ = _hmmlearn_pair(31)
+    plain.fit(x, LENGTHS, max_iter=4, tol=-np.inf, verbose=False, initialize=False)
+    assert np.abs(plain.transmat_ - ours.transmat_).max() > 1e-3
+    if kind == "below_one":
+        assert (ref.transmat_ == 0).any() or (ref.startprob_ == 0).any()  # the clip happened
+        np.testing.assert_array_equal(ours.transmat_ == 0, ref.transmat_ == 0)
+
+
+def test_priors_on_banded_and_sparse_components_are_map_estimates():
+    """The MAP M-step on one table against the closed form, for each storage (prior in the storage's shape)."""
+    from pytorch_hmm.transitions import BandedTransitions, Initial, SparseTransitions
+
+    banded = BandedTransitions(torch.zeros(3, 2, dtype=torch.float64), prior=torch.tensor([[3.0, 0.5], [2.0, 2.0], [4.0, 9.0]]))
+    stats = banded.init_stats()
+    banded.accumulate(stats, torch.tensor([[[2.0, 0.2], [1.0, 3.0], [5.0, 0.0]]], dtype=torch.float64))
+    banded.m_step(stats)
+    want = torch.tensor([[4.0, 0.0], [2.0, 4.0], [8.0, 0.0]], dtype=torch.float64)  # max(n + a - 1, 0); the last move does not exist
+    np.testing.assert_allclose(banded.log_probs.detach().exp().numpy(), (want / want.sum(-1, keepdim=True)).numpy(), atol=1e-15)
+    pred = torch.tensor([[0, 2], [0, 1], [1, 2]])
+    sparse = SparseTransitions(pred, torch.zeros(3, 2, dtype=torch.float64), prior=2.0)
+    stats = sparse.init_stats()
+    counts = torch.tensor([[1.0, 3.0], [2.0, 4.0], [5.0, 6.0]], dtype=torch.float64)
+    sparse.accumulate(stats, counts)
+    sparse.m_step(stats)
+    dense = torch.zeros(3, 3, dtype=torch.float64)  # per source: (n + 1) / sum over the source's edges
+    for j in range(3):
+        for p in range(2):
+            dense[pred[j, p], j] = counts[j, p] + 1.0
+    np.testing.assert_allclose(sparse.structure().to_dense().log_probs.detach().exp().numpy(),
+                               (dense / dense.sum(-1, keepdim=True)).numpy(), atol=1e-15)
+    initial = Initial(torch.log(torch.tensor([0.5, 0.5, 0.0], dtype=torch.float64)), prior=3.0)
+    stats = initial.init_stats()
+    initial.accumulate(stats, torch.tensor([[0.25, 0.75, 0.0]], dtype=torch.float64))
+    initial.m_step(stats)  # probability 0 stays 0 although the prior adds 2
+    np.testing.assert_allclose(initial.probs.detach().numpy(), [2.25 / 5, 2.75 / 5, 0.0], atol=1e-15)
+
+
+def test_priors_round_trip_and_survive_attribute_assignment(tmp_path):
+    import pytorch_hmm
+
+    model = _gaussian_model(torch.full((K, K), 1.0 / K, dtype=torch.float64), startprob_prior=2.5,
+                            transmat_prior=torch.arange(1.0, 10.0).reshape(K, K))
+    model.save(tmp_path / "m.pt")
+    same = pytorch_hmm.load(tmp_path / "m.pt")
+    np.testing.assert_array_equal(same.transmat_prior, model.transmat_prior)
+    np.testing.assert_array_equal(same.startprob_prior, np.full(K, 2.5))
+    fresh = _gaussian_model("ergodic")
+    fresh.load_state_dict(model.state_dict())  # a saved prior is adopted
+    np.testing.assert_array_equal(fresh.transmat_prior, model.transmat_prior)
+    model.transmat_ = np.eye(K) * 0.5 + 0.5 / K  # hmmlearn-style assignment keeps the prior
+    model.startprob_ = np.ones(K) / K
+    np.testing.assert_array_equal(model.transmat_prior, np.arange(1.0, 10.0).reshape(K, K))
+    assert model.startprob_prior[0] == 2.5
+    model.transmat_prior = None
+    assert model.transmat_prior == 1.0 and "transition.prior" not in model.state_dict()
+    model.startprob_prior = 4.0
+    assert model.initial.prior.dtype == torch.float64 and float(model.initial.prior[1]) == 4.0
+
+
+def test_prior_errors():
+    from pytorch_hmm.errors import HMMDimensionError, HMMTypeError
+    from pytorch_hmm.transitions import FixedTransitions, Initial
+
+    with pytest.raises(HMMValueError, match=r"Initial prior must be Dirichlet concentrations > 0 \(a number or a tensor "
+                                            r"broadcastable to \(3,\)\); got values that are not finite and > 0 \(min -1\)"):
+        Initial.uniform(3).set_prior(torch.tensor([1.0, -1.0, 2.0]))
+    with pytest.raises(HMMValueError, match=r"DenseTransitions prior must be .* got values that are not finite and > 0 \(min nan\)"):
+        _gaussian_model("ergodic", transmat_prior=float("nan"))
+    with pytest.raises(HMMDimensionError, match=r"DenseTransitions prior must be .*broadcastable to \(3, 3\)\); got shape \(2,\)"):
+        _gaussian_model("ergodic", transmat_prior=torch.ones(2))
+    with pytest.raises(HMMTypeError, match=r"Initial prior must be Dirichlet concentrations .*; got str"):
+        _gaussian_model("ergodic", startprob_prior="uniform")
+    fixed = FixedTransitions(Banded(torch.zeros(2, K, 2, dtype=torch.float64).log_softmax(-1)))
+    with pytest.raises(HMMTypeError, match=r"transmat_prior needs learned transitions \(dense, banded or sparse tables\); "
+                                           r"this model's are FixedTransitions"):
+        _gaussian_model(fixed, transmat_prior=2.0)
+    with pytest.raises(HMMTypeError, match=r"transmat_prior needs learned transitions"):
+        _gaussian_model(fixed).transmat_prior = 2.0

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ..emissions.base import Emission
-from ..errors import HMMValueError
+from ..errors import HMMTypeError, HMMValueError
 from ..kernel import log_partition, marginals, posteriors, sample_paths, viterbi
 from ..training.em import fit_em
 from ..transitions import Banded, TransitionStructure, ergodic, left_to_right
@@ -42,6 +42,10 @@ class HMM(HmmlearnMethods, EmissionModel):
         final: end constraint: ``None`` (any state), ``"last"`` (the last state only), ``(K,)``
             log weights or a :class:`~pytorch_hmm.transitions.Final`. ``sample`` ignores it.
         init_probs: the older name of ``initial`` (probabilities).
+        startprob_prior, transmat_prior: Dirichlet priors of the initial and transition
+            components (hmmlearn's names; a number or a tensor in the component's ``logits``
+            shape, concentrations ``> 0``): EM's M-step is then the MAP estimate
+            ``max(counts + prior - 1, 0)`` normalised, as hmmlearn's. Default: none (maximum likelihood).
 
     Parameters are the components' logits (log-probabilities up to a per-row constant), so both
     EM (:meth:`fit`) and gradient descent on ``-model(x).mean()`` work.
@@ -49,7 +53,7 @@ class HMM(HmmlearnMethods, EmissionModel):
 
     def __init__(self, emission: Emission, transitions: TransitionSpec = "ergodic",
                  initial: Union[Initial, torch.Tensor, None] = None, final: FinalSpec = None, *,
-                 init_probs: Optional[torch.Tensor] = None) -> None:
+                 init_probs: Optional[torch.Tensor] = None, startprob_prior=None, transmat_prior=None) -> None:
         super().__init__(emission)
         k, dtype = emission.num_states, self._dtype
         if initial is not None and init_probs is not None:
@@ -59,6 +63,15 @@ class HMM(HmmlearnMethods, EmissionModel):
         self._set_initial(initial if initial is not None else init_probs,
                           (Initial.first if first else Initial.uniform)(k, dtype))
         self.final = as_final(final, k, dtype)
+        startprob_prior, transmat_prior = (torch.as_tensor(p) if isinstance(p, np.ndarray) else p
+                                           for p in (startprob_prior, transmat_prior))  # hmmlearn's arrays
+        if startprob_prior is not None:
+            self.initial.set_prior(startprob_prior)
+        if transmat_prior is not None:
+            if not hasattr(self.transition, "set_prior"):
+                raise HMMTypeError(f"transmat_prior needs learned transitions (dense, banded or sparse tables); "
+                                    f"this model's are {type(self.transition).__name__}")
+            self.transition.set_prior(transmat_prior)
         if self._device is not None:
             self.to(self._device)
 

@@ -47,7 +47,7 @@ class HmmlearnMethods:
         from ..transitions.components import Initial
 
         probs = check_stochastic(_as_model_tensor(self, value), "startprob_")
-        self.initial = Initial.from_probs(probs).to(device=probs.device)
+        self.initial = Initial.from_probs(probs, self.initial.prior).to(device=probs.device)  # the prior stays
 
     @property
     def transmat_(self) -> np.ndarray:
@@ -61,7 +61,32 @@ class HmmlearnMethods:
         if type(self.transition) is not DenseTransitions:
             raise HMMTypeError(f"transmat_ can be assigned for dense (ergodic) transitions only; this model's are "
                                f"{type(self.transition).__name__}: build the model with transitions=...")
-        self.transition = DenseTransitions.from_probs(check_stochastic(_as_model_tensor(self, value), "transmat_"))
+        self.transition = DenseTransitions.from_probs(check_stochastic(_as_model_tensor(self, value), "transmat_"),
+                                                      prior=self.transition.prior)  # the prior stays
+
+    @property
+    def startprob_prior(self):
+        """Dirichlet prior of the start probabilities (``(K,)`` numpy; ``1.0`` without one, which is
+        maximum likelihood); assign a number or an array to set it, ``None`` to remove it."""
+        return 1.0 if self.initial.prior is None else _numpy(self.initial.prior)
+
+    @startprob_prior.setter
+    def startprob_prior(self, value) -> None:
+        self.initial.set_prior(None if value is None else _as_model_tensor(self, value))
+
+    @property
+    def transmat_prior(self):
+        """Dirichlet prior of each transition row, in the component's ``logits`` shape (numpy; ``1.0``
+        without one); assign a number or an array to set it, ``None`` to remove it."""
+        prior = getattr(self.transition, "prior", None)
+        return 1.0 if prior is None else _numpy(prior)
+
+    @transmat_prior.setter
+    def transmat_prior(self, value) -> None:
+        if not hasattr(self.transition, "set_prior"):
+            raise HMMTypeError(f"transmat_prior needs learned transitions (dense, banded or sparse tables); "
+                               f"this model's are {type(self.transition).__name__}")
+        self.transition.set_prior(None if value is None else _as_model_tensor(self, value))
 
     means_ = property(lambda self: _emission_get(self, "means", "means_"),
                       lambda self, v: _emission_set(self, "means", "means_", v), doc="Emission means (the emission's ``means``).")

@@ -25,6 +25,12 @@ the last state of a band, unused predecessor slots, the diagonal of a semi-Marko
 ignored; ``-inf`` logits are edges with probability 0 and stay ``-inf`` under the M-step.
 Groups without counts keep their values.
 
+Dirichlet priors (hmmlearn's ``startprob_prior`` / ``transmat_prior``): with ``prior=alpha``
+(a number or a tensor broadcastable to ``logits``' shape, concentrations ``> 0``) the M-step is
+the MAP estimate ``max(counts + alpha - 1, 0)`` normalised per group, as hmmlearn's
+``_do_mstep``; entries with probability 0 stay 0 and ``alpha = 1`` is plain maximum
+likelihood. The prior is a buffer (``prior``), saved in ``state_dict``.
+
 Where a ``NeuralTransitions`` goes: a subclass of :class:`TransitionComponent` whose
 ``structure(context)`` runs a network on an input sequence and returns a batched
 ``(B, K, X)`` or time-varying ``(B, T-1, K, X)`` structure. It has no closed-form M-step
@@ -35,7 +41,7 @@ it trains by gradient descent on ``-model(x).mean()``.
 from __future__ import annotations
 
 import math
-from typing import Dict, Optional
+from typing import Dict, Optional, Union
 
 import torch
 from torch import nn
@@ -51,6 +57,7 @@ __all__ = [
 ]
 
 Stats = Dict[str, torch.Tensor]
+Prior = Union[None, float, torch.Tensor]
 
 
 def _float_table(x: object, name: str, what: str) -> torch.Tensor:
@@ -78,13 +85,40 @@ class Component(nn.Module):
 
     has_m_step = True
 
-    def __init__(self, logits: torch.Tensor, exists: Optional[torch.Tensor] = None) -> None:
+    def __init__(self, logits: torch.Tensor, exists: Optional[torch.Tensor] = None, prior: Prior = None) -> None:
         super().__init__()
         exists = torch.ones(logits.shape, dtype=torch.bool, device=logits.device) if exists is None else exists.to(logits.device, torch.bool)
         check_finite_or_neginf(logits, f"{type(self).__name__} log-probabilities", exists)
         self.register_buffer("exists", exists)  # saved: a model built on the meta device gets it back on load
         # entries that do not exist hold 0 (ignored), so optimisers never see -inf there
         self.logits = nn.Parameter(logits.detach().clone().masked_fill(~exists, 0.0))
+        self.prior: Optional[torch.Tensor] = None
+        self.set_prior(prior)
+
+    def set_prior(self, prior: Prior) -> None:
+        """Set (or with ``None`` remove) the Dirichlet prior: concentrations ``> 0``, a number or a
+        tensor broadcastable to ``logits``' shape (module docstring)."""
+        if prior is None:
+            if "prior" in self._buffers:
+                del self._buffers["prior"]
+            self.prior = None
+            return
+        shape = tuple(self.logits.shape)
+        what = f"Dirichlet concentrations > 0 (a number or a tensor broadcastable to {shape})"
+        name = f"{type(self).__name__} prior"
+        if isinstance(prior, bool) or not isinstance(prior, (int, float, torch.Tensor)):
+            raise HMMTypeError(f"{name} must be {what}; got {type(prior).__name__}")
+        value = torch.as_tensor(prior, dtype=self.logits.dtype, device=self.logits.device)
+        try:
+            value = torch.broadcast_to(value, shape).clone()
+        except RuntimeError:
+            raise HMMDimensionError(f"{name} must be {what}; got shape {tuple(value.shape)}",
+                                    expected_shape=shape, actual_shape=value.shape) from None
+        if not value.is_meta and not bool((torch.isfinite(value) & (value > 0)).all()):
+            raise HMMValueError(f"{name} must be {what}; got values that are not finite and > 0 (min {value.min().item():g})")
+        if "prior" not in self._buffers:
+            del self.prior
+        self.register_buffer("prior", value)
 
     @property
     def num_states(self) -> int:
@@ -104,8 +138,14 @@ class Component(nn.Module):
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         """Entries that do not exist hold 0 after loading too. Checkpoints without ``exists``
-        (older ones) marked them ``-inf`` in ``logits``; else the component keeps its own."""
+        (older ones) marked them ``-inf`` in ``logits``; else the component keeps its own.
+        A saved Dirichlet ``prior`` is adopted; without one the component keeps its own."""
         self._refresh_exists(state_dict, prefix)
+        prior = state_dict.get(prefix + "prior")
+        if isinstance(prior, torch.Tensor) and prior.shape == self.logits.shape and "prior" not in self._buffers:
+            self.set_prior(torch.ones_like(self.logits.detach()))  # a slot for the loaded values
+        elif prior is None and "prior" in self._buffers:
+            state_dict[prefix + "prior"] = self.prior
         key, exists_key = prefix + "logits", prefix + "exists"
         value = state_dict.get(key)
         if exists_key not in state_dict:
@@ -144,8 +184,12 @@ class Component(nn.Module):
 
     @torch.no_grad()
     def m_step(self, stats: Stats) -> None:
-        """Normalised counts per group; groups without counts keep their values."""
+        """Normalised counts per group (with a prior: ``max(counts + prior - 1, 0)``, entries with
+        probability 0 kept at 0); groups without counts keep their values."""
         counts = stats["counts"].masked_fill(~self.exists, 0.0)
+        if self.prior is not None:
+            counts = (counts + self.prior.to(counts.dtype) - 1.0).clamp(min=0.0)
+            counts = counts.masked_fill(~self.exists | torch.isneginf(self.log_probs), 0.0)
         totals = self._group_totals(counts)
         new = torch.log(counts / totals.clamp(min=torch.finfo(counts.dtype).tiny))
         new = torch.where(totals > 0, new, self.log_probs)
@@ -157,22 +201,23 @@ class Initial(Component):
 
     Args:
         log_probs: ``(K,)`` log-probabilities (up to a constant; ``-inf`` = never starts there).
+        prior: optional Dirichlet prior (hmmlearn's ``startprob_prior``; module docstring).
 
     Statistics: ``accumulate(stats, posteriors)`` with the state posteriors at frame 0 ``(B, K)``.
     """
 
-    def __init__(self, log_probs: torch.Tensor) -> None:
+    def __init__(self, log_probs: torch.Tensor, prior: Prior = None) -> None:
         _float_table(log_probs, "Initial log_probs", "(K,)")
         if log_probs.ndim != 1 or log_probs.shape[0] < 1:
             raise HMMDimensionError(f"Initial log_probs must be (K,); got {tuple(log_probs.shape)}",
                                     expected_shape=("K",), actual_shape=log_probs.shape)
         _check_some_state(log_probs, "Initial log_probs", "start")
-        super().__init__(log_probs)
+        super().__init__(log_probs, prior=prior)
 
     @classmethod
-    def from_probs(cls, probs: torch.Tensor) -> "Initial":
+    def from_probs(cls, probs: torch.Tensor, prior: Prior = None) -> "Initial":
         """From ``(K,)`` probabilities summing to 1 (validated)."""
-        return cls(torch.log(check_stochastic(probs, "init_probs")))
+        return cls(torch.log(check_stochastic(probs, "init_probs")), prior)
 
     @classmethod
     def uniform(cls, num_states: int, dtype: torch.dtype = torch.float32, device=None) -> "Initial":
@@ -230,8 +275,8 @@ class _TableTransitions(Component, TransitionComponent):
     has_m_step = True
     _storage: type = Dense
 
-    def __init__(self, logits: torch.Tensor, exists: Optional[torch.Tensor] = None) -> None:
-        Component.__init__(self, logits, exists)
+    def __init__(self, logits: torch.Tensor, exists: Optional[torch.Tensor] = None, prior: Prior = None) -> None:
+        Component.__init__(self, logits, exists, prior)
 
     @property
     def num_states(self) -> int:
@@ -258,39 +303,42 @@ class DenseTransitions(_TableTransitions):
         log_probs: ``(K, K)`` (up to a per-row constant; ``-inf`` = no edge).
         exists: optional ``(K, K)`` bool; False entries are not edges (e.g. ``~eye`` for a
             semi-Markov chain, whose states stay by their durations).
+        prior: optional Dirichlet prior per row (hmmlearn's ``transmat_prior``; module docstring).
     """
 
     kind = "dense"
     _storage = Dense
 
-    def __init__(self, log_probs: torch.Tensor, exists: Optional[torch.Tensor] = None) -> None:
+    def __init__(self, log_probs: torch.Tensor, exists: Optional[torch.Tensor] = None, prior: Prior = None) -> None:
         self._check_table(log_probs, "(K, K)")
         Dense(log_probs)  # square check
-        super().__init__(log_probs, exists)
+        super().__init__(log_probs, exists, prior)
 
     @classmethod
-    def from_probs(cls, probs: torch.Tensor, exists: Optional[torch.Tensor] = None, *, allow_empty_rows: bool = False) -> "DenseTransitions":
+    def from_probs(cls, probs: torch.Tensor, exists: Optional[torch.Tensor] = None, *, allow_empty_rows: bool = False,
+                   prior: Prior = None) -> "DenseTransitions":
         """From ``(K, K)`` row-stochastic probabilities (validated)."""
-        return cls(torch.log(check_stochastic(probs, "transitions", exists, allow_empty_rows=allow_empty_rows)), exists)
+        return cls(torch.log(check_stochastic(probs, "transitions", exists, allow_empty_rows=allow_empty_rows)), exists, prior)
 
 
 class BandedTransitions(_TableTransitions):
     """Left-to-right ``(K, W)`` transitions: ``log_probs[i, w] = log p(z_{t+1} = i + w | z_t = i)``.
 
     Moves past the last state (``i + w >= K``) do not exist; each row's existing moves are normalised.
+    ``prior``: optional Dirichlet prior per row, in the band's ``(K, W)`` shape (module docstring).
     """
 
     kind = "banded"
     _storage = Banded
 
-    def __init__(self, log_probs: torch.Tensor) -> None:
+    def __init__(self, log_probs: torch.Tensor, prior: Prior = None) -> None:
         self._check_table(log_probs, "(K, W)")
-        super().__init__(log_probs, Banded(log_probs).valid_mask())
+        super().__init__(log_probs, Banded(log_probs).valid_mask(), prior)
 
     @classmethod
-    def from_probs(cls, probs: torch.Tensor) -> "BandedTransitions":
+    def from_probs(cls, probs: torch.Tensor, prior: Prior = None) -> "BandedTransitions":
         """From ``(K, W)`` probabilities whose existing moves sum to 1 per row (validated)."""
-        return cls(Banded.from_probs(probs).log_probs)
+        return cls(Banded.from_probs(probs).log_probs, prior)
 
     def extra_repr(self) -> str:
         return f"num_states={self.num_states}, width={int(self.logits.shape[1])}"
@@ -304,14 +352,15 @@ class SparseTransitions(_TableTransitions):
             ``state_dict``).
         log_probs: ``(K, P)``; normalised over each SOURCE's outgoing edges (the slots that
             name it, across destinations), so ``structure()`` is a proper Markov chain.
+        prior: optional Dirichlet prior over each source's edges, in the slots' ``(K, P)`` shape.
     """
 
     kind = "sparse"
 
-    def __init__(self, predecessors: torch.Tensor, log_probs: torch.Tensor) -> None:
+    def __init__(self, predecessors: torch.Tensor, log_probs: torch.Tensor, prior: Prior = None) -> None:
         self._check_table(log_probs, "(K, P)")
         check = Sparse(predecessors, log_probs)  # validates predecessors (K, P) against log_probs
-        super().__init__(log_probs, check.valid_mask())
+        super().__init__(log_probs, check.valid_mask(), prior)
         self.register_buffer("predecessors", check.predecessors.clone())
 
     def structure(self) -> Sparse:
