@@ -209,3 +209,121 @@ def test_prior_errors():
         _gaussian_model(fixed, transmat_prior=2.0)
     with pytest.raises(HMMTypeError, match=r"transmat_prior needs learned transitions"):
         _gaussian_model(fixed).transmat_prior = 2.0
+
+
+# --- 3. per-sequence weights in fit ---
+
+def _sequences(seed: int, lengths=(30, 17, 25, 21)):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(n, D, generator=g, dtype=torch.float64) * 2 + (torch.arange(n, dtype=torch.float64)[:, None] > n / 2) * 3
+            for n in lengths]
+
+
+def _state(model: HMM) -> dict:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _assert_same_state(a: dict, b: dict, atol: float = 1e-10) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        if a[key].is_floating_point():
+            finite = torch.isfinite(a[key])
+            assert torch.equal(finite, torch.isfinite(b[key])), key
+            np.testing.assert_allclose(a[key][finite].numpy(), b[key][finite].numpy(), atol=atol, rtol=0, err_msg=key)
+        else:
+            assert torch.equal(a[key], b[key]), key
+
+
+@pytest.mark.parametrize("transitions", ["ergodic", "left_to_right"])
+def test_integer_weights_equal_repeating_the_sequences(transitions):
+    seqs = _sequences(0)
+    weights = [2, 1, 3, 1]
+    repeated = [s for s, w in zip(seqs, weights) for _ in range(w)]
+    a, b = _gaussian_model(transitions, seed=1), _gaussian_model(transitions, seed=1)
+    ha = a.fit(seqs, weights=weights, max_iter=6, tol=-np.inf, verbose=False, initialize=False)
+    hb = b.fit(repeated, max_iter=6, tol=-np.inf, verbose=False, initialize=False)
+    np.testing.assert_allclose(ha, hb, rtol=1e-12)  # the reported log-likelihood is weighted the same way
+    _assert_same_state(_state(a), _state(b))
+    unweighted = _gaussian_model(transitions, seed=1)
+    unweighted.fit(seqs, max_iter=6, tol=-np.inf, verbose=False, initialize=False)
+    assert (unweighted.emission.means - a.emission.means).abs().max() > 1e-3  # the weights did something
+
+
+def test_weight_two_in_hmmlearns_layout_and_a_padded_batch_equals_the_sequence_twice():
+    seqs = _sequences(2, (20, 26, 15))
+    x = torch.cat(seqs).numpy()
+    lengths = [len(s) for s in seqs]
+    a, b, c = (_gaussian_model("ergodic", seed=3) for _ in range(3))
+    ha = a.fit(x, lengths, weights=np.array([1.0, 2.0, 1.0]), max_iter=4, tol=-np.inf, verbose=False, initialize=False)
+    hb = b.fit(np.concatenate([x[:20], x[20:46], x[20:46], x[46:]]), [20, 26, 26, 15], max_iter=4, tol=-np.inf,
+               verbose=False, initialize=False)
+    padded = torch.nn.utils.rnn.pad_sequence(seqs, batch_first=True)
+    hc = c.fit(padded, torch.tensor(lengths), weights=torch.tensor([1.0, 2.0, 1.0]), max_iter=4, tol=-np.inf,
+               verbose=False, initialize=False)
+    np.testing.assert_allclose(ha, hb, rtol=1e-12)
+    np.testing.assert_allclose(hc, hb, rtol=1e-12)
+    _assert_same_state(_state(a), _state(b))
+    _assert_same_state(_state(c), _state(b))
+
+
+def test_weight_zero_equals_dropping_the_sequence_even_an_infeasible_one():
+    seqs = _sequences(4, (24, 18, 3, 27))  # a 3-frame sequence cannot cross a 4-state chain that must end last
+    a, b = (_gaussian_model("left_to_right", k=4, seed=5, final="last") for _ in range(2))
+    ha = a.fit(seqs, weights=[1.0, 0.0, 0.0, 1.0], max_iter=4, tol=-np.inf, verbose=False, initialize=False)
+    hb = b.fit([seqs[0], seqs[3]], max_iter=4, tol=-np.inf, verbose=False, initialize=False)
+    np.testing.assert_allclose(ha, hb, rtol=1e-12)
+    _assert_same_state(_state(a), _state(b))
+    with pytest.raises(HMMValueError, match=r"zero likelihood under the model"):  # with weight > 0 it is used, and fails
+        _gaussian_model("left_to_right", k=4, seed=5, final="last").fit(seqs, verbose=False, initialize=False)
+
+
+def test_scaling_all_weights_keeps_the_estimates_and_scales_the_log_likelihood():
+    """The start and transition M-steps are ratios of weighted counts: weights 0.5 everywhere give weight 1's
+    parameters and half the log-likelihood (the emission is frozen: its covariance floor is not scale-free)."""
+    seqs = _sequences(6)
+    a, b = _gaussian_model("ergodic", seed=7), _gaussian_model("ergodic", seed=7)
+    ha = a.fit(seqs, weights=[0.5] * 4, max_iter=3, tol=-np.inf, verbose=False, initialize=False, frozen="emission")
+    hb = b.fit(seqs, max_iter=3, tol=-np.inf, verbose=False, initialize=False, frozen="emission")
+    assert abs(hb[-1] - hb[0]) > 1.0  # EM moved
+    np.testing.assert_allclose(np.array(ha) * 2, hb, rtol=1e-12)
+    _assert_same_state(_state(a), _state(b))
+
+
+def test_weight_errors():
+    from pytorch_hmm import HSMM
+    from pytorch_hmm.errors import HMMDimensionError, HMMTypeError
+    from pytorch_hmm.training import fit_em
+
+    seqs = _sequences(8, (10, 12, 9))
+    model = _gaussian_model("ergodic")
+    with pytest.raises(HMMValueError, match=r"weights must be finite and >= 0; sequences \[1\] have \[-1.0\]"):
+        model.fit(seqs, weights=[1.0, -1.0, 1.0], verbose=False)
+    with pytest.raises(HMMValueError, match=r"weights must be finite and >= 0; sequences \[2\] have \[nan\]"):
+        model.fit(seqs, weights=[1.0, 1.0, float("nan")], verbose=False)
+    with pytest.raises(HMMDimensionError, match=r"weights must be \(B,\) with one weight per sequence, B == 3; got shape \(2,\)"):
+        model.fit(seqs, weights=[1.0, 1.0], verbose=False)
+    with pytest.raises(HMMValueError, match=r"weights must give some sequence a weight > 0; got all 0"):
+        model.fit(seqs, weights=[0, 0, 0], verbose=False)
+    with pytest.raises(HMMTypeError, match=r"weights must be one number per sequence \(a list, array or tensor\); got float"):
+        model.fit(seqs, weights=2.0, verbose=False)
+    with pytest.raises(HMMTypeError, match=r"weights must be one number per sequence \(a list, array or tensor\); got \['a'"):
+        model.fit(seqs, weights=["a", "b", "c"], verbose=False)
+    with pytest.raises(HMMTypeError, match=r"weights must be real numbers, one per sequence; got dtype torch.bool"):
+        model.fit(seqs, weights=torch.tensor([True, False, True]), verbose=False)
+    loader = [(torch.nn.utils.rnn.pad_sequence(seqs, batch_first=True), torch.tensor([10, 12, 9]))] * 2
+    with pytest.raises(HMMValueError, match=r"weights are one per sequence of a padded tensor or a list of sequences; "
+                                            r"batches from an iterable \(a DataLoader\) cannot take them"):
+        fit_em(model, _Loader(loader), weights=[1.0, 1.0, 1.0], verbose=False)
+    hsmm = HSMM(Gaussian(K, D, dtype=torch.float64), "poisson", max_duration=5)
+    with pytest.raises(HMMTypeError, match=r"weights need a model whose accumulate takes weights \(HMM, MixtureGaussianHMM\); HSMM does not"):
+        fit_em(hsmm, seqs, weights=[1.0, 1.0, 1.0], verbose=False)
+
+
+class _Loader:
+    """A re-iterable of batches (what a DataLoader is to fit)."""
+
+    def __init__(self, batches):
+        self.batches = batches
+
+    def __iter__(self):
+        return iter(self.batches)

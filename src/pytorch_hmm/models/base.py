@@ -114,8 +114,14 @@ class EmissionModel(nn.Module):
                 if name not in frozen and getattr(part, "has_m_step", True)}
 
     def _accumulate_parts(self, stats: Dict[str, dict], x: torch.Tensor, lengths: Optional[torch.Tensor],
-                          posteriors: torch.Tensor, counts: Dict[str, torch.Tensor]) -> None:
-        """Hand each component its counts (``counts`` by part name) and the emission its posteriors."""
+                          posteriors: torch.Tensor, counts: Dict[str, torch.Tensor],
+                          weights: Optional[torch.Tensor] = None) -> None:
+        """Hand each component its counts (``counts`` by part name, each with a leading batch axis)
+        and the emission its posteriors; ``weights`` ``(B,)`` scale every sequence's share."""
+        if weights is not None:
+            scale = lambda t: t * weights.to(t.dtype).reshape((-1,) + (1,) * (t.ndim - 1))  # noqa: E731
+            counts = {name: scale(value) for name, value in counts.items()}
+            posteriors = scale(posteriors)
         parts = self.em_parts()
         for name, value in counts.items():
             if name in stats:

@@ -141,6 +141,7 @@ class HMM(HmmlearnMethods, EmissionModel):
         frozen: Iterable[str] = (),
         initialize: Union[bool, str, None] = None,
         generator: Optional[torch.Generator] = None,
+        weights=None,
     ) -> List[float]:
         """Baum-Welch EM; returns the total log-likelihood per iteration.
 
@@ -160,6 +161,10 @@ class HMM(HmmlearnMethods, EmissionModel):
                 (state 0 first, no move back) by the equal segmentation of every sequence
                 (``"segments"``: one emission M-step on it, after k-means) and others by k-means
                 over all frames (``"kmeans"``); ``False`` keeps the parameters as they are.
+            weights: optional weight per sequence (``(B,)``, for a padded tensor, a list or
+                hmmlearn's ``(X, lengths)``; finite, ``>= 0``, not all 0): each sequence's
+                statistics and log-likelihood are scaled by its weight (2 == the sequence given
+                twice, 0 == left out). The initialisation uses each sequence of weight > 0 once.
         """
         if self._is_concatenated(data):  # hmmlearn's (X, lengths): sequences concatenated along the first axis
             data, lengths = self._concatenated(data, lengths)
@@ -167,15 +172,17 @@ class HMM(HmmlearnMethods, EmissionModel):
             data = torch.as_tensor(data)
             data = data.to(self._dtype) if data.is_floating_point() else data
         return fit_em(self, data, lengths, max_iter=max_iter, tol=tol, verbose=verbose, frozen=frozen,
-                      initialize=initialize, generator=generator)
+                      initialize=initialize, generator=generator, weights=weights)
 
     # --- EM statistics (used by fit_em): one kernel pass, counts handed to each component ---
 
     @torch.no_grad()
-    def accumulate(self, stats: dict, x: torch.Tensor, lengths: Optional[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Add one batch's statistics to ``stats`` (from :meth:`init_stats`); returns ``(log-likelihoods (B,), posteriors (B, T, K))``."""
+    def accumulate(self, stats: dict, x: torch.Tensor, lengths: Optional[torch.Tensor],
+                   weights: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Add one batch's statistics to ``stats`` (from :meth:`init_stats`), each sequence's scaled
+        by its ``weights`` ``(B,)`` if given; returns ``(log-likelihoods (B,), posteriors (B, T, K))`` (unweighted)."""
         log_z, gamma, xi = marginals(self.log_emissions(x, lengths), self.transitions, self.log_init, lengths, self.log_final)
-        self._accumulate_parts(stats, x, lengths, gamma, {"init_probs": gamma[:, 0], "transitions": xi})
+        self._accumulate_parts(stats, x, lengths, gamma, {"init_probs": gamma[:, 0], "transitions": xi}, weights)
         return log_z, gamma
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import types
 from typing import Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
+import numpy as np
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
@@ -46,6 +47,29 @@ def as_batches(data: Data, lengths: Optional[torch.Tensor] = None) -> List[Batch
     if isinstance(data, Iterable):
         return _Rebatch(data)
     raise HMMTypeError(f"data must be a padded tensor, a list of tensors or an iterable of batches; got {type(data).__name__}")
+
+
+def check_weights(weights, num_sequences: int, dtype: torch.dtype, device) -> torch.Tensor:
+    """``weights`` (one per sequence: a list, numpy array or tensor) as a ``(B,)`` tensor of
+    ``dtype`` on ``device``; they must be finite, ``>= 0`` and not all 0."""
+    if not isinstance(weights, (torch.Tensor, np.ndarray, list, tuple)):
+        raise HMMTypeError(f"weights must be one number per sequence (a list, array or tensor); got {type(weights).__name__}")
+    try:
+        w = weights if isinstance(weights, torch.Tensor) else torch.as_tensor(np.asarray(weights, dtype=float))
+    except (TypeError, ValueError) as err:
+        raise HMMTypeError(f"weights must be one number per sequence (a list, array or tensor); got {weights!r}") from err
+    if w.dtype == torch.bool or w.is_complex():
+        raise HMMTypeError(f"weights must be real numbers, one per sequence; got dtype {w.dtype}")
+    if w.ndim != 1 or w.shape[0] != num_sequences:
+        raise HMMDimensionError(f"weights must be (B,) with one weight per sequence, B == {num_sequences}; got shape {tuple(w.shape)}",
+                                expected_shape=(num_sequences,), actual_shape=w.shape)
+    w = w.to(dtype=dtype, device=device)
+    bad = torch.nonzero(~(torch.isfinite(w) & (w >= 0))).flatten().tolist()
+    if bad:
+        raise HMMValueError(f"weights must be finite and >= 0; sequences {bad} have {w[bad].tolist()}")
+    if not bool((w > 0).any()):
+        raise HMMValueError("weights must give some sequence a weight > 0; got all 0")
+    return w
 
 
 class _Rebatch:

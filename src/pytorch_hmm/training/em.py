@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Iterable, List, Optional, Tuple, Union
 
 import torch
 from tqdm.auto import tqdm
 
-from ..errors import HMMValueError
+from ..errors import HMMTypeError, HMMValueError
 from ..threads import torch_threads_for
 from ..validation import check_count, frame_mask
-from .data import as_batches
+from .data import as_batches, check_weights
 from .monitor import ConvergenceMonitor
 
 INIT_METHODS = ("auto", "kmeans", "segments")
@@ -19,8 +20,13 @@ INIT_METHODS = ("auto", "kmeans", "segments")
 
 def fit_em(model, data, lengths=None, *, max_iter: int = 100, tol: float = 1e-4, verbose: bool = True,
            frozen: Union[str, Iterable[str]] = (), initialize: Union[bool, str, None] = None,
-           generator: Optional[torch.Generator] = None) -> List[float]:
+           generator: Optional[torch.Generator] = None, weights=None) -> List[float]:
     """Run EM on ``model``; returns the log-likelihood history.
+
+    ``weights`` (optional, one per sequence of a padded tensor or list): each sequence's
+    statistics and log-likelihood are scaled by its weight (weight 2 counts a sequence twice,
+    weight 0 leaves it out); the history is the weighted total. The data-driven
+    initialisation uses every sequence of weight > 0 once.
 
     ``model`` names its components in ``em_parts()`` (``{"init_probs": ..., "transitions": ...,
     "emission": ...}``, the names ``frozen`` takes) and follows the statistics protocol:
@@ -38,14 +44,16 @@ def fit_em(model, data, lengths=None, *, max_iter: int = 100, tol: float = 1e-4,
     if not (initialize is None or isinstance(initialize, bool) or initialize in INIT_METHODS):
         raise HMMValueError(f"initialize must be None, a bool or one of {INIT_METHODS}; got {initialize!r}")
     batches = as_batches(data, lengths)
+    if weights is not None:
+        batches, weights = _weighted_batches(model, batches, weights)
     k = int(getattr(model, "num_states", 1))
     # emission + chain operations of an iteration; a DataLoader is not read an extra time for it
     work = sum(x.numel() * k + x.shape[0] * x.shape[1] * k * k for x, _ in batches) if isinstance(batches, list) else math.inf
     with torch_threads_for(work):  # small problems: one thread, torch ops included (threads.py)
-        return _run(model, batches, frozen, max_iter, tol, verbose, initialize, generator)
+        return _run(model, batches, frozen, max_iter, tol, verbose, initialize, generator, weights)
 
 
-def _run(model, batches, frozen, max_iter, tol, verbose, initialize, generator) -> List[float]:
+def _run(model, batches, frozen, max_iter, tol, verbose, initialize, generator, weights=None) -> List[float]:
     if initialize is None:
         initialize = bool(getattr(model.emission, "needs_init", False)) and "emission" not in frozen
     if initialize is not False:
@@ -54,7 +62,7 @@ def _run(model, batches, frozen, max_iter, tol, verbose, initialize, generator) 
     bar = tqdm(total=max_iter, desc="EM", disable=not verbose, leave=False)
     try:
         while not monitor.converged:
-            total = _iteration(model, batches, frozen)
+            total = _iteration(model, batches, frozen, weights)
             monitor.report(total)
             bar.update(1)
             bar.set_postfix(log_likelihood=f"{total:.4f}", gain=f"{monitor.gain:.2e}")
@@ -63,18 +71,37 @@ def _run(model, batches, frozen, max_iter, tol, verbose, initialize, generator) 
     return monitor.history
 
 
-def _iteration(model, batches, frozen) -> float:
-    """One EM iteration: statistics of every batch, one M-step; returns the total log-likelihood."""
+def _iteration(model, batches, frozen, weights=None) -> float:
+    """One EM iteration: statistics of every batch, one M-step; returns the total log-likelihood
+    (``weights``: one ``(B,)`` tensor per batch, or None)."""
     stats = model.init_stats(frozen)
     total = 0.0
-    for x, lens in batches:
-        log_z, _ = model.accumulate(stats, x, lens)
+    for i, (x, lens) in enumerate(batches):
+        w = None if weights is None else weights[i]
+        log_z, _ = model.accumulate(stats, x, lens) if w is None else model.accumulate(stats, x, lens, weights=w)
         if not torch.isfinite(log_z).all():
             bad = torch.nonzero(~torch.isfinite(log_z)).flatten().tolist()
             raise HMMValueError(f"sequences {bad} of a batch have zero likelihood under the model; EM cannot use them")
-        total += float(log_z.double().sum())
+        total += float((log_z.double() if w is None else log_z.double() * w.double()).sum())
     model.m_step(stats)
     return total
+
+
+def _weighted_batches(model, batches, weights) -> Tuple[list, list]:
+    """The one batch of a tensor or list with its sequences of weight 0 left out, and its weights."""
+    if not isinstance(batches, list) or len(batches) != 1:
+        raise HMMValueError("weights are one per sequence of a padded tensor or a list of sequences; batches from an "
+                            "iterable (a DataLoader) cannot take them: repeat or drop sequences there instead")
+    if "weights" not in inspect.signature(model.accumulate).parameters:
+        raise HMMTypeError(f"weights need a model whose accumulate takes weights (HMM, MixtureGaussianHMM); "
+                           f"{type(model).__name__} does not")
+    (x, lens), = batches
+    w = check_weights(weights, x.shape[0], model._dtype, x.device)
+    keep = w > 0
+    if not bool(keep.all()):  # weight 0: as if absent (not even scored)
+        x, w = x[keep], w[keep]
+        lens = None if lens is None else lens[keep.to(lens.device)]
+    return [(x, lens)], [w]
 
 
 def initialize_emission(model, batches, method: str = "auto", generator: Optional[torch.Generator] = None) -> str:
