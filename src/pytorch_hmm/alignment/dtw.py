@@ -21,18 +21,22 @@ distances and :func:`pairwise_cost` are those of :mod:`pytorch_hmm.alignment.dis
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator, List, NamedTuple, Optional, Union
+from typing import Iterator, List, NamedTuple, Optional, Sequence, Union
 
 import torch
 from torch import nn
 
-from ..errors import InfeasibleAlignmentError
+from ..errors import HMMValueError, InfeasibleAlignmentError
 from ..kernel.lattice import (
+    STEP_PATTERNS,
     check_band,
     check_gamma,
     check_step_pattern,
+    check_steps,
+    check_subsequence,
     lattice_dtw,
     lattice_dtw_rows,
+    lattice_dtw_steps,
     lattice_soft_alignment,
     lattice_soft_dtw,
     use_numba,
@@ -62,20 +66,40 @@ def _overflow_explained(x, y, distance, band: Optional[int]) -> Iterator[None]:
         raise
 
 
-class DTWResult(NamedTuple):
-    """Hard DTW result.
-
-    Attributes:
-        cost: ``(B,)`` minimum accumulated cost per pair.
-        normalized_cost: ``(B,)`` cost divided by ``N_b + M_b`` (symmetric2) or by the number of
-            cells on the returned path (symmetric1).
-        paths: one ``(L_b, 2)`` int64 tensor of ``(i, j)`` per pair, from ``(0, 0)`` to
-            ``(N_b - 1, M_b - 1)``.
-    """
-
+class _DTWFields(NamedTuple):
     cost: torch.Tensor
     normalized_cost: torch.Tensor
     paths: List[torch.Tensor]
+
+
+class DTWResult(_DTWFields):
+    """Hard DTW result: a 3-tuple ``(cost, normalized_cost, paths)`` with two optional attributes.
+
+    Attributes:
+        cost: ``(B,)`` minimum accumulated cost per pair.
+        normalized_cost: ``(B,)`` cost divided by ``N_b + M_b`` (symmetric2; with ``subsequence``,
+            ``N_b`` plus the span's length) or by the number of cells on the returned path
+            (symmetric1, and any explicit ``step_sizes`` / weights).
+        paths: one ``(L_b, 2)`` int64 tensor of ``(i, j)`` per pair, from ``(0, 0)`` to
+            ``(N_b - 1, M_b - 1)`` (with ``subsequence``: from ``(0, start)`` to ``(N_b - 1, end - 1)``).
+        cost_matrix: ``(B, N, M)`` accumulated cost ``D`` (librosa's ``D``; ``+inf`` where
+            unreachable and outside the band and lengths), or ``None`` unless ``return_cost_matrix``.
+        spans: ``(B, 2)`` int64 ``(start, end)`` of the part of ``y`` each ``x`` matched (``end``
+            exclusive: ``y[b, start:end]``), or ``None`` unless ``subsequence``.
+    """
+
+    cost_matrix: Optional[torch.Tensor] = None
+    spans: Optional[torch.Tensor] = None
+
+    def __new__(cls, cost, normalized_cost, paths, cost_matrix=None, spans=None):
+        self = super().__new__(cls, cost, normalized_cost, paths)
+        self.cost_matrix = cost_matrix
+        self.spans = spans
+        return self
+
+    def _replace(self, **changes) -> "DTWResult":
+        extra = {k: changes.pop(k, getattr(self, k)) for k in ("cost_matrix", "spans")}
+        return DTWResult(*super()._replace(**changes), **extra)
 
 
 def dtw(
@@ -88,17 +112,37 @@ def dtw(
     distance: Distance = "euclidean",
     *,
     backend: str = "auto",
+    subsequence: bool = False,
+    step_sizes: Optional[Sequence[Sequence[int]]] = None,
+    weights_add: Optional[Sequence[float]] = None,
+    weights_mul: Optional[Sequence[float]] = None,
+    return_cost_matrix: bool = False,
 ) -> DTWResult:
     """Hard DTW between ``x`` ``(B, N, D)`` and ``y`` ``(B, M, D)`` (see the module docstring).
 
     Args:
         band: Sakoe-Chiba radius in frames around each pair's slanted diagonal: cell ``(i, j)``
             is allowed iff ``|i (M_b-1) - j (N_b-1)| <= band * max(N_b-1, M_b-1)``; ``None``: no band.
+            (librosa's ``band_rad`` is a fraction instead; see docs/index.md.)
         step_pattern: ``"symmetric1"`` (unit steps, every cell on the path counts once) or
             ``"symmetric2"`` (the diagonal step counts the cell twice).
         distance: ``"euclidean"`` (default), ``"sqeuclidean"``, ``"cosine"``, a callable, or
             ``"precomputed"`` (``x`` is the cost, ``y`` is ``None``).
-        backend: ``"auto"``, ``"torch"`` or ``"numba"`` (see :mod:`pytorch_hmm.kernel.lattice`).
+        backend: ``"auto"``, ``"torch"`` or ``"numba"`` (see :mod:`pytorch_hmm.kernel.lattice`);
+            the four options below always run the PyTorch wavefront.
+        subsequence: match all of ``x`` to the cheapest contiguous part of ``y`` (free start and
+            end along ``y``; librosa's ``subseq=True``, without its swap when ``x`` is longer).
+            Not with ``band``. Fills ``spans``.
+        step_sizes: ``(di, dj)`` steps (librosa's ``step_sizes_sigma``); default
+            ``[(1, 1), (0, 1), (1, 0)]``. They replace the default steps. Not with ``"symmetric2"``.
+        weights_add, weights_mul: one weight per step: entering cell ``(i, j)`` by step ``s`` adds
+            ``weights_mul[s] * c[i, j] + weights_add[s]`` (the start cell counts ``c`` once).
+        return_cost_matrix: fill ``cost_matrix`` with the accumulated cost ``D`` ``(B, N, M)``.
+
+    With any of the four options the recursion is that of
+    :func:`pytorch_hmm.kernel.lattice.lattice_dtw_steps` and ties follow librosa's rule (the
+    earlier step in ``step_sizes`` wins), except that without explicit ``step_sizes`` or weights
+    the default tie rule is kept (diagonal, then ``(i-1, j)``, then ``(i, j-1)``).
 
     Returns:
         :class:`DTWResult` with ``B = 1`` for unbatched input. No gradient (use :func:`soft_dtw`).
@@ -108,6 +152,12 @@ def dtw(
     """
     check_step_pattern(step_pattern)
     check_band(band)
+    general = subsequence or return_cost_matrix or any(v is not None for v in (step_sizes, weights_add, weights_mul))
+    if general:
+        return _dtw_general(
+            x, y, x_lengths, y_lengths, band, step_pattern, distance, backend,
+            bool(subsequence), step_sizes, weights_add, weights_mul, bool(return_cost_matrix),
+        )
     with torch.no_grad(), _overflow_explained(x, y, distance, band):
         if check_distance(distance) in ("euclidean", "sqeuclidean"):
             x3, y3, xl, yl = check_features(x, y, x_lengths, y_lengths)
@@ -125,6 +175,41 @@ def dtw(
         else:
             norm = torch.tensor([len(q) for q in paths], dtype=total.dtype, device=total.device)
     return DTWResult(total, total / norm, paths)
+
+
+_TIE_ORDER = ((1, 1), (1, 0), (0, 1))  # the default steps in the default tie order
+
+
+def _dtw_general(
+    x, y, x_lengths, y_lengths, band, step_pattern, distance, backend,
+    subsequence, step_sizes, weights_add, weights_mul, return_cost_matrix,
+) -> DTWResult:
+    """:func:`dtw` with subsequence, explicit steps or weights, or the cost matrix (lattice_dtw_steps)."""
+    explicit = any(v is not None for v in (step_sizes, weights_add, weights_mul))
+    if explicit and step_pattern != "symmetric1":
+        raise HMMValueError(
+            f"step_pattern={step_pattern!r} cannot be combined with step_sizes, weights_add or weights_mul: "
+            "keep step_pattern='symmetric1' and put the diagonal weight into weights_mul (e.g. [2, 1, 1])"
+        )
+    check_subsequence(subsequence, band)
+    if not explicit:  # the default steps in the default tie order: diagonal, (i-1, j), (i, j-1)
+        step_sizes, weights_mul = _TIE_ORDER, (STEP_PATTERNS[step_pattern], 1.0, 1.0)
+    check_steps(step_sizes, weights_add, weights_mul)  # before any distance is computed
+    with torch.no_grad(), _overflow_explained(x, y, distance, band):
+        cost, xl, yl = pairwise_cost(x, y, x_lengths, y_lengths, distance, backend=backend)
+        use_numba(cost.device, backend)  # validates ``backend``; the wavefront runs on any device
+        res = lattice_dtw_steps(cost, xl, yl, band, step_sizes, weights_add, weights_mul, subsequence=subsequence)
+    paths = res.paths
+    spans = None
+    if subsequence:
+        spans = torch.stack([torch.stack((q[0, 1], q[-1, 1] + 1)) for q in paths]).to(cost.device)
+    total = res.total
+    if step_pattern == "symmetric2":
+        width = (spans[:, 1] - spans[:, 0]) if subsequence else yl
+        norm = (xl + width).to(total.dtype)
+    else:
+        norm = torch.tensor([len(q) for q in paths], dtype=total.dtype, device=total.device)
+    return DTWResult(total, total / norm, paths, res.cost_matrix if return_cost_matrix else None, spans)
 
 
 def soft_dtw(

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -53,9 +53,12 @@ except ImportError:  # pragma: no cover - exercised only where numba is missing
 STEP_PATTERNS = {"symmetric1": 1.0, "symmetric2": 2.0}  # weight of the diagonal step
 BACKENDS = ("auto", "torch", "numba")
 
+DEFAULT_STEPS = ((1, 1), (0, 1), (1, 0))  # librosa's default ``step_sizes_sigma``, in its order
+
 __all__ = [
     "LatticeProblem", "prepare_lattice", "band_mask", "lattice_dtw", "lattice_soft_dtw", "lattice_soft_alignment",
     "lattice_dtw_rows", "use_numba", "check_band", "check_step_pattern", "check_gamma",
+    "StepDTW", "lattice_dtw_steps", "check_steps", "check_subsequence", "DEFAULT_STEPS",
 ]
 
 
@@ -321,3 +324,134 @@ def lattice_soft_alignment(
         _, state = _soft_forward(p, p.cost if numba else p.masked_cost(), gamma, numba)
         occ, _ = _soft_backward(state, p.w_diag, numba)
     return occ.to(p.device)
+
+
+# ---------------------------------------------------------------------------------------------
+# General steps and subsequence DTW (librosa's ``sequence.dtw`` conventions)
+
+Steps = Tuple[Tuple[int, int], ...]
+
+
+def _as_list(value):
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return list(value)
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def check_steps(step_sizes=None, weights_add=None, weights_mul=None) -> Tuple[Steps, Tuple[float, ...], Tuple[float, ...]]:
+    """Validated steps ``((di, dj), ...)`` (default :data:`DEFAULT_STEPS`) and one additive
+    (default 0) and one multiplicative (default 1) weight per step."""
+    if step_sizes is None:
+        steps: Steps = DEFAULT_STEPS
+    else:
+        entries = _as_list(step_sizes)
+        if not entries:
+            raise HMMValueError(f"step_sizes must be a non-empty list of (di, dj) pairs; got {entries!r}")
+        out = []
+        for k, entry in enumerate(entries):
+            pair = tuple(entry) if isinstance(entry, (tuple, list)) else (entry,)
+            if len(pair) != 2 or not all(_is_int(v) and v >= 0 for v in pair):
+                raise HMMValueError(
+                    f"step_sizes must hold pairs (di, dj) of non-negative integers; got {entry!r} at index {k}"
+                )
+            if pair == (0, 0):
+                raise HMMValueError(f"step_sizes must not contain (0, 0), a step that does not move; got it at index {k}")
+            out.append((int(pair[0]), int(pair[1])))
+        steps = tuple(out)
+
+    def weights(value, name: str, default: float, low: float) -> Tuple[float, ...]:
+        if value is None:
+            return (default,) * len(steps)
+        vals = _as_list(value)
+        if len(vals) != len(steps):
+            raise HMMValueError(
+                f"{name} must have one weight per step ({len(steps)} for step_sizes {list(steps)}); got {len(vals)}"
+            )
+        if not all(isinstance(v, (int, float, np.integer, np.floating)) and low <= v < math.inf for v in vals):
+            kind = "finite non-negative numbers" if low == 0 else "finite numbers"
+            raise HMMValueError(f"{name} must be {kind}; got {vals!r}")
+        return tuple(float(v) for v in vals)
+
+    return steps, weights(weights_add, "weights_add", 0.0, -math.inf), weights(weights_mul, "weights_mul", 1.0, 0.0)
+
+
+def check_subsequence(subsequence: bool, band: Optional[int]) -> None:
+    if subsequence and band is not None:
+        raise HMMValueError(
+            "band cannot be combined with subsequence=True (the band follows the line from (0, 0) to "
+            f"(N-1, M-1), a subsequence match has free ends along y); got band={band}"
+        )
+
+
+class StepDTW(NamedTuple):
+    """:func:`lattice_dtw_steps` result: ``total (B,)``; ``paths`` (one ``(L_b, 2)`` int64 per pair,
+    or ``None``); ``cost_matrix`` ``D`` ``(B, N, M)``; ``ends`` ``(B,)`` the column of the last cell."""
+
+    total: torch.Tensor
+    paths: Optional[List[torch.Tensor]]
+    cost_matrix: torch.Tensor
+    ends: torch.Tensor
+
+
+def lattice_dtw_steps(
+    cost: torch.Tensor,
+    x_lengths: LengthsLike = None,
+    y_lengths: LengthsLike = None,
+    band: Optional[int] = None,
+    step_sizes: Optional[Sequence[Sequence[int]]] = None,
+    weights_add: Optional[Sequence[float]] = None,
+    weights_mul: Optional[Sequence[float]] = None,
+    *,
+    subsequence: bool = False,
+    return_paths: bool = True,
+) -> StepDTW:
+    """DTW with general steps and weights, optionally subsequence, as librosa's ``sequence.dtw``.
+
+    ``D[i, j] = min(start[i, j], min_s D[i - di_s, j - dj_s] + (weights_mul[s] c[i, j] + weights_add[s]))``
+    where ``start`` is ``c[0, 0]`` at ``(0, 0)`` (or ``c[0, j]`` on the whole first row with
+    ``subsequence``: a free start along ``y``) and ``+inf`` elsewhere. The total is
+    ``D[N_b-1, M_b-1]`` (``subsequence``: the minimum of the last row, its first column on ties).
+    Paths run from a start cell to the end; a cell's start value wins ties, then the earlier step
+    in ``step_sizes`` (librosa's rule). ``D`` is ``+inf`` where unreachable and outside the band and
+    lengths. PyTorch wavefront on any device (:func:`lattice_torch.run_dtw_steps`). No gradient.
+
+    Raises:
+        InfeasibleAlignmentError: with ``return_paths``, a pair has no finite path.
+    """
+    p = prepare_lattice(cost, x_lengths, y_lengths, band)
+    steps, add, mul = check_steps(step_sizes, weights_add, weights_mul)
+    check_subsequence(subsequence, p.band)
+    with torch.no_grad():
+        c = p.masked_cost()
+        start = torch.full_like(c, math.inf)
+        if subsequence:
+            start[:, 0, :] = c[:, 0, :]
+        else:
+            start[:, 0, 0] = c[:, 0, 0]
+        d, table = lattice_torch.run_dtw_steps(c, start, p.x_lengths, p.y_lengths, steps, add, mul)
+        pairs = torch.arange(c.shape[0], device=c.device)
+        last_row = d[pairs, p.x_lengths - 1]  # (B, M); +inf past each pair's length
+        ends = last_row.argmin(1) if subsequence else p.y_lengths - 1
+        total = last_row[pairs, ends]
+        paths = None
+        if return_paths:
+            bad = ~torch.isfinite(total)
+            if bool(bad.any()):
+                _raise_infeasible_steps(int(bad.nonzero()[0, 0]), p, steps, subsequence)
+            paths = lattice_torch.trace_steps(table, torch.stack((p.x_lengths - 1, ends), 1))
+        return StepDTW(total, paths, d.contiguous(), ends)
+
+
+def _raise_infeasible_steps(b: int, p: LatticeProblem, steps: Steps, subsequence: bool) -> None:
+    n, m = int(p.x_lengths[b]), int(p.y_lengths[b])
+    goal = f"row {n - 1} from row 0" if subsequence else f"({n - 1}, {m - 1}) from (0, 0)"
+    raise InfeasibleAlignmentError(
+        f"no path with finite cost for pair {b} (x length {n}, y length {m}) with step_sizes {list(steps)} "
+        f"and band={p.band}: these steps cannot reach {goal}, or every such path crosses a +inf cell"
+    )

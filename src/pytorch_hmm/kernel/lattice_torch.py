@@ -211,3 +211,112 @@ def run_soft_backward(state: SoftState, w_diag: float) -> Tuple[torch.Tensor, to
     if transposed:
         occ_cells, grad_cells = occ_cells.transpose(1, 2), grad_cells.transpose(1, 2)
     return occ_cells.contiguous(), grad_cells.contiguous()
+
+
+# ---------------------------------------------------------------------------------------------
+# General steps (librosa's ``step_sizes_sigma`` / ``weights_add`` / ``weights_mul``), free starts
+
+
+StepTable = Tuple[torch.Tensor, torch.Tensor, torch.Tensor, Tuple[Tuple[int, int], ...], int, int, bool]
+
+
+def _skew_padded(t: torch.Tensor, fill: float, pad_diag: int, pad_col: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Skewed storage ``(N + M - 1 + pad_diag, B, N + pad_col)``, cell ``(b, i, j)`` at
+    ``[i + j + pad_diag, b, i + pad_col]`` (the rest ``fill``), and its ``(B, N, M)`` cell view."""
+    bsz, n, m = t.shape
+    out = t.new_full((n + m - 1 + pad_diag, bsz, n + pad_col), fill)
+    width = n + pad_col
+    row = bsz * width
+    cells = out.as_strided((bsz, n, m), (width, row + 1, row), out.storage_offset() + pad_diag * row + pad_col)
+    cells.copy_(t)
+    return out, cells
+
+
+def run_dtw_steps(
+    cost: torch.Tensor,
+    start: torch.Tensor,
+    x_lengths: torch.Tensor,
+    y_lengths: torch.Tensor,
+    steps: Tuple[Tuple[int, int], ...],
+    weights_add: Tuple[float, ...],
+    weights_mul: Tuple[float, ...],
+) -> Tuple[torch.Tensor, StepTable]:
+    """Accumulated cost ``D`` ``(B, N, M)`` for general steps, and the table :func:`trace_steps` reads.
+
+    ``D[i, j] = min(start[i, j], min_s D[i - di_s, j - dj_s] + (mul_s c[i, j] + add_s))``, with
+    ``cost`` masked (``+inf`` outside the lattice) and ``start`` ``+inf`` except where a path may
+    begin. Every step moves ``i + j`` forward by ``di + dj >= 1``, so the anti-diagonal wavefront
+    still holds: diagonal ``d`` reads diagonals ``d - (di + dj)`` only. An entered ``+inf`` cell
+    stays ``+inf`` whatever the weights (``mul = 0`` included).
+    """
+    if cost.shape[1] > cost.shape[2]:  # shorter sequence along the diagonals
+        cost, start = cost.transpose(1, 2), start.transpose(1, 2)
+        x_lengths, y_lengths = y_lengths, x_lengths
+        steps = tuple((dj, di) for di, dj in steps)
+        transposed = True
+    else:
+        transposed = False
+    bsz, n, m = cost.shape
+    pad_diag = max(di + dj for di, dj in steps)
+    pad_col = max(di for di, _ in steps)
+    inf = math.inf
+    c, _ = _skew_padded(cost, inf, pad_diag, pad_col)
+    s0, _ = _skew_padded(start, inf, pad_diag, pad_col)
+    entered = [torch.where(torch.isinf(c), c, c * wm + wa) for wa, wm in zip(weights_add, weights_mul)]
+    acc = torch.full_like(c, inf)
+    here = acc[:, :, pad_col:].unbind(0)
+    preds = [acc[:, :, pad_col - di : pad_col - di + n].unbind(0) for di, _ in steps]
+    g_here = [g[:, :, pad_col:].unbind(0) for g in entered]
+    s_here = s0[:, :, pad_col:].unbind(0)
+    lags = [di + dj for di, dj in steps]
+    last = int((x_lengths + y_lengths).max()) - 2  # last diagonal any pair needs
+    for d in range(last + 1):
+        r = d + pad_diag
+        out = here[r]
+        out.copy_(s_here[r])
+        for pred, g, lag in zip(preds, g_here, lags):
+            torch.minimum(out, pred[r - lag] + g[r], out=out)
+    cells = acc.as_strided(
+        (bsz, n, m), (n + pad_col, bsz * (n + pad_col) + 1, bsz * (n + pad_col)),
+        acc.storage_offset() + pad_diag * bsz * (n + pad_col) + pad_col,
+    )
+    table = (acc, s0, torch.stack(entered), steps, pad_diag, pad_col, transposed)
+    return (cells.transpose(1, 2) if transposed else cells), table
+
+
+def trace_steps(table: StepTable, ends: torch.Tensor) -> List[torch.Tensor]:
+    """One ``(L_b, 2)`` int64 path per pair, from a start cell to ``ends[b] = (i, j)`` (finite,
+    in the caller's orientation). Each cell's choice is recomputed for all cells at once: its
+    start value wins ties, then the earlier step in ``steps`` (librosa's rule)."""
+    acc, s0, entered, steps, pad_diag, pad_col, transposed = table
+    rows, bsz, width = acc.shape
+    n = width - pad_col
+    plane = bsz * width
+    start_code = len(steps)  # choice of a cell whose value is its start value (no step into it won)
+    choice = torch.full(acc.shape, start_code, dtype=torch.int64, device=acc.device)
+    best = s0.clone()
+    for k, (di, dj) in enumerate(steps):
+        cand = torch.full_like(acc, math.inf)
+        lag = di + dj
+        cand[lag:, :, pad_col:] = acc[: rows - lag, :, pad_col - di : pad_col - di + n] + entered[k][lag:, :, pad_col:]
+        better = cand < best
+        choice.masked_fill_(better, k)
+        torch.where(better, cand, best, out=best)
+    offsets = torch.tensor([(di + dj) * plane + di for di, dj in steps] + [0], device=acc.device)
+    ei, ej = ends[:, 0], ends[:, 1]
+    if transposed:
+        ei, ej = ej, ei
+    idx = (ei + ej + pad_diag) * plane + torch.arange(bsz, device=acc.device) * width + ei + pad_col
+    flat = choice.reshape(-1)
+    trail = [idx]
+    for _ in range(rows - pad_diag - 1):
+        idx = idx - offsets.index_select(0, flat.index_select(0, idx))  # a start cell: offset 0
+        trail.append(idx)
+    at = torch.stack(trail)  # (steps, B), from the end backwards; stays at the start once there
+    i = at % width - pad_col
+    j = at // plane - pad_diag - i
+    pairs = torch.stack((i, j), -1)
+    if transposed:
+        pairs = pairs.flip(-1)
+    lengths = ((at[1:] != at[:-1]).sum(0) + 1).tolist()
+    return [pairs[: lengths[b], b].flip(0) for b in range(bsz)]
