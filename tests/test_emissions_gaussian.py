@@ -258,7 +258,7 @@ def test_padded_frames_do_not_change_statistics(ct):
 
 
 def test_m_step_floors_variances_at_min_covar():
-    g = Gaussian(2, 2, "diag", dtype=torch.float64, covars_prior=0.0)
+    g = Gaussian(2, 2, "diag", dtype=torch.float64, covars_prior=0.0, min_covar=1e-3)
     x = torch.tensor([[[1.0, 2.0]] * 10 + [[5.0, 0.0], [6.0, 1.0]]], dtype=torch.float64)
     post = torch.zeros(1, 12, 2, dtype=torch.float64)
     post[0, :10, 0] = 1
@@ -327,7 +327,7 @@ def test_initialize_uses_kmeans_and_data_covariance(ct):
     mask = torch.ones(3, 100, dtype=torch.bool)
     mask[2, 60:] = False
     x[2, 60:] = float("nan")
-    g = Gaussian(K, D, ct)
+    g = Gaussian(K, D, ct, min_covar=1e-3)
     g.initialize(x, mask, torch.Generator().manual_seed(0))
     got = g.means.detach().numpy()
     for c in centres:

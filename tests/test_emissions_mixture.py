@@ -323,7 +323,7 @@ def test_initialize_finds_clusters():
     centres = np.array([[0.0, 0, 0], [8, 0, 0], [0, 8, 0], [8, 8, 0], [0, 0, 8], [8, 0, 8]])
     pts = centres[rng.integers(0, 6, size=600)] + rng.normal(size=(600, D)) * 0.3
     x = torch.tensor(pts, dtype=torch.float32).reshape(2, 300, D)
-    g = GaussianMixture(K, M, D, "full")
+    g = GaussianMixture(K, M, D, "full", min_covar=1e-3)
     g.initialize(x, torch.ones(2, 300, dtype=torch.bool), torch.Generator().manual_seed(0))
     got = g.means.detach().reshape(-1, D).numpy()
     for c in centres:

@@ -327,3 +327,139 @@ class _Loader:
 
     def __iter__(self):
         return iter(self.batches)
+
+
+# --- 4. end probabilities learned by EM (pomegranate's ends) ---
+
+def _pomegranate_pair(seed: int):
+    pytest.importorskip("pomegranate")
+    from pomegranate.distributions import Normal
+    from pomegranate.hmm import DenseHMM
+    from pytorch_hmm.transitions import LearnedFinal
+
+    rng = np.random.default_rng(seed)
+    start, trans, ends = rng.dirichlet(np.ones(K)), rng.dirichlet(np.ones(K) * 2, size=K), rng.uniform(0.05, 0.3, K)
+    means, covars = rng.normal(size=(K, D)) * 2, rng.uniform(0.5, 2.0, (K, D))
+    x = torch.tensor(rng.normal(size=(5, 16, D)) * 2)
+    dists = [Normal(torch.tensor(means[i]), torch.tensor(covars[i]), covariance_type="diag") for i in range(K)]
+    # pomegranate's edges hold each state's going-on mass: edges_ij = (1 - e_i) A_ij, rows + ends sum to 1
+    ref = DenseHMM(dists, edges=torch.tensor(trans * (1 - ends)[:, None]), starts=torch.tensor(start),
+                   ends=torch.tensor(ends), max_iter=1).double()
+    ours = HMM(Gaussian(K, D, "diag", means=torch.tensor(means), covars=torch.tensor(covars), dtype=torch.float64,
+                        covars_prior=0.0), transitions=torch.tensor(trans), initial=torch.tensor(start),
+               final=LearnedFinal(torch.log(torch.tensor(ends))))
+    return ours, ref, x
+
+
+def test_learned_ends_match_pomegranate_likelihood_and_one_em_step():
+    ours, ref, x = _pomegranate_pair(0)
+    with torch.no_grad():
+        np.testing.assert_allclose(ours(x).numpy(), ref.log_probability(x).numpy(), rtol=1e-11)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref.fit(x)
+    ours.fit(x, max_iter=1, verbose=False, initialize=False)
+    np.testing.assert_allclose(ours.init_probs.detach().numpy(), ref.starts.exp().numpy(), atol=1e-12)
+    np.testing.assert_allclose(ours.final.end_probs.detach().numpy(), ref.ends.exp().numpy(), atol=1e-12)
+    edges = ours.transmat.detach() * (1 - ours.final.end_probs.detach())[:, None]
+    np.testing.assert_allclose(edges.numpy(), ref.edges.exp().numpy(), atol=1e-12)
+    np.testing.assert_allclose(ours.emission.means.detach().numpy(),
+                               torch.stack([d.means for d in ref.distributions]).numpy(), atol=1e-10)
+    np.testing.assert_allclose(ours.emission.covars.detach().numpy(),
+                               torch.stack([d.covs for d in ref.distributions]).numpy(), atol=1e-10)
+    with torch.no_grad():  # the updated models agree too
+        np.testing.assert_allclose(ours(x).numpy(), ref.log_probability(x).numpy(), rtol=1e-11)
+
+
+def _brute_force(model: HMM, x: torch.Tensor, lengths):
+    """log p(x_b, length T_b) and (ends, departures) expected counts by enumerating every path."""
+    log_em = model.log_emissions(x, torch.tensor(lengths)).detach()
+    pi, a, e = model.init_probs.detach(), model.transmat.detach(), model.final.end_probs.detach()
+    k = pi.shape[0]
+    log_z, ends, departures = [], torch.zeros(k, dtype=torch.float64), torch.zeros(k, dtype=torch.float64)
+    for b, n in enumerate(lengths):
+        scores, paths = [], list(itertools.product(range(k), repeat=n))
+        for z in paths:
+            p = pi[z[0]] * e[z[-1]] * torch.exp(sum(log_em[b, t, z[t]] for t in range(n)))
+            for t in range(1, n):
+                p = p * (1 - e[z[t - 1]]) * a[z[t - 1], z[t]]
+            scores.append(p)
+        scores = torch.stack(scores)
+        total = scores.sum()
+        log_z.append(torch.log(total))
+        for z, s in zip(paths, scores / total):
+            ends[z[-1]] += s
+            for t in range(n - 1):
+                departures[z[t]] += s
+    return torch.stack(log_z), ends, departures
+
+
+@pytest.mark.parametrize("storage", ["dense", "banded", "sparse"])
+def test_learned_ends_against_brute_force(storage):
+    from pytorch_hmm.transitions import LearnedFinal
+
+    k, lengths = 3, [4, 3, 5]
+    transitions = {"dense": torch.tensor([[0.5, 0.3, 0.2], [0.1, 0.6, 0.3], [0.3, 0.3, 0.4]], dtype=torch.float64),
+                   "banded": Banded(torch.log(torch.tensor([[0.6, 0.4], [0.7, 0.3], [1.0, 0.0]], dtype=torch.float64))),
+                   "sparse": Sparse(torch.tensor([[0, 2], [0, 1], [1, 2]]),
+                                    torch.log(torch.tensor([[0.5, 0.2], [0.5, 0.9], [0.1, 0.8]], dtype=torch.float64)))}[storage]
+    final = LearnedFinal(torch.log(torch.tensor([0.2, 0.1, 0.4], dtype=torch.float64)))
+    model = _gaussian_model(transitions, k=k, seed=9, initial=torch.tensor([0.5, 0.3, 0.2], dtype=torch.float64), final=final)
+    x = torch.nn.utils.rnn.pad_sequence(_sequences(10, lengths), batch_first=True)
+    log_z, ends, departures = _brute_force(model, x, lengths)
+    with torch.no_grad():
+        np.testing.assert_allclose(model(x, torch.tensor(lengths)).numpy(), log_z.numpy(), rtol=1e-12)
+        paths, scores = model.viterbi(x, torch.tensor(lengths))
+    assert (scores <= log_z).all()
+    history = model.fit(x, torch.tensor(lengths), max_iter=1, verbose=False, initialize=False, frozen=("emission",))
+    assert history[0] == pytest.approx(float(log_z.sum()), rel=1e-12)
+    np.testing.assert_allclose(model.final.end_probs.detach().numpy(), (ends / (ends + departures)).numpy(), atol=1e-12)
+    # EM with learned ends never lowers the likelihood
+    history = model.fit(x, torch.tensor(lengths), max_iter=8, tol=-np.inf, verbose=False, initialize=False)
+    assert all(b >= a - 1e-9 for a, b in zip(history, history[1:]))
+
+
+def test_learned_final_option_frozen_weights_and_saving(tmp_path):
+    import pytorch_hmm
+    from pytorch_hmm.transitions import LearnedFinal
+
+    seqs = _sequences(12, (12, 20, 9))
+    model = _gaussian_model("ergodic", final="learn")
+    assert isinstance(model.final, LearnedFinal) and torch.allclose(model.final.end_probs, torch.full((K,), 1 / K, dtype=torch.float64))
+    frozen = _gaussian_model("ergodic", final="learn")
+    frozen.fit(seqs, max_iter=2, verbose=False, initialize=False, frozen="final")
+    np.testing.assert_allclose(frozen.final.end_probs.detach().numpy(), 1 / K, atol=1e-15)
+    model.fit(seqs, max_iter=3, verbose=False, initialize=False)
+    assert model.final.end_probs.max() < 0.3  # ~ one end per 14 frames
+    assert model.n_parameters() == _gaussian_model("ergodic").n_parameters() + K
+    twice = _gaussian_model("ergodic", final="learn")
+    twice.fit(seqs + [seqs[1]], max_iter=3, verbose=False, initialize=False)
+    weighted = _gaussian_model("ergodic", final="learn")
+    weighted.fit(seqs, weights=[1, 2, 1], max_iter=3, verbose=False, initialize=False)
+    _assert_same_state(_state(weighted), _state(twice))  # the end counts are weighted too
+    model.save(tmp_path / "m.pt")
+    same = pytorch_hmm.load(tmp_path / "m.pt")
+    assert isinstance(same.final, LearnedFinal)
+    _assert_same_state(_state(same), _state(model), atol=0)
+    x = torch.nn.utils.rnn.pad_sequence(seqs, batch_first=True)
+    with torch.no_grad():
+        assert torch.equal(same(x, torch.tensor([12, 20, 9])), model(x, torch.tensor([12, 20, 9])))
+    chain = _gaussian_model("left_to_right", final=LearnedFinal.last(K, torch.float64, end_prob=0.25))
+    np.testing.assert_allclose(chain.final.end_probs.detach().numpy(), [0, 0, 0.25])
+
+
+def test_learned_final_errors():
+    from pytorch_hmm.errors import HMMDimensionError, HMMTypeError
+    from pytorch_hmm.transitions import LearnedFinal
+
+    with pytest.raises(HMMValueError, match=r"LearnedFinal log_end_probs must be log-probabilities <= 0 \(each state's "
+                                            r"probability of ending the sequence\); got max 0.5"):
+        LearnedFinal(torch.tensor([0.5, -1.0]))
+    with pytest.raises(HMMDimensionError, match=r"LearnedFinal log_end_probs must be \(K,\); got \(2, 2\)"):
+        LearnedFinal(torch.zeros(2, 2))
+    with pytest.raises(HMMValueError, match=r"LearnedFinal log_end_probs must let some state end"):
+        LearnedFinal(torch.full((3,), -math.inf))
+    with pytest.raises(HMMTypeError, match=r"final must be None, 'last', .*; got 'learned' \(or 'learn': end probabilities learned by EM\)"):
+        _gaussian_model("ergodic", final="learned")
+    with pytest.raises(HMMValueError, match=r"frozen must name components among \('init_probs', 'transitions', 'emission'\); got \['final'\]"):
+        _gaussian_model("ergodic").fit(_sequences(0), frozen="final", verbose=False)

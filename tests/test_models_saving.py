@@ -116,7 +116,7 @@ def test_the_file_is_plain_data_for_weights_only_loading(tmp_path: Path) -> None
     assert saved["spec"]["config"]["emission"] == {
         "class": "GaussianMixture",
         "config": {"num_states": 3, "num_mixtures": 4, "dim": 3, "covariance_type": "diag",
-                   "min_covar": model.emission.min_covar, "dtype": "float32"},
+                   "min_covar": model.emission.min_covar, "var_floor": model.emission.var_floor, "dtype": "float32"},
     }
     assert all(t.device.type == "cpu" for t in saved["state_dict"].values())
 

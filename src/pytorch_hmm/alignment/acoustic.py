@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from ..emissions import GaussianMixture
+from ..emissions.covariance import variance_floor
 from ..errors import HMMValueError
 from ..threads import torch_threads_for
 from ..validation import check_count, frame_mask
@@ -235,7 +236,8 @@ def train_flat_start(
 
 def _flat_start(emission: GaussianMixture, frames: torch.Tensor) -> None:
     """Every unit (and component) gets the global mean and variance of the training frames."""
-    mean, var = frames.mean(0), frames.var(0, unbiased=False).clamp_min(emission.min_covar)
+    mean, var = frames.mean(0), frames.var(0, unbiased=False)
+    var = torch.maximum(var, variance_floor(emission.min_covar, emission.var_floor, mean, var))
     k, m = emission.num_states, emission.num_mixtures
     emission.weights = torch.full((k, m), 1.0 / m, dtype=frames.dtype)
     emission.means = mean.expand(k, m, -1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import torch
 
@@ -117,21 +118,63 @@ def check_covariance_matrices(cov: torch.Tensor, name: str) -> None:
     raw_from_covariance(cov, name)
 
 
-def floor_covariance(cov: torch.Tensor, min_covar: float) -> torch.Tensor:
-    """Symmetrise ``cov`` ``(..., D, D)`` and raise every eigenvalue below ``min_covar`` to it.
+def floor_covariance(cov: torch.Tensor, min_covar) -> torch.Tensor:
+    """Symmetrise ``cov`` ``(..., D, D)`` and raise it to at least the floor ``F``.
 
-    Matrices whose eigenvalues are all at least ``min_covar`` are returned unchanged (apart from
-    the symmetrisation), so the floor is a no-op wherever it is not needed.
+    ``min_covar`` is a float (``F = min_covar * I``: every eigenvalue below it is raised to it)
+    or a ``(D,)`` tensor of per-dimension variance floors (``F = diag(min_covar)``: the
+    eigenvalues of ``F^-1/2 cov F^-1/2`` below 1 are raised to 1, so the result is at least
+    ``F`` in every direction). Matrices already at least ``F`` are returned unchanged (apart
+    from the symmetrisation), so the floor is a no-op wherever it is not needed.
     """
     cov = 0.5 * (cov + cov.transpose(-1, -2))
-    if min_covar <= 0:
+    if not isinstance(min_covar, torch.Tensor):
+        if min_covar <= 0:
+            return cov
+        min_covar = torch.full(cov.shape[-1:], float(min_covar), dtype=cov.dtype, device=cov.device)
+    root = torch.sqrt(min_covar.to(cov))
+    if not bool((root > 0).all()):
         return cov
-    evals, evecs = torch.linalg.eigh(cov)
-    low = evals.amin(-1) < min_covar
+    scaled = cov / (root[:, None] * root[None, :])
+    evals, evecs = torch.linalg.eigh(scaled)
+    low = evals.amin(-1) < 1.0
     if not bool(low.any()):
         return cov
-    floored = (evecs * evals.clamp_min(min_covar)[..., None, :]) @ evecs.transpose(-1, -2)
-    return torch.where(low[..., None, None], floored, cov)
+    floored = (evecs * evals.clamp_min(1.0)[..., None, :]) @ evecs.transpose(-1, -2)
+    return torch.where(low[..., None, None], floored * (root[:, None] * root[None, :]), cov)
+
+
+def variance_floor(min_covar: Optional[float], var_floor: float, mean: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
+    """``(D,)`` per-dimension variance floor of an emission, given the data's ``mean`` and ``var`` ``(D,)``.
+
+    An explicit ``min_covar`` (a float) is the floor in every dimension. With ``min_covar=None``
+    the floor is relative, as HTK's variance floor: ``var_floor`` times the variance of the
+    training data in that dimension, where that variance is taken as at least
+    ``eps * (1 + mean^2)`` (``eps`` of the dtype), so a constant feature still gets a positive
+    floor.
+    """
+    if min_covar is not None:
+        return torch.full_like(var, float(min_covar))
+    guard = torch.finfo(var.dtype).eps * (1.0 + mean * mean)
+    return var_floor * torch.maximum(var, guard)
+
+
+def stats_variance_floor(
+    min_covar: Optional[float], var_floor: float, n: torch.Tensor, obs: torch.Tensor, sq: torch.Tensor,
+    offset: torch.Tensor, dtype: torch.dtype,
+) -> torch.Tensor:
+    """:func:`variance_floor` from EM statistics summed over states (and components).
+
+    ``n`` is the total posterior mass, ``obs`` ``(D,)`` and ``sq`` ``(D,)`` the total first and
+    second moments about ``offset``; as the state posteriors of a frame sum to 1, these are
+    the moments of the training frames, whatever the model. Returns the floor in ``dtype``.
+    """
+    safe = n.clamp_min(torch.finfo(n.dtype).tiny)
+    mean = obs / safe
+    var = (sq / safe - mean * mean).clamp_min(0.0)
+    if not bool(n > 0):
+        mean, var = torch.zeros_like(mean), torch.zeros_like(var)
+    return variance_floor(min_covar, var_floor, (mean + offset.to(mean)).to(dtype), var.to(dtype))
 
 
 def weighted_outer_sum(w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -149,9 +192,12 @@ def weighted_outer_sum(w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return out.reshape(-1, d, d)
 
 
-def data_covariance(points: torch.Tensor, min_covar: float) -> torch.Tensor:
-    """``(D, D)`` sample covariance of ``points`` ``(N, D)`` (unbiased when N > 1) plus ``min_covar * I``."""
+def data_covariance(points: torch.Tensor, min_covar) -> torch.Tensor:
+    """``(D, D)`` sample covariance of ``points`` ``(N, D)`` (unbiased when N > 1) plus ``diag(min_covar)``
+    (a float or a ``(D,)`` tensor)."""
     n, d = points.shape
     centred = points - points.mean(0)
     cov = centred.T @ centred / max(n - 1, 1)
+    if isinstance(min_covar, torch.Tensor):
+        return cov + torch.diag_embed(min_covar.to(cov))
     return cov + min_covar * torch.eye(d, dtype=points.dtype, device=points.device)

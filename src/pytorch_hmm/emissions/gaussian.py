@@ -44,6 +44,8 @@ from .covariance import (
     floor_covariance,
     weighted_outer_sum,
     data_covariance,
+    variance_floor,
+    stats_variance_floor,
 )
 from .kmeans import kmeans
 
@@ -64,10 +66,18 @@ class Gaussian(Emission):
         means: ``(K, D)``; default zeros (call :meth:`initialize` or set them).
         covars: hmmlearn shapes: diag ``(K, D)``, full ``(K, D, D)``, spherical ``(K,)``,
             tied ``(D, D)``; default identity.
-        min_covar: added to the diagonal of the data covariance in :meth:`initialize` (as
-            hmmlearn), and a floor on the variance along any direction after
-            :meth:`m_step` (hmmlearn documents this floor but does not apply it in its
-            M-step; here the floor is a no-op unless a variance would fall below it).
+        min_covar: ``None`` (default): a variance floor relative to the data, ``var_floor``
+            times the variance of the training frames in each dimension (HTK's convention),
+            so features of any scale keep their fitted variances. A float: an absolute floor,
+            the same in every dimension. Either floor ``F`` is added to the diagonal of the
+            data covariance in :meth:`initialize` (hmmlearn adds ``min_covar * I`` there) and
+            is a lower bound on the covariance after :meth:`m_step` (variances, or
+            ``F^-1/2 Sigma F^-1/2 >= I`` for full/tied; hmmlearn documents a floor but does
+            not apply one in its M-step), a no-op unless a variance would fall below it. In
+            :meth:`m_step` the data variance comes from the statistics themselves (summed over
+            states), so it needs no :meth:`initialize`.
+        var_floor: the fraction of the data variance used when ``min_covar`` is None
+            (default 1e-3); 0 disables the floor (apart from a guard at ``eps`` of the dtype).
         means_prior, means_weight: Normal prior on the means (mean ``mu_0`` broadcast to
             ``(K, D)``, precision weight ``lambda`` broadcast to ``(K,)``).
         covars_prior, covars_weight: prior on the covariances (inverse gamma for diag and
@@ -95,7 +105,8 @@ class Gaussian(Emission):
         covariance_type: str = "diag",
         means=None,
         covars=None,
-        min_covar: float = 1e-3,
+        min_covar: Optional[float] = None,
+        var_floor: float = 1e-3,
         means_prior=0.0,
         means_weight=0.0,
         covars_prior=1e-2,
@@ -111,7 +122,8 @@ class Gaussian(Emission):
                 f"covariance_type must be one of {', '.join(repr(c) for c in COVARIANCE_TYPES)}; got {covariance_type!r}"
             )
         check_float_dtype(dtype)
-        min_covar = check_number(min_covar, "min_covar", minimum=0.0)
+        min_covar = None if min_covar is None else check_number(min_covar, "min_covar", minimum=0.0)
+        self.var_floor = check_number(var_floor, "var_floor", minimum=0.0, below=1.0)
         self.num_states, self.dim, self.covariance_type, self.min_covar = k, d, covariance_type, min_covar
         fk = dict(dtype=dtype, device=device)
         self.loc = nn.Parameter(torch.zeros(k, d, **fk))
@@ -307,7 +319,8 @@ class Gaussian(Emission):
           full: ``Sigma_k = (covars_prior_k + C_k) / (max(covars_weight_k - D, 0) + N_k)``,
           tied: ``Sigma = (covars_prior + sum_k C_k) / (max(covars_weight - D, 0) + sum_k N_k)``
           (a zero denominator keeps the old covariance, where hmmlearn divides by zero);
-        * finally every variance (eigenvalue, for full/tied) is floored at ``min_covar``.
+        * finally the covariances are floored at ``F`` (see ``min_covar``): every variance
+          (diag), the variance (spherical, at the mean of ``F``) or ``Sigma >= F`` (full/tied).
         """
         check_stats(stats, self._stat_keys(), type(self).__name__)
         ct, d = self.covariance_type, self.dim
@@ -315,6 +328,9 @@ class Gaussian(Emission):
         s1 = stats["obs"].to(self.loc.device)
         c = self.stats_offset
         lam, mu0 = self.means_weight, self.means_prior - c
+        second = stats["obs_sq"] if ct in ("diag", "spherical") else torch.diagonal(stats["obs_outer"], dim1=-2, dim2=-1)
+        floor = stats_variance_floor(self.min_covar, self.var_floor, n.sum(), s1.sum(0), second.to(n.device).sum(0),
+                                     c, self.loc.dtype)
         with torch.no_grad():
             denom = lam + n
             safe = torch.where(denom > 0, denom, torch.ones_like(denom))
@@ -326,8 +342,8 @@ class Gaussian(Emission):
                 c_d = (self.covars_weight - 1.0).clamp_min(0.0)[:, None] + n[:, None]
                 var = (self.covars_prior + c_n) / c_d.clamp_min(1e-5)
                 if ct == "spherical":
-                    var = var.mean(1)
-                self.log_var.copy_(torch.log(var.clamp_min(max(self.min_covar, torch.finfo(var.dtype).tiny))))
+                    var, floor = var.mean(1), floor.mean()
+                self.log_var.copy_(torch.log(torch.maximum(var, floor.clamp_min(torch.finfo(var.dtype).tiny))))
             else:
                 q = stats["obs_outer"].to(self.loc.device)
                 sm = s1[:, :, None] * mu[:, None, :]
@@ -346,14 +362,15 @@ class Gaussian(Emission):
                     c_d = cvw + n.sum()
                     cov = (self.covars_prior + c_n.sum(0)) / torch.where(c_d > 0, c_d, torch.ones_like(c_d))
                     cov = torch.where(c_d > 0, cov, old)
-                cov = floor_covariance(cov, self.min_covar)
+                cov = floor_covariance(cov, floor)
                 self.scale_tril_raw.copy_(raw_from_covariance(cov, "covariance after m_step"))
             self.loc.copy_(mu + c)
 
     def initialize(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None, generator: Optional[torch.Generator] = None) -> None:
         """Means by k-means (k-means++ seeded with ``generator``) on the valid frames; covariances
-        as hmmlearn's ``_init``: the covariance of all valid frames plus ``min_covar * I``, the
-        same for every state (diag: its diagonal; spherical: the mean of its diagonal)."""
+        as hmmlearn's ``_init``: the covariance of all valid frames plus the variance floor
+        (``min_covar * I`` as hmmlearn, or ``diag(var_floor * data variance)``), the same for
+        every state (diag: its diagonal; spherical: the mean of its diagonal)."""
         x, mask = check_observations(x, self.dim, self.loc, mask)
         points = valid_points(x, mask).detach()
         if points.shape[0] < self.num_states:
@@ -361,7 +378,8 @@ class Gaussian(Emission):
                 f"initialize needs at least K == {self.num_states} valid frames; got {points.shape[0]}"
             )
         centroids, _ = kmeans(points, self.num_states, generator=generator)
-        cv = data_covariance(points, self.min_covar)
+        floor = variance_floor(self.min_covar, self.var_floor, points.mean(0), points.var(0, unbiased=False))
+        cv = data_covariance(points, floor)
         k = self.num_states
         covars = {
             "diag": torch.diagonal(cv).expand(k, -1),

@@ -41,6 +41,8 @@ from .covariance import (
     full_log_density,
     raw_from_covariance,
     scale_tril_from_raw,
+    stats_variance_floor,
+    variance_floor,
     weighted_outer_sum,
 )
 from .kmeans import kmeans
@@ -57,9 +59,13 @@ class GaussianMixture(Emission):
         weights: ``(K, M)`` non-negative, each row summing to 1; default uniform.
         means: ``(K, M, D)``; default zeros (call :meth:`initialize` or set them).
         covars: ``(K, M, D)`` (diag) or ``(K, M, D, D)`` (full); default identity.
-        min_covar: added to the diagonal of the data covariance in :meth:`initialize` (as
-            hmmlearn) and a floor on every variance (eigenvalue) after :meth:`m_step`
-            (a no-op unless a variance would fall below it).
+        min_covar, var_floor: the variance floor ``F``, as for
+            :class:`~pytorch_hmm.emissions.Gaussian`: by default (``min_covar=None``)
+            ``var_floor`` (1e-3) times the variance of the training frames in each dimension;
+            an explicit float is an absolute floor. ``F`` is added to the diagonal of the data
+            covariance in :meth:`initialize` and bounds the covariances from below after
+            :meth:`m_step` (a no-op unless a variance would fall below it; hmmlearn's GMMHMM
+            applies no floor in its M-step).
         weights_prior: Dirichlet parameters ``alpha`` broadcast to ``(K, M)`` (1 = none).
         means_prior, means_weight: Normal prior mean ``mu0`` (broadcast to ``(K, M, D)``)
             and precision weight ``lambda`` (broadcast to ``(K, M)``).
@@ -85,7 +91,8 @@ class GaussianMixture(Emission):
         weights=None,
         means=None,
         covars=None,
-        min_covar: float = 1e-3,
+        min_covar: Optional[float] = None,
+        var_floor: float = 1e-3,
         weights_prior=1.0,
         means_prior=0.0,
         means_weight=0.0,
@@ -101,7 +108,8 @@ class GaussianMixture(Emission):
         if covariance_type not in MIXTURE_COVARIANCE_TYPES:
             raise HMMValueError(f"covariance_type must be 'diag' or 'full' for GaussianMixture; got {covariance_type!r}")
         check_float_dtype(dtype)
-        min_covar = check_number(min_covar, "min_covar", minimum=0.0)
+        min_covar = None if min_covar is None else check_number(min_covar, "min_covar", minimum=0.0)
+        self.var_floor = check_number(var_floor, "var_floor", minimum=0.0, below=1.0)
         self.num_states, self.num_mixtures, self.dim = k, m, d
         self.covariance_type, self.min_covar = covariance_type, min_covar
         fk = dict(dtype=dtype, device=device)
@@ -331,7 +339,8 @@ class GaussianMixture(Emission):
           full: ``Sigma = (Psi^T + lambda (mu - mu0)(mu - mu0)^T + C) / (N_km + 1 + nu + D + 1)``
           with ``Psi = covars_prior``, ``nu = covars_weight``; a non-positive denominator keeps
           the old covariance;
-        * every variance (eigenvalue) is floored at ``min_covar``.
+        * the covariances are floored at ``F`` (see ``min_covar``): every variance (diag) or
+          ``Sigma >= F`` (full).
         """
         check_stats(stats, self._stat_keys(), type(self).__name__)
         d = self.dim
@@ -340,6 +349,9 @@ class GaussianMixture(Emission):
         s1 = stats["obs"].to(self.loc.device)
         c = self.stats_offset
         lam, mu0 = self.means_weight, self.means_prior - c  # everything shifted by c
+        second = stats["obs_sq"] if "obs_sq" in stats else torch.diagonal(stats["obs_outer"], dim1=-2, dim2=-1)
+        floor = stats_variance_floor(self.min_covar, self.var_floor, n_k.sum(), s1.reshape(-1, d).sum(0),
+                                     second.to(n_k.device).reshape(-1, d).sum(0), c, self.loc.dtype)
         with torch.no_grad():
             # weights
             am1 = self.weights_prior - 1.0
@@ -361,7 +373,7 @@ class GaussianMixture(Emission):
                 c_n = lam[..., None] * cm**2 + 2.0 * self.covars_weight + scatter
                 c_d = n_km[..., None] + 1.0 + 2.0 * (self.covars_prior + 1.0)
                 var = torch.where(c_d > 0, c_n / torch.where(c_d > 0, c_d, torch.ones_like(c_d)), self.covars)
-                self.log_var.copy_(torch.log(var.clamp_min(max(self.min_covar, torch.finfo(var.dtype).tiny))))
+                self.log_var.copy_(torch.log(torch.maximum(var, floor.clamp_min(torch.finfo(var.dtype).tiny))))
             else:
                 so = s1[..., :, None] * old_mu[..., None, :]
                 scatter = (
@@ -371,7 +383,7 @@ class GaussianMixture(Emission):
                 c_n = self.covars_prior.transpose(-1, -2) + lam[..., None, None] * cm[..., :, None] * cm[..., None, :] + scatter
                 c_d = (n_km + 1.0 + self.covars_weight + d + 1.0)[..., None, None]
                 cov = torch.where(c_d > 0, c_n / torch.where(c_d > 0, c_d, torch.ones_like(c_d)), self.covars)
-                cov = floor_covariance(cov, self.min_covar)
+                cov = floor_covariance(cov, floor)
                 self.scale_tril_raw.copy_(raw_from_covariance(cov, "covariance after m_step"))
             self.logits.copy_(torch.log(w))
             self.loc.copy_(mu + c)
@@ -384,8 +396,8 @@ class GaussianMixture(Emission):
         k-means with ``K`` clusters over the valid frames, then k-means with ``M`` clusters
         inside each cluster for that state's component means (a cluster with fewer than ``M``
         frames gets means drawn from ``N(mean of the K centroids, C)``); weights uniform; every
-        component's covariance ``C`` = covariance of all valid frames + ``min_covar * I``
-        (diag: its diagonal). All randomness comes from ``generator``.
+        component's covariance ``C`` = covariance of all valid frames + the variance floor
+        (``min_covar * I``, or ``diag(var_floor * data variance)``; diag: its diagonal). All randomness comes from ``generator``.
         """
         x, mask = check_observations(x, self.dim, self.loc, mask)
         points = valid_points(x, mask).detach()
@@ -393,7 +405,8 @@ class GaussianMixture(Emission):
         if points.shape[0] < k:
             raise HMMValueError(f"initialize needs at least K == {k} valid frames; got {points.shape[0]}")
         centroids, labels = kmeans(points, k, generator=generator)
-        cv = data_covariance(points, self.min_covar)
+        cv = data_covariance(points, variance_floor(self.min_covar, self.var_floor, points.mean(0),
+                                                    points.var(0, unbiased=False)))
         chol = torch.linalg.cholesky(cv)
         means = []
         for state in range(k):

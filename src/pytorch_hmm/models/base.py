@@ -12,7 +12,7 @@ from ..emissions.base import Emission
 from ..errors import HMMDimensionError, HMMTypeError
 from ..training.em import frozen_names, initialize_emission
 from ..validation import frame_mask
-from ..transitions.components import Final, Initial
+from ..transitions.components import Final, Initial, LearnedFinal
 from ..validation import check_stochastic
 
 # old-format state-dict keys (before components) -> new keys
@@ -104,8 +104,11 @@ class EmissionModel(nn.Module):
     # --- EM over components (used by fit_em) ---
 
     def em_parts(self) -> Dict[str, nn.Module]:
-        """The components EM may update, by the names ``frozen=`` takes."""
-        return {"init_probs": self.initial, "transitions": self.transition, "emission": self.emission}
+        """The components EM may update, by the names ``frozen=`` takes (``"final"`` with learned end probabilities)."""
+        parts = {"init_probs": self.initial, "transitions": self.transition, "emission": self.emission}
+        if getattr(getattr(self, "final", None), "learned", False):
+            parts["final"] = self.final
+        return parts
 
     def init_stats(self, frozen: Iterable[str] = ()) -> Dict[str, dict]:
         """Zero statistics of every component EM updates (not frozen, with a closed-form M-step)."""
@@ -150,12 +153,15 @@ def rename_old_keys(state_dict: dict, prefix: str) -> None:
 
 
 def as_final(final: Union[None, str, torch.Tensor, Final], num_states: int, dtype: torch.dtype) -> Optional[Final]:
-    """``final`` (``None``, ``"last"``, ``(K,)`` log weights or a :class:`Final`) as a ``Final`` or ``None``."""
+    """``final`` (``None``, ``"last"``, ``"learn"``, ``(K,)`` log weights or a :class:`Final`) as a ``Final`` or ``None``."""
     if final is None:
         return None
     if isinstance(final, str):
+        if final == "learn":
+            return LearnedFinal.uniform(num_states, dtype)
         if final != "last":
-            raise HMMTypeError(f"final must be None, 'last', a (K,) log-weight tensor or a Final; got {final!r}")
+            raise HMMTypeError(f"final must be None, 'last', a (K,) log-weight tensor or a Final; got {final!r} "
+                               f"(or 'learn': end probabilities learned by EM)")
         return Final.last(num_states, dtype)
     if isinstance(final, torch.Tensor):
         final = Final(final.to(dtype) if final.is_floating_point() else final)

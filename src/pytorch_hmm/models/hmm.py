@@ -13,7 +13,7 @@ from ..errors import HMMTypeError, HMMValueError
 from ..kernel import log_partition, marginals, posteriors, sample_paths, viterbi
 from ..training.em import fit_em
 from ..transitions import Banded, TransitionStructure, ergodic, left_to_right
-from ..transitions.components import (BandedTransitions, DenseTransitions, Final, Initial, TransitionComponent,
+from ..transitions.components import (BandedTransitions, DenseTransitions, Final, Initial, LearnedFinal, TransitionComponent,
                                       as_transition_component)
 from .hmmlearn_api import HmmlearnMethods
 from .base import EmissionModel, as_final, check_probs
@@ -40,7 +40,10 @@ class HMM(HmmlearnMethods, EmissionModel):
         initial: an :class:`~pytorch_hmm.transitions.Initial` or ``(K,)`` initial state
             probabilities; default uniform (dense, sparse) or state 0 (banded).
         final: end constraint: ``None`` (any state), ``"last"`` (the last state only), ``(K,)``
-            log weights or a :class:`~pytorch_hmm.transitions.Final`. ``sample`` ignores it.
+            log weights or a :class:`~pytorch_hmm.transitions.Final`; or end probabilities
+            learned by EM (pomegranate's ``ends``): ``"learn"`` (every state, initially ``1 / K``)
+            or a :class:`~pytorch_hmm.transitions.LearnedFinal`, with which each state's edges
+            carry its probability of going on (``(1 - e_i) A_ij``). ``sample`` ignores it.
         init_probs: the older name of ``initial`` (probabilities).
         startprob_prior, transmat_prior: Dirichlet priors of the initial and transition
             components (hmmlearn's names; a number or a tensor in the component's ``logits``
@@ -80,6 +83,12 @@ class HMM(HmmlearnMethods, EmissionModel):
         """The kernel's transition structure (``Dense``, ``Banded`` or ``Sparse``), from the transition component."""
         return self.transition.structure()
 
+    def _chain(self) -> TransitionStructure:
+        """The transitions the kernel runs on: ``transitions``, with learned end probabilities each
+        source row weighted by its state's probability of going on (:class:`LearnedFinal`)."""
+        s = self.transitions
+        return self.final.weigh_sources(s) if getattr(self.final, "learned", False) else s
+
     @property
     def log_final(self) -> Optional[torch.Tensor]:
         """``(K,)`` end log weights, or ``None`` without an end constraint."""
@@ -111,17 +120,17 @@ class HMM(HmmlearnMethods, EmissionModel):
         """``(B,)`` log p(x); ``-model(x, lengths).mean()`` is a training loss (a fresh
         emission is initialised from the first training batch, as ``fit`` does)."""
         self._initialize_for_gradient_training(x, lengths)
-        return log_partition(self.log_emissions(x, lengths), self.transitions, self.log_init, lengths, self.log_final)
+        return log_partition(self.log_emissions(x, lengths), self._chain(), self.log_init, lengths, self.log_final)
 
     @torch.no_grad()
     def posteriors(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
         """``(B, T, K)`` state posteriors (0 at padded frames)."""
-        return posteriors(self.log_emissions(x, lengths), self.transitions, self.log_init, lengths, self.log_final)
+        return posteriors(self.log_emissions(x, lengths), self._chain(), self.log_init, lengths, self.log_final)
 
     @torch.no_grad()
     def viterbi(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
         """Best state paths ``(B, T)`` (``-1`` at padding) and their log-scores ``(B,)``."""
-        return viterbi(self.log_emissions(x, lengths), self.transitions, self.log_init, lengths, self.log_final)
+        return viterbi(self.log_emissions(x, lengths), self._chain(), self.log_init, lengths, self.log_final)
 
     decode = viterbi
 
@@ -155,6 +164,7 @@ class HMM(HmmlearnMethods, EmissionModel):
                 than ``tol`` nats.
             verbose: show a progress bar with the log-likelihood.
             frozen: components to keep fixed: any of ``"init_probs"``, ``"transitions"``, ``"emission"``
+                (and ``"final"`` with learned end probabilities)
                 (one name may be passed as a string).
             initialize: run the emission's data-driven initialisation first (default: when the
                 emission says it needs one): ``True`` / ``"auto"`` initialises left-to-right models
@@ -181,8 +191,11 @@ class HMM(HmmlearnMethods, EmissionModel):
                    weights: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
         """Add one batch's statistics to ``stats`` (from :meth:`init_stats`), each sequence's scaled
         by its ``weights`` ``(B,)`` if given; returns ``(log-likelihoods (B,), posteriors (B, T, K))`` (unweighted)."""
-        log_z, gamma, xi = marginals(self.log_emissions(x, lengths), self.transitions, self.log_init, lengths, self.log_final)
-        self._accumulate_parts(stats, x, lengths, gamma, {"init_probs": gamma[:, 0], "transitions": xi}, weights)
+        log_z, gamma, xi = marginals(self.log_emissions(x, lengths), self._chain(), self.log_init, lengths, self.log_final)
+        counts = {"init_probs": gamma[:, 0], "transitions": xi}
+        if "final" in stats:
+            counts["final"] = LearnedFinal.counts(gamma, lengths)
+        self._accumulate_parts(stats, x, lengths, gamma, counts, weights)
         return log_z, gamma
 
 

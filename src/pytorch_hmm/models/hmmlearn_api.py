@@ -109,7 +109,7 @@ class HmmlearnMethods:
 
         x, lens = self._concatenated(X, lengths)
         with torch.no_grad():
-            log_z, gamma = forward_backward(self.log_emissions(x, lens), self.transitions, self.log_init, lens, self.log_final)
+            log_z, gamma = forward_backward(self.log_emissions(x, lens), self._chain(), self.log_init, lens, self.log_final)
         return float(log_z.double().sum()), _unpad(gamma, lens)
 
     def predict(self, X, lengths: Optional[Sequence[int]] = None) -> torch.Tensor:
@@ -130,7 +130,10 @@ class HmmlearnMethods:
         """Free parameters, counted as hmmlearn counts them (module docstring)."""
         k = self.num_states
         allowed = torch.isfinite(self.transition.dense_log_probs().detach()).sum(-1)
-        return int(k - 1 + (allowed - 1).clamp(min=0).sum()) + _emission_parameters(self.emission)
+        ends = 0  # learned end probabilities: one free parameter per state that may both end and go on
+        if getattr(self.final, "learned", False):
+            ends = int(torch.isfinite(self.final.log_probs.detach()).all(-1).sum())
+        return int(k - 1 + (allowed - 1).clamp(min=0).sum()) + ends + _emission_parameters(self.emission)
 
     def aic(self, X, lengths: Optional[Sequence[int]] = None) -> float:
         """Akaike information criterion ``-2 log L + 2 p`` (hmmlearn's ``aic``)."""

@@ -32,7 +32,7 @@ from ..emissions import Categorical, Gaussian, GaussianMixture
 from ..errors import HMMTypeError, HMMValueError
 from ..transitions import Banded, Dense, Sparse
 from ..transitions.components import (BandedTransitions, DenseTransitions, Final, FixedTransitions, Initial,
-                                      SparseTransitions)
+                                      LearnedFinal, SparseTransitions)
 from .hmm import HMM
 from .hsmm import HSMM
 from .layer import HMMLayer
@@ -138,7 +138,7 @@ def _build_mixture_hmm(config: dict, state: State, prefix: str) -> nn.Module:
     emission, transition, initial, final = _hmm_parts(config, state, prefix)
     model = MixtureGaussianHMM(emission.num_states, emission.num_mixtures, emission.dim, emission.covariance_type,
                                transitions=transition, init_probs=initial, final=final, dtype=emission.means.dtype,
-                               min_covar=emission.min_covar)
+                               min_covar=emission.min_covar, var_floor=emission.var_floor)
     model.emission = emission  # the saved emission (same settings, its own priors)
     return model
 
@@ -171,12 +171,13 @@ def _build_fixed(config: dict, state: State, prefix: str) -> nn.Module:
 
 def _gaussian_config(e: Gaussian) -> dict:
     return {"num_states": e.num_states, "dim": e.dim, "covariance_type": e.covariance_type, "min_covar": e.min_covar,
-            "dtype": _dtype_name(e)}
+            "var_floor": e.var_floor, "dtype": _dtype_name(e)}
 
 
 def _mixture_config(e: GaussianMixture) -> dict:
     return {"num_states": e.num_states, "num_mixtures": e.num_mixtures, "dim": e.dim,
-            "covariance_type": e.covariance_type, "min_covar": e.min_covar, "dtype": _dtype_name(e)}
+            "covariance_type": e.covariance_type, "min_covar": e.min_covar, "var_floor": e.var_floor,
+            "dtype": _dtype_name(e)}
 
 
 def _categorical_config(e: Categorical) -> dict:
@@ -227,6 +228,7 @@ def _registry() -> Tuple[dict, dict, dict]:
         Categorical: ("Categorical", _categorical_config, _build_categorical),
         Initial: ("Initial", no_settings, lambda c, s, p: Initial(_saved_table(s, p))),
         Final: ("Final", no_settings, lambda c, s, p: Final(s[p + "log_weights"])),
+        LearnedFinal: ("LearnedFinal", no_settings, lambda c, s, p: LearnedFinal(_saved_table(s, p).log_softmax(-1)[:, 1])),
         DenseTransitions: ("DenseTransitions", no_settings, lambda c, s, p: DenseTransitions(_saved_table(s, p), exists=s[p + "exists"])),
         BandedTransitions: ("BandedTransitions", no_settings, lambda c, s, p: BandedTransitions(_saved_table(s, p))),
         SparseTransitions: ("SparseTransitions", no_settings,

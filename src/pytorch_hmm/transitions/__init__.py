@@ -3,8 +3,8 @@
 from .builders import ergodic, left_to_right
 from .storage import Banded, Dense, Sparse, TransitionStructure
 from .components import (BandedTransitions, Component, DenseTransitions, Final, FixedTransitions, Initial,
-                         SparseTransitions, TransitionComponent, as_transition_component)
+                         LearnedFinal, SparseTransitions, TransitionComponent, as_transition_component)
 
 __all__ = ["TransitionStructure", "Dense", "Banded", "Sparse", "ergodic", "left_to_right"]
 __all__ += ["Component", "Initial", "TransitionComponent", "DenseTransitions", "BandedTransitions",
-            "SparseTransitions", "FixedTransitions", "Final", "as_transition_component"]
+            "SparseTransitions", "FixedTransitions", "Final", "LearnedFinal", "as_transition_component"]

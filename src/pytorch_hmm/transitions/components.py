@@ -9,7 +9,8 @@ A model composes components and only builds the kernel's potentials from them:
   :class:`FixedTransitions` (any structure, batched or time-varying included, as fixed
   potentials);
 * :class:`Final` gives the end constraint ``log_final`` ``(K,)`` (e.g. forced alignment must
-  end in the last state).
+  end in the last state); :class:`LearnedFinal` gives end probabilities learned by EM
+  (pomegranate's ``ends``).
 
 The learned components follow the statistics protocol of the emissions
 (:mod:`pytorch_hmm.emissions.base`): ``init_stats()`` returns a dict of zero tensors,
@@ -53,7 +54,7 @@ from .storage import Banded, Dense, Sparse, TransitionStructure
 
 __all__ = [
     "Stats", "Component", "Initial", "TransitionComponent", "DenseTransitions", "BandedTransitions",
-    "SparseTransitions", "FixedTransitions", "Final",
+    "SparseTransitions", "FixedTransitions", "Final", "LearnedFinal",
 ]
 
 Stats = Dict[str, torch.Tensor]
@@ -436,6 +437,8 @@ class Final(nn.Module):
     ``Final.last(K)`` allows only the last state (forced alignment); zeros allow every state.
     """
 
+    learned = False  # a fixed constraint; LearnedFinal is the learned one
+
     def __init__(self, log_weights: torch.Tensor) -> None:
         super().__init__()
         _float_table(log_weights, "log_final", "(K,)")
@@ -457,6 +460,90 @@ class Final(nn.Module):
 
     def extra_repr(self) -> str:
         return f"num_states={self.num_states}"
+
+
+class LearnedFinal(Final, Component):
+    """End probabilities learned by EM, in pomegranate's semantics (its ``ends``).
+
+    After each frame a chain in state ``i`` ends the sequence with probability ``e_i`` or goes on
+    with probability ``1 - e_i`` by the transition component's row ``A_i`` (normalised on its
+    own): the kernel's transitions are ``(1 - e_i) A_ij`` and its end weights ``e_i``, so
+    ``p(x_{1:T}, length T)`` is a distribution over sequences of every length. pomegranate
+    keeps the product as one table whose rows and end probability sum to 1 together
+    (``edges_ij + ends_i = 1``); here ``edges_ij = (1 - e_i) A_ij``, the same model.
+
+    Args:
+        log_end_probs: ``(K,)`` log end probabilities ``log e_i <= 0`` (``-inf``: never ends
+            there; ``0``: always ends there, never goes on).
+
+    Parameters: ``logits`` ``(K, 2)``, per state ``[go on, end]``, normalised per row.
+    Statistics: ``accumulate(stats, counts)`` with ``(..., K, 2)`` counts: per state, the
+    expected frames it is left by a transition (its posterior summed over all frames but the
+    last) and the posterior at the last frame; ``m_step`` sets ``e_i = ends_i / (ends_i +
+    departures_i)``, pomegranate's update. ``log_weights`` (``log e``) is ``log_final``.
+    """
+
+    learned = True
+
+    def __init__(self, log_end_probs: torch.Tensor) -> None:
+        _float_table(log_end_probs, "LearnedFinal log_end_probs", "(K,)")
+        if log_end_probs.ndim != 1 or log_end_probs.shape[0] < 1:
+            raise HMMDimensionError(f"LearnedFinal log_end_probs must be (K,); got {tuple(log_end_probs.shape)}",
+                                    expected_shape=("K",), actual_shape=log_end_probs.shape)
+        _check_some_state(log_end_probs, "LearnedFinal log_end_probs", "end")
+        if not log_end_probs.is_meta and bool((log_end_probs > 0).any()):
+            raise HMMValueError("LearnedFinal log_end_probs must be log-probabilities <= 0 (each state's probability of "
+                                f"ending the sequence); got max {log_end_probs.max().item():g}")
+        end = log_end_probs.detach()
+        go_on = torch.log1p(-end.exp().clamp(max=1.0))  # log(1 - e); -inf where e == 1
+        Component.__init__(self, torch.stack([go_on, end], -1))
+
+    @classmethod
+    def uniform(cls, num_states: int, dtype: torch.dtype = torch.float32, device=None) -> "LearnedFinal":
+        """Every state ends with probability ``1 / K`` (pomegranate's default ``ends``)."""
+        return cls(torch.full((num_states,), -math.log(num_states), dtype=dtype, device=device))
+
+    @classmethod
+    def last(cls, num_states: int, dtype: torch.dtype = torch.float32, device=None, end_prob: float = 0.5) -> "LearnedFinal":
+        """Only the last state may end a sequence, with a learned probability (initially ``end_prob``)."""
+        w = torch.full((num_states,), -math.inf, dtype=dtype, device=device)
+        w[-1] = math.log(end_prob)
+        return cls(w)
+
+    @property
+    def log_weights(self) -> torch.Tensor:
+        """``(K,)`` log end probabilities ``log e`` (the kernel's ``log_final``)."""
+        return self.log_probs[:, 1]
+
+    @property
+    def log_continue(self) -> torch.Tensor:
+        """``(K,)`` ``log(1 - e)``: each state's log-probability of going on after a frame."""
+        return self.log_probs[:, 0]
+
+    @property
+    def end_probs(self) -> torch.Tensor:
+        return self.log_weights.exp()
+
+    def weigh_sources(self, structure: TransitionStructure) -> TransitionStructure:
+        """``structure`` with every edge out of state ``i`` weighted by ``1 - e_i`` (any storage and layout)."""
+        c = self.log_continue.to(structure.log_probs.dtype)
+        if isinstance(structure, Sparse):
+            pred = structure.predecessors
+            add = c[pred.clamp(min=0)].masked_fill(pred < 0, 0.0)
+            if structure.time_varying and add.ndim == 3:  # batched (B, K, P) graph, (B, T-1, K, P) weights
+                add = add.unsqueeze(1)
+            return Sparse(pred, structure.log_probs + add)
+        return type(structure)(structure.log_probs + c[:, None])
+
+    @staticmethod
+    def counts(posteriors: torch.Tensor, lengths: Optional[torch.Tensor]) -> torch.Tensor:
+        """``(B, K, 2)`` counts from state posteriors ``(B, T, K)`` (0 at padded frames): per
+        state, the frames it is left by a transition and the posterior at each sequence's last frame."""
+        b, t = posteriors.shape[:2]
+        last = torch.full((b,), t - 1, device=posteriors.device) if lengths is None else \
+            torch.as_tensor(lengths, device=posteriors.device).long() - 1
+        at_end = posteriors[torch.arange(b, device=posteriors.device), last]
+        return torch.stack([posteriors.sum(1) - at_end, at_end], -1)
 
 
 def as_transition_component(spec: object, num_states: int, dtype: torch.dtype) -> TransitionComponent:
