@@ -16,7 +16,8 @@ README = (ROOT / "README.md").read_text()
 
 MARKED = re.compile(r"<!-- readme-test: ([\w-]+) -->\n```(\w+)\n(.*?)\n```", flags=re.S)
 BLOCKS = {"main": "bash", "demo": "bash", "tests": "bash", "kernel": "python", "models": "python", "hsmm": "python",
-          "alignment": "python", "graphs": "python", "metrics": "python", "speech": "python", "forced": "bash"}
+          "alignment": "python", "graphs": "python", "metrics": "python", "speech": "python", "forced": "bash",
+          "peers": "python"}
 
 
 def _block(name: str) -> str:
@@ -194,3 +195,27 @@ def test_forced_alignment_commands_run(tmp_path):
         assert (tmp_path / "aligned" / "awb" / f"{name}.TextGrid").is_file()
         assert (tmp_path / "aligned" / "awb" / f"{name}.json").is_file()
     assert (tmp_path / "aligned" / "words.ctm").is_file() and (tmp_path / "model.pt").is_file()
+
+
+def test_peers_example_runs():
+    """The conventions block: hmmlearn's layout, librosa's band as ours, CTC batch-first."""
+    import librosa
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    scope = _run_block("peers")
+    model, X, lengths = scope["model"], scope["X"], scope["lengths"]
+    hmmlearn = __import__("pytest").importorskip("hmmlearn.hmm")
+    ref = hmmlearn.GaussianHMM(2, "diag", init_params="")
+    ref.startprob_, ref.transmat_ = model.startprob_, model.transmat_
+    ref.means_, ref.covars_ = model.means_, model.covars_
+    assert abs(scope["model"].score(X, lengths) - ref.score(X, lengths)) < 1e-8
+    assert np.abs(model.predict_proba(X, lengths).numpy() - ref.predict_proba(X, lengths)).max() < 1e-8
+    x, y = scope["x"][0].numpy(), scope["y"][0].numpy()
+    cost = np.sqrt(((x[:, None] - y[None]) ** 2).sum(-1))
+    d, _ = librosa.sequence.dtw(C=cost, band_rad=0.25, global_constraints=True)
+    assert abs(float(scope["r"].cost[0]) - d[-1, -1]) < 1e-9
+    want = F.ctc_loss(scope["log_probs"].transpose(0, 1), torch.tensor([[1, 2], [3, 3]]), torch.tensor([30, 20]),
+                      torch.tensor([2, 2]))
+    assert abs(float(scope["loss"]) - float(want)) < 1e-5
