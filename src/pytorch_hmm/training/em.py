@@ -62,13 +62,21 @@ def _run(model, batches, frozen, max_iter, tol, verbose, initialize, generator, 
     bar = tqdm(total=max_iter, desc="EM", disable=not verbose, leave=False)
     try:
         while not monitor.converged:
+            log_prior = _log_prior(model)  # of the parameters the E-step below scores
             total = _iteration(model, batches, frozen, weights)
-            monitor.report(total)
+            monitor.report(total, log_prior)
             bar.update(1)
             bar.set_postfix(log_likelihood=f"{total:.4f}", gain=f"{monitor.gain:.2e}")
     finally:
         bar.close()
     return monitor.history
+
+
+def _log_prior(model) -> float:
+    """Sum of the components' Dirichlet log-priors (0 without priors): with them EM raises the
+    log posterior, not the log-likelihood, so the monitor checks the sum."""
+    parts = model.em_parts().values() if hasattr(model, "em_parts") else ()
+    return sum(part.log_prior() for part in parts if hasattr(part, "log_prior"))
 
 
 def _iteration(model, batches, frozen, weights=None) -> float:

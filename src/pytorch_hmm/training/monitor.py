@@ -25,18 +25,23 @@ class ConvergenceMonitor:
         self.max_iter = max_iter
         self.history: List[float] = []
 
-    def report(self, log_likelihood: float) -> None:
+    def report(self, log_likelihood: float, log_prior: float = 0.0) -> None:
+        """Record an iteration's ``log_likelihood``; warn if the EM objective (``log_likelihood +
+        log_prior``, the log posterior up to a constant when the model has priors) fell."""
+        objective = log_likelihood + log_prior
         if self.history:
-            previous = self.history[-1]
-            drop = previous - log_likelihood
+            previous = self._objective
+            drop = previous - objective
             if drop > 1e-5 * max(1.0, abs(previous)):  # more than float32 rounding of a total
+                what = "log-likelihood" if log_prior == 0.0 else "objective (log-likelihood + Dirichlet log-prior)"
                 warnings.warn(
-                    f"EM log-likelihood decreased from {previous:.6f} to {log_likelihood:.6f} "
+                    f"EM {what} decreased from {previous:.6f} to {objective:.6f} "
                     f"at iteration {len(self.history) + 1}",
                     ConvergenceWarning,
                     stacklevel=3,
                 )
         self.history.append(log_likelihood)
+        self._objective = objective
 
     @property
     def converged(self) -> bool:

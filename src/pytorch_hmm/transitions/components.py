@@ -160,6 +160,18 @@ class Component(nn.Module):
     def _refresh_exists(self, state_dict, prefix: str) -> None:
         """Hook for components whose ``exists`` follows a loaded buffer (the predecessors of a sparse graph)."""
 
+    @torch.no_grad()
+    def log_prior(self) -> float:
+        """Unnormalised Dirichlet log-density ``sum (alpha - 1) log p`` of the current parameters
+        (0 without a prior), over entries with ``p > 0``: the MAP M-step raises ``log p(x) +
+        log_prior()``, which the EM monitor checks. Entries at ``p = 0`` (where ``alpha < 1``
+        drove them) are left out, where the density is unbounded."""
+        if self.prior is None:
+            return 0.0
+        logp = self.log_probs
+        use = self.exists & torch.isfinite(logp) & (self.prior != 1)
+        return float(((self.prior - 1.0) * logp).masked_fill(~use, 0.0).double().sum())
+
     def _group_totals(self, counts: torch.Tensor) -> torch.Tensor:
         """The total count of each entry's group, broadcast to ``counts``' shape."""
         return counts.sum(-1, keepdim=True).expand_as(counts)
