@@ -47,7 +47,7 @@ from .covariance import (
     variance_floor,
     stats_variance_floor,
 )
-from .kmeans import kmeans
+from .kmeans import canonical_order, kmeans
 
 COVARIANCE_TYPES = ("diag", "full", "spherical", "tied")
 
@@ -367,12 +367,17 @@ class Gaussian(Emission):
             self.loc.copy_(mu + c)
 
     def initialize(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None, generator: Optional[torch.Generator] = None) -> None:
-        """Means by k-means (k-means++ seeded with ``generator``) on the valid frames; covariances
-        as hmmlearn's ``_init``: the covariance of all valid frames plus the variance floor
+        """Means by k-means (:func:`.kmeans`: k-means++ seeded with ``generator``, the best of
+        its default 10 restarts as hmmlearn's ``_init``) on the valid frames; covariances as
+        hmmlearn's ``_init``: the covariance of all valid frames plus the variance floor
         (``min_covar * I`` as hmmlearn, or ``diag(var_floor * data variance)``), the same for
-        every state (diag: its diagonal; spherical: the mean of its diagonal)."""
+        every state (diag: its diagonal; spherical: the mean of its diagonal).
+
+        The frames are taken in a canonical order (:func:`.canonical_order`), so the result
+        is bitwise the same whatever the order of the sequences and frames."""
         x, mask = check_observations(x, self.dim, self.loc, mask)
         points = valid_points(x, mask).detach()
+        points = points[canonical_order(points)] + 0.0  # + 0.0: -0.0 as 0.0
         if points.shape[0] < self.num_states:
             raise HMMValueError(
                 f"initialize needs at least K == {self.num_states} valid frames; got {points.shape[0]}"

@@ -1,8 +1,10 @@
-"""k-means clustering (k-means++ seeding, Lloyd iterations) for initialising emissions.
+"""k-means clustering (k-means++ seeding, Lloyd iterations, restarts) for initialising emissions.
 
 Vectorised over points: each iteration is one ``(N, k)`` distance matrix, one ``argmin`` and
 one ``index_add``. Deterministic for a given ``torch.Generator`` (all randomness comes from
-it; ties go to the lowest index).
+it; ties go to the lowest index), and independent of the order of the points: they are
+clustered in a canonical order (rows sorted lexicographically), so a permuted corpus gives
+bitwise the same centroids for the same generator seed.
 """
 
 from __future__ import annotations
@@ -14,12 +16,17 @@ import torch
 from ..errors import HMMDimensionError, HMMDtypeError, HMMValueError
 from ..validation import check_count, check_tensor
 
+#: Default number of k-means++ restarts: hmmlearn 0.3.3's ``GaussianHMM._init`` and
+#: ``GMMHMM._init`` pass ``n_init=10`` to sklearn's ``KMeans``.
+DEFAULT_N_INIT = 10
+
 
 def kmeans(
     x: torch.Tensor,
     k: int,
     generator: Optional[torch.Generator] = None,
     iters: int = 100,
+    n_init: int = DEFAULT_N_INIT,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Cluster the rows of ``x`` into ``k`` groups.
 
@@ -28,17 +35,26 @@ def kmeans(
     iterations then alternate assignment and centroid update until the assignment stops
     changing or ``iters`` iterations have run. A cluster that becomes empty is re-seeded at
     the point farthest from its current centre (distinct points for several empty clusters).
+    This runs ``n_init`` times (each seeding drawn from ``generator`` in turn, run ``r``
+    right after run ``r - 1``) and the run with the lowest inertia (sum of squared distances
+    to the nearest centroid; the first on ties) is kept. The default 10 is what hmmlearn
+    0.3.3's ``GaussianHMM`` and ``GMMHMM`` pass to sklearn's ``KMeans``.
+
+    The points are clustered in a canonical order (rows sorted lexicographically, ``-0.0``
+    read as ``0.0``), so the result does not depend on their order: permuting the rows of
+    ``x`` permutes ``labels`` the same way and leaves ``centroids`` bitwise unchanged.
 
     Args:
         x: ``(N, D)`` float32/float64 points, finite, ``N >= k``.
         k: number of clusters (positive int).
         generator: source of randomness for the seeding; ``None`` uses torch's global RNG.
             A generator on another device than ``x`` is fine (draws happen on its device).
-        iters: maximum number of Lloyd iterations (non-negative int).
+        iters: maximum number of Lloyd iterations per run (non-negative int).
+        n_init: number of k-means++ restarts (positive int).
 
     Returns:
-        ``(centroids (k, D), labels (N,) int64)``, labels in ``0..k-1``, centroids in the
-        dtype and on the device of ``x``.
+        ``(centroids (k, D), labels (N,) int64)``, labels in ``0..k-1`` in the order of the
+        rows of ``x``, centroids in the dtype and on the device of ``x``.
     """
     check_tensor(x, "x", "(N, D)")
     if x.ndim != 2:
@@ -50,27 +66,55 @@ def kmeans(
     check_count(k, "k")
     if isinstance(iters, bool) or not isinstance(iters, int) or iters < 0:
         raise HMMValueError(f"iters must be a non-negative int; got {iters!r}")
+    n_init = check_count(n_init, "n_init")
     n = x.shape[0]
     if n < k:
         raise HMMValueError(f"kmeans needs at least k == {k} points; got N == {n}")
     if not bool(torch.isfinite(x).all()):
         raise HMMValueError("x must be finite; got NaN or infinite values")
 
+    order = canonical_order(x)
+    xs = x[order] + 0.0  # + 0.0 maps -0.0 to 0.0, which the sort cannot tell apart
     # k-means is invariant to a shift and a common scale: cluster (x - mean) / scale, whose
     # squared distances cannot overflow (|x| ~ 1e20 gave inf - inf = NaN weights) or vanish
-    mean = x.mean(0)
-    scale = (x - mean).abs().amax()
+    mean = xs.mean(0)
+    scale = (xs - mean).abs().amax()
     scale = torch.where(scale > 0, scale, torch.ones_like(scale))
-    z = (x - mean) / scale
-    centroids = _plus_plus_seeds(z, k, generator)
-    labels = _sq_dist(z, centroids).argmin(dim=1)
+    z = (xs - mean) / scale
+    best = None
+    for _ in range(n_init):
+        centroids, labels, inertia = _lloyd(z, _plus_plus_seeds(z, k, generator), k, iters)
+        if best is None or inertia < best[2]:
+            best = (centroids, labels, inertia)
+    centroids, labels_sorted, _ = best
+    labels = torch.empty_like(labels_sorted).scatter_(0, order, labels_sorted)
+    return centroids * scale + mean, labels
+
+
+def canonical_order(x: torch.Tensor) -> torch.Tensor:
+    """``(N,)`` int64 permutation sorting the rows of ``x`` ``(N, D)`` lexicographically
+    (first column first); equal rows keep their relative order, so ``x[order]`` does not
+    depend on the order of the rows of ``x`` (up to ``-0.0 == 0.0``)."""
+    order = torch.arange(x.shape[0], device=x.device)
+    for j in range(x.shape[1] - 1, -1, -1):  # least significant column first, stable sorts
+        order = order[torch.sort(x[order, j], stable=True).indices]
+    return order
+
+
+def _lloyd(z: torch.Tensor, centroids: torch.Tensor, k: int, iters: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Lloyd iterations from ``centroids``: ``(centroids, labels, inertia)`` (labels consistent
+    with the returned centroids, inertia their sum of squared distances, a 0-d tensor)."""
+    dist = _sq_dist(z, centroids)
+    labels = dist.argmin(dim=1)
     for _ in range(iters):
-        centroids = _update(z, labels, centroids, k)
-        new_labels = _sq_dist(z, centroids).argmin(dim=1)
+        new_centroids = _update(z, labels, centroids, k)
+        new_dist = _sq_dist(z, new_centroids)
+        new_labels = new_dist.argmin(dim=1)
+        centroids, dist = new_centroids, new_dist
         if torch.equal(new_labels, labels):
             break
         labels = new_labels
-    return centroids * scale + mean, labels
+    return centroids, labels, dist.gather(1, labels[:, None]).sum()
 
 
 def _sq_dist(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
@@ -113,4 +157,4 @@ def _update(x: torch.Tensor, labels: torch.Tensor, old: torch.Tensor, k: int) ->
     return centroids
 
 
-__all__ = ["kmeans"]
+__all__ = ["DEFAULT_N_INIT", "canonical_order", "kmeans"]
