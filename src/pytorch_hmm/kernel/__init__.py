@@ -1,7 +1,8 @@
 """The shared log-space kernels (chain and semi-Markov segment): the only place in pytorch_hmm with a loop over time."""
 
 from .chain import expected_transitions, forward_backward, log_partition, marginals, posteriors, viterbi
-from .sampling import sample_paths, sample_segments
+from .paths import entropy, viterbi_k
+from .sampling import sample_paths, sample_posterior, sample_segments
 from .steps import chain_step, forward_step, viterbi_step
 from .segment import (
     SemiMarkovMarginals,
@@ -12,6 +13,7 @@ from .segment import (
 )
 
 __all__ = ["log_partition", "posteriors", "expected_transitions", "forward_backward", "marginals", "viterbi", "sample_paths", "sample_segments",
+           "entropy", "viterbi_k", "sample_posterior",
            "forward_step", "viterbi_step", "chain_step",
            "semi_markov_log_partition", "semi_markov_posteriors", "semi_markov_marginals", "semi_markov_viterbi",
            "SemiMarkovMarginals"]

@@ -1,4 +1,5 @@
-"""Ancestral sampling of state paths from a Markov chain (used by models' ``sample``)."""
+"""Sampling state paths: from the chain itself (ancestral sampling, used by models' ``sample``)
+and from the posterior given observations (forward filtering, backward sampling)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ from typing import Optional, Union
 import torch
 
 from ..errors import HMMValueError
+from ..threads import sized_by_scores
 from ..transitions import TransitionStructure
 from ..validation import check_count
-from .inputs import as_structure
+from .inputs import ChainProblem, LengthsLike, as_structure, prepare
 from .storages import as_steps, ops_for
 
 
@@ -56,6 +58,69 @@ def sample_paths(
         state = dest[rows, state, move]
         path.append(state)
     return torch.stack(path, dim=1)
+
+
+@sized_by_scores
+def sample_posterior(
+    log_emissions: torch.Tensor,
+    transitions: Union[TransitionStructure, torch.Tensor],
+    log_init: torch.Tensor,
+    num_samples: int,
+    lengths: LengthsLike = None,
+    log_final: Optional[torch.Tensor] = None,
+    generator: Optional[torch.Generator] = None,
+    *,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """Draw ``(num_samples, B, T)`` int64 state paths from p(path | x) of each sequence.
+
+    Forward filtering, backward sampling: the scaled forward messages of the chosen backend's
+    forward pass, then one PyTorch loop back over time drawing ``z_{L-1}`` from
+    ``alpha_{L-1} + final`` and ``z_t`` from ``alpha_t(i) + A_t[i -> z_{t+1}]`` (Gumbel-max:
+    moves of probability 0 are never drawn; sparse parallel edges add). ``-1`` at padded frames
+    and for infeasible sequences (no path with a finite score).
+    """
+    from .chain import _log_z, _loops  # (chain imports the storages this module shares: import late)
+
+    check_count(num_samples, "num_samples")
+    p = prepare(log_emissions, transitions, log_init, lengths, log_final)
+    loops = _loops(p, backend)
+    with torch.no_grad():
+        q = p.detached()
+        alpha, log_norm = loops.forward(q)
+        feasible = torch.isfinite(_log_z(q, alpha, log_norm))
+        return _backward_sample(q, alpha, feasible, num_samples, generator)
+
+
+def _gumbel_argmax(logits: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
+    """One category per row of unnormalised ``logits`` (``-inf``: never drawn), by the Gumbel-max trick."""
+    u = torch.rand(logits.shape, generator=generator, dtype=logits.dtype, device=logits.device)
+    return (logits - torch.log(-torch.log(u))).argmax(-1)  # u == 0 gives -inf noise, never +inf
+
+
+def _backward_sample(p: ChainProblem, alpha: torch.Tensor, feasible: torch.Tensor, n: int,
+                     generator: Optional[torch.Generator]) -> torch.Tensor:
+    """``(n, B, T)`` paths from the scaled forward scores ``alpha`` ``(B, T, K)``: the backward sampling loop."""
+    bsz, t_max, k = p.shape
+    table, source = p.ops.incoming(p.trans, p.index)  # (B', S, K, X), (B'', K, X): j's x-th move comes from source[j, x]
+    width = table.shape[-1]
+    source = source.expand(bsz, k, width)
+    item = torch.arange(bsz, device=alpha.device).expand(n, bsz)
+    last = p.lengths - 1
+    state = torch.zeros((n, bsz), dtype=torch.long, device=alpha.device)
+    paths = torch.full((n, bsz, t_max), -1, dtype=torch.long, device=alpha.device)
+    for t in range(t_max - 1, -1, -1):
+        first = _gumbel_argmax((alpha[:, t] + p.final).expand(n, bsz, k), generator)
+        if t < t_max - 1:  # z_t given z_{t+1} = state, through the step t -> t + 1
+            moves = table[:, t if p.time_varying else 0].expand(bsz, k, width)[item, state]  # (n, B, X)
+            sources = source[item, state]
+            scores = alpha[:, t][item.unsqueeze(-1), sources.clamp(min=0)] + moves
+            scores = scores.masked_fill(sources < 0, float("-inf"))
+            back = sources.gather(-1, _gumbel_argmax(scores, generator).unsqueeze(-1)).squeeze(-1)
+            state = torch.where(t < last, back, state)
+        state = torch.where(t == last, first, state)
+        paths[:, :, t] = torch.where(t <= last, state, -1)
+    return paths.masked_fill(~feasible[None, :, None], -1)
 
 
 def sample_segments(

@@ -9,7 +9,9 @@ kernel goes through it:
 * ``forward_steps`` / ``backward_steps``: step tables (:mod:`.steps`) for one semiring;
 * ``edge_marginals``: expected transition counts in the storage's own shape;
 * ``numba_forward`` / ``numba_backward`` / ``numba_viterbi``: the compiled loops;
-* ``outgoing``: each state's outgoing moves ``(log-probs, destination)``, for sampling.
+* ``outgoing``: each state's outgoing moves ``(log-probs, destination)``, for sampling;
+* ``incoming``: each state's incoming moves ``(log-probs, source)``, for posterior sampling and
+  k-best Viterbi (:mod:`.paths`).
 
 Canonical step tables are ``(B', S, K, X)``: ``B'`` in ``{1, B}``, ``S`` = 1 (static) or
 ``T - 1`` (time-varying), ``X`` = ``K`` (dense), ``W`` (banded) or ``P`` (sparse).
@@ -90,6 +92,11 @@ class StorageOps:
         """``(table (B', S, K, Y), dest (B'', K, Y))``: state ``i``'s ``y``-th move goes to ``dest[i, y]``."""
         raise NotImplementedError
 
+    def incoming(self, trans: torch.Tensor, index: Optional[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(table (B', S, K, X), source (B'', K, X))``: state ``j``'s ``x``-th incoming move comes from
+        ``source[j, x]`` (``-1``: no move; its table entry is ``-inf``) with log-prob ``table[.., j, x]``."""
+        raise NotImplementedError
+
     def numba_forward(self, p, alpha, log_norm) -> None:
         raise NotImplementedError
 
@@ -121,6 +128,10 @@ class DenseOps(StorageOps):
     def outgoing(self, trans, index):
         k = trans.shape[-1]
         return trans, torch.arange(k, device=trans.device).expand(1, k, k)
+
+    def incoming(self, trans, index):
+        k = trans.shape[-1]
+        return trans.transpose(-1, -2), torch.arange(k, device=trans.device).expand(1, k, k)
 
     def numba_forward(self, p, alpha, log_norm):
         from . import numba_loops as nl
@@ -168,6 +179,10 @@ class BandedOps(StorageOps):
         k, w = trans.shape[-2:]
         dest = torch.arange(k, device=trans.device)[:, None] + torch.arange(w, device=trans.device)
         return trans, dest.clamp(max=k - 1).unsqueeze(0)  # moves past the last state have probability 0
+
+    def incoming(self, trans, index):
+        k, w = trans.shape[-2:]
+        return banded_by_destination(trans), window_sources(k, w, ahead=False, device=trans.device)
 
     def numba_forward(self, p, alpha, log_norm):
         from . import numba_loops as nl
@@ -230,6 +245,9 @@ class SparseOps(StorageOps):
 
     def outgoing(self, trans, index):
         return self._by_source(trans, index)
+
+    def incoming(self, trans, index):
+        return trans, index
 
     def numba_forward(self, p, alpha, log_norm):
         from . import numba_loops as nl
