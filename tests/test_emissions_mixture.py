@@ -354,8 +354,8 @@ def test_sample_mean():
 
 
 def test_error_covariance_type():
-    with pytest.raises(HMMValueError, match=r"covariance_type must be 'diag' or 'full' for GaussianMixture; got 'tied'"):
-        GaussianMixture(K, M, D, "tied")
+    with pytest.raises(HMMValueError, match=r"covariance_type must be 'diag', 'full', 'spherical' or 'tied' for GaussianMixture; got 'banded'"):
+        GaussianMixture(K, M, D, "banded")
 
 
 def test_error_num_mixtures():

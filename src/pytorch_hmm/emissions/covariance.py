@@ -201,3 +201,25 @@ def data_covariance(points: torch.Tensor, min_covar) -> torch.Tensor:
     if isinstance(min_covar, torch.Tensor):
         return cov + torch.diag_embed(min_covar.to(cov))
     return cov + min_covar * torch.eye(d, dtype=points.dtype, device=points.device)
+
+
+def grouped_tied_log_density(x: torch.Tensor, means: torch.Tensor, scale_tril: torch.Tensor) -> torch.Tensor:
+    """``(G, N, C)`` log N(x_n; mu_gc, L_g L_g^T): ``G`` groups of ``C`` means ``(G, C, D)``, each
+    group sharing one covariance (lower-triangular ``scale_tril`` ``(G, D, D)``).
+
+    :func:`tied_log_density` batched over the groups (a mixture with one covariance per state):
+    ``L_g z = x`` and ``L_g w = mu`` are solved once per group and ``|z_n - w_c|^2`` expanded, so
+    no ``(G, N, C, D)`` intermediate. float32 inputs whose expansion could lose more than 1e-2
+    nats are recomputed in float64.
+    """
+    g, c, d = means.shape
+    ref = means.detach().reshape(-1, d).mean(0)
+    zx = torch.linalg.solve_triangular(scale_tril, (x - ref).T.expand(g, d, x.shape[0]), upper=False)  # (G, D, N)
+    zm = torch.linalg.solve_triangular(scale_tril, (means - ref).transpose(1, 2), upper=False)  # (G, D, C)
+    flat_x, flat_m = zx.transpose(1, 2).reshape(-1, d), zm.transpose(1, 2).reshape(-1, d)
+    coarse = _coarse_components(flat_x, flat_m, torch.ones_like(flat_m))
+    if coarse is not None and bool(coarse.any()):
+        return grouped_tied_log_density(x.double(), means.double(), scale_tril.double()).to(x.dtype)
+    maha = (zx * zx).sum(1)[:, :, None] - 2.0 * (zx.transpose(1, 2) @ zm) + (zm * zm).sum(1)[:, None, :]
+    logdet = 2.0 * torch.log(torch.diagonal(scale_tril, dim1=-2, dim2=-1)).sum(-1)  # (G,)
+    return -0.5 * (d * _LOG_2PI + logdet[:, None, None] + maha.clamp_min(0.0))

@@ -1,14 +1,18 @@
-"""Gaussian-mixture emissions (GMM per state) with diagonal or full covariances.
+"""Gaussian-mixture emissions (GMM per state) with diagonal, full, spherical or tied covariances.
 
 ``p(x | z = k) = sum_m w_km N(x; mu_km, Sigma_km)``. Parameters, stored unconstrained:
 
 * ``logits`` ``(K, M)``: mixture weights ``w = softmax(logits)`` per state;
 * ``loc`` ``(K, M, D)``: component means;
-* ``"diag"``: ``log_var`` ``(K, M, D)``; ``"full"``: ``scale_tril_raw`` ``(K, M, D, D)``
-  (Cholesky factor, diagonal stored as its log; see :mod:`pytorch_hmm.emissions.gaussian`).
+* ``"diag"``: ``log_var`` ``(K, M, D)``; ``"spherical"``: ``log_var`` ``(K, M)`` (one variance
+  per component); ``"full"``: ``scale_tril_raw`` ``(K, M, D, D)``; ``"tied"``:
+  ``scale_tril_raw`` ``(K, D, D)``, one full covariance per *state* shared by its components
+  (as hmmlearn's ``GMMHMM``, not one for the whole model as ``Gaussian``'s tied). Cholesky
+  factors store their diagonal as its log (see :mod:`pytorch_hmm.emissions.gaussian`).
 
 Shapes of :attr:`GaussianMixture.weights`, ``means`` and ``covars`` follow hmmlearn's
-``GMMHMM``: ``(K, M)``, ``(K, M, D)`` and ``(K, M, D)`` / ``(K, M, D, D)``.
+``GMMHMM``: ``(K, M)``, ``(K, M, D)`` and diag ``(K, M, D)``, full ``(K, M, D, D)``, spherical
+``(K, M)``, tied ``(K, D, D)``.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from .covariance import (
     diag_log_density,
     floor_covariance,
     full_log_density,
+    grouped_tied_log_density,
     raw_from_covariance,
     scale_tril_from_raw,
     stats_variance_floor,
@@ -47,7 +52,8 @@ from .covariance import (
 )
 from .kmeans import kmeans
 
-MIXTURE_COVARIANCE_TYPES = ("diag", "full")
+MIXTURE_COVARIANCE_TYPES = ("diag", "full", "spherical", "tied")
+_COVARS_SHAPES = {"diag": "(K, M, D)", "full": "(K, M, D, D)", "spherical": "(K, M)", "tied": "(K, D, D)"}
 
 
 class GaussianMixture(Emission):
@@ -55,10 +61,12 @@ class GaussianMixture(Emission):
 
     Args:
         num_states, num_mixtures, dim: ``K``, ``M``, ``D``.
-        covariance_type: ``"diag"`` or ``"full"``.
+        covariance_type: ``"diag"``, ``"full"``, ``"spherical"`` (one variance per component)
+            or ``"tied"`` (the components of a state share one full covariance).
         weights: ``(K, M)`` non-negative, each row summing to 1; default uniform.
         means: ``(K, M, D)``; default zeros (call :meth:`initialize` or set them).
-        covars: ``(K, M, D)`` (diag) or ``(K, M, D, D)`` (full); default identity.
+        covars: diag ``(K, M, D)``, full ``(K, M, D, D)``, spherical ``(K, M)``, tied
+            ``(K, D, D)`` (hmmlearn's ``GMMHMM`` shapes); default identity.
         min_covar, var_floor: the variance floor ``F``, as for
             :class:`~pytorch_hmm.emissions.Gaussian`: by default (``min_covar=None``)
             ``var_floor`` (1e-3) times the variance of the training frames in each dimension;
@@ -73,7 +81,12 @@ class GaussianMixture(Emission):
             gamma with ``alpha = covars_prior`` and ``beta = covars_weight`` (both broadcast to
             ``(K, M, D)``; defaults -1.5 and 0, i.e. no prior); full: inverse Wishart with scale
             ``Psi = covars_prior`` (broadcast to ``(K, M, D, D)``, default 0) and degrees of
-            freedom ``nu = covars_weight`` (broadcast to ``(K, M)``, default ``-(D + 2)``).
+            freedom ``nu = covars_weight`` (broadcast to ``(K, M)``, default ``-(D + 2)``);
+            spherical: inverse gamma, ``alpha``, ``beta`` broadcast to ``(K, M)``, defaults
+            ``-(D + 2) / 2`` and 0, i.e. no prior (hmmlearn 0.3's default ``alpha`` is
+            ``-(M + 2) / 2``, the same only when ``M == D``); tied: inverse Wishart, ``Psi``
+            broadcast to ``(K, D, D)`` (default 0), ``nu`` to ``(K,)`` (default ``-(M + D + 1)``,
+            no prior).
         dtype, device: of the parameters.
 
     Attributes:
@@ -106,7 +119,8 @@ class GaussianMixture(Emission):
         m = check_count(num_mixtures, "num_mixtures")
         d = check_count(dim, "dim")
         if covariance_type not in MIXTURE_COVARIANCE_TYPES:
-            raise HMMValueError(f"covariance_type must be 'diag' or 'full' for GaussianMixture; got {covariance_type!r}")
+            raise HMMValueError("covariance_type must be 'diag', 'full', 'spherical' or 'tied' for GaussianMixture; "
+                                f"got {covariance_type!r}")
         check_float_dtype(dtype)
         min_covar = None if min_covar is None else check_number(min_covar, "min_covar", minimum=0.0)
         self.var_floor = check_number(var_floor, "var_floor", minimum=0.0, below=1.0)
@@ -118,9 +132,15 @@ class GaussianMixture(Emission):
         if covariance_type == "diag":
             self.log_var = nn.Parameter(torch.zeros(k, m, d, **fk))
             cp_default, cw_default, cp_shape, cw_shape = -1.5, 0.0, (k, m, d), (k, m, d)
-        else:
+        elif covariance_type == "spherical":
+            self.log_var = nn.Parameter(torch.zeros(k, m, **fk))
+            cp_default, cw_default, cp_shape, cw_shape = -(d + 2.0) / 2.0, 0.0, (k, m), (k, m)
+        elif covariance_type == "full":
             self.scale_tril_raw = nn.Parameter(torch.zeros(k, m, d, d, **fk))
             cp_default, cw_default, cp_shape, cw_shape = 0.0, -(d + 2.0), (k, m, d, d), (k, m)
+        else:
+            self.scale_tril_raw = nn.Parameter(torch.zeros(k, d, d, **fk))
+            cp_default, cw_default, cp_shape, cw_shape = 0.0, -(m + d + 1.0), (k, d, d), (k,)
         covars_prior = cp_default if covars_prior is None else covars_prior
         covars_weight = cw_default if covars_weight is None else covars_weight
         self.register_buffer("weights_prior", broadcast_prior(weights_prior, (k, m), "weights_prior", **fk, minimum=0.0))
@@ -189,8 +209,9 @@ class GaussianMixture(Emission):
 
     @property
     def covars(self) -> torch.Tensor:
-        """``(K, M, D)`` variances (diag) or ``(K, M, D, D)`` covariance matrices (full)."""
-        if self.covariance_type == "diag":
+        """hmmlearn's ``GMMHMM`` shapes: variances diag ``(K, M, D)`` or spherical ``(K, M)``;
+        covariance matrices full ``(K, M, D, D)`` or tied ``(K, D, D)`` (one per state)."""
+        if self.covariance_type in ("diag", "spherical"):
             return torch.exp(self.log_var)
         lower = scale_tril_from_raw(self.scale_tril_raw)
         return lower @ lower.transpose(-1, -2)
@@ -199,26 +220,31 @@ class GaussianMixture(Emission):
     def covars(self, value) -> None:
         k, m, d, ct = self.num_states, self.num_mixtures, self.dim, self.covariance_type
         t = as_tensor(value, "covars", self.loc.dtype, self.loc.device)
-        if ct == "diag":
-            check_shape(t, (k, m, d), "covars for covariance_type='diag'", "(K, M, D)")
+        shape = {"diag": (k, m, d), "full": (k, m, d, d), "spherical": (k, m), "tied": (k, d, d)}[ct]
+        check_shape(t, shape, f"covars for covariance_type={ct!r}", _COVARS_SHAPES[ct])
+        if ct in ("diag", "spherical"):
             if not bool(torch.isfinite(t).all()):
                 raise HMMValueError("covars must be finite; got NaN or infinite values")
             if not bool((t > 0).all()):
-                raise HMMValueError(f"covars must be positive for covariance_type='diag'; got minimum {float(t.min()):g}")
+                raise HMMValueError(f"covars must be positive for covariance_type={ct!r}; got minimum {float(t.min()):g}")
             with torch.no_grad():
                 self.log_var.copy_(torch.log(t))
         else:
-            check_shape(t, (k, m, d, d), "covars for covariance_type='full'", "(K, M, D, D)")
-            check_covariance_matrices(t, "covars for covariance_type='full'")
+            check_covariance_matrices(t, f"covars for covariance_type={ct!r}")
             with torch.no_grad():
                 self.scale_tril_raw.copy_(raw_from_covariance(0.5 * (t + t.transpose(-1, -2))))
 
     @property
     def scale_tril(self) -> torch.Tensor:
-        """``(K, M, D, D)`` lower Cholesky factors of the component covariances."""
-        if self.covariance_type == "diag":
+        """``(K, M, D, D)`` lower Cholesky factors of the component covariances (all types)."""
+        ct, k, m, d = self.covariance_type, self.num_states, self.num_mixtures, self.dim
+        if ct == "diag":
             return torch.diag_embed(torch.exp(0.5 * self.log_var))
-        return scale_tril_from_raw(self.scale_tril_raw)
+        if ct == "spherical":
+            eye = torch.eye(d, dtype=self.loc.dtype, device=self.loc.device)
+            return torch.exp(0.5 * self.log_var)[..., None, None] * eye
+        lower = scale_tril_from_raw(self.scale_tril_raw)
+        return lower if ct == "full" else lower[:, None].expand(k, m, d, d)
 
     # ------------------------------------------------------------------------ density
 
@@ -231,13 +257,20 @@ class GaussianMixture(Emission):
         reduction over components is a sum of ``M`` contiguous ``(N, K)`` slices)."""
         k, m, d = self.num_states, self.num_mixtures, self.dim
         order = (lambda t: t.transpose(0, 1)) if mixture_major else (lambda t: t)  # noqa: E731
+        ct = self.covariance_type
         means = order(self.loc).reshape(k * m, d)
-        if self.covariance_type == "diag":
-            dens = diag_log_density(x2d, means, order(self.log_var).reshape(k * m, d))
+        if ct == "tied":  # (K, N, M): one solve per state
+            dens = grouped_tied_log_density(x2d, self.loc, scale_tril_from_raw(self.scale_tril_raw))
+            dens = (dens.permute(1, 2, 0) if mixture_major else dens.permute(1, 0, 2)).contiguous()
         else:
-            tril = order(scale_tril_from_raw(self.scale_tril_raw)).reshape(k * m, d, d)
-            dens = full_log_density(x2d, means, tril)
-        dens = dens.reshape(-1, m, k) if mixture_major else dens.reshape(-1, k, m)
+            if ct == "diag":
+                dens = diag_log_density(x2d, means, order(self.log_var).reshape(k * m, d))
+            elif ct == "spherical":
+                dens = diag_log_density(x2d, means, order(self.log_var).reshape(k * m, 1).expand(k * m, d))
+            else:
+                tril = order(scale_tril_from_raw(self.scale_tril_raw)).reshape(k * m, d, d)
+                dens = full_log_density(x2d, means, tril)
+            dens = dens.reshape(-1, m, k) if mixture_major else dens.reshape(-1, k, m)
         log_w = order(log_normalise(self.logits))
         return dens + log_w if dens.requires_grad else dens.add_(log_w)
 
@@ -269,18 +302,28 @@ class GaussianMixture(Emission):
     # ----------------------------------------------------------------------------- EM
 
     def _stat_keys(self) -> Tuple[str, ...]:
-        return ("post", "post_mix", "obs", "obs_sq" if self.covariance_type == "diag" else "obs_outer")
+        return ("post", "post_mix", "obs", "obs_sq" if self.covariance_type in ("diag", "spherical") else "obs_outer")
+
+    def _second_shape(self) -> Tuple[int, ...]:
+        k, m, d = self.num_states, self.num_mixtures, self.dim
+        return {"diag": (k, m, d), "spherical": (k, m, d), "full": (k, m, d, d), "tied": (k, d, d)}[self.covariance_type]
+
+    def _check_stats(self, stats: Stats) -> None:
+        check_stats(stats, self._stat_keys(), type(self).__name__)
+        key, want = self._stat_keys()[-1], self._second_shape()
+        if tuple(stats[key].shape) != want or tuple(stats["obs"].shape) != (self.num_states, self.num_mixtures, self.dim):
+            got = {name: tuple(stats[name].shape) for name in ("obs", key)}
+            raise HMMValueError(f"stats must come from this GaussianMixture's init_stats() (covariance_type="
+                                f"{self.covariance_type!r}: {key} {want}); got shapes {got}")
 
     def init_stats(self) -> Stats:
         """Zero statistics: ``post`` ``(K,)``, ``post_mix`` ``(K, M)``, ``obs`` ``(K, M, D)`` and
-        ``obs_sq`` ``(K, M, D)`` (diag) or ``obs_outer`` ``(K, M, D, D)`` (full)."""
+        ``obs_sq`` ``(K, M, D)`` (diag, spherical) or ``obs_outer`` ``(K, M, D, D)`` (full) /
+        ``(K, D, D)`` (tied: summed over the components of a state)."""
         k, m, d = self.num_states, self.num_mixtures, self.dim
         z = dict(dtype=torch.float64, device=self.loc.device)  # sums in float64: see accumulate
         stats = {"post": torch.zeros(k, **z), "post_mix": torch.zeros(k, m, **z), "obs": torch.zeros(k, m, d, **z)}
-        if self.covariance_type == "diag":
-            stats["obs_sq"] = torch.zeros(k, m, d, **z)
-        else:
-            stats["obs_outer"] = torch.zeros(k, m, d, d, **z)
+        stats[self._stat_keys()[-1]] = torch.zeros(self._second_shape(), **z)
         return stats
 
     def accumulate(
@@ -294,13 +337,14 @@ class GaussianMixture(Emission):
         ``r_tkm = w_km N(x_t; mu_km, Sigma_km) / sum_m' (...)`` are the component
         responsibilities under the current parameters. Sums: ``post = sum_t g_tk``,
         ``post_mix = sum_t g_tkm``, ``obs = sum_t g_tkm x_t``, ``obs_sq = sum_t g_tkm x_t^2``
-        (diag) or ``obs_outer = sum_t g_tkm x_t x_t^T`` (full), with ``x_t`` shifted by the
+        (diag, spherical), ``obs_outer = sum_t g_tkm x_t x_t^T`` (full) or
+        ``obs_outer = sum_t g_tk x_t x_t^T`` (tied), with ``x_t`` shifted by the
         ``stats_offset`` buffer (the mean of the means when they were last set or initialised;
         keeps float32 statistics accurate). They depend on the current parameters only through
         ``r``, as in any EM; :meth:`m_step` must run before the parameters change, since it
         centres the covariance statistics on the current means.
         """
-        check_stats(stats, self._stat_keys(), type(self).__name__)
+        self._check_stats(stats)
         x, mask = check_observations(x, self.dim, self.loc, mask)
         g = check_posteriors(posteriors, x, self.num_states, mask).detach()
         k, m, d = self.num_states, self.num_mixtures, self.dim
@@ -313,10 +357,12 @@ class GaussianMixture(Emission):
             stats["post"] += g.reshape(-1, k).sum(0).double()
             stats["post_mix"] += gkm.sum(0).reshape(k, m)
             stats["obs"] += (gkm.T @ xf).reshape(k, m, d)
-            if "obs_sq" in stats:
+            if self.covariance_type in ("diag", "spherical"):
                 stats["obs_sq"] += (gkm.T @ (xf * xf)).reshape(k, m, d)
-            else:
+            elif self.covariance_type == "full":
                 stats["obs_outer"] += weighted_outer_sum(gkm, xf).reshape(k, m, d, d)
+            else:
+                stats["obs_outer"] += weighted_outer_sum(g.reshape(-1, k).double(), xf)
 
     def m_step(self, stats: Stats) -> None:
         r"""Set weights, means and covariances as hmmlearn's ``GMMHMM._do_mstep``.
@@ -331,19 +377,22 @@ class GaussianMixture(Emission):
         * ``mu_km = (lambda_km mu0_km + S_km) / (N_km + lambda_km)`` (kept where the
           denominator is 0);
         * the scatter about the E-step means, from the raw moments:
-          ``C_km = obs_sq - 2 mu' S + mu'^2 N_km`` (diag) or
-          ``C_km = obs_outer - S mu'^T - mu' S^T + N_km mu' mu'^T`` (full) -- hmmlearn centres
+          ``C_km = obs_sq - 2 mu' S + mu'^2 N_km`` (diag; spherical sums it over ``d``) or
+          ``C_km = obs_outer - S mu'^T - mu' S^T + N_km mu' mu'^T`` (full; tied:
+          ``C_k = obs_outer_k - sum_m (S mu'^T + mu' S^T - N_km mu' mu'^T)``) -- hmmlearn centres
           its covariance statistics on the E-step means, not the new ones;
         * diag: ``var = (lambda (mu - mu0)^2 + 2 beta + C) / (N_km + 1 + 2 (alpha + 1))``
-          with ``alpha = covars_prior``, ``beta = covars_weight``;
+          with ``alpha = covars_prior``, ``beta = covars_weight``; spherical:
+          ``var = (lambda |mu - mu0|^2 + 2 beta + C) / (D (N_km + 1) + 2 (alpha + 1))``;
           full: ``Sigma = (Psi^T + lambda (mu - mu0)(mu - mu0)^T + C) / (N_km + 1 + nu + D + 1)``
-          with ``Psi = covars_prior``, ``nu = covars_weight``; a non-positive denominator keeps
-          the old covariance;
-        * the covariances are floored at ``F`` (see ``min_covar``): every variance (diag) or
-          ``Sigma >= F`` (full).
+          with ``Psi = covars_prior``, ``nu = covars_weight``; tied:
+          ``Sigma_k = (Psi_k^T + sum_m lambda_km (mu - mu0)(mu - mu0)^T + C_k) / (N_k + M + nu_k + D + 1)``;
+          a non-positive denominator keeps the old covariance;
+        * the covariances are floored at ``F`` (see ``min_covar``): every variance (diag), the
+          variance at the mean of ``F`` (spherical) or ``Sigma >= F`` (full, tied).
         """
-        check_stats(stats, self._stat_keys(), type(self).__name__)
-        d = self.dim
+        self._check_stats(stats)
+        d, ct = self.dim, self.covariance_type
         n_k = stats["post"].to(self.loc.device)
         n_km = stats["post_mix"].to(self.loc.device)
         s1 = stats["obs"].to(self.loc.device)
@@ -368,12 +417,29 @@ class GaussianMixture(Emission):
             mu = torch.where((m_d > 0)[..., None], (lam[..., None] * mu0 + s1) / safe[..., None], old_mu)
             cm = mu - mu0
             # covariances
-            if self.covariance_type == "diag":
+            if ct in ("diag", "spherical"):
                 scatter = stats["obs_sq"].to(self.loc.device) - 2.0 * old_mu * s1 + old_mu**2 * n_km[..., None]
-                c_n = lam[..., None] * cm**2 + 2.0 * self.covars_weight + scatter
-                c_d = n_km[..., None] + 1.0 + 2.0 * (self.covars_prior + 1.0)
+                if ct == "diag":
+                    c_n = lam[..., None] * cm**2 + 2.0 * self.covars_weight + scatter
+                    c_d = n_km[..., None] + 1.0 + 2.0 * (self.covars_prior + 1.0)
+                else:
+                    c_n = lam * (cm**2).sum(-1) + 2.0 * self.covars_weight + scatter.sum(-1)
+                    c_d = d * (n_km + 1.0) + 2.0 * (self.covars_prior + 1.0)
+                    floor = floor.mean()
                 var = torch.where(c_d > 0, c_n / torch.where(c_d > 0, c_d, torch.ones_like(c_d)), self.covars)
                 self.log_var.copy_(torch.log(torch.maximum(var, floor.clamp_min(torch.finfo(var.dtype).tiny))))
+            elif ct == "tied":
+                so = (s1[..., :, None] * old_mu[..., None, :]).sum(1)
+                scatter = (
+                    stats["obs_outer"].to(self.loc.device) - so - so.transpose(-1, -2)
+                    + (n_km[..., None, None] * old_mu[..., :, None] * old_mu[..., None, :]).sum(1)
+                )
+                prior = (lam[..., None, None] * cm[..., :, None] * cm[..., None, :]).sum(1)
+                c_n = self.covars_prior.transpose(-1, -2) + prior + scatter
+                c_d = (n_k + self.num_mixtures + self.covars_weight + d + 1.0)[:, None, None]
+                cov = torch.where(c_d > 0, c_n / torch.where(c_d > 0, c_d, torch.ones_like(c_d)), self.covars)
+                cov = floor_covariance(cov, floor)
+                self.scale_tril_raw.copy_(raw_from_covariance(cov, "covariance after m_step"))
             else:
                 so = s1[..., :, None] * old_mu[..., None, :]
                 scatter = (
@@ -397,7 +463,9 @@ class GaussianMixture(Emission):
         inside each cluster for that state's component means (a cluster with fewer than ``M``
         frames gets means drawn from ``N(mean of the K centroids, C)``); weights uniform; every
         component's covariance ``C`` = covariance of all valid frames + the variance floor
-        (``min_covar * I``, or ``diag(var_floor * data variance)``; diag: its diagonal). All randomness comes from ``generator``.
+        (``min_covar * I``, or ``diag(var_floor * data variance)``; diag: its diagonal;
+        spherical: the mean of its diagonal, where hmmlearn takes the mean of all its entries;
+        tied: the same matrix for every state). All randomness comes from ``generator``.
         """
         x, mask = check_observations(x, self.dim, self.loc, mask)
         points = valid_points(x, mask).detach()
@@ -418,46 +486,60 @@ class GaussianMixture(Emission):
                 means.append(centroids.mean(0) + eps @ chol.T)
         self.weights = torch.full((k, m), 1.0 / m, dtype=self.loc.dtype, device=self.loc.device)
         self.means = torch.stack(means)
-        if self.covariance_type == "diag":
-            self.covars = torch.diagonal(cv).expand(k, m, d)
-        else:
-            self.covars = cv.expand(k, m, d, d)
+        self.covars = {
+            "diag": lambda: torch.diagonal(cv).expand(k, m, d),
+            "spherical": lambda: torch.diagonal(cv).mean().expand(k, m),
+            "full": lambda: cv.expand(k, m, d, d),
+            "tied": lambda: cv.expand(k, d, d),
+        }[self.covariance_type]()
 
     def split(self, generator: Optional[torch.Generator] = None) -> "GaussianMixture":
         """Double ``num_mixtures``: each component becomes two, ``mu +/- 0.2 sqrt(lambda) v``.
 
         ``v`` is the direction of largest variance (for diag the dimension with the largest
-        variance, for full the leading eigenvector, ``lambda`` its variance). The two halves
-        keep the covariance and get half the weight; they sit next to each other (component
-        ``m`` becomes ``2m`` and ``2m + 1``). Directions whose variance ties the largest (within
-        a relative 1e-6, common right after :meth:`initialize` on variance-normalised
-        features) are chosen between at random with ``generator``, or the first one when
-        ``generator`` is None. Prior hyper-parameters are duplicated the same way.
+        variance, for full and tied the leading eigenvector of the component's (state's)
+        covariance, ``lambda`` its variance; spherical: every dimension ties). The two halves
+        keep the covariance (tied: the state's one matrix, now shared by ``2M`` components) and
+        get half the weight; they sit next to each other (component ``m`` becomes ``2m`` and
+        ``2m + 1``). Directions whose variance ties the largest (within a relative 1e-6, common
+        right after :meth:`initialize` on variance-normalised features) are chosen between at
+        random with ``generator``, or the first one when ``generator`` is None. Per-component
+        prior hyper-parameters are duplicated the same way; tied keeps ``covars_prior`` and
+        lowers ``covars_weight`` by ``M``, so its M-step denominator ``N_k + M + nu + D + 1``
+        is unchanged (the default, ``-(M + D + 1)``, stays the default).
 
         The parameters are replaced by new ``nn.Parameter`` objects: rebuild optimizers.
         Returns ``self``.
         """
         k, m, d = self.num_states, self.num_mixtures, self.dim
+        ct = self.covariance_type
         with torch.no_grad():
-            if self.covariance_type == "diag":
-                var = torch.exp(self.log_var)
+            if ct in ("diag", "spherical"):
+                var = torch.exp(self.log_var) if ct == "diag" else torch.exp(self.log_var)[..., None].expand(k, m, d)
                 idx = _pick_largest(var, generator)
                 scale = torch.sqrt(var.gather(-1, idx[..., None]))[..., 0]
                 direction = nn.functional.one_hot(idx, d).to(var)
             else:
-                evals, evecs = torch.linalg.eigh(self.covars)
+                covs = self.covars if ct == "full" else self.covars[:, None].expand(k, m, d, d)
+                evals, evecs = torch.linalg.eigh(covs)
                 idx = _pick_largest(evals, generator)
                 scale = torch.sqrt(evals.gather(-1, idx[..., None]))[..., 0]
                 direction = evecs.gather(-1, idx[..., None, None].expand(k, m, d, 1))[..., 0]
             offset = 0.2 * scale[..., None] * direction
             new_loc = torch.stack([self.loc + offset, self.loc - offset], dim=2).reshape(k, 2 * m, d)
             new_logits = self.logits.repeat_interleave(2, dim=1) + math.log(0.5)
-            cov_name = "log_var" if self.covariance_type == "diag" else "scale_tril_raw"
-            new_cov = getattr(self, cov_name).repeat_interleave(2, dim=1)
+            cov_name = "log_var" if ct in ("diag", "spherical") else "scale_tril_raw"
+            cov = getattr(self, cov_name).detach()
+            new_cov = cov.clone() if ct == "tied" else cov.repeat_interleave(2, dim=1)
             self.loc = nn.Parameter(new_loc)
             self.logits = nn.Parameter(new_logits)
             setattr(self, cov_name, nn.Parameter(new_cov))
-            for name in ("weights_prior", "means_prior", "means_weight", "covars_prior", "covars_weight"):
+            per_component = ("weights_prior", "means_prior", "means_weight")
+            if ct == "tied":
+                self.covars_weight = self.covars_weight - m
+            else:
+                per_component += ("covars_prior", "covars_weight")
+            for name in per_component:
                 setattr(self, name, getattr(self, name).repeat_interleave(2, dim=1))
         self.num_mixtures = 2 * m
         return self

@@ -11,7 +11,8 @@ sequence of all ``N`` frames). Results are torch tensors over the concatenated f
 start probabilities, ``K - 1`` per row of transitions (for banded or sparse transitions: the
 allowed moves of a row less one), and the emission's (Gaussian: ``K D`` means plus ``K D``
 diagonal, ``K D (D + 1) / 2`` full, ``K`` spherical or ``D (D + 1) / 2`` tied covariances;
-Gaussian mixture: ``K (M - 1)`` weights, ``K M D`` means, covariances per component; Categorical:
+Gaussian mixture: ``K (M - 1)`` weights, ``K M D`` means, covariances per component, or ``K D (D + 1) / 2``
+tied (one matrix per state); Categorical:
 ``K (S - 1)``). hmmlearn 0.3's ``GMMHMM`` counts ``M - 1`` weights in all, though each state
 has its own: its ``aic``/``bic`` are lower by ``(K - 1) (M - 1)`` times 2 / ``log N``.
 Viterbi paths with exactly equal scores may be broken differently from hmmlearn.
@@ -223,8 +224,10 @@ def _emission_parameters(emission) -> int:
     if isinstance(emission, (Gaussian, GaussianMixture)):
         d, ct = emission.dim, emission.covariance_type
         m = getattr(emission, "num_mixtures", 1)
+        mixture = isinstance(emission, GaussianMixture)
         per = {"diag": d, "full": d * (d + 1) // 2, "spherical": 1, "tied": 0}[ct]
-        covars = k * m * per if ct != "tied" else (d * (d + 1) // 2) * (k if m > 1 else 1)
-        weights = k * (m - 1) if isinstance(emission, GaussianMixture) else 0
+        # tied: one matrix for a Gaussian, one per state for a mixture (as hmmlearn's GMMHMM)
+        covars = k * m * per if ct != "tied" else (d * (d + 1) // 2) * (k if mixture else 1)
+        weights = k * (m - 1) if mixture else 0
         return weights + k * m * d + covars
     raise HMMTypeError(f"n_parameters counts Gaussian, GaussianMixture and Categorical emissions; got {type(emission).__name__}")

@@ -16,10 +16,12 @@ class MixtureGaussianHMM(HMM):
 
     Args:
         num_states, num_mixtures, dim: ``K``, ``M``, ``D``.
-        covariance_type: ``"diag"`` or ``"full"`` (shapes as hmmlearn's ``GMMHMM``).
+        covariance_type: ``"diag"``, ``"full"``, ``"spherical"`` or ``"tied"`` (one full
+            covariance per state, shared by its components), as hmmlearn's ``GMMHMM``.
         transitions, init_probs, final: as for :class:`HMM` (``init_probs`` may be an ``Initial``).
-        weights, means, covars: optional mixture parameters ``(K, M)``, ``(K, M, D)``,
-            ``(K, M, D)`` / ``(K, M, D, D)``; without them ``fit`` initialises by k-means.
+        weights, means, covars: optional mixture parameters ``(K, M)``, ``(K, M, D)`` and
+            covars diag ``(K, M, D)``, full ``(K, M, D, D)``, spherical ``(K, M)``, tied
+            ``(K, D, D)``; without them ``fit`` initialises by k-means.
         **mixture_kwargs: priors and ``min_covar`` of :class:`GaussianMixture`.
     """
 
