@@ -15,7 +15,8 @@ def test_docs_have_examples():
 
 
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
-def test_docs_example_runs(index, capsys):
+def test_docs_example_runs(index, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # examples that save files write them here
     code = BLOCKS[index]
     first = next(line for line in code.splitlines() if line.strip())
     exec(compile(code, f"docs/index.md[python block {index}: {first.strip()[:40]}]", "exec"), {})
