@@ -214,6 +214,27 @@ def test_entropy_gradient_matches_bruteforce_autograd(storage, layout):
             torch.testing.assert_close(g, w, atol=1e-9, rtol=0, msg=lambda m: f"d entropy / d {name}: {m}")
 
 
+def test_entropy_gradient_ignores_infeasible_items():
+    # item 1 has no path (NaN entropy); the gradient of the others' entropy is that of the feasible batch alone
+    p = random_problem(np.random.default_rng(4), 3, 4, 3, storage="dense", layout="shared", final="batched",
+                       lengths=[4, 3, 2])
+    p.em[1, 1] = -np.inf
+    inp = torch_inputs(p, requires_grad=True)
+    h = call("entropy", inp)
+    assert torch.isnan(h[1]) and torch.isfinite(h[[0, 2]]).all()
+    lp, em = inp["transitions"].log_probs, inp["log_emissions"]
+    g_lp, g_em = torch.autograd.grad(h[[0, 2]].sum(), (lp, em))
+    assert not torch.isnan(g_lp).any() and not torch.isnan(g_em).any()
+    assert (g_em[1] == 0).all()
+    keep = [0, 2]
+    sub = Problem(p.em[keep], p.trans, "dense", p.init, p.final[keep], p.lengths[keep])
+    sub_inp = torch_inputs(sub, requires_grad=True)
+    ref = torch_brute_entropy(sub_inp, sub)
+    r_lp, r_em = torch.autograd.grad(ref.sum(), (sub_inp["transitions"].log_probs, sub_inp["log_emissions"]))
+    torch.testing.assert_close(g_lp, r_lp, atol=1e-10, rtol=0)
+    torch.testing.assert_close(g_em[keep], r_em, atol=1e-10, rtol=0)
+
+
 # ---------------------------------------------------------------------------------------
 # posterior sampling
 # ---------------------------------------------------------------------------------------
@@ -383,3 +404,31 @@ def test_errors():
         kernel.entropy(e[0], trans, init)
     with pytest.raises(HMMValueError, match="backend must be one of"):
         kernel.sample_posterior(e, trans, init, 3, backend="cuda")
+
+
+# ---------------------------------------------------------------------------------------
+# the HMM conveniences
+# ---------------------------------------------------------------------------------------
+
+
+def test_hmm_methods_match_bruteforce():
+    from pytorch_hmm import HMM
+    from pytorch_hmm.emissions import Categorical
+
+    dtype = torch.float64
+    emit = torch.tensor([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6], [0.3, 0.4, 0.3]], dtype=dtype)
+    trans = torch.tensor([[0.6, 0.3, 0.1], [0.2, 0.5, 0.3], [0.25, 0.25, 0.5]], dtype=dtype)
+    init = torch.tensor([0.5, 0.3, 0.2], dtype=dtype)
+    model = HMM(Categorical(3, 3, probs=emit, dtype=dtype), transitions=trans, initial=init)
+    x = torch.tensor([[0, 2, 1, 2], [1, 0, 0, 0]])
+    lengths = torch.tensor([4, 2])
+    em = emit.log().T[x].numpy()  # (B, T, K) by hand
+    p = Problem(em, trans.log().numpy(), "dense", init.log().numpy(), None, lengths.numpy())
+    h = model.entropy(x, lengths)
+    np.testing.assert_allclose(h.detach().numpy(), [brute_entropy(p, b) for b in range(2)], atol=1e-10, rtol=0)
+    paths, scores = model.viterbi_k(x, 3, lengths)
+    for b in range(2):
+        _, all_scores = enumerate_paths(p, b)
+        np.testing.assert_allclose(scores[b].numpy(), np.sort(all_scores)[::-1][:3], atol=1e-10, rtol=0)
+    samples = model.sample_posterior(x, 20000, lengths, generator=torch.Generator().manual_seed(3))
+    check_path_frequencies(p, samples)

@@ -56,15 +56,15 @@ def _loops(p: ChainProblem, backend: str):
     return torch_loops
 
 
-def _log_z(p: ChainProblem, alpha: torch.Tensor, log_norm: torch.Tensor) -> torch.Tensor:
-    """``(B,)`` log Z from the scaled forward pass.
+def _log_z(p: ChainProblem, alpha: torch.Tensor, log_norm: torch.Tensor, float64: bool = False) -> torch.Tensor:
+    """``(B,)`` log Z from the scaled forward pass (in float64 with ``float64``, else in alpha's dtype).
 
     ``log Z = logsumexp(alpha_hat_{L-1} + final) + sum_{t < L} log_norm_t``, the sum in float64.
     """
     last = (p.lengths - 1)[:, None, None].expand(-1, 1, alpha.shape[2])
     rest = torch.logsumexp(alpha.gather(1, last).squeeze(1) + p.final, -1)
     norm_sum = torch.where(p.mask, log_norm.double(), torch.zeros((), dtype=torch.float64, device=alpha.device)).sum(1)
-    return (rest.double() + norm_sum).to(alpha.dtype)
+    return rest.double() + norm_sum if float64 else (rest.double() + norm_sum).to(alpha.dtype)
 
 
 def _state_marginals(p: ChainProblem, alpha: torch.Tensor, beta: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:

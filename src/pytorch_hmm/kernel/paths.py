@@ -27,10 +27,11 @@ from .inputs import ChainProblem, LengthsLike, prepare
 __all__ = ["entropy", "viterbi_k"]
 
 
-def _weighted(weights: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+def _weighted(weights: torch.Tensor, scores: torch.Tensor, float64: bool = False) -> torch.Tensor:
     """``weights * scores`` with ``0 * -inf = 0`` (a move of probability 0 that is never taken),
-    and no NaN in either gradient."""
-    return weights * torch.where(torch.isfinite(scores), scores, torch.zeros((), dtype=scores.dtype, device=scores.device))
+    and no NaN in either gradient; in float64 with ``float64``."""
+    scores = torch.where(torch.isfinite(scores), scores, torch.zeros((), dtype=scores.dtype, device=scores.device))
+    return weights.double() * scores.double() if float64 else weights * scores
 
 
 def _state_path_log_probs(p: ChainProblem, trans: torch.Tensor) -> torch.Tensor:
@@ -49,14 +50,14 @@ def _state_path_log_probs(p: ChainProblem, trans: torch.Tensor) -> torch.Tensor:
 
 
 def _expected_score(p: ChainProblem, gamma: torch.Tensor, xi: torch.Tensor) -> torch.Tensor:
-    """``(B,)`` ``E_post[score]`` from state posteriors ``(B, T, K)`` and edge counts ``(B, S', K, X)``."""
+    """``(B,)`` float64 ``E_post[score]`` from state posteriors ``(B, T, K)`` and edge counts ``(B, S', K, X)``."""
     bsz, _, k = p.shape
     last = (p.lengths - 1)[:, None, None].expand(-1, 1, k)
-    score = _weighted(gamma, p.emissions).sum((1, 2))  # padded frames: gamma 0, emissions 0
-    score = score + _weighted(gamma[:, 0], p.init).sum(-1)
-    score = score + _weighted(gamma.gather(1, last).squeeze(1), p.final).sum(-1)
+    score = _weighted(gamma, p.emissions, True).sum((1, 2))  # padded frames: gamma 0, emissions 0
+    score = score + _weighted(gamma[:, 0], p.init, True).sum(-1)
+    score = score + _weighted(gamma.gather(1, last).squeeze(1), p.final, True).sum(-1)
     if xi.shape[1]:  # T == 1: no moves
-        edges = _weighted(xi, _state_path_log_probs(p, p.trans).expand(bsz, -1, -1, -1)).sum((1, 2, 3))
+        edges = _weighted(xi, _state_path_log_probs(p, p.trans).expand(bsz, -1, -1, -1), True).sum((1, 2, 3))
         score = score + edges
     return score
 
@@ -83,12 +84,13 @@ def entropy(
     tensors = (p.emissions, p.trans, p.init, p.final)
     if torch.is_grad_enabled() and any(x.requires_grad for x in tensors):
         return _entropy_differentiable(p)
-    alpha, beta, log_norm, log_z = _forward_backward(p, backend)
+    alpha, beta, log_norm, _ = _forward_backward(p, backend)
     with torch.no_grad():
         q = p.detached()
+        log_z = _log_z(q, alpha, log_norm, float64=True)  # two large numbers, a small difference: in float64
         gamma, totals = _state_marginals(q, alpha, beta)
         xi = _edge_marginals(q, alpha, beta, log_norm, totals)
-        h = log_z - _expected_score(q, gamma, xi)
+        h = (log_z - _expected_score(q, gamma, xi)).to(alpha.dtype)
     return torch.where(torch.isfinite(log_z), h, torch.full((), float("nan"), dtype=h.dtype, device=h.device))
 
 
@@ -109,6 +111,9 @@ def _entropy_differentiable(p: ChainProblem) -> torch.Tensor:
     inputs = (e, trans, init, final)
     grads = torch.autograd.grad(log_z.sum(), inputs, create_graph=True, allow_unused=True)  # (T == 1: no moves)
     gamma, xi, g_init, g_final = (torch.zeros_like(x) if g is None else g for g, x in zip(grads, inputs))
+    feasible = torch.isfinite(log_z).detach()
+    for x in inputs:  # an infeasible sequence's NaN second-order terms stay out of everyone's gradients
+        x.register_hook(lambda g, f=feasible.view((-1,) + (1,) * (x.ndim - 1)): torch.where(f, g, torch.zeros_like(g)))
     score = _weighted(gamma, e).sum((1, 2)) + _weighted(g_init, init).sum(-1) + _weighted(g_final, final).sum(-1)
     if trans.shape[1]:
         score = score + _weighted(xi, _state_path_log_probs(q, trans)).sum((1, 2, 3))

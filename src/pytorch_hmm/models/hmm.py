@@ -10,7 +10,7 @@ import torch
 
 from ..emissions.base import Emission
 from ..errors import HMMTypeError, HMMValueError
-from ..kernel import log_partition, marginals, posteriors, sample_paths, viterbi
+from ..kernel import entropy, log_partition, marginals, posteriors, sample_paths, sample_posterior, viterbi, viterbi_k
 from ..training.em import fit_em
 from ..transitions import Banded, TransitionStructure, ergodic, left_to_right
 from ..transitions.components import (BandedTransitions, DenseTransitions, Final, Initial, LearnedFinal, TransitionComponent,
@@ -133,6 +133,22 @@ class HMM(HmmlearnMethods, EmissionModel):
         return viterbi(self.log_emissions(x, lengths), self._chain(), self.log_init, lengths, self.log_final)
 
     decode = viterbi
+
+    @torch.no_grad()
+    def viterbi_k(self, x: torch.Tensor, k: int, lengths: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The ``k`` best state paths ``(B, k, T)`` (``-1`` at padding) and their log-scores ``(B, k)``, best first."""
+        return viterbi_k(self.log_emissions(x, lengths), self._chain(), self.log_init, k, lengths, self.log_final)
+
+    def entropy(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``(B,)`` entropy (nats) of p(state path | x); differentiable w.r.t. the parameters."""
+        return entropy(self.log_emissions(x, lengths), self._chain(), self.log_init, lengths, self.log_final)
+
+    @torch.no_grad()
+    def sample_posterior(self, x: torch.Tensor, num_samples: int, lengths: Optional[torch.Tensor] = None,
+                         generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """``(num_samples, B, T)`` state paths drawn from p(path | x) (``-1`` at padding)."""
+        return sample_posterior(self.log_emissions(x, lengths), self._chain(), self.log_init, num_samples, lengths,
+                                self.log_final, generator)
 
     @torch.no_grad()
     def sample(self, num_sequences: int, length: int, generator: Optional[torch.Generator] = None) -> Tuple[torch.Tensor, torch.Tensor]:
