@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-DOCS = (Path(__file__).resolve().parents[1] / "docs" / "index.md").read_text()
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = (ROOT / "docs" / "index.md").read_text()
 BLOCKS = [textwrap.dedent(code) for code in re.findall(r"^[ \t]*```python\n(.*?)\n[ \t]*```", DOCS, flags=re.S | re.M)]
 
 
@@ -16,6 +17,8 @@ def test_docs_have_examples():
 
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
 def test_docs_example_runs(index, capsys, tmp_path, monkeypatch):
+    for name in ("tests", "examples"):  # paths in the examples are relative to the checkout
+        (tmp_path / name).symlink_to(ROOT / name)
     monkeypatch.chdir(tmp_path)  # examples that save files write them here
     code = BLOCKS[index]
     first = next(line for line in code.splitlines() if line.strip())
