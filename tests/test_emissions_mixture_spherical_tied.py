@@ -65,7 +65,7 @@ PRIORS = {
 }
 
 
-def hmmlearn_gmm(ct, seed, n_mix=M, **kw):
+def hmmlearn_gmm(ct, n_mix=M, **kw):
     hmm = pytest.importorskip("hmmlearn.hmm")
     return hmm.GMMHMM(K, n_mix, covariance_type=ct, init_params="", **kw)
 
@@ -129,7 +129,7 @@ def test_m_step_matches_hmmlearn(ct, prior):
     theirs = NO_PRIOR_FOR_HMMLEARN[ct] if prior == "none" else PRIORS[ct]
     ours = {} if prior == "none" else PRIORS[ct]
     w, mu, cv, _ = params(ct, 4)
-    h = hmmlearn_gmm(ct, 4, params="mcw", **theirs)
+    h = hmmlearn_gmm(ct, params="mcw", **theirs)
     h.startprob_, h.transmat_ = np.full(K, 1.0 / K), np.full((K, K), 1.0 / K)
     h.weights_, h.means_, h.covars_, h.n_features = w, mu, cv, D
     h._check()
@@ -150,7 +150,7 @@ def _pair(ct, seed, **priors):
     start, trans = rng.dirichlet(np.ones(K) * 3), rng.dirichlet(np.ones(K) * 3, size=K)
     w, mu, cv, _ = params(ct, seed)
     theirs = priors or NO_PRIOR_FOR_HMMLEARN[ct]
-    ref = hmmlearn_gmm(ct, seed, n_iter=6, tol=-np.inf, **theirs)
+    ref = hmmlearn_gmm(ct, n_iter=6, tol=-np.inf, **theirs)
     ref.startprob_, ref.transmat_, ref.weights_, ref.means_, ref.covars_ = start, trans, w, mu, cv
     ours = MixtureGaussianHMM(K, M, D, ct, transitions=torch.tensor(trans), init_probs=torch.tensor(start),
                               weights=torch.tensor(w), means=torch.tensor(mu), covars=torch.tensor(cv),
@@ -166,7 +166,6 @@ def test_em_matches_hmmlearn_gmmhmm(ct, prior):
     lengths = [40, 25, 33]
     X = np.concatenate([ref.sample(n, random_state=i)[0] for i, n in enumerate(lengths)]) + rng.normal(size=(98, D)) * 0.1
     assert ours.score(X, lengths) == pytest.approx(ref.score(X, lengths), rel=1e-12)
-    np.random.seed(0)  # hmmlearn's _init may draw unused means from numpy's global generator
     ref.fit(X, lengths)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # priors: the likelihood alone may fall
@@ -305,7 +304,7 @@ def test_split_model_m_step_matches_hmmlearn_with_2m_components(ct):
     covars_weight moved from -(M + D + 1) to -(2M + D + 1))."""
     g = model(ct, 6)
     g.split()
-    h = hmmlearn_gmm(ct, 6, n_mix=2 * M, params="mcw",
+    h = hmmlearn_gmm(ct, n_mix=2 * M, params="mcw",
                      **({"covars_prior": -(D + 2) / 2} if ct == "spherical" else {}))
     h.startprob_, h.transmat_ = np.full(K, 1.0 / K), np.full((K, K), 1.0 / K)
     h.weights_, h.means_, h.covars_ = (t.detach().numpy().copy() for t in (g.weights, g.means, g.covars))
@@ -329,6 +328,24 @@ def test_sample_moments(ct):
     cov = sum(w[1, m] * (mats[1, m] + np.outer(mu[1, m] - mean, mu[1, m] - mean)) for m in range(M))
     np.testing.assert_allclose(s.mean(0), mean, atol=0.06)
     np.testing.assert_allclose(np.cov(s.T), cov, atol=0.15)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("ct", TYPES)
+def test_cpu_equals_cuda(ct):
+    g, x, post = model(ct), *data()
+    gc = model(ct).to("cuda")
+    torch.testing.assert_close(gc.log_prob(x.cuda()).cpu(), g.log_prob(x))
+    s, sc = stats_of(g, x, post), stats_of(gc, x.cuda(), post.cuda())
+    for key in s:
+        torch.testing.assert_close(sc[key].cpu(), s[key])
+    g.m_step(s)
+    gc.m_step(sc)
+    torch.testing.assert_close(gc.covars.cpu(), g.covars)
+    gc.split(torch.Generator("cuda").manual_seed(0))
+    gc.initialize(x.cuda(), generator=torch.Generator("cuda").manual_seed(0))
+    assert torch.isfinite(gc.log_prob(x.cuda())).all()
 
 
 # ----------------------------------------------------------------------- save and load
