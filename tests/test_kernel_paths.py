@@ -241,7 +241,7 @@ def test_entropy_gradient_ignores_infeasible_items():
 
 
 def sampling_problem(storage: str, layout: str, seed: int = 0) -> Problem:
-    return random_problem(np.random.default_rng(seed), 3, 4, 3, storage=storage, layout=layout, width=2, p_inf=0.25,
+    return random_problem(np.random.default_rng(seed), 3, 4, 3, storage=storage, layout=layout, width=2, p_inf=0.15,
                           final="batched", lengths=[4, 2, 3], init_batched=True, pred_batched=True, scale=1.0)
 
 
@@ -432,3 +432,47 @@ def test_hmm_methods_match_bruteforce():
         np.testing.assert_allclose(scores[b].numpy(), np.sort(all_scores)[::-1][:3], atol=1e-10, rtol=0)
     samples = model.sample_posterior(x, 20000, lengths, generator=torch.Generator().manual_seed(3))
     check_path_frequencies(p, samples)
+
+
+# ---------------------------------------------------------------------------------------
+# long sequences and devices
+# ---------------------------------------------------------------------------------------
+
+
+def test_long_float32_sequences_stay_finite_and_close_to_float64():
+    from pytorch_hmm.transitions import ergodic, left_to_right
+
+    gen = torch.Generator().manual_seed(0)
+    e = torch.randn(2, 10000, 6, generator=gen, dtype=torch.float64) * 2
+    lengths = torch.tensor([10000, 7000])
+    for trans in (ergodic(6, self_loop=0.9, dtype=torch.float64), left_to_right(6, skip=1, dtype=torch.float64)):
+        init = torch.zeros(6, dtype=torch.float64)
+        h64 = kernel.entropy(e, trans, init, lengths)
+        h32 = kernel.entropy(e.float(), type(trans)(trans.log_probs.float()), init.float(), lengths)
+        assert h32.dtype == torch.float32 and torch.isfinite(h32).all() and (h32 >= 0).all()
+        torch.testing.assert_close(h32.double(), h64, rtol=1e-3, atol=1e-2)
+        _, s64 = kernel.viterbi(e, trans, init, lengths)
+        _, s32 = kernel.viterbi(e.float(), type(trans)(trans.log_probs.float()), init.float(), lengths, backend="torch")
+        _, sk = kernel.viterbi_k(e.float(), type(trans)(trans.log_probs.float()), init.float(), 3, lengths)
+        assert torch.isfinite(sk).all() and (sk[:, :-1] >= sk[:, 1:]).all()
+        torch.testing.assert_close(sk[:, 0], s32, rtol=1e-6, atol=0)  # float32 sums over 10^4 frames
+        torch.testing.assert_close(sk[:, 0].double(), s64, rtol=1e-3, atol=0)
+        draws = kernel.sample_posterior(e.float(), type(trans)(trans.log_probs.float()), init.float(), 4, lengths,
+                                        generator=torch.Generator().manual_seed(1))
+        assert (draws[:, 0] >= 0).all() and (draws[:, 1, :7000] >= 0).all() and (draws[:, 1, 7000:] == -1).all()
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("storage,layout", STRUCTURES)
+def test_cuda_equals_cpu(storage, layout):
+    p = sampling_problem(storage, layout, seed=1)
+    cpu, gpu = torch_inputs(p), torch_inputs(p, device="cuda")
+    torch.testing.assert_close(call("entropy", gpu).cpu(), call("entropy", cpu), atol=1e-10, rtol=0, equal_nan=True)
+    paths, scores = call("viterbi_k", gpu, 5)
+    ref_paths, ref_scores = call("viterbi_k", cpu, 5)
+    torch.testing.assert_close(scores.cpu(), ref_scores, atol=1e-10, rtol=0)
+    assert paths.device.type == "cuda"
+    samples = call("sample_posterior", gpu, 20000, generator=torch.Generator(device="cuda").manual_seed(0))
+    assert samples.device.type == "cuda"
+    check_path_frequencies(p, samples.cpu())
