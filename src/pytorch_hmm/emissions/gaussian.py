@@ -16,6 +16,7 @@ Densities and covariance helpers live in :mod:`.covariance`, input checks in :mo
 
 from __future__ import annotations
 
+import math
 from typing import Optional, Tuple
 
 import torch
@@ -50,6 +51,37 @@ from .covariance import (
 from .kmeans import canonical_order, kmeans
 
 COVARIANCE_TYPES = ("diag", "full", "spherical", "tied")
+MISSING_MODES = ("error", "marginalize")
+_LOG_2PI = math.log(2.0 * math.pi)
+
+
+# ------------------------------------------------------------------------ missing values
+
+
+def masked_diag_log_density(x: torch.Tensor, observed: torch.Tensor, means: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
+    """``(N, C)`` log-density of the observed entries of ``x`` ``(N, D)`` under diagonal Gaussians
+    (``means``/``log_var`` ``(C, D)``): ``sum_{d observed} log N(x_d; mu_cd, exp(log_var_cd))``.
+
+    The quadratic form is expanded into matrix products (no ``(N, C, D)`` intermediate) about
+    the mean of the means, in float64; the result has the dtype of ``x``. Entries of ``x``
+    where ``observed`` is False are ignored (they may hold anything finite).
+    """
+    o = observed.to(torch.float64)
+    mu, lv = means.double(), log_var.double()
+    ref = mu.detach().mean(0)
+    xc = torch.where(observed, x.double() - ref, torch.zeros((), dtype=torch.float64, device=x.device))
+    mc, prec = mu - ref, torch.exp(-lv)
+    quad = (xc * xc) @ prec.T - 2.0 * (xc @ (mc * prec).T) + o @ (mc * mc * prec).T
+    out = -0.5 * (o @ (_LOG_2PI + lv).T + quad.clamp_min(0.0))
+    return out.to(x.dtype)
+
+
+def _per_dim_floor(min_covar, var_floor, n, obs, sq, offset, dtype) -> torch.Tensor:
+    """``stats_variance_floor`` with a ``(D,)`` posterior mass ``n`` (each dimension's observed frames)."""
+    safe = n.clamp_min(torch.finfo(n.dtype).tiny)
+    mean = torch.where(n > 0, obs / safe, torch.zeros_like(obs))
+    var = torch.where(n > 0, (sq / safe - mean * mean).clamp_min(0.0), torch.zeros_like(obs))
+    return variance_floor(min_covar, var_floor, (mean + offset.to(mean)).to(dtype), var.to(dtype))
 
 
 # -------------------------------------------------------------------------------- module
@@ -86,10 +118,20 @@ class Gaussian(Emission):
             (full) or ``(D, D)`` (tied), so a scalar is added to every matrix entry as in
             hmmlearn; ``covars_weight`` broadcast to ``(K,)`` (a scalar for tied).
         dtype, device: of the parameters.
+        missing: what NaN entries of valid frames mean. ``"error"`` (default): they are an
+            error, as inf is. ``"marginalize"``: they are missing values, as in pomegranate's
+            distributions. A frame scores the marginal density of its observed dimensions
+            (diag/spherical: the terms of the missing dimensions are dropped; full/tied: the
+            Gaussian of the observed sub-vector, ``N(x_O; mu_O, Sigma_OO)``). A frame with
+            every dimension missing scores 0. In EM (diag/spherical only) each dimension's
+            statistics use only the frames where it is observed. Padded frames (``mask``
+            False) are excluded either way, whatever they hold.
 
     ``log_prob(x, mask=None)`` is differentiable in every parameter; EM statistics are the
     weighted moments ``post`` ``(K,)``, ``obs`` ``(K, D)`` and ``obs_sq`` ``(K, D)`` (diag,
-    spherical) or ``obs_outer`` ``(K, D, D)`` (full, tied).
+    spherical) or ``obs_outer`` ``(K, D, D)`` (full, tied), and with ``missing="marginalize"``
+    (diag, spherical) the per-dimension posterior mass ``obs_count`` ``(K, D)`` of the frames
+    where each dimension is observed.
 
     Attributes:
         needs_init: True while the means are the placeholder zeros (no ``means`` given, not
@@ -113,6 +155,7 @@ class Gaussian(Emission):
         covars_weight=1.0,
         dtype: torch.dtype = torch.float32,
         device=None,
+        missing: str = "error",
     ) -> None:
         super().__init__()
         k = check_count(num_states, "num_states")
@@ -121,6 +164,9 @@ class Gaussian(Emission):
             raise HMMValueError(
                 f"covariance_type must be one of {', '.join(repr(c) for c in COVARIANCE_TYPES)}; got {covariance_type!r}"
             )
+        if not isinstance(missing, str) or missing not in MISSING_MODES:
+            raise HMMValueError(f"missing must be one of {', '.join(repr(m) for m in MISSING_MODES)}; got {missing!r}")
+        self.missing = missing
         check_float_dtype(dtype)
         min_covar = None if min_covar is None else check_number(min_covar, "min_covar", minimum=0.0)
         self.var_floor = check_number(var_floor, "var_floor", minimum=0.0, below=1.0)
@@ -156,7 +202,8 @@ class Gaussian(Emission):
             super().__setattr__(name, value)
 
     def extra_repr(self) -> str:
-        return f"num_states={self.num_states}, dim={self.dim}, covariance_type={self.covariance_type!r}"
+        extra = "" if self.missing == "error" else f", missing={self.missing!r}"
+        return f"num_states={self.num_states}, dim={self.dim}, covariance_type={self.covariance_type!r}{extra}"
 
     # -------------------------------------------------------------------- parameters
 
@@ -231,11 +278,60 @@ class Gaussian(Emission):
         """``(B, T, K)`` log N(x_bt; mu_k, Sigma_k) for ``x`` ``(B, T, D)``.
 
         With ``mask`` ``(B, T)`` bool, padded frames may hold anything (even NaN); their
-        outputs are 0.
+        outputs are 0. With ``missing="marginalize"``, NaN entries of valid frames are missing
+        values: such a frame scores the marginal density of its observed dimensions (0 when
+        none is observed).
         """
-        x, mask = check_observations(x, self.dim, self.loc, mask)
+        x, mask, observed = self._observations(x, mask)
         b, t, _ = x.shape
-        return zero_padding(self._log_density(x.reshape(-1, self.dim)).reshape(b, t, self.num_states), mask)
+        flat = x.reshape(-1, self.dim)
+        out = self._log_density(flat) if observed is None else self._marginal_log_density(flat, observed.reshape(-1, self.dim))
+        return zero_padding(out.reshape(b, t, self.num_states), mask)
+
+    def _observations(self, x, mask) -> Tuple[torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor]]:
+        """Checked ``(x, mask, observed)``: ``observed`` ``(B, T, D)`` bool is False at the NaN
+        entries of valid frames (which ``x`` then holds as 0), or None where there are none
+        (always with ``missing="error"``, where NaN stays an error)."""
+        if self.missing == "error" or not isinstance(x, torch.Tensor) or not x.is_floating_point():
+            x, mask = check_observations(x, self.dim, self.loc, mask)
+            return x, mask, None
+        nan = torch.isnan(x)
+        checked, mask = check_observations(x.masked_fill(nan, 0.0), self.dim, self.loc, mask)
+        if mask is not None:
+            nan = nan & mask[..., None]
+        if not bool(nan.any()):
+            return checked, mask, None
+        return checked, mask, ~nan
+
+    def _marginal_log_density(self, x: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
+        """``(N, K)`` log-densities of the observed entries of ``x`` ``(N, D)`` (``observed`` ``(N, D)`` bool)."""
+        ct, n = self.covariance_type, x.shape[0]
+        complete, some = observed.all(1), observed.any(1)
+        parts = [(torch.nonzero(complete).squeeze(1), None)]
+        if ct in ("diag", "spherical"):
+            parts.append((torch.nonzero(some & ~complete).squeeze(1), None))
+        else:  # one marginal Gaussian per missingness pattern
+            rows = torch.nonzero(some & ~complete).squeeze(1)
+            patterns, which = torch.unique(observed[rows], dim=0, return_inverse=True)
+            parts += [(rows[which == p], patterns[p]) for p in range(patterns.shape[0])]
+        out = x.new_zeros(n, self.num_states)
+        for i, (rows, pattern) in enumerate(parts):
+            if rows.numel() == 0:
+                continue
+            xr = x[rows]
+            if i == 0:
+                val = self._log_density(xr)
+            elif ct in ("diag", "spherical"):
+                log_var = self.log_var if ct == "diag" else self.log_var[:, None].expand(-1, self.dim)
+                val = masked_diag_log_density(xr, observed[rows], self.loc, log_var)
+            else:
+                dims = torch.nonzero(pattern).squeeze(1)
+                cov = self.covariance_matrices if ct == "full" else self.covariance_matrices[:1]
+                lower = torch.linalg.cholesky(cov[:, dims][:, :, dims])
+                xo, mo = xr[:, dims], self.loc[:, dims]
+                val = full_log_density(xo, mo, lower) if ct == "full" else tied_log_density(xo, mo, lower[0])
+            out = out.index_copy(0, rows, val.to(out.dtype))
+        return out
 
     def _log_density(self, x: torch.Tensor) -> torch.Tensor:
         ct = self.covariance_type
@@ -259,10 +355,14 @@ class Gaussian(Emission):
 
     def _stat_keys(self) -> Tuple[str, ...]:
         second = "obs_sq" if self.covariance_type in ("diag", "spherical") else "obs_outer"
-        return ("post", "obs", second)
+        return ("post", "obs", second) + (("obs_count",) if self._counts_per_dim() else ())
+
+    def _counts_per_dim(self) -> bool:
+        return self.missing == "marginalize" and self.covariance_type in ("diag", "spherical")
 
     def init_stats(self) -> Stats:
-        """Zero statistics: ``post`` ``(K,)``, ``obs`` ``(K, D)``, ``obs_sq`` ``(K, D)`` or ``obs_outer`` ``(K, D, D)``."""
+        """Zero statistics: ``post`` ``(K,)``, ``obs`` ``(K, D)``, ``obs_sq`` ``(K, D)`` or ``obs_outer`` ``(K, D, D)``,
+        and ``obs_count`` ``(K, D)`` with ``missing="marginalize"`` (diag, spherical)."""
         k, d = self.num_states, self.dim
         z = dict(dtype=torch.float64, device=self.loc.device)  # sums in float64: see accumulate
         stats = {"post": torch.zeros(k, **z), "obs": torch.zeros(k, d, **z)}
@@ -270,6 +370,8 @@ class Gaussian(Emission):
             stats["obs_sq"] = torch.zeros(k, d, **z)
         else:
             stats["obs_outer"] = torch.zeros(k, d, d, **z)
+        if self._counts_per_dim():
+            stats["obs_count"] = torch.zeros(k, d, **z)
         return stats
 
     def accumulate(
@@ -285,16 +387,34 @@ class Gaussian(Emission):
         :meth:`m_step`), which keeps float32 statistics accurate for features far from 0. The
         statistics do not depend on the current parameters, so they can be summed across
         batches, streams and processes, and across EM iterations.
+
+        With ``missing="marginalize"`` (diag, spherical), the missing entries (NaN at valid
+        frames) add nothing to ``obs`` and ``obs_sq``, and ``obs_count`` ``(K, D)`` adds
+        ``sum_t g_tk`` over the frames where dimension ``d`` is observed (the same as ``post``
+        for a batch without missing entries). Full and tied covariances have no such
+        statistics: missing entries are an error there.
         """
         check_stats(stats, self._stat_keys(), type(self).__name__)
-        x, mask = check_observations(x, self.dim, self.loc, mask)
+        x, mask, observed = self._observations(x, mask)
+        if observed is not None and not self._counts_per_dim():
+            raise HMMValueError(
+                f"EM statistics with missing values need covariance_type 'diag' or 'spherical'; got "
+                f"covariance_type={self.covariance_type!r} (log_prob marginalises missing values for every type)"
+            )
         g = check_posteriors(posteriors, x, self.num_states, mask).detach()
         with torch.no_grad():
             # float64 sums: with float32 data, raw moments of a state far from the offset
             # cancel catastrophically in the M-step's Q - 2 mu S + mu^2 N
             xf = x.detach().reshape(-1, self.dim).double() - self.stats_offset.double()
             gf = g.reshape(-1, self.num_states).double()
-            stats["post"] += gf.sum(0)
+            post = gf.sum(0)
+            stats["post"] += post
+            if observed is not None:
+                seen = observed.reshape(-1, self.dim)
+                xf = torch.where(seen, xf, torch.zeros((), dtype=xf.dtype, device=xf.device))
+                stats["obs_count"] += gf.T @ seen.double()
+            elif "obs_count" in stats:
+                stats["obs_count"] += post[:, None]  # bitwise post's increment: see m_step
             stats["obs"] += gf.T @ xf
             if "obs_sq" in stats:
                 stats["obs_sq"] += gf.T @ (xf * xf)
@@ -321,6 +441,11 @@ class Gaussian(Emission):
           (a zero denominator keeps the old covariance, where hmmlearn divides by zero);
         * finally the covariances are floored at ``F`` (see ``min_covar``): every variance
           (diag), the variance (spherical, at the mean of ``F``) or ``Sigma >= F`` (full/tied).
+
+        With missing values (``obs_count`` differs from ``post``), diag and spherical use the
+        per-dimension mass ``N_kd = obs_count`` in place of ``N_k`` in every formula (the mean
+        and variance of each dimension from the frames where it is observed, as pomegranate's
+        ``Normal``), and the relative floor uses each dimension's observed frames.
         """
         check_stats(stats, self._stat_keys(), type(self).__name__)
         ct, d = self.covariance_type, self.dim
@@ -329,17 +454,29 @@ class Gaussian(Emission):
         c = self.stats_offset
         lam, mu0 = self.means_weight, self.means_prior - c
         second = stats["obs_sq"] if ct in ("diag", "spherical") else torch.diagonal(stats["obs_outer"], dim1=-2, dim2=-1)
-        floor = stats_variance_floor(self.min_covar, self.var_floor, n.sum(), s1.sum(0), second.to(n.device).sum(0),
-                                     c, self.loc.dtype)
+        per_dim = "obs_count" in stats and not torch.equal(stats["obs_count"], stats["post"][:, None].expand(-1, d))
+        if per_dim:
+            n_col = stats["obs_count"].to(self.loc.device)  # (K, D) per-dimension mass
+            floor = _per_dim_floor(self.min_covar, self.var_floor, n_col.sum(0), s1.sum(0),
+                                   second.to(n.device).sum(0), c, self.loc.dtype)
+        else:
+            n_col = n[:, None]
+            floor = stats_variance_floor(self.min_covar, self.var_floor, n.sum(), s1.sum(0), second.to(n.device).sum(0),
+                                         c, self.loc.dtype)
         with torch.no_grad():
-            denom = lam + n
-            safe = torch.where(denom > 0, denom, torch.ones_like(denom))
-            mu = torch.where((denom > 0)[:, None], (lam[:, None] * mu0 + s1) / safe[:, None], self.loc - c)
+            if per_dim:
+                denom = lam[:, None] + n_col
+                safe = torch.where(denom > 0, denom, torch.ones_like(denom))
+                mu = torch.where(denom > 0, (lam[:, None] * mu0 + s1) / safe, self.loc - c)
+            else:
+                denom = lam + n
+                safe = torch.where(denom > 0, denom, torch.ones_like(denom))
+                mu = torch.where((denom > 0)[:, None], (lam[:, None] * mu0 + s1) / safe[:, None], self.loc - c)
             diff0 = mu - mu0
             if ct in ("diag", "spherical"):
                 q = stats["obs_sq"].to(self.loc.device)
-                c_n = lam[:, None] * diff0**2 + q - 2.0 * mu * s1 + mu**2 * n[:, None]
-                c_d = (self.covars_weight - 1.0).clamp_min(0.0)[:, None] + n[:, None]
+                c_n = lam[:, None] * diff0**2 + q - 2.0 * mu * s1 + mu**2 * n_col
+                c_d = (self.covars_weight - 1.0).clamp_min(0.0)[:, None] + n_col
                 var = (self.covars_prior + c_n) / c_d.clamp_min(1e-5)
                 if ct == "spherical":
                     var, floor = var.mean(1), floor.mean()
@@ -374,17 +511,27 @@ class Gaussian(Emission):
         every state (diag: its diagonal; spherical: the mean of its diagonal).
 
         The frames are taken in a canonical order (:func:`.canonical_order`), so the result
-        is bitwise the same whatever the order of the sequences and frames."""
-        x, mask = check_observations(x, self.dim, self.loc, mask)
+        is bitwise the same whatever the order of the sequences and frames.
+
+        With missing values (``missing="marginalize"``), k-means runs on the frames with each
+        missing entry replaced by the mean of its dimension's observed values, and each mean is
+        then the mean of its cluster's observed values in each dimension; each variance
+        (and the floor) comes from the dimension's observed values, and full/tied covariances
+        take their correlations from the completed frames."""
+        x, mask, observed = self._observations(x, mask)
         points = valid_points(x, mask).detach()
-        points = points[canonical_order(points)] + 0.0  # + 0.0: -0.0 as 0.0
+        if observed is None:
+            points = points[canonical_order(points)] + 0.0  # + 0.0: -0.0 as 0.0
         if points.shape[0] < self.num_states:
             raise HMMValueError(
                 f"initialize needs at least K == {self.num_states} valid frames; got {points.shape[0]}"
             )
-        centroids, _ = kmeans(points, self.num_states, generator=generator)
-        floor = variance_floor(self.min_covar, self.var_floor, points.mean(0), points.var(0, unbiased=False))
-        cv = data_covariance(points, floor)
+        if observed is None:
+            centroids, _ = kmeans(points, self.num_states, generator=generator)
+            floor = variance_floor(self.min_covar, self.var_floor, points.mean(0), points.var(0, unbiased=False))
+            cv = data_covariance(points, floor)
+        else:
+            centroids, cv = self._initialize_missing(points, valid_points(observed, mask), generator)
         k = self.num_states
         covars = {
             "diag": torch.diagonal(cv).expand(k, -1),
@@ -394,6 +541,37 @@ class Gaussian(Emission):
         }[self.covariance_type]
         self.means = centroids
         self.covars = covars
+
+    def _initialize_missing(self, points: torch.Tensor, seen: torch.Tensor, generator) -> Tuple[torch.Tensor, torch.Tensor]:
+        """k-means centroids ``(K, D)`` and the data covariance ``(D, D)`` (floor included) of
+        ``points`` ``(N, D)`` whose entries are observed where ``seen`` ``(N, D)`` is True."""
+        count = seen.sum(0)
+        if not bool((count > 0).all()):
+            gone = torch.nonzero(count == 0).squeeze(1).tolist()
+            raise HMMValueError(
+                f"initialize needs an observed value in every dimension; dimension(s) {gone} are missing in every valid frame"
+            )
+        order = canonical_order(torch.cat([seen.to(points.dtype), points], 1))
+        points, seen = points[order] + 0.0, seen[order]
+        zero = torch.zeros((), dtype=points.dtype, device=points.device)
+        cnt = count.to(points.dtype)
+        mean = torch.where(seen, points, zero).sum(0) / cnt
+        filled = torch.where(seen, points, mean)
+        centroids, labels = kmeans(filled, self.num_states, generator=generator)
+        # each centroid from its cluster's observed values (the completed ones pull it to the mean)
+        n_kd = torch.zeros_like(centroids).index_add_(0, labels, seen.to(points.dtype))
+        s_kd = torch.zeros_like(centroids).index_add_(0, labels, torch.where(seen, points, zero))
+        centroids = torch.where(n_kd > 0, s_kd / n_kd.clamp_min(1.0), centroids)
+        dev2 = torch.where(seen, points - mean, zero) ** 2
+        floor = variance_floor(self.min_covar, self.var_floor, mean, dev2.sum(0) / cnt)
+        var = dev2.sum(0) / (cnt - 1.0).clamp_min(1.0)
+        corr = data_covariance(filled, 0.0)
+        sd = torch.sqrt(torch.diagonal(corr))
+        inv = torch.where(sd > 0, 1.0 / torch.where(sd > 0, sd, torch.ones_like(sd)), zero)
+        corr = corr * inv[:, None] * inv[None, :]
+        corr.diagonal().fill_(1.0)
+        root = torch.sqrt(var)
+        return centroids, corr * root[:, None] * root[None, :] + torch.diag_embed(floor)
 
 
 __all__ = [

@@ -171,7 +171,7 @@ def _build_fixed(config: dict, state: State, prefix: str) -> nn.Module:
 
 def _gaussian_config(e: Gaussian) -> dict:
     return {"num_states": e.num_states, "dim": e.dim, "covariance_type": e.covariance_type, "min_covar": e.min_covar,
-            "var_floor": e.var_floor, "dtype": _dtype_name(e)}
+            "var_floor": e.var_floor, "missing": e.missing, "dtype": _dtype_name(e)}
 
 
 def _mixture_config(e: GaussianMixture) -> dict:
