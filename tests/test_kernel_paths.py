@@ -451,6 +451,12 @@ def test_long_float32_sequences_stay_finite_and_close_to_float64():
         h32 = kernel.entropy(e.float(), type(trans)(trans.log_probs.float()), init.float(), lengths)
         assert h32.dtype == torch.float32 and torch.isfinite(h32).all() and (h32 >= 0).all()
         torch.testing.assert_close(h32.double(), h64, rtol=1e-3, atol=1e-2)
+        short = torch.tensor([1000, 700])  # the differentiable path (second-order autograd) on 1000 frames
+        e32 = e[:, :1000].float().requires_grad_(True)
+        h32 = kernel.entropy(e32, type(trans)(trans.log_probs.float()), init.float(), short)
+        torch.testing.assert_close(h32.detach().double(), kernel.entropy(e[:, :1000], trans, init, short), rtol=1e-3, atol=1e-2)
+        (grad,) = torch.autograd.grad(h32.sum(), e32)
+        assert torch.isfinite(grad).all() and (grad[1, 700:] == 0).all()
         _, s64 = kernel.viterbi(e, trans, init, lengths)
         _, s32 = kernel.viterbi(e.float(), type(trans)(trans.log_probs.float()), init.float(), lengths, backend="torch")
         _, sk = kernel.viterbi_k(e.float(), type(trans)(trans.log_probs.float()), init.float(), 3, lengths)

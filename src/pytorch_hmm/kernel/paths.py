@@ -114,10 +114,11 @@ def _entropy_differentiable(p: ChainProblem) -> torch.Tensor:
     feasible = torch.isfinite(log_z).detach()
     for x in inputs:  # an infeasible sequence's NaN second-order terms stay out of everyone's gradients
         x.register_hook(lambda g, f=feasible.view((-1,) + (1,) * (x.ndim - 1)): torch.where(f, g, torch.zeros_like(g)))
-    score = _weighted(gamma, e).sum((1, 2)) + _weighted(g_init, init).sum(-1) + _weighted(g_final, final).sum(-1)
+    score = _weighted(gamma, e, True).sum((1, 2)) + _weighted(g_init, init, True).sum(-1) \
+        + _weighted(g_final, final, True).sum(-1)
     if trans.shape[1]:
-        score = score + _weighted(xi, _state_path_log_probs(q, trans)).sum((1, 2, 3))
-    h = log_z - score
+        score = score + _weighted(xi, _state_path_log_probs(q, trans), True).sum((1, 2, 3))
+    h = (_log_z(q, alpha, log_norm, float64=True) - score).to(alpha.dtype)
     return torch.where(torch.isfinite(log_z), h, torch.full((), float("nan"), dtype=h.dtype, device=h.device))
 
 
