@@ -401,8 +401,9 @@ def test_error_log_probs_not_tensor():
 
 def test_error_log_probs_ndim():
     lp, tg = _good()
+    # ctc_loss / ctc_forced_align take unbatched (T, C) input (tests/test_alignment_ctc_peer.py); align does not
     with pytest.raises(HMMDimensionError, match=r"log_probs must be batch-first \(B, T, C\); got shape \(6, 4\)") as info:
-        ctc_forced_align(lp[0], tg[:1])
+        CTCAligner().align(lp[0], tg[:1])
     assert "unsqueeze(0)" in info.value.suggestion
 
 
@@ -433,8 +434,8 @@ def test_error_blank():
 
 def test_error_input_lengths_range():
     lp, tg = _good()
-    with pytest.raises(HMMValueError, match=r"input_lengths must be in \[1, 6\]; got values in \[0, 7\]"):
-        ctc_loss(lp, tg, [0, 7])
+    with pytest.raises(HMMValueError, match=r"input_lengths must be in \[0, 6\]; got values in \[-1, 7\]"):
+        ctc_loss(lp, tg, [-1, 7])
 
 
 def test_error_input_lengths_dtype():

@@ -14,13 +14,19 @@ graph's segments.
 Batches hold targets of different lengths: the chain has ``K = 2 S_max + 1`` states and the
 states past ``2 S_b + 1`` of a shorter target are padding states (unit ``-1``, unreachable).
 
-``log_probs`` are batch-first ``(B, T, C)`` (``torch.nn.functional.ctc_loss`` is time-first).
+``log_probs`` are batch-first ``(B, T, C)`` (``torch.nn.functional.ctc_loss`` is time-first) or,
+as in ``F.ctc_loss``, unbatched ``(T, C)`` with ``(S,)`` targets. An item with 0 input frames
+never reaches the kernel (whose lengths are at least 1): its loss is 0 for an empty target and
+``inf`` (infeasible) otherwise, as in ``F.ctc_loss``.
 """
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 from typing import List, NamedTuple, Sequence, Tuple, Union
+
+import numpy as np
 
 import torch
 from torch import nn
@@ -33,7 +39,7 @@ from .spans import TokenSpan
 
 __all__ = ["ctc_loss", "ctc_forced_align", "ctc_greedy_decode", "CTCAligner", "CTCAlignment"]
 
-IntsLike = Union[torch.Tensor, Sequence[int], None]
+IntsLike = Union[torch.Tensor, Sequence[int], int, None]
 REDUCTIONS = ("none", "sum", "mean")
 _NEG_INF = float("-inf")
 
@@ -64,17 +70,27 @@ def ctc_loss(
 
     Args:
         log_probs: ``(B, T, C)`` float, per-frame log-probabilities of the ``C`` classes
-            (batch-first; pass ``x.transpose(0, 1)`` for a time-first ``(T, B, C)`` tensor).
+            (batch-first; pass ``x.transpose(0, 1)`` for a time-first ``(T, B, C)`` tensor), or
+            one unbatched sequence ``(T, C)`` as ``F.ctc_loss`` takes it. ``B = 0`` and ``T = 0``
+            are errors, as in ``F.ctc_loss``.
         targets: ``(B, S_max)`` padded, or 1-D ``(sum(target_lengths),)`` concatenated token ids
             in ``[0, C)``, never ``blank``. Entries past each target length are ignored.
-        input_lengths: ``(B,)`` frames per sequence in ``[1, T]``; default all ``T``.
+            Unbatched: ``(S,)`` (or ``(1, S)``).
+        input_lengths: ``(B,)`` frames per sequence in ``[0, T]``; default all ``T``. Unbatched:
+            an int, a 0-d tensor or a length-1 sequence / tensor.
         target_lengths: ``(B,)`` tokens per target; default ``S_max`` (2-D targets only).
+            Unbatched: like ``input_lengths``; default ``S``.
         blank: id of the blank class.
-        reduction: ``"none"`` -> ``(B,)``; ``"sum"``; ``"mean"``: each loss divided by its target
-            length (at least 1), then averaged over the batch (as in ``F.ctc_loss``).
+        reduction: ``"none"`` -> ``(B,)`` (a 0-d tensor when unbatched); ``"sum"``; ``"mean"``:
+            each loss divided by its target length (at least 1), then averaged over the batch
+            (as in ``F.ctc_loss``).
         zero_infinity: replace infinite losses (targets too long for their input) and their
             gradients by 0. Without it such items give ``inf``.
         backend: kernel backend (``"auto"``, ``"torch"``, ``"numba"``).
+
+    Empty items, as in ``F.ctc_loss``: a target of length 0 costs ``-sum_t log_probs[t, blank]``;
+    an input of length 0 costs 0 with an empty target and ``inf`` otherwise (0 with
+    ``zero_infinity``).
 
     Gradients: this is the true derivative. W.r.t. ``log_probs`` it is minus the expected
     number of frames in which each class is emitted (the posterior of the CTC states), whereas
@@ -84,12 +100,17 @@ def ctc_loss(
     """
     if reduction not in REDUCTIONS:
         raise HMMValueError(f"reduction must be one of {REDUCTIONS}; got {reduction!r}")
+    unbatched, (log_probs, targets, input_lengths, target_lengths) = _batched(log_probs, targets, input_lengths, target_lengths)
     batch = _validate(log_probs, targets, input_lengths, target_lengths, blank)
-    loss = -_graph(batch).log_partition(batch.log_probs, batch.input_lengths, backend=backend)
+    run, empty = _non_empty(batch)
+    loss = -_graph(run).log_partition(run.log_probs, run.input_lengths, backend=backend)
+    if empty is not None:  # 0 frames: free for an empty target, impossible otherwise
+        impossible = torch.where(batch.target_lengths > 0, torch.inf, 0.0).to(loss.dtype)
+        loss = torch.where(empty, impossible, loss)
     if zero_infinity:
         loss = torch.where(torch.isinf(loss), torch.zeros((), dtype=loss.dtype, device=loss.device), loss)
     if reduction == "none":
-        return loss
+        return loss[0] if unbatched else loss
     if reduction == "sum":
         return loss.sum()
     return (loss / batch.target_lengths.clamp(min=1).to(loss.dtype)).mean()
@@ -106,27 +127,32 @@ def ctc_forced_align(
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Most likely CTC alignment of each target to its frames (batched, variable lengths).
 
-    Arguments as in :func:`ctc_loss`.
+    Arguments as in :func:`ctc_loss`, unbatched ``(T, C)`` input and 0-frame items included.
 
     Returns:
-        labels: ``(B, T)`` int64 token id per frame (``blank`` included), ``-1`` at padded frames.
+        labels: ``(B, T)`` int64 token id per frame (``blank`` included), ``-1`` at padded frames
+            (every frame of an item with input length 0); ``(T,)`` when unbatched.
         scores: ``(B, T)`` ``log_probs`` of each frame's label, 0 at padded frames, so that
-            ``scores.sum(1)`` is the log-score of the best alignment.
+            ``scores.sum(1)`` is the log-score of the best alignment; ``(T,)`` when unbatched.
 
     Raises:
         InfeasibleAlignmentError: an input is shorter than ``S + repeats`` frames (a blank must
             separate equal consecutive tokens), or every alignment hits a ``-inf`` log-prob.
     """
+    unbatched, (log_probs, targets, input_lengths, target_lengths) = _batched(log_probs, targets, input_lengths, target_lengths)
     batch = _validate(log_probs, targets, input_lengths, target_lengths, blank)
     _, _, labels, scores = _align(batch, backend)
-    return labels, scores
+    return (labels[0], scores[0]) if unbatched else (labels, scores)
 
 
 def _align(batch: _Batch, backend: str) -> Tuple[StateGraph, torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(graph, state paths (B, T), labels (B, T), scores (B, T))`` of :func:`ctc_forced_align`."""
     _check_feasible(batch)
-    g = _graph(batch)
-    paths, best = g.viterbi(batch.log_probs, batch.input_lengths, backend=backend)
+    run, empty = _non_empty(batch)
+    g = _graph(run)
+    paths, best = g.viterbi(run.log_probs, run.input_lengths, backend=backend)
+    if empty is not None:  # an item of 0 frames (and, being feasible, 0 tokens) has no frames to label
+        paths = paths.masked_fill(empty[:, None], -1)
     dead = torch.isneginf(best)
     if bool(dead.any()):
         b = int(dead.nonzero()[0, 0])
@@ -135,7 +161,23 @@ def _align(batch: _Batch, backend: str) -> Tuple[StateGraph, torch.Tensor, torch
             f"{int(batch.target_lengths[b])} tokens to its {int(batch.input_lengths[b])} frames "
             "passes through a frame where log_probs of the required token is -inf"
         )
-    return g, paths, g.path_units(paths), g.path_scores(batch.log_probs, paths)
+    return g, paths, g.path_units(paths), g.path_scores(run.log_probs, paths)
+
+
+def _non_empty(batch: _Batch) -> Tuple[_Batch, Union[torch.Tensor, None]]:
+    """``(batch for the kernel, (B,) bool of 0-frame items or None)``.
+
+    The kernel needs at least one frame per item: a 0-frame item runs as one frame of zeros with
+    an empty target (``masked_fill``, so no gradient reaches its ``log_probs``), and the caller
+    replaces its result.
+    """
+    empty = batch.input_lengths == 0
+    if not bool(empty.any()):
+        return batch, None
+    lp = batch.log_probs.masked_fill(empty[:, None, None], 0.0)
+    lengths = batch.input_lengths.clamp(min=1)
+    target_lengths = batch.target_lengths.masked_fill(empty, 0)
+    return _Batch(lp, batch.targets, lengths, target_lengths, batch.blank), empty
 
 
 def ctc_greedy_decode(log_probs: torch.Tensor, input_lengths: IntsLike = None, blank: int = 0) -> List[List[int]]:
@@ -166,6 +208,9 @@ class CTCAlignment(NamedTuple):
 
 class CTCAligner(nn.Module):
     """CTC as a module: ``forward`` is the loss, ``align`` the forced alignment, ``decode`` greedy decoding.
+
+    ``forward`` also takes unbatched ``(T, C)`` input (see :func:`ctc_loss`); ``align`` and
+    ``decode`` are batched ``(B, T, C)`` only.
 
     Args:
         blank: id of the blank class.
@@ -278,7 +323,7 @@ def _validate(log_probs, targets, input_lengths, target_lengths, blank) -> _Batc
     lp = check_frame_scores(log_probs, "log_probs", "C", "class", layout="batch-first ")
     bsz, t_max, c = lp.shape
     _check_blank(blank, c)
-    in_len = check_lengths(input_lengths, "input_lengths", bsz, t_max, lp.device)
+    in_len = check_lengths(input_lengths, "input_lengths", bsz, t_max, lp.device, low=0)
     padded, tgt_len = _check_targets(targets, target_lengths, bsz, lp.device)
     inside = torch.arange(padded.shape[1], device=lp.device)[None] < tgt_len[:, None]
     bad = inside & ((padded < 0) | (padded >= c) | (padded == blank))
@@ -291,6 +336,58 @@ def _validate(log_probs, targets, input_lengths, target_lengths, blank) -> _Batc
     padded = padded.masked_fill(~inside, blank)
     check_finite_or_neginf(lp, "log_probs", frame_mask(in_len, t_max, lp.device)[:, :, None])
     return _Batch(lp, padded, in_len, tgt_len, blank)
+
+
+def _batched(log_probs, targets, input_lengths, target_lengths) -> Tuple[bool, tuple]:
+    """``(unbatched, (log_probs, targets, input_lengths, target_lengths))`` with a batch axis of 1 added
+    to unbatched ``(T, C)`` input, as ``F.ctc_loss`` accepts it; batched input passes unchanged."""
+    if not isinstance(log_probs, torch.Tensor) or log_probs.ndim == 3:
+        return False, (log_probs, targets, input_lengths, target_lengths)
+    if log_probs.ndim != 2:
+        raise HMMDimensionError(
+            f"log_probs must be batch-first (B, T, C) or unbatched (T, C); got shape {tuple(log_probs.shape)}",
+            expected_shape=("B", "T", "C"),
+            actual_shape=log_probs.shape,
+        )
+    if 0 in log_probs.shape:
+        raise HMMDimensionError(
+            f"log_probs must have at least one frame and class; got unbatched shape {tuple(log_probs.shape)}",
+            expected_shape=("T>0", "C>0"),
+            actual_shape=log_probs.shape,
+        )
+    if isinstance(targets, torch.Tensor) and not (targets.ndim == 1 or (targets.ndim == 2 and targets.shape[0] == 1)):
+        raise HMMDimensionError(
+            f"targets must be (S,) (or (1, S)) with unbatched log_probs (T, C); got shape {tuple(targets.shape)}",
+            expected_shape=("S",),
+            actual_shape=targets.shape,
+        )
+    if isinstance(targets, torch.Tensor) and targets.ndim == 1:
+        targets = targets.unsqueeze(0)
+    lengths = (_one_length(input_lengths, "input_lengths"), _one_length(target_lengths, "target_lengths"))
+    return True, (log_probs.unsqueeze(0), targets) + lengths
+
+
+def _one_length(value: IntsLike, name: str) -> IntsLike:
+    """An unbatched length (an int, a 0-d tensor or a length-1 sequence / tensor) as a ``(1,)`` sequence."""
+    if value is None:
+        return None
+    if isinstance(value, (numbers.Integral, np.integer)) and not isinstance(value, (bool, np.bool_)):
+        return [int(value)]
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1 or value.ndim > 1:
+            raise HMMDimensionError(
+                f"{name} must be a scalar, a 0-d tensor or (1,) with unbatched log_probs (T, C); got shape {tuple(value.shape)}",
+                expected_shape=(1,),
+                actual_shape=value.shape,
+            )
+        return value.reshape(1)
+    if isinstance(value, Sequence) and not isinstance(value, str) and len(value) != 1:
+        raise HMMDimensionError(
+            f"{name} must be a scalar, a 0-d tensor or (1,) with unbatched log_probs (T, C); got {len(value)} values",
+            expected_shape=(1,),
+            actual_shape=(len(value),),
+        )
+    return value  # a length-1 sequence, or something check_lengths rejects with its own message
 
 
 def _check_blank(blank, num_classes: int) -> None:
