@@ -123,8 +123,9 @@ class Gaussian(Emission):
             distributions. A frame scores the marginal density of its observed dimensions
             (diag/spherical: the terms of the missing dimensions are dropped; full/tied: the
             Gaussian of the observed sub-vector, ``N(x_O; mu_O, Sigma_OO)``). A frame with
-            every dimension missing scores 0. In EM (diag/spherical only) each dimension's
-            statistics use only the frames where it is observed. Padded frames (``mask``
+            every dimension missing scores 0. In EM, diag/spherical take each dimension's
+            statistics from the frames where it is observed; full/tied treat the missing
+            entries as hidden variables (see :meth:`accumulate`). Padded frames (``mask``
             False) are excluded either way, whatever they hold.
 
     ``log_prob(x, mask=None)`` is differentiable in every parameter; EM statistics are the
@@ -388,20 +389,25 @@ class Gaussian(Emission):
         statistics do not depend on the current parameters, so they can be summed across
         batches, streams and processes, and across EM iterations.
 
-        With ``missing="marginalize"`` (diag, spherical), the missing entries (NaN at valid
-        frames) add nothing to ``obs`` and ``obs_sq``, and ``obs_count`` ``(K, D)`` adds
-        ``sum_t g_tk`` over the frames where dimension ``d`` is observed (the same as ``post``
-        for a batch without missing entries). Full and tied covariances have no such
-        statistics: missing entries are an error there.
+        With ``missing="marginalize"``, missing entries (NaN at valid frames) are handled so
+        that the M-step maximises the marginal likelihood of the observed entries:
+
+        * diag, spherical: they add nothing to ``obs`` and ``obs_sq``, and ``obs_count``
+          ``(K, D)`` adds ``sum_t g_tk`` over the frames where dimension ``d`` is observed (the
+          same as ``post`` for a batch without missing entries), as pomegranate's ``Normal``;
+        * full, tied: the missing entries are hidden variables (EM for incomplete data,
+          Ghahramani and Jordan 1994). A frame of state ``k`` adds the conditional moments
+          given its observed entries under the current parameters: ``x_M`` is replaced by
+          ``mu_M + Sigma_MO Sigma_OO^-1 (x_O - mu_O)`` and ``x_M x_M^T`` gains
+          ``Sigma_MM - Sigma_MO Sigma_OO^-1 Sigma_OM``. These statistics depend on the
+          parameters, so accumulate them anew in every EM iteration (as EM does).
         """
         check_stats(stats, self._stat_keys(), type(self).__name__)
         x, mask, observed = self._observations(x, mask)
-        if observed is not None and not self._counts_per_dim():
-            raise HMMValueError(
-                f"EM statistics with missing values need covariance_type 'diag' or 'spherical'; got "
-                f"covariance_type={self.covariance_type!r} (log_prob marginalises missing values for every type)"
-            )
         g = check_posteriors(posteriors, x, self.num_states, mask).detach()
+        if observed is not None and not self._counts_per_dim():
+            self._accumulate_hidden(stats, x, g, observed)
+            return
         with torch.no_grad():
             # float64 sums: with float32 data, raw moments of a state far from the offset
             # cancel catastrophically in the M-step's Q - 2 mu S + mu^2 N
@@ -420,6 +426,43 @@ class Gaussian(Emission):
                 stats["obs_sq"] += gf.T @ (xf * xf)
             else:
                 stats["obs_outer"] += weighted_outer_sum(gf, xf)
+
+    def _accumulate_hidden(self, stats: Stats, x: torch.Tensor, g: torch.Tensor, observed: torch.Tensor) -> None:
+        """Full/tied statistics with the missing entries as hidden variables (see :meth:`accumulate`)."""
+        k, d = self.num_states, self.dim
+        with torch.no_grad():
+            xf = x.detach().reshape(-1, d).double() - self.stats_offset.double()
+            gf = g.reshape(-1, k).double()
+            seen = observed.reshape(-1, d)
+            stats["post"] += gf.sum(0)
+            complete = torch.nonzero(seen.all(1)).squeeze(1)
+            stats["obs"] += gf[complete].T @ xf[complete]
+            stats["obs_outer"] += weighted_outer_sum(gf[complete], xf[complete])
+            rows = torch.nonzero(~seen.all(1)).squeeze(1)
+            if rows.numel() == 0:
+                return
+            cov = self.covariance_matrices.double()  # (K, D, D) for tied too
+            mu = self.loc.double() - self.stats_offset.double()
+            patterns, which = torch.unique(seen[rows], dim=0, return_inverse=True)
+            for p in range(patterns.shape[0]):
+                r = rows[which == p]
+                o, m = torch.nonzero(patterns[p]).squeeze(1), torch.nonzero(~patterns[p]).squeeze(1)
+                gp = gf[r]  # (n, K)
+                s_mm = cov[:, m][:, :, m]
+                if o.numel() > 0:
+                    gain = torch.linalg.solve(cov[:, o][:, :, o], cov[:, o][:, :, m])  # (K, |O|, |M|): Sigma_OO^-1 Sigma_OM
+                    fill = mu[None, :, m] + ((xf[r][:, None, o] - mu[None, :, o])[:, :, None, :] @ gain[None])[:, :, 0]
+                    cond = s_mm - cov[:, m][:, :, o] @ gain
+                else:
+                    fill, cond = mu[None, :, m].expand(r.numel(), -1, -1), s_mm
+                full = xf[r][:, None, :].repeat(1, k, 1)  # (n, K, D): each state's completed frame
+                full[:, :, m] = fill
+                weighted = gp[:, :, None] * full
+                stats["obs"] += weighted.sum(0)
+                stats["obs_outer"] += torch.einsum("nki,nkj->kij", weighted, full)
+                extra = torch.zeros(k, d, d, dtype=torch.float64, device=xf.device)
+                extra[:, m[:, None], m[None, :]] = gp.sum(0)[:, None, None] * cond
+                stats["obs_outer"] += extra
 
     def m_step(self, stats: Stats) -> None:
         r"""Set means and covariances from the statistics, as hmmlearn's ``GaussianHMM._do_mstep``.
@@ -445,7 +488,10 @@ class Gaussian(Emission):
         With missing values (``obs_count`` differs from ``post``), diag and spherical use the
         per-dimension mass ``N_kd = obs_count`` in place of ``N_k`` in every formula (the mean
         and variance of each dimension from the frames where it is observed, as pomegranate's
-        ``Normal``), and the relative floor uses each dimension's observed frames.
+        ``Normal``), and the relative floor uses each dimension's observed frames. Spherical
+        then pools the dimensions, ``var_k = sum_d (covars_prior_kd + c_kd) / sum_d c_d,kd``
+        (the maximiser of the marginal likelihood, where pomegranate averages the per-dimension
+        variances; the same when no value is missing).
         """
         check_stats(stats, self._stat_keys(), type(self).__name__)
         ct, d = self.covariance_type, self.dim
@@ -478,7 +524,9 @@ class Gaussian(Emission):
                 c_n = lam[:, None] * diff0**2 + q - 2.0 * mu * s1 + mu**2 * n_col
                 c_d = (self.covars_weight - 1.0).clamp_min(0.0)[:, None] + n_col
                 var = (self.covars_prior + c_n) / c_d.clamp_min(1e-5)
-                if ct == "spherical":
+                if ct == "spherical" and per_dim:  # one variance for dimensions of unequal mass
+                    var, floor = (self.covars_prior + c_n).sum(1) / c_d.sum(1).clamp_min(1e-5), floor.mean()
+                elif ct == "spherical":
                     var, floor = var.mean(1), floor.mean()
                 self.log_var.copy_(torch.log(torch.maximum(var, floor.clamp_min(torch.finfo(var.dtype).tiny))))
             else:
