@@ -6,7 +6,12 @@ Every distribution is an ``nn.Module`` with
   (``D = max_duration``), normalised over the support and ``-inf`` below ``min_duration``;
 * EM statistics: ``init_stats() -> (K, D)``, ``accumulate(stats, counts)`` with expected
   segment counts ``(B, K, D)`` or ``(K, D)`` from the kernel, and ``m_step(stats)``;
-* ``mean(context=None) -> (K,)``: expected duration in frames.
+* ``mean(context=None) -> (K,)``: expected duration in frames;
+* ``sample(num_samples, generator=None, state=None) -> (num_samples, K)`` integer durations drawn
+  from exactly the normalised ``exp(log_probs())`` the kernel uses;
+* ``fit(durations, states=None, weights=None)``: parameters from observed integer durations, by
+  the same ``init_stats`` / ``accumulate`` / ``m_step`` path as EM (``duration_counts`` turns the
+  observations into the ``(K, D)`` counts the M-step takes).
 
 ``Poisson``, ``Gaussian`` and ``Gamma`` are exponential families restricted to the finite
 support (probabilities proportional to the pmf or density at each integer ``d``). Constructors take
@@ -23,12 +28,13 @@ import math
 import numbers
 from typing import Optional, Union
 
+import numpy as np
 import torch
 from torch import nn
 
-from .errors import HMMDimensionError, HMMValueError
+from .errors import HMMDimensionError, HMMDtypeError, HMMValueError
 from .semiring import log_normalise
-from .validation import check_count, check_number
+from .validation import as_tensor, check_count, check_number
 
 __all__ = ["Duration", "Poisson", "Gaussian", "Gamma", "Categorical", "Neural"]
 
@@ -85,6 +91,105 @@ class Duration(nn.Module):
     def m_step(self, stats: torch.Tensor) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    @torch.no_grad()
+    def sample(self, num_samples: int, generator: Optional[torch.Generator] = None, state: Optional[int] = None, *,
+               context: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Draw integer durations (int64, in ``min_duration..max_duration``) from each state's distribution.
+
+        The draws follow exactly ``exp(log_probs(context))``, the normalised table the kernel uses.
+
+        Args:
+            num_samples: draws per state.
+            generator: a ``torch.Generator`` on the parameters' device, for reproducible draws.
+            state: one state ``k`` in ``[0, K)``; default all states.
+            context: only for :class:`Neural` (``(K, C)`` or ``(B, K, C)``).
+
+        Returns:
+            ``(num_samples, K)`` (``(num_samples, B, K)`` with a batched context); without the
+            ``K`` axis when ``state`` is given.
+        """
+        n = check_count(num_samples, "num_samples")
+        logp = self.log_probs(context).detach()
+        k = logp.shape[-2]
+        if state is not None:
+            if isinstance(state, (bool, np.bool_)) or not isinstance(state, numbers.Integral) or not 0 <= state < k:
+                raise HMMValueError(f"state must be an int in [0, K) = [0, {k}); got {state!r}")
+            logp = logp[..., int(state), :]
+        rows = logp.reshape(-1, logp.shape[-1]).double().exp()  # (R, D)
+        draws = torch.multinomial(rows, n, replacement=True, generator=generator)  # (R, n) indices d - 1
+        return (draws + 1).T.reshape((n,) + tuple(logp.shape[:-1]))
+
+    def duration_counts(self, durations, states=None, weights=None) -> torch.Tensor:
+        """``(K, D)`` float64 (weighted) counts of observed durations: the statistics :meth:`m_step` takes.
+
+        Args:
+            durations: integer durations in ``min_duration..max_duration``: ``(N, K)``, column
+                ``k`` observed in state ``k`` (as :meth:`sample` returns them), or ``(N,)`` with
+                ``states``. Integer or integer-valued float tensors, arrays or lists.
+            states: ``(N,)`` integer state of each duration in ``[0, K)`` (e.g. from an alignment).
+            weights: non-negative, durations' shape, or ``(N,)`` per row of ``(N, K)`` durations;
+                default 1 (a weight of 2 counts a duration twice, 0 leaves it out).
+
+        Counts are additive: the counts of two halves of the data sum to those of the whole.
+        """
+        k, d_max, d_min, dev = self.num_states, self.max_duration, self.min_duration, self._device()
+        d = _integers(durations, "durations", torch.float64, dev)
+        if states is None:
+            if d.ndim != 2 or d.shape[1] != k:
+                raise HMMDimensionError(
+                    f"durations must be (N, K) with K == {k} (one column per state), or (N,) with states (N,); "
+                    f"got shape {tuple(d.shape)}", expected_shape=("N", k), actual_shape=d.shape,
+                )
+            s = torch.arange(k, device=dev).expand(d.shape)
+        else:
+            s = _integers(states, "states", torch.long, dev)
+            if d.ndim != 1 or s.shape != d.shape:
+                raise HMMDimensionError(
+                    f"durations and states must both be (N,) with one N; got durations {tuple(d.shape)} and states {tuple(s.shape)}",
+                    expected_shape=("N",), actual_shape=d.shape,
+                )
+            if s.numel() and (int(s.min()) < 0 or int(s.max()) >= k):
+                raise HMMValueError(f"states must be in [0, K) = [0, {k}); got values in [{int(s.min())}, {int(s.max())}]")
+        outside = (d < d_min) | (d > d_max)
+        if bool(outside.any()):
+            i = tuple(int(v) for v in outside.nonzero()[0])
+            raise HMMValueError(
+                f"durations must lie in the support [min_duration, max_duration] = [{d_min}, {d_max}]; "
+                f"got {int(d[i])} (state {int(s[i])})"
+            )
+        if weights is None:
+            w = torch.ones_like(d)
+        else:
+            w = as_tensor(weights, "weights", torch.float64, dev)
+            if w.shape == d.shape[:1] and d.ndim == 2:
+                w = w[:, None].expand(d.shape)
+            if w.shape != d.shape:
+                raise HMMDimensionError(
+                    f"weights must have the durations' shape {tuple(d.shape)}" + (" or (N,)" if d.ndim == 2 else "")
+                    + f"; got {tuple(w.shape)}", expected_shape=tuple(d.shape), actual_shape=w.shape,
+                )
+            if w.numel() and not (torch.isfinite(w).all() and (w >= 0).all()):
+                bad = w[~torch.isfinite(w) | (w < 0)][0]
+                raise HMMValueError(f"weights must be finite and >= 0; got {float(bad)}")
+        counts = torch.zeros(k * d_max, dtype=torch.float64, device=dev)
+        counts.index_add_(0, (s * d_max + d.long() - 1).reshape(-1), w.reshape(-1))
+        return counts.reshape(k, d_max)
+
+    def fit(self, durations, states=None, weights=None) -> "Duration":
+        """Set the parameters from observed durations (see :meth:`duration_counts` for the arguments).
+
+        This is the EM M-step on observed instead of expected counts (``init_stats``,
+        ``accumulate``, ``m_step``): the maximum-likelihood fit of the distribution *truncated to
+        its support* ``min_duration..max_duration`` (for ``Categorical``, with its
+        ``pseudo_count``). States without observations keep their parameters. Data at a single
+        duration drives a parametric family towards a point mass (large but finite parameters).
+        Returns ``self``.
+        """
+        stats = self.init_stats()
+        self.accumulate(stats, self.duration_counts(durations, states, weights))
+        self.m_step(stats)
+        return self
+
     def _device(self) -> torch.device:
         return next(self.parameters()).device
 
@@ -94,6 +199,17 @@ class Duration(nn.Module):
 
     def extra_repr(self) -> str:
         return f"num_states={self.num_states}, min_duration={self.min_duration}, max_duration={self.max_duration}"
+
+
+def _integers(value, name: str, dtype: torch.dtype, device) -> torch.Tensor:
+    """``value`` (tensor, array or list of integer-valued numbers) as ``dtype`` on ``device``; else an error naming ``name``."""
+    if isinstance(value, torch.Tensor) and (value.dtype == torch.bool or value.dtype.is_complex):
+        raise HMMDtypeError(f"{name} must hold integers (an integer or integer-valued float tensor); got {value.dtype}")
+    v = as_tensor(value, name, torch.float64, device)
+    whole = torch.isfinite(v) & (v == v.round())
+    if not bool(whole.all()):
+        raise HMMValueError(f"{name} must be finite integers; got {float(v[~whole][0])}")
+    return v.to(dtype)
 
 
 def _check_support(num_states: Optional[int], max_duration: int, min_duration: int) -> None:
@@ -315,6 +431,9 @@ class Neural(Duration):
     ``log_probs(context)`` takes ``(K, C)`` or ``(B, K, C)`` and returns ``(K, D)`` /
     ``(B, K, D)``. No closed-form M-step: train by gradient descent on the model's
     negative log-likelihood (the kernel is differentiable w.r.t. the duration table).
+    ``sample`` needs the ``context`` (``sample(n, context=c)``); ``fit`` and ``duration_counts``
+    are not available (no M-step): for observed durations ``d`` of states ``k``, minimise
+    ``-log_probs(context)[k, d - 1].sum()`` by gradient descent instead.
     """
 
     has_m_step = False
@@ -339,6 +458,14 @@ class Neural(Duration):
     def m_step(self, stats: torch.Tensor) -> None:
         raise HMMValueError(_NO_M_STEP)
 
+    def duration_counts(self, durations, states=None, weights=None) -> torch.Tensor:
+        raise HMMValueError(_NO_FIT)
+
+    def fit(self, durations, states=None, weights=None) -> "Neural":
+        raise HMMValueError(_NO_FIT)
+
 
 _NO_M_STEP = ("Neural durations have no closed-form M-step; train them by gradient descent on "
               "-model(x, duration_context=...).mean(), or keep them fixed with fit(frozen=('durations',))")
+_NO_FIT = ("Neural durations cannot be fitted from observed durations in closed form; minimise "
+           "-log_probs(context)[states, durations - 1].sum() by gradient descent instead")
