@@ -5,12 +5,12 @@ transition structures (dense, banded, sparse), builders and components
 (:mod:`pytorch_hmm.transitions`), input checks (:mod:`pytorch_hmm.validation`), emissions (:mod:`pytorch_hmm.emissions`), the
 :class:`HMM` and :class:`HSMM` models with EM training, duration distributions
 (:mod:`pytorch_hmm.durations`), DTW, soft-DTW, CTC, state graphs and segments with TextGrid/CTM/JSON I/O (:mod:`pytorch_hmm.alignment`),
-evaluation metrics (:mod:`pytorch_hmm.metrics`), the speech front end (audio, features,
+online decoding (:mod:`pytorch_hmm.streaming`), evaluation metrics (:mod:`pytorch_hmm.metrics`), the speech front end (audio, features,
 lexicons, corpora and synthetic speech: :mod:`pytorch_hmm.speech`),
 and the error types (:mod:`pytorch_hmm.errors`).
 """
 
-from . import alignment, durations, errors, kernel, metrics, speech, transitions
+from . import alignment, durations, errors, kernel, metrics, speech, streaming, transitions
 from .models import HSMM, HMM, HMMLayer, MixtureGaussianHMM, SemiMarkovHMM, load
 from .errors import AudioError, HMMDeviceError, HMMDimensionError, HMMDtypeError, HMMTypeError, HMMValueError, InfeasibleAlignmentError
 from .kernel import expected_transitions, forward_backward, log_partition, posteriors, viterbi
@@ -32,6 +32,7 @@ __all__ = [
     "errors",
     "metrics",
     "speech",
+    "streaming",
     "kernel",
     "transitions",
     "Dense",

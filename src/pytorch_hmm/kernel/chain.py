@@ -38,7 +38,7 @@ except ImportError:  # pragma: no cover - exercised only where numba is missing
 Transitions = Union[TransitionStructure, torch.Tensor]
 BACKENDS = ("auto", "torch", "numba")
 
-__all__ = ["log_partition", "posteriors", "expected_transitions", "forward_backward", "marginals", "viterbi"]
+__all__ = ["log_partition", "posteriors", "expected_transitions", "forward_backward", "marginals", "viterbi", "forward_filter"]
 
 
 def _loops(p: ChainProblem, backend: str):
@@ -192,6 +192,39 @@ def forward_backward(
     alpha, beta, _, log_z = _forward_backward(p, backend)
     with torch.no_grad():
         return log_z, _state_marginals(p, alpha, beta)[0]
+
+
+@sized_by_scores
+def forward_filter(
+    log_emissions: torch.Tensor,
+    transitions: Transitions,
+    log_init: torch.Tensor,
+    lengths: LengthsLike = None,
+    *,
+    backend: str = "auto",
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The forward filter (no grad): ``(log_filtered (B, T, K), log_evidence (B, T))``.
+
+    ``log_filtered[b, t] = log p(z_t | x_{1:t})`` (each valid row log-normalised) and
+    ``log_evidence[b, t] = log p(x_{1:t})``, its per-frame normalisers summed in float64. No end
+    constraint: the filter looks at no frame after ``t``. Both are ``-inf`` at padded frames and
+    from the first frame no path reaches on (infeasible prefixes). Streaming runs it chunk by
+    chunk with ``log_init`` the predictive prior :func:`forward_step` gives from the last
+    filtered frame (:mod:`pytorch_hmm.streaming`).
+    """
+    p = prepare(log_emissions, transitions, log_init, lengths)
+    loops = _loops(p, backend)
+    with torch.no_grad():
+        q = p.detached()
+        alpha, log_norm = loops.forward(q)
+        frame_total = torch.logsumexp(alpha, -1)  # alpha_hat has max 0: only -inf when no state is reachable
+        ok = q.mask & torch.isfinite(frame_total)
+        ok = ok & (ok.long().cumprod(1) > 0)  # once unreachable, every later frame is too
+        neg_inf = torch.full((), -math.inf, dtype=alpha.dtype, device=alpha.device)
+        filtered = torch.where(ok[:, :, None], alpha - frame_total.unsqueeze(-1), neg_inf)
+        norms = torch.where(q.mask, log_norm.double(), torch.zeros((), dtype=torch.float64, device=alpha.device))
+        evidence = torch.where(ok, norms.cumsum(1) + frame_total.double(), -math.inf).to(alpha.dtype)
+    return filtered, evidence
 
 
 @sized_by_scores

@@ -33,7 +33,7 @@ from ..transitions import TransitionStructure
 from ..validation import FLOAT_DTYPES, check_tensor
 from .factors import exp_flushed_, shift_windows
 
-__all__ = ["forward_step", "viterbi_step", "chain_step", "MatrixSteps", "WindowSteps", "GatherSteps", "ScatterSteps"]
+__all__ = ["forward_step", "viterbi_step", "chain_step", "step_table", "MatrixSteps", "WindowSteps", "GatherSteps", "ScatterSteps"]
 
 
 class _Steps:
@@ -214,6 +214,25 @@ def _check_step_inputs(scores, transitions, log_emissions_t, step, name):
     return s, ops_for(s), step
 
 
+def step_table(structure, semiring, step: Optional[int] = None) -> _Steps:
+    """The forward step table of a checked structure in ``semiring``, for repeated single steps.
+
+    Static storages give a table of their one step; a time-varying one, of step ``step`` alone
+    (only that slice is put in canonical form: ``O(K X)``). Its steps never synchronise with
+    the host (dense log-semiring steps are exact ``logsumexp``), so a caller may keep it and
+    call ``table.step(v, 0)`` / ``table.step_with_argmax(v, 0)`` frame after frame.
+    """
+    from .storages import ops_for  # (storages imports this module: import late)
+
+    ops = ops_for(structure)
+    trans, index = ops.canonical(structure, step if structure.time_varying else None)
+    if not structure.time_varying:
+        trans = trans.unsqueeze(-3)  # add S = 1
+        if structure.batch_size is None:
+            trans = trans.unsqueeze(0)  # B' = 1
+    return ops.forward_steps(trans, index, semiring, sync=False)
+
+
 def chain_step(
     scores: torch.Tensor,
     transitions: Union[TransitionStructure, torch.Tensor],
@@ -234,13 +253,7 @@ def _chain_step(scores, transitions, log_emissions_t, step, semiring, name):
     if semiring not in (LogSemiring, MaxSemiring):
         raise HMMValueError(f"semiring must be pytorch_hmm.LogSemiring or pytorch_hmm.MaxSemiring; got {semiring!r}")
     s, ops, step = _check_step_inputs(scores, transitions, log_emissions_t, step, name)
-    # only the step's own slice of a time-varying storage is put in canonical form: O(K X) per call
-    trans, index = ops.canonical(s, step if s.time_varying else None)
-    if not s.time_varying:
-        trans = trans.unsqueeze(-3)  # add S = 1
-        if s.batch_size is None:
-            trans = trans.unsqueeze(0)  # B' = 1
-    table = ops.forward_steps(trans, index, semiring, sync=False)
+    table = step_table(s, semiring, step if s.time_varying else None)
     if semiring is MaxSemiring:
         values, source = table.step_with_argmax(scores, 0)
         source = source.long()
