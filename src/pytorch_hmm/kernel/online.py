@@ -11,9 +11,10 @@ the best complete path extends one of them. :class:`OnlineViterbi` keeps, for ea
 path's states at the frames not yet decided (``ancestors``, right-aligned so that streams of a
 batch may have different numbers of them), updates it with one gather per frame and decides
 the longest agreed prefix after each chunk. Deciding therefore waits as long as the paths
-disagree; ``max_delay`` bounds the wait by following the best path so far (an approximation:
-the states whose paths contradict a forced decision are dropped, so the output stays one path
-the model allows).
+disagree; ``max_delay`` bounds the look-ahead: after each frame, the frame ``max_delay`` back
+is fixed to the best path's state if the paths still disagree there (an approximation; the
+states whose paths contradict it are dropped, so the output stays one path the model allows,
+and it does not depend on how the stream is cut into chunks).
 """
 
 from __future__ import annotations
@@ -103,7 +104,8 @@ class OnlineViterbi:
 
     State (all on the device of ``log_init``): ``delta`` ``(B, K)`` the best path score ending in
     each state, shifted so its maximum is 0 (``offset`` ``(B,)`` float64 holds the shift);
-    ``ancestors`` ``(B, K, U)``; ``pending`` ``(B,)`` frames seen but not decided;
+    ``ancestors`` ``(B, K, U)``; ``forced`` ``(B, U)`` pending frames fixed by ``max_delay``;
+    ``pending`` ``(B,)`` frames seen but not decided;
     ``seen`` ``(B,)`` frames seen.
     """
 
@@ -117,44 +119,70 @@ class OnlineViterbi:
         self.delta = torch.full((batch_size, k), float("-inf"), dtype=log_init.dtype, device=dev)
         self.offset = torch.zeros(batch_size, dtype=torch.float64, device=dev)
         self.ancestors = torch.zeros((batch_size, k, 0), dtype=self._ancestor_dtype, device=dev)
+        self.forced = torch.zeros((batch_size, 0), dtype=torch.bool, device=dev)
         self.pending = torch.zeros(batch_size, dtype=torch.long, device=dev)
         self.seen = torch.zeros(batch_size, dtype=torch.long, device=dev)
 
-    def advance(self, log_emissions: torch.Tensor, lengths: torch.Tensor) -> None:
-        """Take the next frames: ``log_emissions`` ``(B, t, K)`` of which the first ``lengths[b]`` are stream ``b``'s."""
+    def advance(self, log_emissions: torch.Tensor, lengths: torch.Tensor, max_delay: Optional[int] = None) -> None:
+        """Take the next frames: ``log_emissions`` ``(B, t, K)`` of which the first ``lengths[b]`` are stream ``b``'s.
+
+        With ``max_delay``, after each frame the frame ``max_delay`` frames back is fixed to the
+        best path's state there if the paths still disagree on it, and the states whose paths
+        contradict it are dropped: every frame is then decided with at most ``max_delay`` frames
+        of look-ahead, whatever the chunking.
+        """
+        if max_delay is not None and max_delay < 0:
+            raise HMMValueError(f"max_delay must be None or an int >= 0; got {max_delay}")
         b, t, k = log_emissions.shape
         identity = self._states.to(self._ancestor_dtype).expand(b, k).unsqueeze(-1)
         filler = torch.zeros((b, k, 1), dtype=self._ancestor_dtype, device=log_emissions.device)
-        delta, ancestors = self.delta, self.ancestors
+        no = torch.zeros((b, 1), dtype=torch.bool, device=log_emissions.device)
+        delta, ancestors, forced, pending = self.delta, self.ancestors, self.forced, self.pending
         started = self.seen > 0
         for i in range(t):
             e = log_emissions[:, i]
             best, source = self._table.step_with_argmax(delta, 0)
             best = torch.where(started[:, None], best, self.log_init) + e
             on_path = ancestors.gather(1, source.long().unsqueeze(-1).expand(-1, -1, ancestors.shape[-1]))
-            valid = (lengths > i)[:, None]
-            delta = torch.where(valid, best, delta)
-            ancestors = torch.where(valid[:, :, None], torch.cat([on_path, identity], -1), torch.cat([filler, ancestors], -1))
-            started = started | valid[:, 0]
+            valid = lengths > i
+            delta = torch.where(valid[:, None], best, delta)
+            ancestors = torch.where(valid[:, None, None], torch.cat([on_path, identity], -1), torch.cat([filler, ancestors], -1))
+            forced = torch.where(valid[:, None], torch.cat([forced, no], -1), torch.cat([no, forced], -1))
+            pending = pending + valid
+            started = started | valid
+            if max_delay is not None and ancestors.shape[-1] > max_delay:
+                delta, forced = self._force(delta, ancestors, forced, valid & (pending > max_delay), max_delay)
         # keep scores O(1): the argmax of every later step is unchanged by a per-stream shift
         top = torch.nan_to_num(delta.amax(-1, keepdim=True), neginf=0.0)
         self.delta, self.offset = delta - top, self.offset + top.squeeze(-1).double()
-        self.ancestors = ancestors
+        self.ancestors, self.forced = ancestors, forced
         self.seen = self.seen + lengths
-        self.pending = self.pending + lengths
+        self.pending = pending
+
+    @staticmethod
+    def _force(delta, ancestors, forced, due, max_delay: int):
+        """Fix the frame ``max_delay`` back (column ``-1 - max_delay``) of the ``due`` streams to the
+        best path's state; drop the states whose paths pass elsewhere there."""
+        k = delta.shape[-1]
+        column = ancestors[:, :, -1 - max_delay].long()  # (B, K) each path's state at that frame
+        alive = torch.isfinite(delta)
+        chosen = column.gather(1, delta.argmax(-1, keepdim=True))  # (B, 1)
+        agreed = torch.where(alive, column, -1).amax(-1) == torch.where(alive, column, k).amin(-1)
+        delta = delta.masked_fill(due[:, None] & (column != chosen), float("-inf"))
+        mark = (due & ~agreed & alive.any(-1))[:, None]  # fixed here, not by agreement
+        forced = forced.clone()
+        forced[:, -1 - max_delay] |= mark[:, 0]
+        return delta, forced
 
     def best_score(self, log_final: Optional[torch.Tensor] = None) -> torch.Tensor:
         """``(B,)`` float64 log-score of the best path so far (ending anywhere, or weighted by ``log_final``)."""
         scores = self.delta if log_final is None else self.delta + log_final
         return scores.amax(-1).double() + self.offset
 
-    def decide(self, max_delay: Optional[int] = None, log_final: Optional[torch.Tensor] = None,
-               flush: bool = False) -> ViterbiDecisions:
-        """Decide every frame all surviving paths agree on, and with ``max_delay`` every frame at
-        least ``max_delay`` frames old; with ``flush`` every pending frame, from the best path's
-        end state (weighted by ``log_final``). Decided frames leave the state."""
-        if max_delay is not None and max_delay < 0:
-            raise HMMValueError(f"max_delay must be None or an int >= 0; got {max_delay}")
+    def decide(self, log_final: Optional[torch.Tensor] = None, flush: bool = False) -> ViterbiDecisions:
+        """Decide every frame all surviving paths agree on (frames :meth:`advance` forced included); with
+        ``flush`` every pending frame, from the best path's end state (weighted by ``log_final``).
+        Decided frames leave the state."""
         bsz, k, width = self.ancestors.shape
         dev = self.delta.device
         alive = torch.isfinite(self.delta)
@@ -163,7 +191,7 @@ class OnlineViterbi:
         order = (width - self.pending[:, None] + cols).clamp(0, max(width - 1, 0))
         is_pending = cols < self.pending[:, None]
         if width == 0:
-            agreed = torch.zeros((bsz, 0), dtype=torch.long, device=dev)
+            agreed = torch.zeros(bsz, dtype=torch.long, device=dev)
         else:
             hi = torch.where(alive[:, :, None], self.ancestors.long(), -1).amax(1)
             lo = torch.where(alive[:, :, None], self.ancestors.long(), k).amin(1)
@@ -177,8 +205,7 @@ class OnlineViterbi:
             decide = self.pending.clone()
         else:
             end_state = self.delta.argmax(-1)
-            must = self.pending if max_delay is None else (self.pending - max_delay).clamp(min=0)
-            decide = torch.maximum(agreed, must) if max_delay is not None else agreed
+            decide = agreed
         decide = torch.where(dead, self.pending, decide)  # no path goes on: nothing left to wait for
         best_path = self.ancestors.gather(1, end_state.view(bsz, 1, 1).expand(-1, 1, width)).squeeze(1).long()
         left = self.pending - decide
@@ -187,18 +214,10 @@ class OnlineViterbi:
         states = best_path.gather(1, take) if width else torch.zeros((bsz, n), dtype=torch.long, device=dev)
         is_decided = cols[:n] < decide[:, None]
         states = torch.where(is_decided & ~dead[:, None], states, -1)
-        forced = is_decided & (cols[:n] >= agreed[:, None]) & ~dead[:, None]
-        if flush:
-            forced = torch.zeros_like(forced)
-        elif max_delay is not None and width:
-            # drop the states whose paths contradict the forced decisions (they agree up to the last one)
-            last = (decide - 1).clamp(min=0)
-            col = order.gather(1, last[:, None])  # (B, 1)
-            through = self.ancestors.long().gather(2, col[:, None, :].expand(-1, k, 1)).squeeze(-1)
-            keep = through == best_path.gather(1, col)
-            contradicts = (decide > agreed)[:, None] & ~keep
-            self.delta = self.delta.masked_fill(contradicts, float("-inf"))
+        forced = (self.forced.gather(1, take) if width else torch.zeros((bsz, n), dtype=torch.bool, device=dev))
+        forced = forced & is_decided & ~dead[:, None]
         first = self.seen - self.pending
         self.pending = left
         self.ancestors = self.ancestors[:, :, width - keep:]
+        self.forced = self.forced[:, width - keep:]
         return ViterbiDecisions(states, first, decide, forced)

@@ -272,12 +272,14 @@ class StreamingHMMProcessor:
         e = self._log_emissions(chunk, lens)
         b, t, _ = e.shape
         lens = torch.full((b,), t, dtype=torch.long, device=e.device) if lens is None else lens
-        check_finite_or_neginf(e, "chunk log-emissions", (torch.arange(t, device=e.device) < lens[:, None])[:, :, None])
+        valid = (torch.arange(t, device=e.device) < lens[:, None])[:, :, None]
+        check_finite_or_neginf(e, "chunk log-emissions", valid)
+        e = e.masked_fill(~valid, 0.0)  # frames past lengths are never read; keep NaN padding out of the kernel's checks
         if self._batch is None:
             self._start(b)
         if self.mode == "viterbi":
-            self._viterbi.advance(e, lens)
-            return self._viterbi_result(self._viterbi.decide(self.max_delay), clock)
+            self._viterbi.advance(e, lens, self.max_delay)
+            return self._viterbi_result(self._viterbi.decide(), clock)
         return self._smoothed_result(*self._filter_chunk(e, lens), clock=clock)
 
     @torch.no_grad()
