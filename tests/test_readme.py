@@ -17,7 +17,7 @@ README = (ROOT / "README.md").read_text()
 MARKED = re.compile(r"<!-- readme-test: ([\w-]+) -->\n```(\w+)\n(.*?)\n```", flags=re.S)
 BLOCKS = {"main": "bash", "demo": "bash", "tests": "bash", "kernel": "python", "models": "python", "hsmm": "python",
           "alignment": "python", "graphs": "python", "metrics": "python", "speech": "python", "forced": "bash",
-          "peers": "python"}
+          "peers": "python", "streaming": "python"}
 
 
 def _block(name: str) -> str:
@@ -219,3 +219,8 @@ def test_peers_example_runs():
     want = F.ctc_loss(scope["log_probs"].transpose(0, 1), torch.tensor([[1, 2], [3, 3]]), torch.tensor([30, 20]),
                       torch.tensor([2, 2]))
     assert abs(float(scope["loss"]) - float(want)) < 1e-5
+
+
+def test_streaming_example_runs():
+    scope = _run_block("streaming")
+    assert len(scope["decided"]) == 500

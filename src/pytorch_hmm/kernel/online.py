@@ -123,8 +123,10 @@ class OnlineViterbi:
         self.pending = torch.zeros(batch_size, dtype=torch.long, device=dev)
         self.seen = torch.zeros(batch_size, dtype=torch.long, device=dev)
 
-    def advance(self, log_emissions: torch.Tensor, lengths: torch.Tensor, max_delay: Optional[int] = None) -> None:
-        """Take the next frames: ``log_emissions`` ``(B, t, K)`` of which the first ``lengths[b]`` are stream ``b``'s.
+    def advance(self, log_emissions: torch.Tensor, lengths: Optional[torch.Tensor] = None,
+                max_delay: Optional[int] = None) -> None:
+        """Take the next frames: ``log_emissions`` ``(B, t, K)`` of which the first ``lengths[b]`` are
+        stream ``b``'s (``None``: all ``t``).
 
         With ``max_delay``, after each frame the frame ``max_delay`` frames back is fixed to the
         best path's state there if the paths still disagree on it, and the states whose paths
@@ -134,24 +136,38 @@ class OnlineViterbi:
         if max_delay is not None and max_delay < 0:
             raise HMMValueError(f"max_delay must be None or an int >= 0; got {max_delay}")
         b, t, k = log_emissions.shape
+        dev = log_emissions.device
         identity = self._states.to(self._ancestor_dtype).expand(b, k).unsqueeze(-1)
-        filler = torch.zeros((b, k, 1), dtype=self._ancestor_dtype, device=log_emissions.device)
-        no = torch.zeros((b, 1), dtype=torch.bool, device=log_emissions.device)
+        filler = torch.zeros((b, k, 1), dtype=self._ancestor_dtype, device=dev)
+        no = torch.zeros((b, 1), dtype=torch.bool, device=dev)
         delta, ancestors, forced, pending = self.delta, self.ancestors, self.forced, self.pending
-        started = self.seen > 0
+        every = lengths is None  # every stream takes every frame: no per-stream selection
+        lengths = torch.full((b,), t, dtype=torch.long, device=dev) if every else lengths
+        track = max_delay is not None or not every  # per-frame bookkeeping of forced frames and pending counts
         for i in range(t):
-            e = log_emissions[:, i]
             best, source = self._table.step_with_argmax(delta, 0)
-            best = torch.where(started[:, None], best, self.log_init) + e
+            if i == 0:  # a stream starts at the first frame of a chunk
+                best = torch.where((self.seen > 0)[:, None], best, self.log_init)
+            best = best + log_emissions[:, i]
             on_path = ancestors.gather(1, source.long().unsqueeze(-1).expand(-1, -1, ancestors.shape[-1]))
-            valid = lengths > i
-            delta = torch.where(valid[:, None], best, delta)
-            ancestors = torch.where(valid[:, None, None], torch.cat([on_path, identity], -1), torch.cat([filler, ancestors], -1))
-            forced = torch.where(valid[:, None], torch.cat([forced, no], -1), torch.cat([no, forced], -1))
-            pending = pending + valid
-            started = started | valid
+            if every:
+                delta, ancestors = best, torch.cat([on_path, identity], -1)
+                valid = None
+            else:
+                valid = lengths > i
+                delta = torch.where(valid[:, None], best, delta)
+                ancestors = torch.where(valid[:, None, None], torch.cat([on_path, identity], -1),
+                                        torch.cat([filler, ancestors], -1))
+            if track:
+                forced = torch.cat([forced, no], -1) if every else \
+                    torch.where(valid[:, None], torch.cat([forced, no], -1), torch.cat([no, forced], -1))
+                pending = pending + 1 if every else pending + valid
             if max_delay is not None and ancestors.shape[-1] > max_delay:
-                delta, forced = self._force(delta, ancestors, forced, valid & (pending > max_delay), max_delay)
+                due = pending > max_delay if every else valid & (pending > max_delay)
+                delta, forced = self._force(delta, ancestors, forced, due, max_delay)
+        if not track:
+            forced = torch.cat([forced, no.expand(b, t)], -1)
+            pending = pending + t
         # keep scores O(1): the argmax of every later step is unchanged by a per-stream shift
         top = torch.nan_to_num(delta.amax(-1, keepdim=True), neginf=0.0)
         self.delta, self.offset = delta - top, self.offset + top.squeeze(-1).double()

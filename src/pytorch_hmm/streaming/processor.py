@@ -271,6 +271,7 @@ class StreamingHMMProcessor:
         lens = None if lengths is None else self._check_lengths(lengths, b_guess, t_guess)
         e = self._log_emissions(chunk, lens)
         b, t, _ = e.shape
+        given = lens
         lens = torch.full((b,), t, dtype=torch.long, device=e.device) if lens is None else lens
         valid = (torch.arange(t, device=e.device) < lens[:, None])[:, :, None]
         check_finite_or_neginf(e, "chunk log-emissions", valid)
@@ -278,7 +279,7 @@ class StreamingHMMProcessor:
         if self._batch is None:
             self._start(b)
         if self.mode == "viterbi":
-            self._viterbi.advance(e, lens, self.max_delay)
+            self._viterbi.advance(e, given, self.max_delay)
             return self._viterbi_result(self._viterbi.decide(), clock)
         return self._smoothed_result(*self._filter_chunk(e, lens), clock=clock)
 
