@@ -31,6 +31,7 @@ from ..errors import HMMDeviceError, HMMDimensionError, HMMDtypeError, HMMTypeEr
 from ..kernel import forward_backward
 from ..kernel.inputs import as_structure, check_state_vector
 from ..kernel.online import OnlineFilter, OnlineViterbi
+from ..transitions import Sparse
 from ..validation import check_finite_or_neginf, check_frame_scores, check_lengths, check_tensor
 
 __all__ = ["StreamingHMMProcessor", "StreamingResult", "MODES"]
@@ -195,7 +196,8 @@ class StreamingHMMProcessor:
         check_finite_or_neginf(log_init, "log_init", None)
         if log_final is not None:
             check_finite_or_neginf(log_final, "log_final", None)
-        self._structure = structure.detach() if hasattr(structure, "detach") else structure
+        lp = structure.log_probs.detach()  # a snapshot: the processor never trains the model
+        self._structure = Sparse(structure.predecessors, lp) if isinstance(structure, Sparse) else type(structure)(lp)
         self._log_init, self._log_final = log_init.detach(), None if log_final is None else log_final.detach()
 
     def reset(self) -> None:
