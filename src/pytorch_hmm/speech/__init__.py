@@ -5,6 +5,8 @@
 - :mod:`~pytorch_hmm.speech.features`: :class:`FeatureExtractor`, :func:`mfcc` (13 + Δ + ΔΔ),
   :func:`log_mel`, :func:`cmvn`, :func:`speaker_cmvn`, :func:`pad_batch` (``(B, T, D)`` plus
   lengths), frame <-> time helpers; 25 ms windows every 10 ms by default.
+- :mod:`~pytorch_hmm.speech.online`: :class:`StreamingFeatures` (block-by-block features equal
+  to the offline ones) and :class:`OnlineCMVN` (running mean / variance normalisation).
 - :mod:`~pytorch_hmm.speech.lexicon`: :class:`Lexicon` (CMUdict, MFA dictionaries, Korean G2P),
   :class:`Transcription`, :class:`OOVReport`.
 - :mod:`~pytorch_hmm.speech.korean`: Hangul decomposition and rule-based pronunciation.
@@ -38,6 +40,7 @@ from .kaldi import KaldiDataDir
 from .kss import KSS
 from .lexicon import Lexicon, OOVReport, OOVWord, Pronunciation, Transcription
 from .librispeech import LibriSpeech
+from .online import OnlineCMVN, StreamingFeatures
 from .synthetic import PhoneInterval, build_corpus, read_phone_intervals, synthesize, write_phone_intervals
 
 __all__ = [
@@ -60,6 +63,8 @@ __all__ = [
     "frame_to_time",
     "time_to_frame",
     "num_frames",
+    "StreamingFeatures",
+    "OnlineCMVN",
     "Lexicon",
     "Pronunciation",
     "Transcription",

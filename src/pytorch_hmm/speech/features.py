@@ -174,6 +174,13 @@ class FeatureExtractor:
         """Frame whose centre is nearest to ``seconds``."""
         return time_to_frame(seconds, self.sample_rate, self.hop_length)
 
+    def stream(self) -> "StreamingFeatures":
+        """A :class:`~pytorch_hmm.speech.StreamingFeatures` that computes these features block by
+        block; raises :class:`HMMValueError` for settings that need the whole signal."""
+        from .online import StreamingFeatures
+
+        return StreamingFeatures(self)
+
     # ---- extraction --------------------------------------------------------------
     def __call__(self, audio: Union[AudioLike, str, Path], sample_rate: Optional[int] = None) -> torch.Tensor:
         """Features ``(T, D)`` of a file path or of a mono ``(N,)`` signal.
@@ -224,8 +231,14 @@ class FeatureExtractor:
                 y, n_fft=n_fft, hop_length=self.hop_length, win_length=self.win_length,
                 window="hann", center=True, pad_mode="constant",
             )
-        power = np.square(spec.real) + np.square(spec.imag)  # |X|^2
-        basis = _mel_basis(self.sample_rate, n_fft, self.resolved_n_mels, float(self.fmin),
+        return self._from_power(np.square(spec.real) + np.square(spec.imag))  # |X|^2
+
+    def _from_power(self, power: np.ndarray) -> np.ndarray:
+        """Power spectra ``(1 + n_fft // 2, T)`` -> librosa-layout features ``(D, T)`` (mel, dB,
+        DCT and deltas; shared by the offline path and :class:`~pytorch_hmm.speech.StreamingFeatures`)."""
+        import librosa
+
+        basis = _mel_basis(self.sample_rate, self.fft_size, self.resolved_n_mels, float(self.fmin),
                            None if self.fmax is None else float(self.fmax))
         db = librosa.power_to_db(basis @ power, ref=1.0, amin=1e-10, top_db=self.top_db)
         if self.kind == "log_mel":
