@@ -21,7 +21,7 @@ ALLOWED = {
     "alignment": {"errors", "validation", "semiring", "transitions", "kernel", "emissions", "threads", "__version__"},  # acoustic.py: GMM states, saved version
     "metrics": {"errors", "validation", "kernel", "alignment"},
     # online decoding over the kernel's online recursions, for models or raw potentials
-    "streaming": {"errors", "validation", "transitions", "kernel", "models"},
+    "streaming": {"errors", "validation", "threads", "transitions", "kernel", "models"},
     "speech": {"errors", "validation", "alignment"},
     # the corpus aligner and the command line sit on top of everything
     "aligner": {"errors", "validation", "alignment", "speech"},

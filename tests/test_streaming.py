@@ -139,29 +139,85 @@ def test_online_viterbi_long_float32_stream_stays_exact():
 
 
 @pytest.mark.parametrize("max_delay", [0, 1, 3])
-def test_max_delay_bounds_every_wait_and_keeps_a_valid_path(max_delay):
+def test_max_delay_is_fixed_lag_viterbi(max_delay):
+    """Frame s is decided with frames up to s + max_delay: the state offline Viterbi gives frame s of
+    the prefix x_0..x_{s+max_delay} (no end weights); the last max_delay frames by the flush."""
     rng = np.random.default_rng(max_delay)
+    t = 40
     for storage in ("dense", "banded", "sparse"):
-        p = random_problem(rng, 3, 40, 5, storage=storage, width=3, final="shared", scale=0.3)
+        p = random_problem(rng, 3, t, 5, storage=storage, width=3, final="shared", scale=0.3)
         inp = torch_inputs(p)
         e, tr, init, final = inp["log_emissions"], inp["transitions"], inp["log_init"], inp["log_final"]
         proc = StreamingHMMProcessor((tr, init, final), max_delay=max_delay)
-        # frame by frame: every frame but the last max_delay is decided with at most max_delay frames of look-ahead
-        states, _, delays, forced, results = run_stream(proc, e, list(range(1, 40)))
-        assert (delays[:, : 40 - max_delay] <= max_delay).all()
+        states, _, delays, forced, results = run_stream(proc, e, list(range(1, t)))  # frame by frame
+        whole = kernel.viterbi(e, tr, init, log_final=final)[0]
+        for s_ in range(t):
+            if s_ + max_delay <= t - 1:
+                expected = kernel.viterbi(e[:, : s_ + max_delay + 1], tr, init)[0][:, s_]
+            else:
+                expected = whole[:, s_]
+            feasible = torch.isfinite(kernel.viterbi(e, tr, init, log_final=final)[1])
+            assert torch.equal(states[feasible, s_], expected[feasible]), (storage, s_)
+        assert (delays[:, : t - max_delay] <= max_delay).all()
         assert int(sum(r.forced.sum() for r in results)) == int(forced.sum())
-        if max_delay == 0:
-            assert forced.any()
-        for b in range(3):
-            score = path_score(*p.item(b)[:3], states[b].tolist(), p.item(b)[3])
-            assert math.isfinite(score), "forced decisions must still give a path the model allows"
-            assert results[-1].log_score[b].item() == pytest.approx(score, abs=1e-9)
-            best = kernel.viterbi(e[b:b + 1], tr, init, log_final=final)[1].item()
-            assert score <= best + 1e-9
+        np.testing.assert_allclose(results[-1].log_score.numpy(),
+                                   kernel.viterbi(e, tr, init, log_final=final)[1].numpy(), atol=1e-9)
         # the decisions do not depend on the chunking (only when they are reported)
         other = run_stream(StreamingHMMProcessor((tr, init, final), max_delay=max_delay), e, [3, 4, 17, 30])
         assert torch.equal(other[0], states) and torch.equal(other[3], forced)
-        assert (other[2] >= 0).all()
+    assert forced.any() or max_delay > 0
+
+
+def test_beam_is_exact_when_wide_and_lets_left_to_right_chains_decide_early():
+    """A left-to-right chain: the path lingering in state 0 never agrees with the others, so exact
+    online Viterbi holds everything to the end; a beam drops it and decisions come within frames."""
+    torch.manual_seed(0)
+    k, t = 20, 400
+    truth = torch.clamp(torch.arange(t) // 20, max=k - 1)
+    e = (-0.5 * (torch.randn(1, t, 1, dtype=torch.float64) * 0.7 + truth[None, :, None] - torch.arange(k)) ** 2)
+    tr = left_to_right(k, self_loop=0.9, dtype=torch.float64)
+    init = torch.tensor([0.0] + [-math.inf] * (k - 1), dtype=torch.float64)
+    final = torch.tensor([-math.inf] * (k - 1) + [0.0], dtype=torch.float64)
+    paths = kernel.viterbi(e, tr, init, log_final=final)[0]
+    exact, _, exact_delays, _, _ = run_stream(StreamingHMMProcessor((tr, init, final)), e, list(range(5, t, 5)))
+    assert torch.equal(exact, paths)
+    assert (exact_delays >= 0).float().mean() == 1 and exact_delays.float().median() > 100  # held back
+    wide, _, _, _, _ = run_stream(StreamingHMMProcessor((tr, init, final), beam=1e6), e, list(range(5, t, 5)))
+    assert torch.equal(wide, paths)
+    beamed, _, delays, forced, results = run_stream(StreamingHMMProcessor((tr, init, final), beam=15.0), e,
+                                                    list(range(5, t, 5)))
+    assert torch.equal(beamed, paths)  # the best path never leaves a 15-nat beam here
+    assert delays.float().median() <= 20 and not forced.any()  # 15 frames here, against over 100 exact
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), k=st.integers(2, 6), t=st.integers(1, 40), beam=st.floats(0.5, 6.0),
+       seed=st.integers(0, 2**31 - 1))
+def test_beam_equals_a_numpy_beam_viterbi(data, k, t, beam, seed):
+    """Against an independent beam Viterbi (numpy, dense): same pruning rule, same path and score."""
+    p = random_problem(np.random.default_rng(seed), 1, t, k, storage="dense", final="shared", scale=2.0)
+    inp = torch_inputs(p)
+    em, dense, ini, fin, _ = p.item(0)
+    score = ini + em[0]
+    score = np.where(score < score.max() - beam, -np.inf, score)
+    back = []
+    for s_ in range(1, t):
+        cand = score[:, None] + dense
+        back.append(cand.argmax(0))
+        score = cand.max(0) + em[s_]
+        score = np.where(score < score.max() - beam, -np.inf, score) if np.isfinite(score.max()) else score
+    end = score + fin
+    proc = StreamingHMMProcessor((inp["transitions"], inp["log_init"], inp["log_final"]), beam=beam)
+    states, _, _, _, results = run_stream(proc, inp["log_emissions"], cuts_for(t, data))
+    if not np.isfinite(end.max()):
+        assert (states == -1).all() or results[-1].log_score.item() == -math.inf
+        return
+    path = [int(end.argmax())]
+    for b_ in reversed(back):
+        path.append(int(b_[path[-1]]))
+    assert results[-1].log_score.item() == pytest.approx(float(end.max()), abs=1e-9)
+    got = states[0].tolist()
+    assert got == path[::-1] or path_score(em, dense, ini, got, fin) == pytest.approx(float(end.max()), abs=1e-9)
 
 
 def test_num_forced_counts_since_the_start():
@@ -418,6 +474,12 @@ def test_settings_errors():
         StreamingHMMProcessor((TR, INIT), lag=2)
     with pytest.raises(HMMValueError, match=r"max_delay is for mode='viterbi'; got max_delay=2 with mode='filter'"):
         StreamingHMMProcessor((TR, INIT), "filter", max_delay=2)
+    with pytest.raises(HMMValueError, match=r"beam is for mode='viterbi'; got beam=5.0 with mode='fixed_lag'"):
+        StreamingHMMProcessor((TR, INIT), "fixed_lag", lag=1, beam=5.0)
+    with pytest.raises(HMMValueError, match=r"beam must be a positive finite number; got 0"):
+        StreamingHMMProcessor((TR, INIT), beam=0)
+    with pytest.raises(HMMValueError, match=r"beam must be a positive finite number; got inf"):
+        StreamingHMMProcessor((TR, INIT), beam=float("inf"))
     with pytest.raises(HMMValueError, match=r"lag must be None or an int >= 0; got -1"):
         StreamingHMMProcessor((TR, INIT), "fixed_lag", lag=-1)
     with pytest.raises(HMMTypeError, match=r"max_delay must be None or an int >= 0; got float"):

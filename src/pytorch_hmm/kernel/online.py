@@ -11,10 +11,16 @@ the best complete path extends one of them. :class:`OnlineViterbi` keeps, for ea
 path's states at the frames not yet decided (``ancestors``, right-aligned so that streams of a
 batch may have different numbers of them), updates it with one gather per frame and decides
 the longest agreed prefix after each chunk. Deciding therefore waits as long as the paths
-disagree; ``max_delay`` bounds the look-ahead: after each frame, the frame ``max_delay`` back
-is fixed to the best path's state if the paths still disagree there (an approximation; the
-states whose paths contradict it are dropped, so the output stays one path the model allows,
-and it does not depend on how the stream is cut into chunks).
+disagree, and a path that can never win but stays possible (a left-to-right chain lingering
+in its first state) holds every decision back. Two approximations bound the wait:
+
+* ``beam``: after each frame, states scoring more than ``beam`` below the best are dropped
+  (a decoder's beam). The paths then coalesce quickly; the output is a path the model allows,
+  and exact whenever the best path never falls out of the beam.
+* ``max_delay``: after each frame, the frame ``max_delay`` back is decided as the best path's
+  state there, if the paths still disagree on it (fixed-lag Viterbi). No state is dropped, so
+  later frames may follow another path: the output may then hold a move the model does not
+  allow. Both are per frame, so the output does not depend on how the stream is cut into chunks.
 """
 
 from __future__ import annotations
@@ -94,7 +100,7 @@ class ViterbiDecisions(NamedTuple):
 
 
 class OnlineViterbi:
-    """Exact online Viterbi over ``B`` streams of a chain with static transitions.
+    """Online Viterbi over ``B`` streams of a chain with static transitions (exact by default).
 
     Args:
         transitions: a checked static structure (``Dense``, ``Banded`` or ``Sparse``, unbatched or
@@ -104,9 +110,9 @@ class OnlineViterbi:
 
     State (all on the device of ``log_init``): ``delta`` ``(B, K)`` the best path score ending in
     each state, shifted so its maximum is 0 (``offset`` ``(B,)`` float64 holds the shift);
-    ``ancestors`` ``(B, K, U)``; ``forced`` ``(B, U)`` pending frames fixed by ``max_delay``;
-    ``pending`` ``(B,)`` frames seen but not decided;
-    ``seen`` ``(B,)`` frames seen.
+    ``ancestors`` ``(B, K, U)``; ``forced`` ``(B, U)`` the state ``max_delay`` decided for a
+    pending frame (``-1``: none); ``pending`` ``(B,)`` frames seen but not decided; ``seen``
+    ``(B,)`` frames seen.
     """
 
     def __init__(self, transitions, log_init: torch.Tensor, batch_size: int) -> None:
@@ -119,27 +125,28 @@ class OnlineViterbi:
         self.delta = torch.full((batch_size, k), float("-inf"), dtype=log_init.dtype, device=dev)
         self.offset = torch.zeros(batch_size, dtype=torch.float64, device=dev)
         self.ancestors = torch.zeros((batch_size, k, 0), dtype=self._ancestor_dtype, device=dev)
-        self.forced = torch.zeros((batch_size, 0), dtype=torch.bool, device=dev)
+        self.forced = torch.zeros((batch_size, 0), dtype=self._ancestor_dtype, device=dev)
         self.pending = torch.zeros(batch_size, dtype=torch.long, device=dev)
         self.seen = torch.zeros(batch_size, dtype=torch.long, device=dev)
 
     def advance(self, log_emissions: torch.Tensor, lengths: Optional[torch.Tensor] = None,
-                max_delay: Optional[int] = None) -> None:
+                max_delay: Optional[int] = None, beam: Optional[float] = None) -> None:
         """Take the next frames: ``log_emissions`` ``(B, t, K)`` of which the first ``lengths[b]`` are
         stream ``b``'s (``None``: all ``t``).
 
-        With ``max_delay``, after each frame the frame ``max_delay`` frames back is fixed to the
-        best path's state there if the paths still disagree on it, and the states whose paths
-        contradict it are dropped: every frame is then decided with at most ``max_delay`` frames
-        of look-ahead, whatever the chunking.
+        ``beam``: after each frame, drop the states more than ``beam`` below the best.
+        ``max_delay``: after each frame, decide the frame ``max_delay`` back as the best path's
+        state there if the paths still disagree on it (see the module docstring).
         """
         if max_delay is not None and max_delay < 0:
             raise HMMValueError(f"max_delay must be None or an int >= 0; got {max_delay}")
+        if beam is not None and not beam > 0:
+            raise HMMValueError(f"beam must be None or a positive number; got {beam}")
         b, t, k = log_emissions.shape
         dev = log_emissions.device
         identity = self._states.to(self._ancestor_dtype).expand(b, k).unsqueeze(-1)
         filler = torch.zeros((b, k, 1), dtype=self._ancestor_dtype, device=dev)
-        no = torch.zeros((b, 1), dtype=torch.bool, device=dev)
+        none = torch.full((b, 1), -1, dtype=self._ancestor_dtype, device=dev)
         delta, ancestors, forced, pending = self.delta, self.ancestors, self.forced, self.pending
         every = lengths is None  # every stream takes every frame: no per-stream selection
         lengths = torch.full((b,), t, dtype=torch.long, device=dev) if every else lengths
@@ -149,6 +156,8 @@ class OnlineViterbi:
             if i == 0:  # a stream starts at the first frame of a chunk
                 best = torch.where((self.seen > 0)[:, None], best, self.log_init)
             best = best + log_emissions[:, i]
+            if beam is not None:
+                best = best.masked_fill(best < best.amax(-1, keepdim=True) - beam, float("-inf"))
             on_path = ancestors.gather(1, source.long().unsqueeze(-1).expand(-1, -1, ancestors.shape[-1]))
             if every:
                 delta, ancestors = best, torch.cat([on_path, identity], -1)
@@ -159,14 +168,14 @@ class OnlineViterbi:
                 ancestors = torch.where(valid[:, None, None], torch.cat([on_path, identity], -1),
                                         torch.cat([filler, ancestors], -1))
             if track:
-                forced = torch.cat([forced, no], -1) if every else \
-                    torch.where(valid[:, None], torch.cat([forced, no], -1), torch.cat([no, forced], -1))
+                forced = torch.cat([forced, none], -1) if every else \
+                    torch.where(valid[:, None], torch.cat([forced, none], -1), torch.cat([none, forced], -1))
                 pending = pending + 1 if every else pending + valid
             if max_delay is not None and ancestors.shape[-1] > max_delay:
                 due = pending > max_delay if every else valid & (pending > max_delay)
-                delta, forced = self._force(delta, ancestors, forced, due, max_delay)
+                forced = self._force(delta, ancestors, forced, due, max_delay)
         if not track:
-            forced = torch.cat([forced, no.expand(b, t)], -1)
+            forced = torch.cat([forced, none.expand(b, t)], -1)
             pending = pending + t
         # keep scores O(1): the argmax of every later step is unchanged by a per-stream shift
         top = torch.nan_to_num(delta.amax(-1, keepdim=True), neginf=0.0)
@@ -176,19 +185,18 @@ class OnlineViterbi:
         self.pending = pending
 
     @staticmethod
-    def _force(delta, ancestors, forced, due, max_delay: int):
-        """Fix the frame ``max_delay`` back (column ``-1 - max_delay``) of the ``due`` streams to the
-        best path's state; drop the states whose paths pass elsewhere there."""
+    def _force(delta, ancestors, forced, due, max_delay: int) -> torch.Tensor:
+        """Decide the frame ``max_delay`` back (column ``-1 - max_delay``) of the ``due`` streams whose
+        paths disagree there: the best path's state, kept in ``forced``."""
         k = delta.shape[-1]
-        column = ancestors[:, :, -1 - max_delay].long()  # (B, K) each path's state at that frame
+        column = ancestors[:, :, -1 - max_delay]  # (B, K) each path's state at that frame
         alive = torch.isfinite(delta)
-        chosen = column.gather(1, delta.argmax(-1, keepdim=True))  # (B, 1)
+        chosen = column.gather(1, delta.argmax(-1, keepdim=True)).squeeze(1)
         agreed = torch.where(alive, column, -1).amax(-1) == torch.where(alive, column, k).amin(-1)
-        delta = delta.masked_fill(due[:, None] & (column != chosen), float("-inf"))
-        mark = (due & ~agreed & alive.any(-1))[:, None]  # fixed here, not by agreement
+        fix = due & ~agreed & alive.any(-1) & (forced[:, -1 - max_delay] < 0)
         forced = forced.clone()
-        forced[:, -1 - max_delay] |= mark[:, 0]
-        return delta, forced
+        forced[:, -1 - max_delay] = torch.where(fix, chosen, forced[:, -1 - max_delay])
+        return forced
 
     def best_score(self, log_final: Optional[torch.Tensor] = None) -> torch.Tensor:
         """``(B,)`` float64 log-score of the best path so far (ending anywhere, or weighted by ``log_final``)."""
@@ -196,9 +204,9 @@ class OnlineViterbi:
         return scores.amax(-1).double() + self.offset
 
     def decide(self, log_final: Optional[torch.Tensor] = None, flush: bool = False) -> ViterbiDecisions:
-        """Decide every frame all surviving paths agree on (frames :meth:`advance` forced included); with
-        ``flush`` every pending frame, from the best path's end state (weighted by ``log_final``).
-        Decided frames leave the state."""
+        """Decide the oldest pending frames that every surviving path agrees on or that ``max_delay``
+        decided; with ``flush`` every pending frame, from the best path's end state (weighted by
+        ``log_final``). Decided frames leave the state."""
         bsz, k, width = self.ancestors.shape
         dev = self.delta.device
         alive = torch.isfinite(self.delta)
@@ -206,34 +214,36 @@ class OnlineViterbi:
         # column of the i-th pending frame of stream b (oldest first): width - pending + i
         order = (width - self.pending[:, None] + cols).clamp(0, max(width - 1, 0))
         is_pending = cols < self.pending[:, None]
+        forced = self.forced.gather(1, order) if width else self.forced  # (B, U) in pending order
         if width == 0:
-            agreed = torch.zeros(bsz, dtype=torch.long, device=dev)
+            ready = torch.zeros(bsz, dtype=torch.long, device=dev)
         else:
-            hi = torch.where(alive[:, :, None], self.ancestors.long(), -1).amax(1)
-            lo = torch.where(alive[:, :, None], self.ancestors.long(), k).amin(1)
-            agree = (hi == lo).gather(1, order) & is_pending
-            agreed = agree.long().cumprod(1).sum(1)
+            hi = torch.where(alive[:, :, None], self.ancestors, -1).amax(1)
+            lo = torch.where(alive[:, :, None], self.ancestors, k).amin(1)
+            ok = ((hi == lo).gather(1, order) | (forced >= 0)) & is_pending
+            ready = ok.long().cumprod(1).sum(1)
         dead = ~alive.any(-1)
         if flush:
             final_scores = self.delta if log_final is None else self.delta + log_final
             end_state = final_scores.argmax(-1)
             dead = dead | torch.isneginf(final_scores.amax(-1))
-            decide = self.pending.clone()
+            decide = self.pending
         else:
             end_state = self.delta.argmax(-1)
-            decide = agreed
+            decide = ready
         decide = torch.where(dead, self.pending, decide)  # no path goes on: nothing left to wait for
-        best_path = self.ancestors.gather(1, end_state.view(bsz, 1, 1).expand(-1, 1, width)).squeeze(1).long()
+        best_path = self.ancestors.gather(1, end_state.view(bsz, 1, 1).expand(-1, 1, width)).squeeze(1)
         left = self.pending - decide
         n, keep = torch.stack([decide.max(), left.max()]).tolist() if bsz else (0, 0)  # the one host sync
         take = order[:, :n]
-        states = best_path.gather(1, take) if width else torch.zeros((bsz, n), dtype=torch.long, device=dev)
+        forced = forced[:, :n]
+        states = best_path.gather(1, take) if width else torch.zeros((bsz, n), dtype=self._ancestor_dtype, device=dev)
+        states = torch.where(forced >= 0, forced, states).long()
         is_decided = cols[:n] < decide[:, None]
         states = torch.where(is_decided & ~dead[:, None], states, -1)
-        forced = (self.forced.gather(1, take) if width else torch.zeros((bsz, n), dtype=torch.bool, device=dev))
-        forced = forced & is_decided & ~dead[:, None]
+        was_forced = (forced >= 0) & is_decided & ~dead[:, None]
         first = self.seen - self.pending
         self.pending = left
         self.ancestors = self.ancestors[:, :, width - keep:]
         self.forced = self.forced[:, width - keep:]
-        return ViterbiDecisions(states, first, decide, forced)
+        return ViterbiDecisions(states, first, decide, was_forced)

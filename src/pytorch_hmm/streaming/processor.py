@@ -4,9 +4,11 @@ Three modes, all on the kernel's online recursions (:mod:`pytorch_hmm.kernel.onl
 
 * ``"viterbi"``: exact online Viterbi. A frame is decided as soon as every surviving best path
   agrees on its state, so the decided states equal offline :func:`~pytorch_hmm.kernel.viterbi`
-  however the stream is cut into chunks. ``max_delay=n`` forces a decision on every frame ``n``
-  frames old by following the best path so far (an approximation; ``forced`` reports where it
-  fired).
+  however the stream is cut into chunks. Two approximations bound the wait (see
+  :mod:`pytorch_hmm.kernel.online`): ``beam`` drops the states that fall more than ``beam``
+  below the best after each frame, so the paths coalesce sooner; ``max_delay=n`` decides every
+  frame ``n`` frames later at the latest, as the best path's state then (``forced`` reports
+  where it fired).
 * ``"filter"``: every frame decided at once with its filtered posterior ``p(z_t | x_{1:t})``
   (the normalised forward variable).
 * ``"fixed_lag"``: frame ``t`` decided when frame ``t + lag`` arrives, with the fixed-lag
@@ -32,7 +34,8 @@ from ..kernel import forward_backward
 from ..kernel.inputs import as_structure, check_state_vector
 from ..kernel.online import OnlineFilter, OnlineViterbi
 from ..transitions import Sparse
-from ..validation import check_finite_or_neginf, check_frame_scores, check_lengths, check_tensor
+from ..threads import torch_threads_for
+from ..validation import check_finite_or_neginf, check_frame_scores, check_lengths, check_number, check_tensor
 
 __all__ = ["StreamingHMMProcessor", "StreamingResult", "MODES"]
 
@@ -102,8 +105,13 @@ class StreamingHMMProcessor:
             A model's parameters are read when the processor is built and at :meth:`reset`.
         mode: ``"viterbi"``, ``"filter"`` or ``"fixed_lag"``.
         lag: frames of look-ahead in ``"fixed_lag"`` mode (required there, an int >= 0).
-        max_delay: ``"viterbi"`` only: force a decision on frames this many frames old
-            (``None``: exact, unbounded wait).
+        max_delay: ``"viterbi"`` only: decide every frame at the latest this many frames later,
+            as the best path's state then (``None``: exact, unbounded wait). The output may then
+            hold a move the model does not allow where a forced frame meets a later decision.
+        beam: ``"viterbi"`` only: drop the states scoring more than ``beam`` (log-probability)
+            below the best after each frame (``None``: keep every state). Exact unless the best
+            path falls out of the beam; on left-to-right chains it is what lets the paths agree
+            before the end of the stream.
 
     ``process_chunk(chunk, lengths=None)`` takes the next ``t`` frames of every stream
     (``lengths`` ``(B,)``: stream ``b`` has only its first ``lengths[b]``, 0 allowed) and
@@ -111,7 +119,8 @@ class StreamingHMMProcessor:
     starts new streams. Everything stays on the model's device.
     """
 
-    def __init__(self, source, mode: str = "viterbi", lag: Optional[int] = None, max_delay: Optional[int] = None) -> None:
+    def __init__(self, source, mode: str = "viterbi", lag: Optional[int] = None, max_delay: Optional[int] = None,
+                 beam: Optional[float] = None) -> None:
         if mode not in MODES:
             raise HMMValueError(f"mode must be one of {MODES}; got {mode!r}")
         self.mode = mode
@@ -121,8 +130,11 @@ class StreamingHMMProcessor:
             raise HMMValueError(f"lag is for mode='fixed_lag'; got lag={lag!r} with mode={mode!r}")
         if mode != "viterbi" and max_delay is not None:
             raise HMMValueError(f"max_delay is for mode='viterbi'; got max_delay={max_delay!r} with mode={mode!r}")
+        if mode != "viterbi" and beam is not None:
+            raise HMMValueError(f"beam is for mode='viterbi'; got beam={beam!r} with mode={mode!r}")
         self.lag = lag
         self.max_delay = max_delay
+        self.beam = None if beam is None else check_number(beam, "beam", positive=True)
         self._source = source
         self._read_source()
         self.reset()
@@ -252,15 +264,28 @@ class StreamingHMMProcessor:
     def _check_lengths(self, lengths, b: int, t: int) -> torch.Tensor:
         return check_lengths(lengths, "lengths", b, t, self._log_init.device, low=0, limit_name="t")
 
-    @torch.no_grad()
+    def _work(self, frames: int) -> float:
+        """Inner-loop operations of ``frames`` frames of every stream (a dense chain's bound), for the thread rule."""
+        k = self.num_states
+        return frames * k * k * (self.lag + 1 if self.mode == "fixed_lag" else 1)
+
     def process_chunk(self, chunk: torch.Tensor, lengths=None) -> StreamingResult:
         """Take the next frames of every stream and return the frames this decided.
 
         Args:
             chunk: ``(B, t, D)`` features (with a model) or ``(B, t, K)`` log-emissions.
             lengths: ``(B,)`` frames of ``chunk`` that belong to each stream (``None``: all ``t``).
+
+        Small chunks run their torch ops on one thread (``pytorch_hmm.threads``: a second thread
+        costs more than it gives there, and much more beside busy processes); the caller's thread
+        count is left as it was.
         """
         clock = time.perf_counter()
+        frames = chunk.shape[0] * chunk.shape[1] if isinstance(chunk, torch.Tensor) and chunk.ndim >= 2 else 0
+        with torch.no_grad(), torch_threads_for(self._work(frames)):
+            return self._process_chunk(chunk, lengths, clock)
+
+    def _process_chunk(self, chunk, lengths, clock: float) -> StreamingResult:
         if isinstance(chunk, torch.Tensor) and chunk.ndim == 3 and chunk.shape[1] == 0:
             raise HMMValueError(f"chunk must have at least one frame; got shape {tuple(chunk.shape)}")
         if isinstance(chunk, torch.Tensor) and chunk.ndim >= 1 and self._batch is not None and chunk.shape[0] != self._batch:
@@ -281,11 +306,10 @@ class StreamingHMMProcessor:
         if self._batch is None:
             self._start(b)
         if self.mode == "viterbi":
-            self._viterbi.advance(e, given, self.max_delay)
+            self._viterbi.advance(e, given, self.max_delay, self.beam)
             return self._viterbi_result(self._viterbi.decide(), clock)
         return self._smoothed_result(*self._filter_chunk(e, lens), clock=clock)
 
-    @torch.no_grad()
     def flush(self) -> StreamingResult:
         """Decide every frame still waiting (with the end weights ``log_final``) and reset the processor.
 
@@ -295,6 +319,11 @@ class StreamingHMMProcessor:
         clock = time.perf_counter()
         if self._batch is None:
             raise HMMValueError("flush() needs a stream: call process_chunk first")
+        pending = self._emissions.shape[1] if self._emissions is not None else 0
+        with torch.no_grad(), torch_threads_for(self._work(self._batch * max(pending, 1))):
+            return self._flush(clock)
+
+    def _flush(self, clock: float) -> StreamingResult:
         if self.mode == "viterbi":
             result = self._viterbi_result(self._viterbi.decide(log_final=self._log_final, flush=True), clock,
                                           log_final=self._log_final)
@@ -424,5 +453,6 @@ class StreamingHMMProcessor:
                                self._elapsed(clock))
 
     def __repr__(self) -> str:
-        extra = f", lag={self.lag}" if self.mode == "fixed_lag" else (f", max_delay={self.max_delay}" if self.mode == "viterbi" else "")
+        extra = f", lag={self.lag}" if self.mode == "fixed_lag" else (
+            f", max_delay={self.max_delay}, beam={self.beam}" if self.mode == "viterbi" else "")
         return f"StreamingHMMProcessor(num_states={self.num_states}, mode={self.mode!r}{extra})"
