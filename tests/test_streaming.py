@@ -291,7 +291,7 @@ def test_filter_is_the_brute_force_prefix_posterior(data, storage, k, t, seed):
             else results[-1].log_score[b].item() == -math.inf
 
 
-@pytest.mark.parametrize("lag", [0, 1, 3, 7, 50])
+@pytest.mark.parametrize("lag", [0, 1, 3, 7, 12, 50])
 @pytest.mark.parametrize("storage", ["dense", "banded", "sparse"])
 def test_fixed_lag_is_the_posterior_given_lag_frames_ahead(lag, storage):
     t = 20

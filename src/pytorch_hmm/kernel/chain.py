@@ -216,14 +216,19 @@ def forward_filter(
     loops = _loops(p, backend)
     with torch.no_grad():
         q = p.detached()
-        alpha, log_norm = loops.forward(q)
-        frame_total = torch.logsumexp(alpha, -1)  # alpha_hat has max 0: only -inf when no state is reachable
-        ok = q.mask & torch.isfinite(frame_total)
-        ok = ok & (ok.long().cumprod(1) > 0)  # once unreachable, every later frame is too
-        neg_inf = torch.full((), -math.inf, dtype=alpha.dtype, device=alpha.device)
-        filtered = torch.where(ok[:, :, None], alpha - frame_total.unsqueeze(-1), neg_inf)
-        norms = torch.where(q.mask, log_norm.double(), torch.zeros((), dtype=torch.float64, device=alpha.device))
-        evidence = torch.where(ok, norms.cumsum(1) + frame_total.double(), -math.inf).to(alpha.dtype)
+        return filtered_from(q, *loops.forward(q))
+
+
+def filtered_from(p: ChainProblem, alpha: torch.Tensor, log_norm: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """:func:`forward_filter`'s outputs from a scaled forward pass ``(alpha_hat, log_norm)`` of ``p``."""
+    frame_total = torch.logsumexp(alpha, -1)  # alpha_hat has max 0: only -inf when no state is reachable
+    mask = p.mask
+    ok = mask & torch.isfinite(frame_total)
+    ok = ok & (ok.long().cumprod(1) > 0)  # once unreachable, every later frame is too
+    neg_inf = torch.full((), -math.inf, dtype=alpha.dtype, device=alpha.device)
+    filtered = torch.where(ok[:, :, None], alpha - frame_total.unsqueeze(-1), neg_inf)
+    norms = torch.where(mask, log_norm.double(), torch.zeros((), dtype=torch.float64, device=alpha.device))
+    evidence = torch.where(ok, norms.cumsum(1) + frame_total.double(), -math.inf).to(alpha.dtype)
     return filtered, evidence
 
 

@@ -25,17 +25,23 @@ in its first state) holds every decision back. Two approximations bound the wait
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import NamedTuple, Optional, Tuple
 
 import torch
 
 from ..errors import HMMValueError
 from ..semiring import LogSemiring, MaxSemiring
-from .chain import forward_filter
+from . import torch_loops
+from .chain import _loops, _state_marginals, filtered_from, forward_filter
+from .inputs import ChainProblem, prepare
 from .steps import step_table
 from .torch_loops import backpointer_dtype
 
 __all__ = ["OnlineFilter", "OnlineViterbi", "ViterbiDecisions"]
+
+# chunks of at most this many frames run the PyTorch loop over the kept step table; longer ones
+# the whole-sequence routine (compiled loops on CPU), whose per-call set-up then pays for itself
+SHORT_CHUNK = 8
 
 
 class OnlineFilter:
@@ -49,6 +55,7 @@ class OnlineFilter:
     def __init__(self, transitions, log_init: torch.Tensor, batch_size: int) -> None:
         self._structure = transitions
         self._table = step_table(transitions, LogSemiring)
+        self._backward = None  # built on the first call of smooth
         self.log_init = log_init
         dev = log_init.device
         self.log_filtered = torch.full((batch_size, log_init.shape[-1]), float("-inf"), dtype=log_init.dtype, device=dev)
@@ -60,29 +67,50 @@ class OnlineFilter:
         k = log_filtered.shape[-1]
         return self._table.step(log_filtered.reshape(-1, k), 0).view(log_filtered.shape)
 
-    def advance(self, log_emissions: torch.Tensor, lengths: torch.Tensor, with_priors: bool = False):
+    def advance(self, log_emissions: torch.Tensor, lengths: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """Filter the next frames (the first ``lengths[b]`` of ``log_emissions`` ``(B, t, K)`` for stream ``b``).
 
-        Returns ``(log_filtered (B, t, K), log_evidence (B, t) float64, priors)``: the evidence
-        counts every frame since the start; ``priors`` ``(B, t, K)`` (with ``with_priors``, else
-        ``None``) is each frame's predictive prior, ``log p(z_t | x_{1:t-1})``.
+        Returns ``(log_filtered (B, t, K), log_evidence (B, t) float64)``, ``-inf`` past
+        ``lengths``; the evidence counts every frame since the start.
         """
         b, t, k = log_emissions.shape
         start = torch.where((self.seen > 0)[:, None], self.predict(self.log_filtered), self.log_init)
-        filtered, evidence = forward_filter(log_emissions, self._structure, start, lengths.clamp(min=1))
+        if t <= SHORT_CHUNK:  # the PyTorch loop on the kept step table: no per-call set-up
+            p = ChainProblem(log_emissions, None, None, start.expand(b, k), None, lengths.clamp(min=1), False)
+            filtered, evidence = filtered_from(p, *torch_loops._forward(p, self._table))
+        else:
+            filtered, evidence = forward_filter(log_emissions, self._structure, start, lengths.clamp(min=1))
         valid = torch.arange(t, device=lengths.device) < lengths[:, None]
         filtered = filtered.masked_fill(~valid[:, :, None], float("-inf"))
         evidence = torch.where(valid, evidence.double() + self.log_evidence[:, None], float("-inf"))
-        priors = None
-        if with_priors:
-            priors = torch.cat([start[:, None], self.predict(filtered[:, :-1])], 1) if t > 1 else start[:, None]
         last = (lengths - 1).clamp(min=0)[:, None]
         moved = lengths > 0
         self.log_filtered = torch.where(moved[:, None], filtered.gather(1, last[:, :, None].expand(-1, 1, k)).squeeze(1),
                                         self.log_filtered)
         self.log_evidence = torch.where(moved, evidence.gather(1, last).squeeze(1), self.log_evidence)
         self.seen = self.seen + lengths
-        return filtered, evidence, priors
+        return filtered, evidence
+
+    def smooth(self, log_filtered: torch.Tensor, log_emissions: torch.Tensor, log_norm: torch.Tensor,
+               lengths: Optional[torch.Tensor] = None, log_final: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Posteriors ``(N, S, K)`` of ``N`` stretches of ``S`` frames given the filter up to their first frame:
+        the filtered ``log_filtered`` ``(N, S, K)`` times a backward pass over ``log_emissions``
+        ``(N, S, K)`` (scaled by ``log_norm`` ``(N, S)``, any per-frame constants: the filter's
+        per-frame evidence keeps it O(1)), from ``log_final`` (or 1) at each stretch's last frame.
+        Frame 0 of a stretch of ``lag + 1`` frames is the fixed-lag smoother's posterior."""
+        n, span, k = log_emissions.shape
+        lengths = torch.full((n,), span, dtype=torch.long, device=log_emissions.device) if lengths is None else lengths
+        if span > SHORT_CHUNK:  # the whole-sequence routine's loops (compiled on CPU)
+            p = prepare(log_emissions, self._structure, log_filtered[:, 0], lengths, log_final)
+            beta = _loops(p, "auto").backward(p.detached(), log_norm)
+        else:
+            if self._backward is None:
+                self._backward = step_table(self._structure, LogSemiring, backward=True)
+            final = torch.zeros((n, k), dtype=log_emissions.dtype, device=log_emissions.device) if log_final is None \
+                else log_final.expand(n, k)
+            p = ChainProblem(log_emissions, None, None, log_filtered[:, 0], final, lengths, False)
+            beta = torch_loops._backward(p, log_norm, self._backward)
+        return _state_marginals(p, log_filtered, beta)[0]
 
 
 class ViterbiDecisions(NamedTuple):

@@ -214,8 +214,9 @@ def _check_step_inputs(scores, transitions, log_emissions_t, step, name):
     return s, ops_for(s), step
 
 
-def step_table(structure, semiring, step: Optional[int] = None) -> _Steps:
-    """The forward step table of a checked structure in ``semiring``, for repeated single steps.
+def step_table(structure, semiring, step: Optional[int] = None, backward: bool = False) -> _Steps:
+    """The forward step table of a checked structure in ``semiring`` (with ``backward``: the
+    log-semiring backward table), for repeated single steps.
 
     Static storages give a table of their one step; a time-varying one, of step ``step`` alone
     (only that slice is put in canonical form: ``O(K X)``). Its steps never synchronise with
@@ -230,6 +231,8 @@ def step_table(structure, semiring, step: Optional[int] = None) -> _Steps:
         trans = trans.unsqueeze(-3)  # add S = 1
         if structure.batch_size is None:
             trans = trans.unsqueeze(0)  # B' = 1
+    if backward:  # exact tables (dense: logsumexp, not the checked GEMM): nothing to check afterwards
+        return ops.backward_steps(trans, index).exact()
     return ops.forward_steps(trans, index, semiring, sync=False)
 
 

@@ -30,7 +30,6 @@ from typing import Optional, Tuple, Union
 import torch
 
 from ..errors import HMMDeviceError, HMMDimensionError, HMMDtypeError, HMMTypeError, HMMValueError
-from ..kernel import forward_backward
 from ..kernel.inputs import as_structure, check_state_vector
 from ..kernel.online import OnlineFilter, OnlineViterbi
 from ..transitions import Sparse
@@ -217,7 +216,7 @@ class StreamingHMMProcessor:
         self._read_source()
         self._batch = None
         self._filter = self._viterbi = None
-        self._emissions = self._priors = None
+        self._frames = None
         self._decided = None
         self._num_forced = None
 
@@ -235,9 +234,8 @@ class StreamingHMMProcessor:
             self._viterbi = OnlineViterbi(self._structure, self._log_init, b)
         else:
             self._filter = OnlineFilter(self._structure, self._log_init, b)
-            k = self.num_states
-            self._emissions = torch.zeros((b, 0, k), dtype=self._log_init.dtype, device=dev)
-            self._priors = torch.zeros((b, 0, k), dtype=self._log_init.dtype, device=dev)
+            # pending frames of the fixed-lag smoother: [log-emissions | log-filtered | log p(x_t | x_<t)]
+            self._frames = torch.zeros((b, 0, 2 * self.num_states + 1), dtype=self._log_init.dtype, device=dev)
             self._decided = torch.zeros(b, dtype=torch.long, device=dev)
         self._num_forced = torch.zeros(b, dtype=torch.long, device=dev)
 
@@ -319,7 +317,7 @@ class StreamingHMMProcessor:
         clock = time.perf_counter()
         if self._batch is None:
             raise HMMValueError("flush() needs a stream: call process_chunk first")
-        pending = self._emissions.shape[1] if self._emissions is not None else 0
+        pending = self._frames.shape[1] if self._frames is not None else 0
         with torch.no_grad(), torch_threads_for(self._work(self._batch * max(pending, 1))):
             return self._flush(clock)
 
@@ -342,83 +340,79 @@ class StreamingHMMProcessor:
     def _filter_chunk(self, e: torch.Tensor, lens: torch.Tensor):
         """Run the filter over the chunk; returns ``(frame_indices, states, posteriors)`` decided now."""
         first = self._filter.seen.clone()
-        filtered, _, priors = self._filter.advance(e, lens, with_priors=self.mode == "fixed_lag")
+        before = self._filter.log_evidence.clone()
+        filtered, evidence = self._filter.advance(e, lens)
         t = e.shape[1]
         valid = torch.arange(t, device=e.device) < lens[:, None]
         if self.mode == "filter":
             frames = torch.where(valid, first[:, None] + torch.arange(t, device=e.device), -1)
             return frames, *self._states_of(filtered.exp(), valid)
-        self._append(e, priors, lens)
+        # each frame's own evidence log p(x_t | x_<t): the backward passes' scaling constants
+        norm = evidence - torch.cat([before[:, None], evidence[:, :-1]], 1)
+        norm = torch.nan_to_num(norm, nan=0.0, posinf=0.0, neginf=0.0).to(e.dtype)
+        self._append(torch.cat([e, filtered, norm[:, :, None]], -1), lens)
         return self._fixed_lag_windows()
 
-    def _append(self, e: torch.Tensor, priors: torch.Tensor, lens: torch.Tensor) -> None:
-        """Add each stream's valid new frames to the right of its pending frames in the buffers
+    def _append(self, frames: torch.Tensor, lens: torch.Tensor) -> None:
+        """Add each stream's valid new ``frames`` ``(B, t, 2K + 1)`` to the right of its pending frames
         (right-aligned: every stream's newest frame in the last column; 0 fills the left)."""
-        t, k = e.shape[1], e.shape[2]
-        width = self._emissions.shape[1]
-        cols = torch.arange(width + t, device=e.device)
+        t = frames.shape[1]
+        width = self._frames.shape[1]
+        cols = torch.arange(width + t, device=frames.device)
         new_start = width + t - lens[:, None]  # column of each stream's first new frame
         # columns of cat([buffer, chunk]): a new frame from the chunk part, an older one moved right by t - lens
         index = torch.where(cols >= new_start, cols - new_start + width, cols - t + lens[:, None])
         ok = (index >= 0)[:, :, None]
-        index = index.clamp(min=0)[:, :, None].expand(-1, -1, k)
-        self._emissions = torch.where(ok, torch.cat([self._emissions, e], 1).gather(1, index), 0.0)
-        self._priors = torch.where(ok, torch.cat([self._priors, priors], 1).gather(1, index), 0.0)
+        index = index.clamp(min=0)[:, :, None].expand(-1, -1, frames.shape[-1])
+        self._frames = torch.where(ok, torch.cat([self._frames, frames], 1).gather(1, index), 0.0)
 
     def _pending(self) -> torch.Tensor:
         return self._filter.seen - self._decided
 
-    def _window_problem(self, count: torch.Tensor, span: int):
-        """``(emissions (B, C, span, K), priors (B, C, K))`` of the windows that start at each stream's
-        next ``count[b]`` undecided frames (``C = max count``), from the buffers."""
-        width = self._emissions.shape[1]
+    def _windows(self, count: torch.Tensor, span: int):
+        """The ``span`` buffered frames from each stream's next ``count[b]`` undecided frames on, as
+        ``(filtered, emissions, norm)`` of shapes ``(B * C, span, K)``, ``(B * C, span)``, and ``C = max count``."""
+        width = self._frames.shape[1]
         c = int(count.max()) if count.numel() else 0
-        dev = self._emissions.device
+        dev = self._frames.device
         start = width - self._pending()  # column of the first undecided frame
         offs = torch.arange(c, device=dev)
         cols = (start[:, None, None] + offs[None, :, None] + torch.arange(span, device=dev)).clamp(0, max(width - 1, 0))
-        b, k = self._emissions.shape[0], self.num_states
-        windows = self._emissions.gather(1, cols.reshape(b, -1, 1).expand(-1, -1, k)).view(b, c, span, k)
-        priors = self._priors.gather(1, cols[:, :, 0, None].expand(-1, -1, k))
-        return windows, priors, c
+        b, k = self._batch, self.num_states
+        w = self._frames.gather(1, cols.reshape(b, -1, 1).expand(-1, -1, 2 * k + 1)).view(b * c, span, 2 * k + 1)
+        return w[..., k:2 * k], w[..., :k], w[..., 2 * k], c
 
     def _fixed_lag_windows(self):
         lag = self.lag
         ready = (self._filter.seen - lag - self._decided).clamp(min=0)  # frames s with s + lag seen
-        windows, priors, c = self._window_problem(ready, lag + 1)
+        filtered, emissions, norm, c = self._windows(ready, lag + 1)
         b, k = self._batch, self.num_states
-        dev = self._emissions.device
+        dev = self._frames.device
         if c:
-            post = forward_backward(windows.reshape(b * c, lag + 1, k), self._structure, priors.reshape(b * c, k))[1]
-            post = post.view(b, c, lag + 1, k)[:, :, 0]
+            post = self._filter.smooth(filtered, emissions, norm).view(b, c, lag + 1, k)[:, :, 0]
         else:
-            post = torch.zeros((b, 0, k), dtype=self._emissions.dtype, device=dev)
+            post = torch.zeros((b, 0, k), dtype=self._frames.dtype, device=dev)
         valid = torch.arange(c, device=dev) < ready[:, None]
         frames = torch.where(valid, self._decided[:, None] + torch.arange(c, device=dev), -1)
         self._decided = self._decided + ready
-        self._trim()
+        keep = int(self._pending().max()) if self._batch else 0
+        self._frames = self._frames[:, self._frames.shape[1] - keep:]
         return frames, *self._states_of(post, valid)
 
     def _fixed_lag_flush(self):
         pending = self._pending()
         span = int(pending.max())
         b, k = self._batch, self.num_states
-        dev = self._emissions.device
+        dev = self._frames.device
         if span == 0:
             empty = torch.zeros((b, 0), dtype=torch.long, device=dev)
-            return empty, empty, torch.zeros((b, 0, k), dtype=self._emissions.dtype, device=dev)
-        ones = torch.ones(b, dtype=torch.long, device=dev)
-        windows, priors, _ = self._window_problem(ones, span)
-        post = forward_backward(windows[:, 0], self._structure, priors[:, 0], pending.clamp(min=1), self._log_final)[1]
+            return empty, empty, torch.zeros((b, 0, k), dtype=self._frames.dtype, device=dev)
+        filtered, emissions, norm, _ = self._windows(torch.ones(b, dtype=torch.long, device=dev), span)
+        post = self._filter.smooth(filtered, emissions, norm, pending.clamp(min=1), self._log_final)
         valid = torch.arange(span, device=dev) < pending[:, None]
         frames = torch.where(valid, self._decided[:, None] + torch.arange(span, device=dev), -1)
         self._decided = self._decided + pending
         return frames, *self._states_of(post, valid)
-
-    def _trim(self) -> None:
-        keep = int(self._pending().max()) if self._batch else 0
-        self._emissions = self._emissions[:, self._emissions.shape[1] - keep:]
-        self._priors = self._priors[:, self._priors.shape[1] - keep:]
 
     @staticmethod
     def _states_of(post: torch.Tensor, valid: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
