@@ -342,45 +342,145 @@ def test_lag_zero_is_the_filter_and_lag_may_change_between_chunks():
 # ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("mode,kw", [("viterbi", {}), ("viterbi", {"max_delay": 2}), ("filter", {}),
-                                     ("fixed_lag", {"lag": 3})])
-def test_batch_with_chunk_lengths_equals_each_stream_alone(mode, kw):
-    rng = np.random.default_rng(11)
-    p = random_problem(rng, 3, 30, 4, storage="banded", width=2, final="shared", scale=0.8)
-    inp = torch_inputs(p)
-    e, tr, init, final = inp["log_emissions"], inp["transitions"], inp["log_init"], inp["log_final"]
-    # each stream gets its frames in its own rhythm: per chunk, lengths[b] of them (0 allowed)
-    plan = rng.integers(0, 5, size=(12, 3))
-    batch = StreamingHMMProcessor((tr, init, final), mode, **kw)
-    pos = np.zeros(3, dtype=int)
-    got = [dict() for _ in range(3)]
+def feed_ragged(proc, e, plan):
+    """Feed stream b its frames ``plan[c][b]`` at a time (0 allowed) through padded chunks with
+    lengths (NaN padding, never read); returns per stream {frame: (state, posterior)} and the results."""
+    bsz, t, k = e.shape
+    pos = np.zeros(bsz, dtype=int)
+    got = [dict() for _ in range(bsz)]
+    results = []
 
     def collect(r):
-        for b in range(3):
+        results.append(r)
+        for b in range(bsz):
             for j in range(int(r.num_decided[b])):
-                got[b][int(r.frame_indices[b, j])] = (int(r.states[b, j]), None if r.posteriors is None
-                                                     else r.posteriors[b, j].clone())
+                frame = int(r.frame_indices[b, j])
+                assert frame not in got[b], "a frame was decided twice"
+                got[b][frame] = (int(r.states[b, j]), None if r.posteriors is None else r.posteriors[b, j].clone())
     for lens in plan:
-        lens = np.minimum(lens, 30 - pos)
+        lens = np.minimum(lens, t - pos)
         width = max(int(lens.max()), 1)
-        chunk = torch.zeros(3, width, 4, dtype=torch.float64)
-        for b in range(3):
+        chunk = torch.full((bsz, width, k), float("nan"), dtype=e.dtype)
+        for b in range(bsz):
             chunk[b, : lens[b]] = e[b, pos[b]: pos[b] + lens[b]]
-            chunk[b, lens[b]:] = float("nan") if lens[b] < width else 0.0  # padding is never read
-        r = batch.process_chunk(chunk, torch.tensor(lens))
-        assert torch.equal(r.frames_seen, torch.tensor(pos + lens))
+        r = proc.process_chunk(chunk, torch.tensor(lens))
         pos += lens
+        assert torch.equal(r.frames_seen, torch.tensor(pos))
         collect(r)
-    collect(batch.flush())
+    collect(proc.flush())
+    return got, results, pos
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(storage=st.sampled_from(["dense", "banded", "sparse"]), k=st.integers(1, 5), t=st.integers(1, 30),
+       p_inf=st.sampled_from([0.0, 0.1, 0.3]), mode=st.sampled_from(["viterbi", "max_delay", "filter", "fixed_lag"]),
+       seed=st.integers(0, 2**31 - 1))
+def test_batch_with_chunk_lengths_equals_offline_per_stream(storage, k, t, p_inf, mode, seed):
+    """Streams at their own pace (chunks of 0-12 frames, a stream that starts late, -inf entries) ==
+    the offline routines on each stream alone."""
+    rng = np.random.default_rng(seed)
+    p = random_problem(rng, 3, t, k, storage=storage, width=min(3, k), final="shared", p_inf=p_inf)
+    inp = torch_inputs(p)
+    e, tr, init, final = inp["log_emissions"], inp["transitions"], inp["log_init"], inp["log_final"]
+    plan = rng.integers(0, 13, size=(12, 3)) * (rng.random((12, 3)) < 0.7)
+    plan[:2, 0] = 0  # stream 0 starts late
+    delay, lag = int(rng.integers(0, 4)), int(rng.integers(0, 12))
+    kw = {"max_delay": {"max_delay": delay}, "fixed_lag": {"lag": lag}}.get(mode, {})
+    got, results, pos = feed_ragged(StreamingHMMProcessor((tr, init, final), "viterbi" if mode == "max_delay" else mode,
+                                                          **kw), e, plan)
     for b in range(3):
         n = int(pos[b])
-        alone = StreamingHMMProcessor((tr, init, final), mode, **kw)
-        states, post, _, _, _ = run_stream(alone, e[b:b + 1, :n], [] if n < 2 else [n // 2])
         assert sorted(got[b]) == list(range(n))
-        if "max_delay" not in kw:  # forced decisions depend on the chunking; exact ones do not
-            assert [got[b][s][0] for s in range(n)] == states[0].tolist()
-        if post is not None and mode == "filter":
-            np.testing.assert_allclose(torch.stack([got[b][s][1] for s in range(n)]).numpy(), post[0].numpy(), atol=1e-12)
+        if n == 0:
+            assert results[-1].log_score[b].item() == 0.0  # the empty stream
+            continue
+        eb = e[b:b + 1, :n]
+        states = [got[b][s_][0] for s_ in range(n)]
+        paths, best = kernel.viterbi(eb, tr, init, log_final=final)
+        if mode in ("viterbi", "max_delay"):
+            assert results[-1].log_score[b].item() == pytest.approx(best.item(), abs=1e-9) if torch.isfinite(best) \
+                else results[-1].log_score[b].item() == -math.inf or not math.isfinite(results[-1].log_score[b].item())
+            if not torch.isfinite(best):
+                continue  # frames decided before the stream turned out impossible keep their states
+            if mode == "viterbi":
+                dense = p.item(b)
+                assert states == paths[0].tolist() or path_score(dense[0][:n], dense[1], dense[2], states, dense[3]) \
+                    == pytest.approx(best.item(), abs=1e-9)
+            else:  # fixed-lag Viterbi: offline Viterbi of the prefix up to s + max_delay
+                for s_ in range(n):
+                    prefix = kernel.viterbi(eb[:, : s_ + delay + 1], tr, init)[0][0, s_] if s_ + delay <= n - 1 \
+                        else paths[0, s_]
+                    assert states[s_] == int(prefix), s_
+            continue
+        post = torch.stack([got[b][s_][1] for s_ in range(n)])
+        log_z = kernel.log_partition(eb, tr, init, log_final=final).item()
+        assert results[-1].log_score[b].item() == pytest.approx(log_z, abs=1e-8) if math.isfinite(log_z) \
+            else results[-1].log_score[b].item() == -math.inf
+        if mode == "filter":
+            np.testing.assert_allclose(post.numpy(), kernel.forward_filter(eb, tr, init)[0][0].exp().numpy(), atol=1e-9)
+        else:
+            whole = kernel.posteriors(eb, tr, init, log_final=final)[0]
+            for s_ in range(n):
+                expected = kernel.posteriors(eb[:, : s_ + lag + 1], tr, init)[0, s_] if s_ + lag <= n - 1 else whole[s_]
+                np.testing.assert_allclose(post[s_].numpy(), expected.numpy(), atol=1e-9)
+
+
+def test_lowering_max_delay_mid_stream_decides_the_older_frames():
+    """A left-to-right chain never agrees before the end; after max_delay drops from 8 to 1, every frame
+    more than 1 frame old is decided at the end of each later chunk."""
+    torch.manual_seed(0)
+    k = 10
+    tr = left_to_right(k, self_loop=0.8, dtype=torch.float64)
+    init = torch.tensor([0.0] + [-math.inf] * (k - 1), dtype=torch.float64)
+    e = torch.randn(1, 60, k, dtype=torch.float64)
+    proc = StreamingHMMProcessor((tr, init), max_delay=8)
+    decided = set()
+    for lo in range(0, 60, 5):
+        if lo == 20:
+            proc.max_delay = 1
+        r = proc.process_chunk(e[:, lo:lo + 5])
+        decided |= set(r.frame_indices[0, : int(r.num_decided[0])].tolist())
+        bound = proc.max_delay
+        assert set(range(lo + 5 - bound)) <= decided, (lo, bound)
+
+
+def test_long_chunks_are_decided_in_steps():
+    """One chunk of 3000 frames: the same path as offline Viterbi, and the pending buffer stays short
+    (decisions every STEP_FRAMES frames, not at the end of the chunk)."""
+    torch.manual_seed(0)
+    k, t = 8, 3000
+    truth = torch.randint(0, k, (t,))
+    e = torch.full((1, t, k), -6.0, dtype=torch.float64)
+    e[0, torch.arange(t), truth] = 0.0
+    tr = Dense(torch.log(torch.full((k, k), 0.05, dtype=torch.float64) + 0.6 * torch.eye(k, dtype=torch.float64)))
+    init = torch.full((k,), -math.log(k), dtype=torch.float64)
+    proc = StreamingHMMProcessor((tr, init))
+    r = proc.process_chunk(e)
+    assert int(r.num_decided[0]) >= t - 10
+    assert proc._viterbi.ancestors.shape[-1] < 64
+    states = run_stream(StreamingHMMProcessor((tr, init)), e, [])[0]
+    assert torch.equal(states, kernel.viterbi(e, tr, init)[0])
+    lagged = run_stream(StreamingHMMProcessor((tr, init), "fixed_lag", lag=100), e, [])[1]
+    np.testing.assert_allclose(lagged[0, :200].numpy(),
+                               torch.stack([kernel.posteriors(e[:, : s_ + 101], tr, init)[0, s_] for s_ in range(200)]).numpy(),
+                               atol=1e-9)
+
+
+def test_lifecycle():
+    proc = StreamingHMMProcessor((TR, INIT))
+    proc.process_chunk(torch.zeros(2, 3, 3, dtype=torch.float64))
+    proc.reset()
+    with pytest.raises(HMMValueError, match=r"flush\(\) needs a stream: call process_chunk first"):
+        proc.flush()
+    proc.process_chunk(torch.zeros(1, 3, 3, dtype=torch.float64))
+    assert proc.flush().frames_seen.tolist() == [3]
+    with pytest.raises(HMMValueError, match=r"flush\(\) needs a stream"):
+        proc.flush()  # flush started new streams: nothing to flush
+    for mode, kw in (("viterbi", {}), ("filter", {}), ("fixed_lag", {"lag": 2})):
+        proc = StreamingHMMProcessor((TR, INIT, torch.tensor([-math.inf, -math.inf, 0.0], dtype=torch.float64)), mode, **kw)
+        r = proc.process_chunk(torch.zeros(2, 2, 3, dtype=torch.float64), torch.tensor([0, 2]))
+        assert r.log_score[0].item() == 0.0  # no frames yet: the empty stream
+        assert proc.flush().log_score[0].item() == 0.0
 
 
 def _gaussian_hmm(k=3, d=2, dtype=torch.float64, final=None):

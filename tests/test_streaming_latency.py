@@ -57,8 +57,23 @@ def test_over_target_without_lag_shrinks_the_chunk_and_respects_bounds():
     d = c.update(1.0)  # (3-1)*10 + 1 = 21 <= 30 and the lag bounded at 0: steady
     assert (d.chunk_frames, d.reason) == (3, "steady")
     c = AdaptiveLatencyController(30.0, chunk_frames=(1, 4), initial_chunk=4)
-    d = c.update(1000.0)  # behind real time but the chunk is already at its maximum: over target, lag 0 -> chunk 3
-    assert (d.chunk_frames, d.reason) == (3, "over target")
+    d = c.update(1000.0)  # behind real time with the chunk at its maximum and no lag: nothing left to cut
+    assert (d.chunk_frames, d.lag_frames, d.reason) == (4, 0, "behind real time")
+
+
+def test_behind_real_time_at_the_largest_chunk_never_lengthens_the_look_ahead():
+    c = AdaptiveLatencyController(1000.0, chunk_frames=(1, 4), lag_frames=(0, 20), initial_chunk=4, initial_lag=3)
+    lags = [c.update(60.0).lag_frames for _ in range(5)]  # 60 ms of compute per 40 ms chunk
+    assert lags == [2, 1, 0, 0, 0]
+    assert all(d.reason == "behind real time" for d in c.history)
+    d = c.update(1.0)  # caught up (the 95th percentile still 60 ms of the window): still behind
+    assert d.reason == "behind real time"
+
+
+def test_reported_latency_counts_the_last_compute_after_a_chunk_change():
+    c = AdaptiveLatencyController(1000.0, chunk_frames=(1, 8))
+    d = c.update(9.0)  # behind at chunk 1: chunk 2, latency estimate (2 - 1) * 10 + 9
+    assert (d.chunk_frames, d.latency_ms) == (2, pytest.approx(19.0))
 
 
 def test_decisions_are_deterministic_given_the_times():

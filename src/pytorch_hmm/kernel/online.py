@@ -179,6 +179,8 @@ class OnlineViterbi:
         every = lengths is None  # every stream takes every frame: no per-stream selection
         lengths = torch.full((b,), t, dtype=torch.long, device=dev) if every else lengths
         track = max_delay is not None or not every  # per-frame bookkeeping of forced frames and pending counts
+        if max_delay is not None and ancestors.shape[-1] > max_delay:  # max_delay may have shrunk since the last chunk
+            forced = self._force_older(delta, ancestors, forced, pending, max_delay)
         for i in range(t):
             best, source = self._table.step_with_argmax(delta, 0)
             if i == 0:  # a stream starts at the first frame of a chunk
@@ -226,6 +228,19 @@ class OnlineViterbi:
         forced[:, -1 - max_delay] = torch.where(fix, chosen, forced[:, -1 - max_delay])
         return forced
 
+    @staticmethod
+    def _force_older(delta, ancestors, forced, pending, max_delay: int) -> torch.Tensor:
+        """Decide every pending frame ``max_delay`` or more frames back on which the paths disagree
+        (after a smaller ``max_delay`` than before): the best path's state, kept in ``forced``."""
+        k, width = delta.shape[-1], ancestors.shape[-1]
+        alive = torch.isfinite(delta)
+        chosen = ancestors.gather(1, delta.argmax(-1).view(-1, 1, 1).expand(-1, 1, width)).squeeze(1)
+        agreed = torch.where(alive[:, :, None], ancestors, -1).amax(1) == torch.where(alive[:, :, None], ancestors, k).amin(1)
+        cols = torch.arange(width, device=delta.device)
+        old = (cols >= width - pending[:, None]) & (cols <= width - 1 - max_delay)
+        fix = old & ~agreed & alive.any(-1, keepdim=True) & (forced < 0)
+        return torch.where(fix, chosen, forced)
+
     def best_score(self, log_final: Optional[torch.Tensor] = None) -> torch.Tensor:
         """``(B,)`` float64 log-score of the best path so far (ending anywhere, or weighted by ``log_final``)."""
         scores = self.delta if log_final is None else self.delta + log_final
@@ -262,7 +277,7 @@ class OnlineViterbi:
         decide = torch.where(dead, self.pending, decide)  # no path goes on: nothing left to wait for
         best_path = self.ancestors.gather(1, end_state.view(bsz, 1, 1).expand(-1, 1, width)).squeeze(1)
         left = self.pending - decide
-        n, keep = torch.stack([decide.max(), left.max()]).tolist() if bsz else (0, 0)  # the one host sync
+        n, keep = torch.stack([decide.max(), left.max()]).tolist() if bsz else (0, 0)  # one host sync for both
         take = order[:, :n]
         forced = forced[:, :n]
         states = best_path.gather(1, take) if width else torch.zeros((bsz, n), dtype=self._ancestor_dtype, device=dev)

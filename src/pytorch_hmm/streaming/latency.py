@@ -9,7 +9,8 @@ frames), the decoder's look-ahead (``lag`` frames: fixed-lag smoothing, or Viter
 at or under ``target_latency_ms`` and the decoder faster than real time (``compute_ms <=
 headroom * chunk * frame_ms``). After each measured chunk it makes one move:
 
-1. falling behind real time: double the chunk (fewer calls, less overhead per frame);
+1. falling behind real time: double the chunk (fewer calls, less overhead per frame), or at the
+   largest chunk shorten the look-ahead by one frame;
 2. over the target: shorten the look-ahead by the frames it is over, else shrink the chunk;
 3. at least one frame under the target: lengthen the look-ahead by one frame (more context,
    more accurate decisions);
@@ -133,8 +134,11 @@ class AdaptiveLatencyController:
         compute = self.compute_ms()
         chunk, lag = self.chunk_frames, self.lag_frames
         over = self.latency_ms() - self.target_latency_ms
-        if compute > self.headroom * chunk * self.frame_ms and chunk < self.chunk_bounds[1]:
+        behind = compute > self.headroom * chunk * self.frame_ms
+        if behind and chunk < self.chunk_bounds[1]:
             reason, chunk = "behind real time", min(2 * chunk, self.chunk_bounds[1])
+        elif behind:  # the chunk is at its largest: less look-ahead is less work (fixed lag), never more
+            reason, lag = "behind real time", max(lag - 1, self.lag_bounds[0])
         elif over > 0 and lag > self.lag_bounds[0]:
             reason, lag = "over target", max(lag - math.ceil(over / self.frame_ms), self.lag_bounds[0])
         elif over > 0 and chunk > self.chunk_bounds[0]:
@@ -143,10 +147,11 @@ class AdaptiveLatencyController:
             reason, lag = "under target", lag + 1
         else:
             reason = "steady"
+        latency = (chunk - 1 + lag) * self.frame_ms + compute  # the new settings, with the last measurements
         if chunk != self.chunk_frames:
             self._recent = []  # measured at another chunk size
         self.chunk_frames, self.lag_frames = chunk, lag
-        decision = LatencyDecision(chunk, lag, self.latency_ms(), compute, reason)
+        decision = LatencyDecision(chunk, lag, latency, compute, reason)
         self.history.append(decision)
         return decision
 

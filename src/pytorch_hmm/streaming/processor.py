@@ -4,7 +4,8 @@ Three modes, all on the kernel's online recursions (:mod:`pytorch_hmm.kernel.onl
 
 * ``"viterbi"``: exact online Viterbi. A frame is decided as soon as every surviving best path
   agrees on its state, so the decided states equal offline :func:`~pytorch_hmm.kernel.viterbi`
-  however the stream is cut into chunks. Two approximations bound the wait (see
+  however the stream is cut into chunks (for streams the model can explain: frames decided
+  before a stream turns out impossible keep their states, where offline Viterbi gives ``-1``). Two approximations bound the wait (see
   :mod:`pytorch_hmm.kernel.online`): ``beam`` drops the states that fall more than ``beam``
   below the best after each frame, so the paths coalesce sooner; ``max_delay=n`` decides every
   frame ``n`` frames later at the latest, as the best path's state then (``forced`` reports
@@ -39,6 +40,17 @@ from ..validation import check_finite_or_neginf, check_frame_scores, check_lengt
 __all__ = ["StreamingHMMProcessor", "StreamingResult", "MODES"]
 
 MODES = ("viterbi", "filter", "fixed_lag")
+# Viterbi and fixed-lag chunks are processed STEP_FRAMES frames at a time, deciding after each step
+STEP_FRAMES = 64
+
+
+def _compact(frames: torch.Tensor, *others: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+    """Move each row's decided entries (``frames >= 0``) to its front, in order, and drop the padding
+    columns: ``frames`` ``(B, N)`` and ``others`` ``(B, N)`` / ``(B, N, K)`` of several steps laid side by side."""
+    valid = frames >= 0
+    order = torch.argsort((~valid).to(torch.uint8), dim=1, stable=True)[:, :int(valid.sum(1).max()) if frames.numel() else 0]
+    take = lambda x: x.gather(1, order if x.ndim == 2 else order[:, :, None].expand(-1, -1, x.shape[-1]))  # noqa: E731
+    return (take(frames),) + tuple(take(x) for x in others)
 
 
 @dataclass
@@ -56,7 +68,7 @@ class StreamingResult:
         forced: ``(B, N)`` bool, True where ``max_delay`` decided the frame before the paths agreed.
         log_score: ``(B,)`` float64: ``log p(x_{1:t})`` of the frames seen (filter, fixed lag),
             the best path's log score so far (Viterbi); after ``flush`` with the end weights,
-            i.e. the offline ``log_partition`` / Viterbi score.
+            i.e. the offline ``log_partition`` / Viterbi score; 0 for a stream with no frames yet.
         frames_seen: ``(B,)`` int64 frames of each stream processed so far.
         compute_ms: wall time of the call, in milliseconds (CUDA work included).
     """
@@ -303,10 +315,24 @@ class StreamingHMMProcessor:
         e = e.masked_fill(~valid, 0.0)  # frames past lengths are never read; keep NaN padding out of the kernel's checks
         if self._batch is None:
             self._start(b)
+        if self.mode == "filter":
+            return self._smoothed_result(*self._filter_chunk(e, lens), clock=clock)
+        # long chunks in steps of STEP_FRAMES frames, deciding after each: the pending buffers stay
+        # small (their cost per frame grows with their length), and nothing else changes
+        parts = []
+        for lo in range(0, t, STEP_FRAMES):
+            piece = e[:, lo:lo + STEP_FRAMES]
+            piece_lens = None if given is None else (given - lo).clamp(0, piece.shape[1])
+            if self.mode == "viterbi":
+                self._viterbi.advance(piece, piece_lens, self.max_delay, self.beam)
+                parts.append(self._viterbi_frames(self._viterbi.decide()))
+            else:
+                full = torch.full((b,), piece.shape[1], dtype=torch.long, device=e.device)
+                parts.append(self._filter_chunk(piece, full if piece_lens is None else piece_lens))
+        decided = _compact(*[torch.cat(column, 1) for column in zip(*parts)]) if len(parts) > 1 else parts[0]
         if self.mode == "viterbi":
-            self._viterbi.advance(e, given, self.max_delay, self.beam)
-            return self._viterbi_result(self._viterbi.decide(), clock)
-        return self._smoothed_result(*self._filter_chunk(e, lens), clock=clock)
+            return self._viterbi_result(*decided, clock)
+        return self._smoothed_result(*decided, clock=clock)
 
     def flush(self) -> StreamingResult:
         """Decide every frame still waiting (with the end weights ``log_final``) and reset the processor.
@@ -323,8 +349,8 @@ class StreamingHMMProcessor:
 
     def _flush(self, clock: float) -> StreamingResult:
         if self.mode == "viterbi":
-            result = self._viterbi_result(self._viterbi.decide(log_final=self._log_final, flush=True), clock,
-                                          log_final=self._log_final)
+            result = self._viterbi_result(*self._viterbi_frames(self._viterbi.decide(log_final=self._log_final, flush=True)),
+                                          clock, log_final=self._log_final)
         elif self.mode == "filter":
             b = self._batch
             empty = torch.zeros((b, 0), dtype=torch.long, device=self._log_init.device)
@@ -432,19 +458,23 @@ class StreamingHMMProcessor:
     def _smoothed_result(self, frames, states, post, clock: float, final: bool = False) -> StreamingResult:
         score = self._filter.log_evidence.clone()
         if final and self._log_final is not None:
-            score = score + torch.logsumexp(self._filter.log_filtered + self._log_final, -1).double()
+            end = torch.logsumexp(self._filter.log_filtered + self._log_final, -1).double()
+            score = torch.where(self._filter.seen > 0, score + end, score)  # no frames: the empty sequence, 0
         counts = (frames >= 0).sum(1)
         return StreamingResult(frames, states, post, counts, torch.zeros_like(frames, dtype=torch.bool), score,
                                self._filter.seen.clone(), self._elapsed(clock))
 
-    def _viterbi_result(self, d, clock: float, log_final: Optional[torch.Tensor] = None) -> StreamingResult:
-        n = d.states.shape[1]
-        cols = torch.arange(n, device=d.states.device)
-        frames = torch.where(cols < d.counts[:, None], d.first_frame[:, None] + cols, -1)
-        self._num_forced = self._num_forced + d.forced.sum(1)
-        score = self._viterbi.best_score(log_final)
-        return StreamingResult(frames, d.states, None, d.counts, d.forced, score, self._viterbi.seen.clone(),
-                               self._elapsed(clock))
+    @staticmethod
+    def _viterbi_frames(d) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(frame_indices, states, forced)`` of online Viterbi's decisions ``d``."""
+        cols = torch.arange(d.states.shape[1], device=d.states.device)
+        return torch.where(cols < d.counts[:, None], d.first_frame[:, None] + cols, -1), d.states, d.forced
+
+    def _viterbi_result(self, frames, states, forced, clock: float, log_final: Optional[torch.Tensor] = None) -> StreamingResult:
+        self._num_forced = self._num_forced + forced.sum(1)
+        seen = self._viterbi.seen.clone()
+        score = torch.where(seen > 0, self._viterbi.best_score(log_final), 0.0)  # no frames: the empty path, 0
+        return StreamingResult(frames, states, None, (frames >= 0).sum(1), forced, score, seen, self._elapsed(clock))
 
     def __repr__(self) -> str:
         extra = f", lag={self.lag}" if self.mode == "fixed_lag" else (
