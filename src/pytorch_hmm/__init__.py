@@ -11,7 +11,7 @@ and the error types (:mod:`pytorch_hmm.errors`).
 """
 
 from . import alignment, durations, errors, kernel, metrics, speech, streaming, transitions
-from .models import HSMM, HMM, HMMLayer, MixtureGaussianHMM, SemiMarkovHMM, load
+from .models import HSMM, HMM, ContextualNeuralHMM, HMMLayer, MixtureGaussianHMM, NeuralHMM, SemiMarkovHMM, load
 from .errors import AudioError, HMMDeviceError, HMMDimensionError, HMMDtypeError, HMMTypeError, HMMValueError, InfeasibleAlignmentError
 from .kernel import expected_transitions, forward_backward, log_partition, posteriors, viterbi
 from .semiring import LogSemiring, MaxSemiring
@@ -26,6 +26,8 @@ __all__ = [
     "SemiMarkovHMM",
     "HMMLayer",
     "MixtureGaussianHMM",
+    "NeuralHMM",
+    "ContextualNeuralHMM",
     "load",
     "alignment",
     "durations",

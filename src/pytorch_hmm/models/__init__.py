@@ -4,6 +4,7 @@ from .hmm import HMM
 from .hsmm import HSMM, SemiMarkovHMM
 from .layer import HMMLayer
 from .mixture_hmm import MixtureGaussianHMM
+from .neural import ContextualNeuralHMM, NeuralHMM
 from .saving import load
 
-__all__ = ["HMM", "HSMM", "SemiMarkovHMM", "HMMLayer", "MixtureGaussianHMM", "load"]
+__all__ = ["HMM", "HSMM", "SemiMarkovHMM", "HMMLayer", "MixtureGaussianHMM", "NeuralHMM", "ContextualNeuralHMM", "load"]
