@@ -116,3 +116,18 @@ def test_kss_example_boundary_accuracy_against_the_reference_timings(kss) -> Non
     accuracy = [_number(rf"^  within {ms} ms: ([\d.]+)$", stdout) for ms in (10, 20, 50)]
     assert all(0 <= a <= 1 for a in accuracy) and accuracy == sorted(accuracy)
     assert accuracy[1] >= 0.35 and accuracy[2] >= 0.6  # measured 0.46 and 0.76
+
+
+def test_neural_hmm_tts_example(tmp_path):
+    """A few training steps of the neural HMM example: durations scored, two speaking rates, both plots."""
+    out = tmp_path / "nhmm"
+    proc = subprocess.run([sys.executable, str(EXAMPLES / "neural_hmm_tts.py"), "--steps", "4", "--hidden", "16",
+                           "--out", str(out)], capture_output=True, text=True, timeout=2 * SECONDS, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "21 training and 3 held-out utterances" in proc.stdout
+    assert _number(r"^held out: 3 utterances, phone duration MAE ([\d.]+) frames", proc.stdout) >= 0
+    fast = _number(r"at duration threshold 0\.7: (\d+) frames", proc.stdout)
+    slow = _number(r"at duration threshold 0\.3: (\d+) frames", proc.stdout)
+    assert slow > fast  # a lower threshold keeps each state longer
+    for name in ("alignment.png", "generated.png"):
+        assert (out / name).read_bytes()[:8] == PNG_MAGIC

@@ -46,8 +46,8 @@ def brute_force(model, tokens, token_lengths, x, lengths, context=None):
 def model_for(kind, **kw):
     torch.manual_seed(0)
     if kind == "contextual":
-        return ContextualNeuralHMM(6, 2, context_dim=3, hidden_dim=8, **kw).double()
-    return NeuralHMM(6, 2, hidden_dim=8, autoregressive=kind == "ar", **kw).double()
+        return ContextualNeuralHMM(6, 2, context_dim=3, hidden_dim=8, **kw).double().eval()
+    return NeuralHMM(6, 2, hidden_dim=8, autoregressive=kind == "ar", **kw).double().eval()  # eval: no prenet dropout
 
 
 @pytest.mark.parametrize("kind", ["non_ar", "ar", "contextual"])
@@ -181,3 +181,13 @@ def test_errors():
         model.generate(TOKENS, TOKEN_LENGTHS, duration_threshold=1.5)
     with pytest.raises(HMMValueError, match=r"max_frames must be a positive int; got 0"):
         model.generate(TOKENS, TOKEN_LENGTHS, max_frames=0)
+    with pytest.raises(HMMValueError, match=r"prenet_dropout must be a finite number >= 0 below 1; got 1.0"):
+        NeuralHMM(6, 2, prenet_dropout=1.0)
+
+
+def test_prenet_dropout_acts_in_training_mode_only():
+    model = model_for("ar")
+    x = torch.randn(2, 8, 2, dtype=torch.float64)
+    assert torch.equal(model(TOKENS, TOKEN_LENGTHS, x, FRAME_LENGTHS), model(TOKENS, TOKEN_LENGTHS, x, FRAME_LENGTHS))
+    model.train()
+    assert not torch.equal(model(TOKENS, TOKEN_LENGTHS, x, FRAME_LENGTHS), model(TOKENS, TOKEN_LENGTHS, x, FRAME_LENGTHS))

@@ -52,10 +52,13 @@ class NeuralHMM(nn.Module):
             a non-autoregressive aligner.
         std_floor: the smallest standard deviation of an emission.
         context_dim: size of the per-utterance context vector (:class:`ContextualNeuralHMM`), 0 = none.
+        prenet_dropout: dropout of the prenet in training mode (Mehta et al.: 0.5), so that the
+            decoder cannot explain each frame from the last one alone and the text keeps its say.
     """
 
     def __init__(self, num_tokens: int, feature_dim: int, states_per_token: int = 2, hidden_dim: int = 128,
-                 autoregressive: bool = True, std_floor: float = 1e-2, context_dim: int = 0) -> None:
+                 autoregressive: bool = True, std_floor: float = 1e-2, context_dim: int = 0,
+                 prenet_dropout: float = 0.5) -> None:
         super().__init__()
         self.num_tokens = check_count(num_tokens, "num_tokens")
         self.feature_dim = check_count(feature_dim, "feature_dim")
@@ -66,13 +69,15 @@ class NeuralHMM(nn.Module):
         if not isinstance(autoregressive, bool):
             raise HMMTypeError(f"autoregressive must be a bool; got {type(autoregressive).__name__}")
         self.autoregressive = autoregressive
+        self.prenet_dropout = check_number(prenet_dropout, "prenet_dropout", minimum=0.0, below=1.0)
         h, d = self.hidden_dim, self.feature_dim
         self.embedding = nn.Embedding(num_tokens, h)
         self.encoder = nn.LSTM(h, h // 2, batch_first=True, bidirectional=True)
         self.to_states = nn.Linear(2 * (h // 2), states_per_token * h)
         self.state_out = nn.Linear(h, 2 * d + 1)  # n(e_k), s(e_k) (raw), v(e_k)
         if autoregressive:
-            self.prenet = nn.Sequential(nn.Linear(d, h), nn.ReLU(), nn.Linear(h, h), nn.ReLU())
+            self.prenet = nn.Sequential(nn.Linear(d, h), nn.ReLU(), nn.Dropout(self.prenet_dropout),
+                                        nn.Linear(h, h), nn.ReLU(), nn.Dropout(self.prenet_dropout))
             self.decoder = nn.LSTM(h, h, batch_first=True)
             self.frame_out = nn.Linear(h, 2 * d + 1)  # m(h_t), g(h_t) (raw), u(h_t)
         if context_dim:
