@@ -179,8 +179,10 @@ class OnlineViterbi:
         every = lengths is None  # every stream takes every frame: no per-stream selection
         lengths = torch.full((b,), t, dtype=torch.long, device=dev) if every else lengths
         track = max_delay is not None or not every  # per-frame bookkeeping of forced frames and pending counts
-        if max_delay is not None and ancestors.shape[-1] > max_delay:  # max_delay may have shrunk since the last chunk
-            forced = self._force_older(delta, ancestors, forced, pending, max_delay)
+        width = ancestors.shape[-1]
+        if max_delay is not None and width > max_delay:  # every older pending frame (max_delay may have shrunk)
+            older = torch.arange(width - max_delay, device=dev) >= width - pending[:, None]
+            forced = self._force(delta, ancestors, forced, older, 0, width - max_delay)
         for i in range(t):
             best, source = self._table.step_with_argmax(delta, 0)
             if i == 0:  # a stream starts at the first frame of a chunk
@@ -201,9 +203,10 @@ class OnlineViterbi:
                 forced = torch.cat([forced, none], -1) if every else \
                     torch.where(valid[:, None], torch.cat([forced, none], -1), torch.cat([none, forced], -1))
                 pending = pending + 1 if every else pending + valid
-            if max_delay is not None and ancestors.shape[-1] > max_delay:
+            width = ancestors.shape[-1]
+            if max_delay is not None and width > max_delay:  # the frame max_delay back
                 due = pending > max_delay if every else valid & (pending > max_delay)
-                forced = self._force(delta, ancestors, forced, due, max_delay)
+                forced = self._force(delta, ancestors, forced, due[:, None], width - 1 - max_delay, width - max_delay)
         if not track:
             forced = torch.cat([forced, none.expand(b, t)], -1)
             pending = pending + t
@@ -215,31 +218,16 @@ class OnlineViterbi:
         self.pending = pending
 
     @staticmethod
-    def _force(delta, ancestors, forced, due, max_delay: int) -> torch.Tensor:
-        """Decide the frame ``max_delay`` back (column ``-1 - max_delay``) of the ``due`` streams whose
-        paths disagree there: the best path's state, kept in ``forced``."""
+    def _force(delta, ancestors, forced, due, lo: int, hi: int) -> torch.Tensor:
+        """Decide the pending frames of columns ``lo .. hi - 1`` that ``due`` ``(B, hi - lo)`` marks and
+        on which the paths disagree: the best path's state there, kept in ``forced``."""
         k = delta.shape[-1]
-        column = ancestors[:, :, -1 - max_delay]  # (B, K) each path's state at that frame
+        block = ancestors[:, :, lo:hi]  # (B, K, C) each path's state at those frames
         alive = torch.isfinite(delta)
-        chosen = column.gather(1, delta.argmax(-1, keepdim=True)).squeeze(1)
-        agreed = torch.where(alive, column, -1).amax(-1) == torch.where(alive, column, k).amin(-1)
-        fix = due & ~agreed & alive.any(-1) & (forced[:, -1 - max_delay] < 0)
-        forced = forced.clone()
-        forced[:, -1 - max_delay] = torch.where(fix, chosen, forced[:, -1 - max_delay])
-        return forced
-
-    @staticmethod
-    def _force_older(delta, ancestors, forced, pending, max_delay: int) -> torch.Tensor:
-        """Decide every pending frame ``max_delay`` or more frames back on which the paths disagree
-        (after a smaller ``max_delay`` than before): the best path's state, kept in ``forced``."""
-        k, width = delta.shape[-1], ancestors.shape[-1]
-        alive = torch.isfinite(delta)
-        chosen = ancestors.gather(1, delta.argmax(-1).view(-1, 1, 1).expand(-1, 1, width)).squeeze(1)
-        agreed = torch.where(alive[:, :, None], ancestors, -1).amax(1) == torch.where(alive[:, :, None], ancestors, k).amin(1)
-        cols = torch.arange(width, device=delta.device)
-        old = (cols >= width - pending[:, None]) & (cols <= width - 1 - max_delay)
-        fix = old & ~agreed & alive.any(-1, keepdim=True) & (forced < 0)
-        return torch.where(fix, chosen, forced)
+        chosen = block.gather(1, delta.argmax(-1).view(-1, 1, 1).expand(-1, 1, hi - lo)).squeeze(1)
+        agreed = torch.where(alive[:, :, None], block, -1).amax(1) == torch.where(alive[:, :, None], block, k).amin(1)
+        fix = due & ~agreed & alive.any(-1, keepdim=True) & (forced[:, lo:hi] < 0)
+        return torch.cat([forced[:, :lo], torch.where(fix, chosen, forced[:, lo:hi]), forced[:, hi:]], -1)
 
     def best_score(self, log_final: Optional[torch.Tensor] = None) -> torch.Tensor:
         """``(B,)`` float64 log-score of the best path so far (ending anywhere, or weighted by ``log_final``)."""

@@ -236,13 +236,12 @@ class NeuralHMM(nn.Module):
         frames = []
         previous = torch.zeros(bsz, 1, d, dtype=dtype, device=dev)
         decoder_state = None
+        # without the decoder the frame part is constant: m = u = 0, g = 1
+        m, g, u = previous[:, 0], torch.ones_like(previous[:, 0]), survival.new_zeros(bsz)
         for t in range(max_frames):  # sampling: each frame depends on the last (no DP here)
             if self.autoregressive:
                 m, g, u, decoder_state = self.decode(previous, context, decoder_state)
                 m, g, u = m[:, 0], g[:, 0], u[:, 0]
-            else:
-                m, g, u = torch.zeros(bsz, d, dtype=dtype, device=dev), torch.ones(bsz, d, dtype=dtype, device=dev), \
-                    torch.zeros(bsz, dtype=dtype, device=dev)
             mean, std = m + n[rows, state], g * s[rows, state]
             noise = torch.randn(bsz, d, dtype=dtype, device=dev, generator=generator) if temperature else 0.0
             x = torch.where(done[:, None], 0.0, mean + temperature * std * noise)

@@ -23,8 +23,8 @@ import numpy as np
 import torch
 
 from ..errors import HMMDimensionError, HMMDtypeError, HMMTypeError, HMMValueError
-from ..validation import check_count, check_number
-from .features import FeatureExtractor
+from ..validation import FLOAT_DTYPES, check_count, check_number
+from .features import FeatureExtractor, _check_finite
 
 __all__ = ["StreamingFeatures", "OnlineCMVN"]
 
@@ -234,7 +234,7 @@ class OnlineCMVN:
 def _as_block(samples) -> np.ndarray:
     """A finite float32/float64 ``(n,)`` numpy block (torch tensors are copied to the CPU)."""
     if isinstance(samples, torch.Tensor):
-        if samples.dtype not in (torch.float32, torch.float64):
+        if samples.dtype not in FLOAT_DTYPES:
             raise HMMDtypeError(f"samples must be float32 or float64; got {samples.dtype}")
         samples = samples.detach().cpu().numpy()
     if not isinstance(samples, np.ndarray):
@@ -259,14 +259,13 @@ def _as_frames(frames, dim: int) -> torch.Tensor:
         frames = torch.from_numpy(frames)
     if not isinstance(frames, torch.Tensor):
         raise HMMTypeError(f"frames must be a torch.Tensor or a numpy array of shape (t, D); got {type(frames).__name__}")
-    if frames.dtype not in (torch.float32, torch.float64):
+    if frames.dtype not in FLOAT_DTYPES:
         raise HMMDtypeError(f"frames must be float32 or float64; got {frames.dtype}")
     if frames.ndim != 2 or frames.shape[1] != dim:
         raise HMMDimensionError(f"frames must be (t, D) with D == {dim}; got shape {tuple(frames.shape)}",
                                 expected_shape=("t", dim), actual_shape=frames.shape,
                                 suggestion="feed one stream's (t, D) frames (no batch axis)" if frames.ndim == 3 else None)
-    if not bool(torch.isfinite(frames).all()):
-        raise HMMValueError("frames must be finite; got NaN or infinite values")
+    _check_finite(frames, "frames")
     return frames
 
 
@@ -282,6 +281,5 @@ def _prior_vector(value, name: str, dim: int) -> torch.Tensor:
         raise HMMDimensionError(f"{name} must have shape (D,) == ({dim},); got {tuple(value.shape)}",
                                 expected_shape=(dim,), actual_shape=value.shape)
     value = value.detach().to(torch.float64).cpu()
-    if not bool(torch.isfinite(value).all()):
-        raise HMMValueError(f"{name} must be finite; got NaN or infinite values")
+    _check_finite(value, name)
     return value

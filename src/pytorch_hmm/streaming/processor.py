@@ -147,8 +147,7 @@ class StreamingHMMProcessor:
         self.max_delay = max_delay
         self.beam = None if beam is None else check_number(beam, "beam", positive=True)
         self._source = source
-        self._read_source()
-        self.reset()
+        self.reset()  # reads (and checks) the source
 
     # --- settings ---
 
