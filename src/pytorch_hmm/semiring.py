@@ -43,18 +43,28 @@ def log_normalise(logits: torch.Tensor) -> torch.Tensor:
     return torch.log_softmax(logits.masked_fill(empty, 0.0), -1).masked_fill(empty, float("-inf"))
 
 
-def _log_vecmat(v: torch.Tensor, exp_matrix: torch.Tensor, shift: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+def _log_vecmat(
+    v: torch.Tensor, exp_matrix: torch.Tensor, shift: torch.Tensor, normalised: bool = False
+) -> Tuple[torch.Tensor, torch.Tensor]:
     """``(log(exp(v) @ exp(A)), sums)`` for ``v`` ``(B, K)`` given ``exp_matrix = exp(A - shift)``.
 
     ``sums`` ``(B, K)`` are the exp-space column sums: below :func:`underflow_threshold` the
-    product may have lost mass to underflow (or had none).
+    product may have lost mass to underflow (or had none). ``normalised``: every row of ``v``
+    has maximum 0 or is all ``-inf`` (a scaled forward pass), so the max-shift (three ops of
+    the ~ten a step costs in eager PyTorch) is skipped; the result is the same.
     """
-    m = torch.nan_to_num(v.amax(-1, keepdim=True), neginf=0.0)
-    out = torch.matmul(torch.exp(v - m).unsqueeze(-2), exp_matrix).squeeze(-2)
+    if normalised:
+        out = torch.matmul(torch.exp(v).unsqueeze(-2), exp_matrix).squeeze(-2)
+        m = None
+    else:
+        m = torch.nan_to_num(v.amax(-1, keepdim=True), neginf=0.0)
+        out = torch.matmul(torch.exp(v - m).unsqueeze(-2), exp_matrix).squeeze(-2)
     if out.requires_grad:  # unreachable states (out == 0): -inf with zero gradient, not NaN
         reached = out > 0
-        return torch.where(reached, torch.log(torch.where(reached, out, 1.0)), float("-inf")) + m + shift, out
-    return torch.log(out) + m + shift, out
+        log_out = torch.where(reached, torch.log(torch.where(reached, out, 1.0)), float("-inf"))
+    else:
+        log_out = torch.log(out)
+    return (log_out + shift if m is None else log_out + m + shift), out
 
 
 def _logsumexp(x: torch.Tensor, dim: int) -> torch.Tensor:
@@ -115,11 +125,14 @@ class LogSemiring:
         return LogSemiring.vecmat_checked(v, factors, s)[0]
 
     @staticmethod
-    def vecmat_checked(v: torch.Tensor, factors: Tuple[torch.Tensor, torch.Tensor], s: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    def vecmat_checked(
+        v: torch.Tensor, factors: Tuple[torch.Tensor, torch.Tensor], s: int, normalised: bool = False
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
         """:meth:`vecmat` and the exp-space column sums ``(B, K)``: where they fall below
-        :func:`underflow_threshold` the step may have lost mass, and :meth:`vecmat_exact` is exact."""
+        :func:`underflow_threshold` the step may have lost mass, and :meth:`vecmat_exact` is exact.
+        ``normalised``: ``v``'s rows have maximum 0 (or are all ``-inf``), see :func:`_log_vecmat`."""
         matrix, shift = factors
-        return _log_vecmat(v, matrix[:, s], shift[:, s])
+        return _log_vecmat(v, matrix[:, s], shift[:, s], normalised)
 
     @staticmethod
     def vecmat_exact(v: torch.Tensor, trans: torch.Tensor, s: int) -> torch.Tensor:

@@ -27,7 +27,6 @@ from . import torch_loops
 from ..errors import HMMValueError
 from ..threads import sized_by_scores
 from ..validation import check_first_order
-from .factors import exp_flushed_
 from .inputs import ChainProblem, LengthsLike, prepare
 
 try:  # numba is a declared dependency, but keep the kernel usable without it
@@ -41,19 +40,25 @@ BACKENDS = ("auto", "torch", "numba")
 __all__ = ["log_partition", "posteriors", "expected_transitions", "forward_backward", "marginals", "viterbi", "forward_filter"]
 
 
-def _loops(p: ChainProblem, backend: str):
+def pick_loops(backend: str, device: torch.device, compiled, reference):
+    """The loops module ``backend`` selects for tensors on ``device``: ``compiled`` (numba; ``None`` when
+    numba is missing) or ``reference`` (PyTorch). Shared by the chain and semi-Markov kernels."""
     if backend not in BACKENDS:
         raise HMMValueError(f"backend must be one of {BACKENDS}; got {backend!r}")
-    on_cpu = p.emissions.device.type == "cpu"
+    on_cpu = device.type == "cpu"
     if backend == "numba":
-        if numba_loops is None:
+        if compiled is None:
             raise ImportError("backend='numba' needs the numba package: pip install numba")
         if not on_cpu:
-            raise HMMValueError(f"backend='numba' runs on CPU tensors only; got device {p.emissions.device}")
-        return numba_loops
-    if backend == "auto" and on_cpu and numba_loops is not None:
-        return numba_loops
-    return torch_loops
+            raise HMMValueError(f"backend='numba' runs on CPU tensors only; got device {device}")
+        return compiled
+    if backend == "auto" and on_cpu and compiled is not None:
+        return compiled
+    return reference
+
+
+def _loops(p: ChainProblem, backend: str):
+    return pick_loops(backend, p.emissions.device, numba_loops, torch_loops)
 
 
 def _log_z(p: ChainProblem, alpha: torch.Tensor, log_norm: torch.Tensor, float64: bool = False) -> torch.Tensor:
@@ -67,25 +72,10 @@ def _log_z(p: ChainProblem, alpha: torch.Tensor, log_norm: torch.Tensor, float64
     return rest.double() + norm_sum if float64 else (rest.double() + norm_sum).to(alpha.dtype)
 
 
-def _state_marginals(p: ChainProblem, alpha: torch.Tensor, beta: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Posteriors ``(B, T, K)`` and frame totals ``(B, T)`` from the scaled passes.
-
-    ``totals_t = logsumexp_k(alpha_hat_t + beta_hat_t)``: in exact arithmetic every valid frame
-    gives the same value (``log Z`` minus the normalisers), and normalising each frame by its
-    own total keeps posteriors and edge counts exactly normalised instead of inheriting the
-    rounding drift of a long backward pass. Posteriors are 0 and totals ``-inf`` at padded
-    frames and where no state has a finite score (infeasible sequences).
-    """
-    gamma = alpha + beta
-    top = gamma.amax(-1, keepdim=True)
-    gamma -= top  # NaN only for rows that are all -inf
-    exp_flushed_(gamma)
-    mass = gamma.sum(-1, keepdim=True)
-    gamma /= mass  # (in place; torch.softmax is ~5x slower for small K on CPU)
-    gamma.masked_fill_(~p.mask.unsqueeze(-1), 0.0)
-    totals = (mass.log_() + top).squeeze(-1)
-    totals = torch.where(p.mask, totals, torch.full((), float("-inf"), dtype=totals.dtype, device=totals.device))
-    return gamma.nan_to_num_(nan=0.0), totals.nan_to_num_(nan=-math.inf, neginf=-math.inf)
+def _state_marginals(p: ChainProblem, alpha: torch.Tensor, beta: torch.Tensor, loops=torch_loops) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Posteriors ``(B, T, K)`` and frame totals ``(B, T)`` from the scaled passes (``loops``:
+    the backend's module, whose ``state_marginals`` does the work; see :func:`torch_loops.state_marginals`)."""
+    return loops.state_marginals(p, alpha, beta)
 
 
 def _edge_marginals(
@@ -132,7 +122,7 @@ class _LogPartition(torch.autograd.Function):
         p = problem.replace(emissions=emissions, trans=trans, init=init, final=final)
         beta = loops.backward(p, log_norm)
         g = torch.where(torch.isfinite(log_z), grad_log_z, torch.zeros_like(grad_log_z))
-        gamma, totals = _state_marginals(p, alpha, beta)
+        gamma, totals = _state_marginals(p, alpha, beta, loops)
         grad_e = gamma * g[:, None, None] if ctx.needs_input_grad[0] else None
         grad_init = gamma[:, 0] * g[:, None] if ctx.needs_input_grad[2] else None
         grad_final = None
@@ -191,7 +181,7 @@ def forward_backward(
     p = prepare(log_emissions, transitions, log_init, lengths, log_final)
     alpha, beta, _, log_z = _forward_backward(p, backend)
     with torch.no_grad():
-        return log_z, _state_marginals(p, alpha, beta)[0]
+        return log_z, _state_marginals(p, alpha, beta, _loops(p, backend))[0]
 
 
 @sized_by_scores
@@ -252,7 +242,7 @@ def marginals(
     alpha, beta, log_norm, log_z = _forward_backward(p, backend)
     with torch.no_grad():
         q = p.detached()
-        gamma, totals = _state_marginals(q, alpha, beta)
+        gamma, totals = _state_marginals(q, alpha, beta, _loops(p, backend))
         xi = _edge_marginals(q, alpha, beta, log_norm, totals)
     return log_z, gamma, xi if p.time_varying else xi.squeeze(1)
 

@@ -103,6 +103,13 @@ def gather_by_source(trans: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
     return out.masked_fill((slots < 0).unsqueeze(1), float("-inf"))
 
 
+def exp_rows(table: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``(..., X)`` log-probs -> ``(exp(table - shift[..., None]), shift)``, ``shift`` ``(...)`` the row
+    maximum (0 for a row without moves): the exp-space factors of the gather loops."""
+    shift = torch.nan_to_num(table.amax(-1), neginf=0.0)
+    return exp_flushed_(table - shift.unsqueeze(-1)), shift
+
+
 def exp_flushed_(d: torch.Tensor) -> torch.Tensor:
     """In place: ``exp(d)`` with results below the dtype's smallest normal number set to 0.
 

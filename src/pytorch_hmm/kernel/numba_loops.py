@@ -12,26 +12,35 @@ runs is the storage's choice (:mod:`.storages`: ``numba_forward``, ``numba_backw
 
 from __future__ import annotations
 
-from typing import Tuple
+import math
+from typing import Optional, Tuple
 
 import numba
 import numpy as np
 import torch
 
+from ..semiring import underflow_threshold
+from .factors import exp_rows
 from .inputs import ChainProblem
 from .parallel import batch_loop
 from .torch_loops import backpointer_dtype
 
 _JIT = dict(nogil=True, cache=True)
 
-# how _viterbi reads its table: [dest, source] (dense), [dest, w] from j - w (banded: computed, 2x faster than
-# reading the window table), [dest, x] from index[dest, x] (sparse)
-MODE_DENSE, MODE_BANDED, MODE_GATHER = 0, 1, 2
+# how a loop reads its table: [source, dest] (dense), [dest, w] from j - w (banded: computed, 2x faster than
+# reading the window table), [dest, x] from index[dest, x] (lists), [source, w] to i + w (banded, backwards)
+MODE_DENSE, MODE_BANDED, MODE_GATHER, MODE_AHEAD = 0, 1, 2, 3
+LEVEL = 300.0  # nats between the levels of the gather loops' scaled numbers (:func:`_scale_exp`)
 
 
 def _chain_work(e, table, *_):
     """``(batch, inner-loop operations)`` of a chain loop over ``e`` ``(B, T, K)`` with ``X`` moves per state."""
     return e.shape[0], e.size * table.shape[-1]
+
+
+def _gather_work(e, table, *_):
+    """:func:`_chain_work` of a loop over a slot-major ``(B', S, X, K)`` table."""
+    return e.shape[0], e.size * table.shape[-2]
 
 
 @numba.njit(**_JIT)
@@ -158,58 +167,177 @@ def _backward_dense(e, matrix, log_matrix, shift, doubtful, final, lengths, log_
                 beta[b, t, i] -= log_norm[b, t + 1]
 
 
+@numba.njit(inline="always", **_JIT)
+def _source(j, x, mode, index, bi):
+    """The source of slot ``x`` of state ``j``: ``j - x`` (banded), ``j + x`` (banded, read ahead) or
+    ``index[bi, j, x]`` (lists; ``-1`` = unused slot). Banded sources past either end of the chain
+    read the empty padding of :func:`_gather_sums`' scaled numbers and are skipped by :func:`_exact_gather`."""
+    if mode == MODE_BANDED:
+        return j - x
+    if mode == MODE_AHEAD:
+        return j + x
+    return index[bi, j, x]
+
+
 @numba.njit(**_JIT)
-def _logsumexp_gather(scores_row, table_row, index_row, v):
-    """``logsumexp_x(table_row[x] + v[index_row[x]])`` over used slots (``index_row[x] >= 0``)."""
-    width = table_row.shape[0]
-    m = v.dtype.type(-np.inf)
+def _gather_sums(scaled, etable, mode, index, bi, sums):
+    """Window sums of scaled numbers (see :func:`_scale_exp`): ``sums[1, j] = max_x level[pad + src]`` and
+    ``sums[0, j] = sum_x mantissa[pad + src] * exp(level[pad + src] - sums[1, j]) * etable[x, j]``.
+
+    ``etable`` is slot-major ``(X, K)``; ``scaled`` ``(2, K + 2 pad)`` holds mantissas and levels
+    with ``pad = X - 1`` empty entries (0, ``-inf``) either side. Sources one level below the
+    window's top count at ``exp(-LEVEL)``, lower ones not at all (below ``exp(-LEVEL)`` of it:
+    :func:`run_gather`'s ``doubtful`` covers them). Banded windows run as ``X`` passes along the
+    states with no branch, which vectorise; lists gather.
+    """
+    width, k = etable.shape
+    pad = width - 1
+    mant, level = scaled[0], scaled[1]
+    acc, ref = sums[0], sums[1]
+    ref[:] = -np.inf
+    acc[:] = 0.0
+    down = np.exp(-LEVEL)
     for x in range(width):
-        src = index_row[x]
-        if src >= 0:
-            s = table_row[x] + v[src]
-            scores_row[x] = s
-            if s > m:
-                m = s
+        if mode == MODE_GATHER:
+            for j in range(k):
+                src = index[bi, j, x]
+                if src >= 0:
+                    ref[j] = max(ref[j], level[pad + src])
         else:
-            scores_row[x] = -np.inf
-    if m == -np.inf:
-        return m
-    total = v.dtype.type(0)
-    lo = np.log(np.finfo(v.dtype).tiny) + 1  # see factors.exp_flushed_
+            o = pad - x if mode == MODE_BANDED else pad + x
+            for j in range(k):
+                ref[j] = max(ref[j], level[o + j])
     for x in range(width):
-        d = scores_row[x] - m
-        if d > lo:
-            total += np.exp(d)
-    return np.log(total) + m
+        if mode == MODE_GATHER:
+            for j in range(k):
+                src = index[bi, j, x]
+                if src >= 0:
+                    gap = ref[j] - level[pad + src]
+                    acc[j] += mant[pad + src] * etable[x, j] * (1.0 if gap == 0 else (down if gap == LEVEL else 0.0))
+        else:
+            o = pad - x if mode == MODE_BANDED else pad + x
+            for j in range(k):
+                gap = ref[j] - level[o + j]
+                acc[j] += mant[o + j] * etable[x, j] * (1.0 if gap == 0 else (down if gap == LEVEL else 0.0))
 
 
-@batch_loop(_chain_work)
-def _forward_gather(e, table, index, init, lengths, alpha, log_norm):
-    """``table`` ``(B', S, K, P)`` and ``index`` ``(B'', K, P)``: predecessor lists by destination."""
+@numba.njit(inline="always", **_JIT)
+def _exact_gather(v, table, mode, index, bi, j):
+    """``logsumexp_x(table[x, j] + v[src(j, x)])`` in log space, in one pass with a running maximum
+    (``X - 1`` exps; ``-inf`` when no move is possible)."""
+    width, k = table.shape
+    lo = np.log(np.finfo(v.dtype).tiny) + 1  # see factors.exp_flushed_
+    top = -np.inf
+    total = 0.0
+    for x in range(width):
+        src = _source(j, x, mode, index, bi)
+        if src < 0 or src >= k:
+            continue
+        s = v[src] + table[x, j]
+        if s <= top:
+            d = s - top
+            if d > lo:
+                total += np.exp(d)
+        elif s > -np.inf:  # a new maximum: rescale what was summed
+            d = top - s
+            total = (total * np.exp(d) if d > lo else 0.0) + 1.0
+            top = s
+    return np.log(total) + top if top > -np.inf else top
+
+
+@numba.njit(**_JIT)
+def _log_gather(v, scaled, table, etable, shift, mode, index, bi, doubtful, sums, out):
+    """``out[j] += logsumexp_x(table[x, j] + v[src(j, x)])`` over the existing moves (:func:`_source`).
+
+    ``scaled`` is ``v`` as scaled numbers (:func:`_scale_exp`) and ``etable = exp(table - shift)``
+    (``shift`` ``(K,)``: each state's largest move), both float64 whatever ``v``'s dtype: each
+    state costs ``X`` multiply-adds and one ``log``, no ``exp``, however far below the best it
+    lies. A state whose sum falls below ``doubtful`` (terms dropped or lost to underflow may
+    matter, or there are none) is recomputed exactly, as in :func:`_log_vecmat`. Returns
+    ``max_j out[j]``.
+    """
+    exact = doubtful == np.inf
+    if not exact:
+        _gather_sums(scaled, etable, mode, index, bi, sums)
+    top = -np.inf
+    for j in range(out.shape[0]):
+        if not exact and sums[0, j] >= doubtful:
+            o = out[j] + (np.log(sums[0, j]) + sums[1, j] + shift[j])
+        else:
+            o = out[j] + _exact_gather(v, table, mode, index, bi, j)
+        out[j] = o
+        top = max(top, o)
+    return top
+
+
+@numba.njit(**_JIT)
+def _scale_exp(row, m, scaled, exact):
+    """``row -= m`` in place, and ``row`` as scaled numbers: ``row[i] = log(mantissa) + level`` with
+    ``level`` a multiple of :data:`LEVEL` and ``mantissa = exp(row[i] - level)`` in ``[1, exp(LEVEL))``
+    (``0, -inf`` for ``-inf``), into ``scaled[:, pad + i]`` (see :func:`_gather_sums`). Unlike
+    ``exp(row)``, no entry underflows, however far below 0 it lies. With ``exact``, only the shift."""
+    pad = (scaled.shape[1] - row.shape[0]) // 2
+    for i in range(row.shape[0]):
+        d = row[i] - m
+        row[i] = d
+        if exact:
+            continue
+        if d == -np.inf:
+            scaled[0, pad + i] = 0.0
+            scaled[1, pad + i] = -np.inf
+        else:
+            level = LEVEL * np.floor(np.float64(d) * (1.0 / LEVEL))
+            scaled[0, pad + i] = np.exp(np.float64(d) - level)  # exact difference (Sterbenz)
+            scaled[1, pad + i] = level
+
+
+@numba.njit(**_JIT)
+def _empty_scaled(k, pad):
+    """Scratch for :func:`_scale_exp`: mantissas 0 and levels ``-inf``, ``pad`` either side."""
+    out = np.zeros((2, k + 2 * pad), dtype=np.float64)
+    out[1, :] = -np.inf
+    return out
+
+
+@batch_loop(_gather_work)
+def _forward_gather(e, table, etable, shift, mode, index, doubtful, init, lengths, alpha, log_norm):
+    """``table`` / ``etable`` ``(B', S, X, K)`` slot-major and ``shift`` ``(B', S, K)`` by destination
+    (:func:`_log_gather`); sources by ``mode``: banded ``j - x`` or predecessor lists ``index`` ``(B'', K, X)``."""
     bsz, t_max, k = e.shape
+    pad = table.shape[2] - 1
     for b in numba.prange(bsz):
         bb = np.int64(b) if table.shape[0] > 1 else np.int64(0)
         bi = np.int64(b) if index.shape[0] > 1 else np.int64(0)
-        scores = np.empty(table.shape[3], dtype=e.dtype)
+        scaled = _empty_scaled(k, pad)
+        sums = np.empty((2, k), dtype=np.float64)
         for j in range(k):
             alpha[b, 0, j] = init[b, j] + e[b, 0, j]
-        log_norm[b, 0] = _normalise(alpha[b, 0])
+        m = _row_max(alpha[b, 0])
         for t in range(1, lengths[b]):
+            log_norm[b, t - 1] = m
+            _scale_exp(alpha[b, t - 1], m, scaled, doubtful == np.inf)
             s = np.int64(t - 1) if table.shape[1] > 1 else np.int64(0)
-            for j in range(k):
-                alpha[b, t, j] = _logsumexp_gather(scores, table[bb, s, j], index[bi, j], alpha[b, t - 1]) + e[b, t, j]
-            log_norm[b, t] = _normalise(alpha[b, t])
+            alpha[b, t] = e[b, t]
+            m = _log_gather(alpha[b, t - 1], scaled, table[bb, s], etable[bb, s], shift[bb, s], mode, index, bi,
+                            doubtful, sums, alpha[b, t])
+            m = m if m > -np.inf else 0.0
+        log_norm[b, lengths[b] - 1] = m
+        for j in range(k):
+            alpha[b, lengths[b] - 1, j] -= m
         _pad_forward(alpha[b], log_norm[b], lengths[b])
 
 
-@batch_loop(_chain_work)
-def _backward_gather(e, table, index, final, lengths, log_norm, beta):
-    """``table`` ``(B', S, K, Q)`` and ``index`` ``(B'', K, Q)``: successor lists by source."""
+@batch_loop(_gather_work)
+def _backward_gather(e, table, etable, shift, mode, index, doubtful, final, lengths, log_norm, beta):
+    """``table`` / ``etable`` ``(B', S, Q, K)`` slot-major and ``shift`` ``(B', S, K)`` by source: banded
+    ``i + x`` (``mode`` :data:`MODE_AHEAD`) or successor lists ``index`` ``(B'', K, Q)``."""
     bsz, t_max, k = e.shape
+    pad = table.shape[2] - 1
     for b in numba.prange(bsz):
         bb = np.int64(b) if table.shape[0] > 1 else np.int64(0)
         bi = np.int64(b) if index.shape[0] > 1 else np.int64(0)
-        scores = np.empty(table.shape[3], dtype=e.dtype)
+        scaled = _empty_scaled(k, pad)
+        sums = np.empty((2, k), dtype=np.float64)
         c = np.empty(k, dtype=e.dtype)
         last = lengths[b] - 1
         _start_backward(beta[b], final[b], last)
@@ -217,85 +345,59 @@ def _backward_gather(e, table, index, final, lengths, log_norm, beta):
             s = np.int64(t) if table.shape[1] > 1 else np.int64(0)
             for j in range(k):
                 c[j] = e[b, t + 1, j] + beta[b, t + 1, j]
+            m = _row_max(c)
+            _scale_exp(c, m, scaled, doubtful == np.inf)
             for i in range(k):
-                beta[b, t, i] = _logsumexp_gather(scores, table[bb, s, i], index[bi, i], c) - log_norm[b, t + 1]
-
-
-@batch_loop(_chain_work)
-def _backward_scatter(e, table, index, final, lengths, log_norm, beta):
-    """Sparse backward over the predecessor lists (``table`` ``(B', S, K, P)``, ``index`` ``(B'', K, P)``):
-    each edge ``index[j, p] -> j`` sends ``c[j] + table[j, p]`` to its source; a max pass, then a sum pass."""
-    bsz, t_max, k = e.shape
-    lo = np.log(np.finfo(e.dtype).tiny) + 1  # see factors.exp_flushed_
-    for b in numba.prange(bsz):
-        bb = np.int64(b) if table.shape[0] > 1 else np.int64(0)
-        bi = np.int64(b) if index.shape[0] > 1 else np.int64(0)
-        c = np.empty(k, dtype=e.dtype)
-        top = np.empty(k, dtype=e.dtype)
-        acc = np.empty(k, dtype=e.dtype)
-        last = lengths[b] - 1
-        _start_backward(beta[b], final[b], last)
-        for t in range(last - 1, -1, -1):
-            s = np.int64(t) if table.shape[1] > 1 else np.int64(0)
-            for j in range(k):
-                c[j] = e[b, t + 1, j] + beta[b, t + 1, j]
-                top[j] = -np.inf
-                acc[j] = 0.0
-            for j in range(k):
-                for x in range(table.shape[3]):
-                    src = index[bi, j, x]
-                    if src >= 0:
-                        v = c[j] + table[bb, s, j, x]
-                        if v > top[src]:
-                            top[src] = v
-            for j in range(k):
-                for x in range(table.shape[3]):
-                    src = index[bi, j, x]
-                    if src >= 0 and top[src] > -np.inf:
-                        d = c[j] + table[bb, s, j, x] - top[src]
-                        if d > lo:
-                            acc[src] += np.exp(d)
-            for i in range(k):
-                beta[b, t, i] = (np.log(acc[i]) + top[i] if top[i] > -np.inf else -np.inf) - log_norm[b, t + 1]
+                beta[b, t, i] = m - log_norm[b, t + 1]
+            _log_gather(c, scaled, table[bb, s], etable[bb, s], shift[bb, s], mode, index, bi, doubtful, sums, beta[b, t])
 
 
 @numba.njit(inline="always", **_JIT)
 def _best_source(delta, row, j, mode, index, bi):
-    """``max_x delta[src] + row[x]`` and its first maximising source.
-
-    ``src = x`` (dense), ``j - x`` (banded) or ``index[bi, j, x]`` (sparse, ``-1`` = unused slot; the
-    index is read in place, not sliced per state, which costs the dense and banded loops nothing).
-    """
+    """``max_x delta[src] + row[x]`` and its first maximising source, ``src = j - x`` (banded) or
+    ``index[bi, j, x]`` (sparse, ``-1`` = unused slot; the index is read in place, not sliced per state)."""
     best = delta.dtype.type(-np.inf)
+    arg = j
     if mode == MODE_BANDED:
-        arg = j
         for x in range(min(row.shape[0], j + 1)):
             v = delta[j - x] + row[x]
             if v > best:
                 best = v
                 arg = j - x
         return best, arg
-    if mode == MODE_GATHER:
-        arg = j
-        for x in range(row.shape[0]):
-            src = index[bi, j, x]
-            if src >= 0:
-                v = delta[src] + row[x]
-                if v > best:
-                    best = v
-                    arg = src
-        return best, arg
-    for x in range(row.shape[0]):  # branch-free max first: vectorises
-        best = max(best, delta[x] + row[x])
     for x in range(row.shape[0]):
-        if delta[x] + row[x] == best:
-            return best, x
-    return best, j
+        src = index[bi, j, x]
+        if src >= 0:
+            v = delta[src] + row[x]
+            if v > best:
+                best = v
+                arg = src
+    return best, arg
+
+
+@numba.njit(inline="always", **_JIT)
+def _max_product(delta, matrix, best, arg):
+    """``best[j] = max_i delta[i] + matrix[i, j]`` and its first maximising ``i`` in ``arg`` (0 when
+    every term is ``-inf``). Source-major, so the inner loop runs along a row of ``matrix``
+    with no branch: it vectorises, where a maximum per destination over a column does not."""
+    k = best.shape[0]
+    for j in range(k):
+        best[j] = delta[0] + matrix[0, j]
+        arg[j] = 0
+    for i in range(1, delta.shape[0]):
+        d = delta[i]
+        if d == -np.inf:
+            continue
+        for j in range(k):
+            v = d + matrix[i, j]
+            take = v > best[j]
+            best[j] = v if take else best[j]
+            arg[j] = i if take else arg[j]
 
 
 @batch_loop(_chain_work)
 def _viterbi(e, table, mode, index, init, final, lengths, pointers, paths, scores):
-    """``table`` ``(B', S, K, X)``: dense ``[dest, source]``, banded ``[dest, w]``, or sparse ``[dest, x]``
+    """``table`` ``(B', S, K, X)``: dense ``[source, dest]``, banded ``[dest, w]``, or sparse ``[dest, x]``
     with sources ``index`` ``(B'', K, X)`` (a dummy for dense and banded), see :data:`MODE_DENSE`."""
     bsz, t_max, k = e.shape
     for b in numba.prange(bsz):
@@ -303,15 +405,21 @@ def _viterbi(e, table, mode, index, init, final, lengths, pointers, paths, score
         bi = np.int64(b) if index.shape[0] > 1 else np.int64(0)
         delta = np.empty(k, dtype=e.dtype)
         nxt = np.empty(k, dtype=e.dtype)
+        arg = np.empty(k, dtype=np.int32)
         for j in range(k):
             delta[j] = init[b, j] + e[b, 0, j]
         for t in range(1, lengths[b]):
             s = np.int64(t - 1) if table.shape[1] > 1 else np.int64(0)
-            for j in range(k):
-                row = table[bb, s, j]
-                best, arg = _best_source(delta, row, j, mode, index, bi)
-                nxt[j] = best + e[b, t, j]
-                pointers[b, t, j] = arg
+            if mode == MODE_DENSE:
+                _max_product(delta, table[bb, s], nxt, arg)
+                for j in range(k):
+                    nxt[j] += e[b, t, j]
+                    pointers[b, t, j] = arg[j]
+            else:
+                for j in range(k):
+                    best, src = _best_source(delta, table[bb, s, j], j, mode, index, bi)
+                    nxt[j] = best + e[b, t, j]
+                    pointers[b, t, j] = src
             for j in range(k):
                 delta[j] = nxt[j]
         best = -np.inf
@@ -332,6 +440,40 @@ def _viterbi(e, table, mode, index, init, final, lengths, pointers, paths, score
                 paths[b, t - 1] = state
 
 
+@batch_loop(lambda alpha, *_: (alpha.shape[0], alpha.size))
+def _posteriors(alpha, beta, lengths, gamma, totals):
+    """:func:`state_marginals` into ``gamma`` ``(B, T, K)`` and ``totals`` ``(B, T)`` (one ``exp`` per cell)."""
+    bsz, t_max, k = alpha.shape
+    lo = np.log(np.finfo(alpha.dtype).tiny) + 1  # see factors.exp_flushed_
+    for b in numba.prange(bsz):
+        for t in range(t_max):
+            top = alpha.dtype.type(-np.inf)
+            if t < lengths[b]:
+                for j in range(k):
+                    top = max(top, alpha[b, t, j] + beta[b, t, j])
+            if top == -np.inf:  # padded frame, or no state reachable
+                gamma[b, t] = 0
+                totals[b, t] = -np.inf
+                continue
+            mass = 0.0
+            for j in range(k):
+                d = alpha[b, t, j] + beta[b, t, j] - top
+                g = np.exp(d) if d > lo else alpha.dtype.type(0)
+                gamma[b, t, j] = g
+                mass += g
+            for j in range(k):
+                gamma[b, t, j] /= mass
+            totals[b, t] = np.log(mass) + top
+
+
+def state_marginals(p: ChainProblem, alpha: torch.Tensor, beta: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Posteriors ``(B, T, K)`` and frame totals ``(B, T)``, as :func:`torch_loops.state_marginals`."""
+    gamma = torch.empty_like(alpha)
+    totals = alpha.new_empty(alpha.shape[:2])
+    _posteriors(_np(alpha), _np(beta), _np(p.lengths), gamma.numpy(), totals.numpy())
+    return gamma, totals
+
+
 def _np(x: torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(x.detach().numpy())
 
@@ -349,6 +491,27 @@ def backward(p: ChainProblem, log_norm: torch.Tensor) -> torch.Tensor:
     beta = torch.empty_like(p.emissions)
     p.ops.numba_backward(p, log_norm, beta.numpy())
     return beta
+
+
+def run_gather(loop, p: ChainProblem, table: torch.Tensor, mode: int, index: Optional[torch.Tensor], *args) -> None:
+    """Run :func:`_forward_gather` or :func:`_backward_gather` (``loop``) on ``table`` read as ``mode``;
+    ``args``: the loop's arguments after ``doubtful`` (``init`` or ``final`` and on).
+
+    A static table's exp-space factors serve every frame; a time-varying table's entries are each
+    read once, where factors would cost more ``exp`` than they save: those run every state as an
+    exact ``logsumexp`` (``doubtful = inf``, the factors' place taken by the table itself).
+    """
+    width = table.shape[-1]
+    idx = np.zeros((1, 1, 1), dtype=np.int64) if index is None else _np(index)
+    if table.shape[1] > 1:
+        etable, shift, doubtful = table, table[..., 0], math.inf
+    else:
+        etable, shift = exp_rows(table.double())
+        # a sum is exact to eps above both the underflow bound and X * (the most a dropped term can be)
+        eps = torch.finfo(torch.float64).eps
+        doubtful = max(underflow_threshold(torch.float64, width), 4.0 * width * math.exp(-LEVEL) / eps)
+    slot_major = (_np(x.transpose(-1, -2)) for x in (table, etable))
+    loop(_np(p.emissions), *slot_major, _np(shift), mode, idx, doubtful, *args)
 
 
 def run_viterbi(p: ChainProblem, table: torch.Tensor, mode: int, index, pointers, paths, scores) -> None:

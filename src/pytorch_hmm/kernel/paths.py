@@ -20,7 +20,7 @@ from ..semiring import LogSemiring
 from ..threads import sized_by_scores
 from ..validation import check_count
 from . import torch_loops
-from .chain import Transitions, _edge_marginals, _forward_backward, _log_z, _state_marginals
+from .chain import Transitions, _edge_marginals, _forward_backward, _log_z, _loops, _state_marginals
 from .factors import merge_parallel_edges
 from .inputs import ChainProblem, LengthsLike, prepare
 
@@ -88,7 +88,7 @@ def entropy(
     with torch.no_grad():
         q = p.detached()
         log_z = _log_z(q, alpha, log_norm, float64=True)  # two large numbers, a small difference: in float64
-        gamma, totals = _state_marginals(q, alpha, beta)
+        gamma, totals = _state_marginals(q, alpha, beta, _loops(p, backend))
         xi = _edge_marginals(q, alpha, beta, log_norm, totals)
         h = (log_z - _expected_score(q, gamma, xi)).to(alpha.dtype)
     return torch.where(torch.isfinite(log_z), h, torch.full((), float("nan"), dtype=h.dtype, device=h.device))

@@ -10,9 +10,13 @@ Every routine takes
 
 Segments tile ``[0, length)`` exactly; a segment's emission score is a difference of
 cumulative sums. Cost ``O(T K (K + D))``, memory ``O(B T K)`` plus the ``(B, K, D)`` duration
-statistics. The loops run in float64 (see :mod:`.segment_loops`); results come back in the
-input dtype. Inputs without any finite segmentation give ``-inf``, zero posteriors and empty
-paths, as in the chain kernel.
+statistics. The loops run in float64 (:mod:`.segment_loops` in PyTorch, :mod:`.segment_numba`
+compiled); results come back in the input dtype. Inputs without any finite segmentation give
+``-inf``, zero posteriors and empty paths, as in the chain kernel.
+
+Every routine takes a keyword ``backend``, as the chain kernel's: ``"torch"`` (the PyTorch
+loops, the reference; any device), ``"numba"`` (compiled loops; CPU tensors only) or ``"auto"``
+(default: numba on CPU when it is installed, else torch).
 """
 
 from __future__ import annotations
@@ -23,12 +27,17 @@ from typing import List, NamedTuple, Optional, Tuple
 import torch
 
 from ..errors import HMMDeviceError, HMMDimensionError, HMMDtypeError, HMMValueError
-from . import segment_loops as loops
-from .factors import exp_flushed_, static_dense_edges
+from . import segment_loops
+from .chain import pick_loops
 from ..threads import sized_by_scores
 from ..validation import LengthsLike, check_finite_or_neginf, check_first_order, check_tensor, frame_mask
 from .inputs import check_chain_lengths, check_emissions, check_state_vector
 from .segment_loops import SegmentProblem
+
+try:  # numba is a declared dependency, but keep the kernel usable without it
+    from . import segment_numba
+except ImportError:  # pragma: no cover - exercised only where numba is missing
+    segment_numba = None  # type: ignore[assignment]
 
 __all__ = [
     "semi_markov_log_partition",
@@ -108,72 +117,38 @@ def _check_table(x, name: str, e: torch.Tensor, shape: tuple, spelled: str) -> t
     return x if x.ndim == len(shape) + 1 else x.unsqueeze(0)
 
 
-class _Passes(NamedTuple):
-    cum: torch.Tensor
-    bad: torch.Tensor
-    u: torch.Tensor
-    end: torch.Tensor
-    bstart: torch.Tensor
-    v: torch.Tensor
-    log_z: torch.Tensor  # float64
+def _loops(p: SegmentProblem, backend: str):
+    """The loops module ``backend`` selects: :mod:`.segment_numba` or :mod:`.segment_loops`."""
+    return pick_loops(backend, p.emissions.device, segment_numba, segment_loops)
 
 
-def _passes(p: SegmentProblem) -> _Passes:
+def _forward(p: SegmentProblem, loops) -> tuple:
+    """``(cum, bad, u, end, log_z)`` of the forward pass of ``loops`` (float64, no grad)."""
     with torch.no_grad():
         cum, bad = loops.cumulative(p)
         u, end = loops.forward(p, cum, bad)
-        bstart, v = loops.backward(p, cum, bad)
-        return _Passes(cum, bad, u, end, bstart, v, loops.log_z(p, end))
+        return cum, bad, u, end, segment_loops.log_z(p, end)
 
 
-def _marginals(p: SegmentProblem, f: _Passes, d_user: int, edges: bool = True) -> SemiMarkovMarginals:
-    """All expected counts from the two passes, in float64 until the final cast."""
-    b, t_max, k = p.emissions.shape
-    d_max = p.durations.shape[-1]
-    feasible = torch.isfinite(f.log_z)
-    lz = torch.where(feasible, f.log_z, torch.zeros((), dtype=torch.float64, device=f.log_z.device))
-    lz3 = lz[:, None, None]
-
-    def prob(x: torch.Tensor) -> torch.Tensor:
-        return torch.where(feasible[:, None, None], exp_flushed_(x - lz3), torch.zeros((), dtype=x.dtype, device=x.device))
-
-    cum_lo, cum_hi = f.cum[:, :-1], f.cum[:, 1:]
-    starts = prob(f.u + cum_lo + f.bstart)  # p(a segment of k starts at s)
-    ends = prob(f.end + f.v - cum_hi)  # p(a segment of k ends at t)
-    # occupancy = starts so far - ends before t (float64: the cancellation costs ~T * 1e-16)
-    gamma = ((starts - ends).cumsum(1) + ends).clamp_(0.0, 1.0)
-    totals = gamma.sum(-1, keepdim=True)
-    gamma = torch.where(totals > 0, gamma / totals.clamp(min=1e-300), gamma)
-    gamma = gamma.masked_fill(~p.mask[:, :, None], 0.0)
-
-    dur = p.durations.double()
-    counts = torch.zeros((b, k, d_user), dtype=torch.float64, device=gamma.device)
-    for d in range(d_max):  # d + 1 = duration; segments start at s and end at s + d
-        term = f.u[:, :t_max - d] + f.v[:, d:] + dur[:, None, :, d] - lz3
-        term.masked_fill_(f.bad[:, d + 1:] != f.bad[:, :t_max - d], -math.inf)  # a -inf emission inside
-        counts[:, :, d] = torch.where(feasible[:, None], exp_flushed_(term).sum(1), 0.0)
-
-    if edges and t_max > 1:
-        step_ok = p.mask[:, 1:] & feasible[:, None]
-        xi = static_dense_edges(p.trans.double(), f.end[:, :-1], f.bstart[:, 1:], lz[:, None].expand(-1, t_max - 1), step_ok)
-    else:
-        xi = torch.zeros((b, k, k), dtype=torch.float64, device=gamma.device)
+def _marginals(p: SegmentProblem, loops, passes: tuple, d_user: int, edges: bool = True) -> SemiMarkovMarginals:
+    """The backward pass of ``loops`` after :func:`_forward` and every expected count, in the input dtype."""
+    with torch.no_grad():
+        gamma, counts, xi, init = loops.marginals(p, *passes, edges=edges)
+    if counts.shape[-1] < d_user:  # durations longer than the sequence never occur
+        counts = torch.cat([counts, counts.new_zeros(counts.shape[:2] + (d_user - counts.shape[-1],))], -1)
     dtype = p.emissions.dtype
-    return SemiMarkovMarginals(f.log_z.to(dtype), gamma.to(dtype), counts.to(dtype), xi.to(dtype), starts[:, 0].to(dtype))
+    return SemiMarkovMarginals(passes[-1].to(dtype), gamma.to(dtype), counts.to(dtype), xi.to(dtype), init.to(dtype))
 
 
 class _LogPartition(torch.autograd.Function):
     """Semi-Markov log Z; the backward pass returns the expected counts as gradients."""
 
     @staticmethod
-    def forward(ctx, emissions, trans, durations, init, final, problem: SegmentProblem):  # type: ignore[override]
+    def forward(ctx, emissions, trans, durations, init, final, problem: SegmentProblem, loops):  # type: ignore[override]
         p = SegmentProblem(emissions, trans, durations, init, final, problem.lengths)
-        with torch.no_grad():
-            cum, bad = loops.cumulative(p)
-            u, end = loops.forward(p, cum, bad)
-            log_z = loops.log_z(p, end)
+        cum, bad, u, end, log_z = _forward(p, loops)
         ctx.save_for_backward(emissions, trans, durations, init, final, cum, bad, u, end, log_z)
-        ctx.meta = problem.lengths
+        ctx.meta = (problem.lengths, loops)
         return log_z.to(emissions.dtype)
 
     @staticmethod
@@ -181,12 +156,10 @@ class _LogPartition(torch.autograd.Function):
         # (not once_differentiable: that runs the body without grad mode, where this check cannot see create_graph)
         check_first_order("kernel.semi_markov_log_partition", "the semi-Markov kernel has no second-order path")
         emissions, trans, durations, init, final, cum, bad, u, end, log_z = ctx.saved_tensors
-        lengths = ctx.meta
+        lengths, loops = ctx.meta
         p = SegmentProblem(emissions, trans, durations, init, final, lengths)
         with torch.no_grad():
-            bstart, v = loops.backward(p, cum, bad)
-            f = _Passes(cum, bad, u, end, bstart, v, log_z)
-            m = _marginals(p, f, durations.shape[-1], edges=ctx.needs_input_grad[1])
+            m = _marginals(p, loops, (cum, bad, u, end, log_z), durations.shape[-1], edges=ctx.needs_input_grad[1])
             g = torch.where(torch.isfinite(log_z), grad.double(), 0.0).to(emissions.dtype)
             grad_e = m.posteriors * g[:, None, None]
             grad_trans = m.transitions * g[:, None, None]
@@ -198,7 +171,7 @@ class _LogPartition(torch.autograd.Function):
             grad_trans = grad_trans.sum(0, keepdim=True)
         if durations.shape[0] == 1:
             grad_dur = grad_dur.sum(0, keepdim=True)
-        return grad_e, grad_trans, grad_dur, grad_init, grad_final, None
+        return grad_e, grad_trans, grad_dur, grad_init, grad_final, None, None
 
 
 @sized_by_scores
@@ -209,15 +182,18 @@ def semi_markov_log_partition(
     log_init: torch.Tensor,
     lengths: LengthsLike = None,
     log_final: Optional[torch.Tensor] = None,
+    *,
+    backend: str = "auto",
 ) -> torch.Tensor:
     """``(B,)`` log p(x) summed over all segmentations and state sequences; ``-inf`` if none exists.
 
     Differentiable w.r.t. every input; the gradients are the posterior marginals of
     :func:`semi_markov_marginals` (emissions: state posteriors, durations: expected duration
-    counts, transitions: expected moves, init / final: first / last segment's state).
+    counts, transitions: expected moves, init / final: first / last segment's state). ``backend``
+    (``"auto"``, ``"torch"`` or ``"numba"``, see the module docstring) runs both passes.
     """
     p, _ = _prepare(log_emissions, log_transitions, log_durations, log_init, lengths, log_final)
-    return _LogPartition.apply(p.emissions, p.trans, p.durations, p.init, p.final, p)
+    return _LogPartition.apply(p.emissions, p.trans, p.durations, p.init, p.final, p, _loops(p, backend))
 
 
 @sized_by_scores
@@ -228,10 +204,16 @@ def semi_markov_marginals(
     log_init: torch.Tensor,
     lengths: LengthsLike = None,
     log_final: Optional[torch.Tensor] = None,
+    *,
+    backend: str = "auto",
 ) -> SemiMarkovMarginals:
-    """Log Z and every EM statistic from one forward-backward pass (no grad); see :class:`SemiMarkovMarginals`."""
+    """Log Z and every EM statistic from one forward-backward pass (no grad); see :class:`SemiMarkovMarginals`.
+
+    ``backend``: ``"auto"`` (numba on CPU when installed), ``"torch"`` or ``"numba"`` loops.
+    """
     p, d = _prepare(log_emissions, log_transitions, log_durations, log_init, lengths, log_final)
-    return _marginals(p, _passes(p), d)
+    loops = _loops(p, backend)
+    return _marginals(p, loops, _forward(p, loops), d)
 
 
 @sized_by_scores
@@ -242,9 +224,13 @@ def semi_markov_posteriors(
     log_init: torch.Tensor,
     lengths: LengthsLike = None,
     log_final: Optional[torch.Tensor] = None,
+    *,
+    backend: str = "auto",
 ) -> Tuple[torch.Tensor, torch.Tensor]:
-    """State posteriors ``(B, T, K)`` (0 at padding) and expected duration counts ``(B, K, D)``."""
-    m = semi_markov_marginals(log_emissions, log_transitions, log_durations, log_init, lengths, log_final)
+    """State posteriors ``(B, T, K)`` (0 at padding) and expected duration counts ``(B, K, D)``
+    (``backend`` as in :func:`semi_markov_marginals`)."""
+    m = semi_markov_marginals(log_emissions, log_transitions, log_durations, log_init, lengths, log_final,
+                              backend=backend)
     return m.posteriors, m.durations
 
 
@@ -256,6 +242,8 @@ def semi_markov_viterbi(
     log_init: torch.Tensor,
     lengths: LengthsLike = None,
     log_final: Optional[torch.Tensor] = None,
+    *,
+    backend: str = "auto",
 ) -> Tuple[torch.Tensor, torch.Tensor, Segments]:
     """Best segmentation per sequence.
 
@@ -263,11 +251,13 @@ def semi_markov_viterbi(
         paths: ``(B, T)`` int64 state per frame, ``-1`` at padding and for infeasible sequences.
         scores: ``(B,)`` log-score of the best segmentation (``-inf`` when none exists).
         segments: per sequence, a list of ``(state, start, end)`` with ``end`` exclusive.
+
+    ``backend``: ``"auto"`` (numba on CPU when installed), ``"torch"`` or ``"numba"`` loops (ties
+    between equally good segmentations break the same way in both).
     """
     p, _ = _prepare(log_emissions, log_transitions, log_durations, log_init, lengths, log_final)
+    loops = _loops(p, backend)
     with torch.no_grad():
         cum, bad = loops.cumulative(p)
-        end, dur_bp, prev_bp = loops.viterbi_tables(p, cum, bad)
-        scores, segments = loops.backtrack(end, dur_bp, prev_bp, p.final, p.lengths)
-    paths = loops.paths_from_segments(segments, p.emissions.shape[1], p.emissions.device)
+        paths, scores, segments = loops.viterbi(p, cum, bad)
     return paths, scores.to(p.emissions.dtype), segments

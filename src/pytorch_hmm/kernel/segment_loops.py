@@ -26,6 +26,8 @@ import math
 import numpy as np
 import torch
 
+from .factors import exp_flushed_, static_dense_edges
+
 NEG_INF = float("-inf")
 
 
@@ -130,6 +132,45 @@ def backward(p: SegmentProblem, cum: torch.Tensor, bad: torch.Tensor) -> Tuple[t
     return bstart, v[:, :t_max]
 
 
+def marginals(
+    p: SegmentProblem, cum: torch.Tensor, bad: torch.Tensor, u: torch.Tensor, end: torch.Tensor, log_z: torch.Tensor,
+    edges: bool = True,
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The backward pass after :func:`forward` and every expected count, float64 (0 where ``log_z = -inf``):
+    posteriors ``(B, T, K)``, duration counts ``(B, K, D)``, transition counts ``(B, K, K)`` (zeros
+    unless ``edges``) and the first segment's state ``(B, K)``."""
+    bstart, v = backward(p, cum, bad)
+    b, t_max, k = u.shape
+    feasible = torch.isfinite(log_z)
+    lz = torch.where(feasible, log_z, torch.zeros((), dtype=torch.float64, device=log_z.device))
+    lz3 = lz[:, None, None]
+
+    def prob(x: torch.Tensor) -> torch.Tensor:
+        return torch.where(feasible[:, None, None], exp_flushed_(x - lz3), torch.zeros((), dtype=x.dtype, device=x.device))
+
+    starts = prob(u + cum[:, :-1] + bstart)  # p(a segment of k starts at s)
+    ends = prob(end + v - cum[:, 1:])  # p(a segment of k ends at t)
+    # occupancy = starts so far - ends before t (float64: the cancellation costs ~T * 1e-16)
+    gamma = ((starts - ends).cumsum(1) + ends).clamp_(0.0, 1.0)
+    totals = gamma.sum(-1, keepdim=True)
+    gamma = torch.where(totals > 0, gamma / totals.clamp(min=1e-300), gamma)
+    gamma = gamma.masked_fill(~p.mask[:, :, None], 0.0)
+
+    dur = p.durations.double()
+    counts = torch.zeros((b, k, dur.shape[-1]), dtype=torch.float64, device=u.device)
+    for d in range(dur.shape[-1]):  # d + 1 = duration; segments start at s and end at s + d
+        term = u[:, :t_max - d] + v[:, d:] + dur[:, None, :, d] - lz3
+        term.masked_fill_(bad[:, d + 1:] != bad[:, :t_max - d], NEG_INF)  # a -inf emission inside
+        counts[:, :, d] = torch.where(feasible[:, None], exp_flushed_(term).sum(1), 0.0)
+
+    if edges and t_max > 1:
+        step_ok = p.mask[:, 1:] & feasible[:, None]
+        xi = static_dense_edges(p.trans.double(), end[:, :-1], bstart[:, 1:], lz[:, None].expand(-1, t_max - 1), step_ok)
+    else:
+        xi = torch.zeros((b, k, k), dtype=torch.float64, device=u.device)
+    return gamma, counts, xi, starts[:, 0]
+
+
 def log_z(p: SegmentProblem, end: torch.Tensor) -> torch.Tensor:
     """``(B,)`` float64 ``logsumexp_k end[L-1, k] + final[k]``."""
     last = (p.lengths - 1)[:, None, None].expand(-1, 1, end.shape[2])
@@ -186,6 +227,13 @@ def backtrack(
             k, t = int(prev_np[b, t - d + 1, k]), t - d
         segments.append(segs[::-1])
     return scores, segments
+
+
+def viterbi(p: SegmentProblem, cum: torch.Tensor, bad: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, List[List[Tuple[int, int, int]]]]:
+    """Best ``(paths (B, T) int64, scores (B,) float64, segments)``: :func:`viterbi_tables`, then :func:`backtrack`."""
+    end, dur_bp, prev_bp = viterbi_tables(p, cum, bad)
+    scores, segments = backtrack(end, dur_bp, prev_bp, p.final, p.lengths)
+    return paths_from_segments(segments, end.shape[1], end.device), scores, segments
 
 
 def paths_from_segments(segments: List[List[Tuple[int, int, int]]], num_frames: int, device) -> torch.Tensor:

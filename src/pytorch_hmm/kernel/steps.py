@@ -69,12 +69,12 @@ class MatrixSteps(_Steps):
             self.factors = semiring.matrix_factors(trans, reverse)
         self._sums: list = []
 
-    def step(self, v: torch.Tensor, s: int) -> torch.Tensor:
+    def step(self, v: torch.Tensor, s: int, normalised: bool = False) -> torch.Tensor:
         if self.semiring is not LogSemiring:
             return self.semiring.vecmat(v, self.factors, s)
         if self._exact:
             return LogSemiring.vecmat_exact(v, self.factors, s)
-        out, sums = LogSemiring.vecmat_checked(v, self.factors, s)
+        out, sums = LogSemiring.vecmat_checked(v, self.factors, s, normalised)
         self._sums.append(sums)
         return out
 
@@ -103,7 +103,7 @@ class WindowSteps(_Steps):
     def _scores(self, v: torch.Tensor, s: int) -> torch.Tensor:
         return shift_windows(v, self.width, ahead=self.ahead) + self.table[:, s]
 
-    def step(self, v: torch.Tensor, s: int) -> torch.Tensor:
+    def step(self, v: torch.Tensor, s: int, normalised: bool = False) -> torch.Tensor:
         return self.semiring.sum(self._scores(v, s), -1)
 
     def step_with_argmax(self, v: torch.Tensor, s: int) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -126,7 +126,7 @@ class GatherSteps(_Steps):
         gathered = v.gather(-1, self._flat.expand(b, -1)).view(b, k, -1)
         return gathered + self.table[:, s]
 
-    def step(self, v: torch.Tensor, s: int) -> torch.Tensor:
+    def step(self, v: torch.Tensor, s: int, normalised: bool = False) -> torch.Tensor:
         return self.semiring.sum(self._scores(v, s), -1)
 
     def step_with_argmax(self, v: torch.Tensor, s: int) -> Tuple[torch.Tensor, torch.Tensor]:

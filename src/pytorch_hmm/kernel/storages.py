@@ -152,7 +152,7 @@ class DenseOps(StorageOps):
     def numba_viterbi(self, p, pointers, paths, scores):
         from . import numba_loops as nl
 
-        nl.run_viterbi(p, p.trans.transpose(-1, -2), nl.MODE_DENSE, None, pointers, paths, scores)
+        nl.run_viterbi(p, p.trans, nl.MODE_DENSE, None, pointers, paths, scores)
 
 
 class BandedOps(StorageOps):
@@ -187,15 +187,13 @@ class BandedOps(StorageOps):
     def numba_forward(self, p, alpha, log_norm):
         from . import numba_loops as nl
 
-        sources = window_sources(p.shape[2], p.trans.shape[-1], ahead=False)
-        nl._forward_gather(_np(p.emissions), _np(banded_by_destination(p.trans)), _np(sources), _np(p.init), _np(p.lengths),
-                           alpha, log_norm)
+        nl.run_gather(nl._forward_gather, p, banded_by_destination(p.trans), nl.MODE_BANDED, None,
+                      _np(p.init), _np(p.lengths), alpha, log_norm)
 
     def numba_backward(self, p, log_norm, beta):
         from . import numba_loops as nl
 
-        sources = window_sources(p.shape[2], p.trans.shape[-1], ahead=True)
-        nl._backward_gather(_np(p.emissions), _np(p.trans), _np(sources), _np(p.final), _np(p.lengths), _np(log_norm), beta)
+        nl.run_gather(nl._backward_gather, p, p.trans, nl.MODE_AHEAD, None, _np(p.final), _np(p.lengths), _np(log_norm), beta)
 
     def numba_viterbi(self, p, pointers, paths, scores):
         from . import numba_loops as nl
@@ -252,12 +250,13 @@ class SparseOps(StorageOps):
     def numba_forward(self, p, alpha, log_norm):
         from . import numba_loops as nl
 
-        nl._forward_gather(_np(p.emissions), _np(p.trans), _np(p.index), _np(p.init), _np(p.lengths), alpha, log_norm)
+        nl.run_gather(nl._forward_gather, p, p.trans, nl.MODE_GATHER, p.index, _np(p.init), _np(p.lengths), alpha, log_norm)
 
     def numba_backward(self, p, log_norm, beta):
         from . import numba_loops as nl
 
-        nl._backward_scatter(_np(p.emissions), _np(p.trans), _np(p.index), _np(p.final), _np(p.lengths), _np(log_norm), beta)
+        table, dest = self.outgoing(p.trans, p.index)
+        nl.run_gather(nl._backward_gather, p, table, nl.MODE_GATHER, dest, _np(p.final), _np(p.lengths), _np(log_norm), beta)
 
     def numba_viterbi(self, p, pointers, paths, scores):
         from . import numba_loops as nl

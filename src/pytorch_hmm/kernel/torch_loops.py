@@ -9,11 +9,13 @@ read: callers mask them.
 
 from __future__ import annotations
 
+import math
 from typing import Tuple
 
 import torch
 
 from ..semiring import LogSemiring, MaxSemiring
+from .factors import exp_flushed_
 from .inputs import ChainProblem
 
 
@@ -48,7 +50,7 @@ def _forward(p: ChainProblem, steps) -> Tuple[torch.Tensor, torch.Tensor]:
     a, n = _normalise(p.init + e[:, 0])
     alphas, norms = [a], [n]
     for t in range(1, e.shape[1]):
-        a, n = _normalise(steps.step(a, _step_index(p, t - 1)) + e[:, t])
+        a, n = _normalise(steps.step(a, _step_index(p, t - 1), normalised=True) + e[:, t])
         alphas.append(a)
         norms.append(n)
     # lists + stack rather than writes into a preallocated tensor: differentiable by autograd
@@ -76,8 +78,11 @@ def _backward(p: ChainProblem, log_norm: torch.Tensor, steps) -> torch.Tensor:
     beta = torch.empty_like(e)
     b = torch.where(last == t_max - 1, p.final, torch.zeros_like(p.final))
     beta[:, t_max - 1] = b
+    ragged = bool((last != t_max - 1).any())  # one host synchronisation: equal lengths need no mask per frame
     for t in range(t_max - 2, -1, -1):
-        b = torch.where(last == t, p.final, steps.step(e[:, t + 1] + b, _step_index(p, t)) - log_norm[:, t + 1, None])
+        b = steps.step(e[:, t + 1] + b, _step_index(p, t)) - log_norm[:, t + 1, None]
+        if ragged:
+            b = torch.where(last == t, p.final, b)
         beta[:, t] = b
     return beta
 
@@ -111,3 +116,24 @@ def viterbi(p: ChainProblem) -> Tuple[torch.Tensor, torch.Tensor]:
         paths[:, t] = torch.where(t <= last, state, -1)
     paths = torch.where(torch.isneginf(scores)[:, None], -1, paths)
     return paths, scores
+
+
+def state_marginals(p: ChainProblem, alpha: torch.Tensor, beta: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Posteriors ``(B, T, K)`` and frame totals ``(B, T)`` from the scaled passes.
+
+    ``totals_t = logsumexp_k(alpha_hat_t + beta_hat_t)``: in exact arithmetic every valid frame
+    gives the same value (``log Z`` minus the normalisers), and normalising each frame by its
+    own total keeps posteriors and edge counts exactly normalised instead of inheriting the
+    rounding drift of a long backward pass. Posteriors are 0 and totals ``-inf`` at padded
+    frames and where no state has a finite score (infeasible sequences).
+    """
+    gamma = alpha + beta
+    top = gamma.amax(-1, keepdim=True)
+    gamma -= top  # NaN only for rows that are all -inf
+    exp_flushed_(gamma)
+    mass = gamma.sum(-1, keepdim=True)
+    gamma /= mass  # (in place; torch.softmax is ~5x slower for small K on CPU)
+    gamma.masked_fill_(~p.mask.unsqueeze(-1), 0.0)
+    totals = (mass.log_() + top).squeeze(-1)
+    totals = torch.where(p.mask, totals, torch.full((), float("-inf"), dtype=totals.dtype, device=totals.device))
+    return gamma.nan_to_num_(nan=0.0), totals.nan_to_num_(nan=-math.inf, neginf=-math.inf)
