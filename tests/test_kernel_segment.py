@@ -43,13 +43,14 @@ def _problem(seed: int, b: int, t: int, k: int, d: int, holes: bool, dtype=torch
     return em, trans, dur, init, final, lengths
 
 
-@settings(max_examples=40)
+@pytest.mark.parametrize("backend", ["torch", "numba"])
+@settings(max_examples=40, deadline=None)
 @given(seed=st.integers(0, 10_000), b=st.integers(1, 3), t=st.integers(1, 6), k=st.integers(1, 3),
        d=st.integers(1, 4), holes=st.booleans())
-def test_matches_brute_force(seed, b, t, k, d, holes):
+def test_matches_brute_force(backend, seed, b, t, k, d, holes):
     em, trans, dur, init, final, lengths = _problem(seed, b, t, k, d, holes)
-    m = semi_markov_marginals(em, trans, dur, init, lengths, final)
-    paths, scores, segments = semi_markov_viterbi(em, trans, dur, init, lengths, final)
+    m = semi_markov_marginals(em, trans, dur, init, lengths, final, backend=backend)
+    paths, scores, segments = semi_markov_viterbi(em, trans, dur, init, lengths, final, backend=backend)
     for i in range(b):
         n = int(lengths[i])
         truth = brute_force(em[i].numpy(), trans.numpy(), dur.numpy(), init.numpy(), final.numpy(), n)

@@ -1,4 +1,5 @@
-"""Semi-Markov kernel: the compiled loops (``backend="numba"``) against the PyTorch loops and brute force.
+"""Semi-Markov kernel: the compiled loops (``backend="numba"``) against the PyTorch loops
+(brute force checks both backends in test_kernel_segment.py).
 
 The PyTorch loops are the exact reference (exact logsumexp everywhere); the compiled loops cache
 exp-domain windows that must rescale and fall back to exact sums on extreme scores, so those get
@@ -9,11 +10,8 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 pytest.importorskip("numba")
 
@@ -24,7 +22,6 @@ from pytorch_hmm.kernel import (  # noqa: E402
     semi_markov_posteriors,
     semi_markov_viterbi,
 )
-from segment_oracle import brute_force, score  # noqa: E402
 
 NEG = -math.inf
 FIELDS = ("log_z", "posteriors", "durations", "transitions", "init")
@@ -185,32 +182,6 @@ def test_posteriors_take_the_backend():
     args = _problem(7, 2, 15, 3, 4)
     for ref, got in zip(semi_markov_posteriors(*args, backend="torch"), semi_markov_posteriors(*args, backend="numba")):
         torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-12)
-
-
-@settings(max_examples=30, deadline=None)
-@given(seed=st.integers(0, 10_000), b=st.integers(1, 3), t=st.integers(1, 6), k=st.integers(1, 3),
-       d=st.integers(1, 4), holes=st.booleans())
-def test_matches_brute_force(seed, b, t, k, d, holes):
-    em, trans, dur, init, lengths, final = _problem(seed, b, t, k, d, holes=holes)
-    m = semi_markov_marginals(em, trans, dur, init, lengths, final, backend="numba")
-    _, scores, segments = semi_markov_viterbi(em, trans, dur, init, lengths, final, backend="numba")
-    for i in range(b):
-        n = int(lengths[i])
-        truth = brute_force(em[i].numpy(), trans.numpy(), dur.numpy(), init.numpy(), final.numpy(), n)
-        if not np.isfinite(truth.log_z):
-            assert m.log_z[i] == NEG and scores[i] == NEG and segments[i] == []
-            assert m.posteriors[i].abs().sum() == 0 and m.durations[i].abs().sum() == 0
-            continue
-        np.testing.assert_allclose(m.log_z[i].item(), truth.log_z, rtol=1e-10, atol=1e-10)
-        np.testing.assert_allclose(m.posteriors[i, :n].numpy(), truth.posteriors, atol=1e-10)
-        np.testing.assert_allclose(m.durations[i].numpy(), truth.durations, atol=1e-10)
-        np.testing.assert_allclose(m.transitions[i].numpy(), truth.transitions, atol=1e-10)
-        np.testing.assert_allclose(m.init[i].numpy(), truth.init, atol=1e-10)
-        np.testing.assert_allclose(scores[i].item(), truth.best_score, rtol=1e-10, atol=1e-10)
-        pairs = [(s, e - b_) for s, b_, e in segments[i]]
-        assert sum(d_ for _, d_ in pairs) == n
-        np.testing.assert_allclose(score(pairs, em[i].numpy(), trans.numpy(), dur.numpy(), init.numpy(), final.numpy()),
-                                   truth.best_score, rtol=1e-10, atol=1e-10)
 
 
 def test_unknown_backend():

@@ -503,15 +503,15 @@ def run_gather(loop, p: ChainProblem, table: torch.Tensor, mode: int, index: Opt
     """
     width = table.shape[-1]
     idx = np.zeros((1, 1, 1), dtype=np.int64) if index is None else _np(index)
+    slot_major = _np(table.transpose(-1, -2))
     if table.shape[1] > 1:
-        etable, shift, doubtful = table, table[..., 0], math.inf
-    else:
-        etable, shift = exp_rows(table.double())
-        # a sum is exact to eps above both the underflow bound and X * (the most a dropped term can be)
-        eps = torch.finfo(torch.float64).eps
-        doubtful = max(underflow_threshold(torch.float64, width), 4.0 * width * math.exp(-LEVEL) / eps)
-    slot_major = (_np(x.transpose(-1, -2)) for x in (table, etable))
-    loop(_np(p.emissions), *slot_major, _np(shift), mode, idx, doubtful, *args)
+        loop(_np(p.emissions), slot_major, slot_major, slot_major[:, :, 0], mode, idx, math.inf, *args)
+        return
+    etable, shift = exp_rows(table.double())
+    # a sum is exact to eps above both the underflow bound and X * (the most a dropped term can be)
+    eps = torch.finfo(torch.float64).eps
+    doubtful = max(underflow_threshold(torch.float64, width), 4.0 * width * math.exp(-LEVEL) / eps)
+    loop(_np(p.emissions), slot_major, _np(etable.transpose(-1, -2)), _np(shift), mode, idx, doubtful, *args)
 
 
 def run_viterbi(p: ChainProblem, table: torch.Tensor, mode: int, index, pointers, paths, scores) -> None:
