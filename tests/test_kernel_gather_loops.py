@@ -328,6 +328,75 @@ def test_exact_fallback_needed_by_the_fast_path():
         assert_backends_agree(e, Banded(lp), init, None, final)
 
 
+@pytest.mark.parametrize("storage", ["banded", "sparse"])
+def test_partial_loss_redone_exactly(storage):
+    # a sum that does not underflow but lost its dominant term: into state 1 (forward) and out of
+    # state 0 (backward), the source on the top level has a move of -400 (factor e^-400, a normal
+    # float64), the other source lies 301 nats lower, two levels down (dropped by the fast sum),
+    # with a move of 0: logaddexp(-400, -301) = -301 + 1e-43, the fast sum alone gives -400
+    k, t = 2, 2
+    e = torch.tensor([[[0.0, 0.0], [-301.0, 0.0]]], dtype=F64)
+    init = torch.tensor([0.0, -301.0], dtype=F64)
+    if storage == "banded":
+        s = Banded(torch.tensor([[0.0, -400.0], [0.0, 7.0]], dtype=F64))  # [1, 1] (1 -> 2) does not exist
+    else:
+        s = Sparse(torch.tensor([[0, -1], [1, 0]]), torch.tensor([[0.0, 5.0], [0.0, -400.0]], dtype=F64))
+    ans = assert_matches_oracle(e, s, init)
+    assert ans.posteriors[0, 1, 1] == pytest.approx(0.5, abs=1e-12)  # (0, 0) and (1, 1) score -301, (0, 1) -400
+    assert_backends_agree(e, s, init)
+    # the same inside a longer, batched problem (every frame repeats the pattern)
+    eb = torch.cat([e, e, e], 1).expand(3, -1, -1).contiguous()
+    eb[1] -= 1000.0 * torch.arange(k, dtype=F64)
+    assert_backends_agree(eb, s, init, torch.tensor([6, 5, 2]))
+
+
+def _huge_gap_problem(storage, where, big, dtype=F64):
+    """A left-to-right chain (stay / next) whose states 1.. start (``init``), emit at frame 0
+    (``emission``) or end (``final``) ``big`` nats below state 0: finite, but far below."""
+    k, t = 4, 4
+    e = torch.zeros(1, t, k, dtype=dtype)
+    init = torch.zeros(k, dtype=dtype)
+    final = torch.zeros(k, dtype=dtype)
+    if where == "init":
+        init[1:] = -big
+    elif where == "emission":
+        e[0, 0, 1:] = -big
+    else:
+        final[1:] = -big
+    if storage == "banded":
+        s = Banded(torch.zeros(k, 2, dtype=dtype))
+    else:
+        s = Sparse(torch.tensor([[0, -1], [1, 0], [2, 1], [3, 2]]), torch.zeros(k, 2, dtype=dtype))
+    return e, s, init, final
+
+
+@pytest.mark.parametrize("where", ["init", "emission", "final"])
+@pytest.mark.parametrize("storage", ["banded", "sparse"])
+@pytest.mark.parametrize("big", [1e9, 1e16, -float(torch.finfo(torch.float32).min)])
+def test_huge_finite_gaps_numba_equals_torch(storage, where, big):
+    # "impossible" written as a large finite number (-1e9, the float32 minimum) instead of -inf
+    e, s, init, final = _huge_gap_problem(storage, where, big)
+    ref = assert_backends_agree(e, s, init, None, final)
+    assert torch.isfinite(ref["log_z"]).all()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="numba_loops._scale_exp: level = LEVEL * floor(d / LEVEL) is not within LEVEL of d once "
+    "|d| >~ 1e19 nats (|d| / 300 beyond 2**53: the rounding error of the product is ulp(d) = 16384 "
+    "at 1e20), so the mantissa exp(d - level) overflows to inf; a state whose sources all lie that far "
+    "below the frame's best (every source on that top 'level') sums inf -> alpha / beta = +inf -> NaN "
+    "log Z (forward) or NaN posteriors (backward); backend='torch' gives the finite answer",
+)
+@pytest.mark.parametrize("where", ["init", "emission", "final"])
+@pytest.mark.parametrize("storage", ["banded", "sparse"])
+@pytest.mark.parametrize("big", [1e20, 1e25])
+def test_gaps_beyond_1e19_nats_numba_equals_torch(storage, where, big):
+    e, s, init, final = _huge_gap_problem(storage, where, big)
+    ref = assert_backends_agree(e, s, init, None, final)
+    assert torch.isfinite(ref["log_z"]).all()
+
+
 @pytest.mark.parametrize("storage,layout", STATIC + [("banded", "time_varying"), ("sparse", "time_varying")])
 def test_infeasible_item_next_to_feasible(storage, layout):
     g = torch.Generator().manual_seed(3)
@@ -471,19 +540,19 @@ def test_ctc_float32_numba_vs_torch():
     # the float32 result is within float32 accuracy of the float64 reference
     err_n = ((lz_n.double() - ref64).abs() / ref64.abs()).max().item()
     err_t = ((lz_t.double() - ref64).abs() / ref64.abs()).max().item()
-    assert err_n < 2e-6, f"numba float32 log Z off the float64 reference by {err_n:.2e} (torch float32: {err_t:.2e})"
+    assert err_n < 5e-7, f"numba float32 log Z off the float64 reference by {err_n:.2e} (torch float32: {err_t:.2e})"
     post_n = kernel.posteriors(e32, s32, init32, lengths, final32, backend="numba")
     post_t = kernel.posteriors(e32, s32, init32, lengths, final32, backend="torch")
     assert post_n.dtype == torch.float32
-    close(post_n, post_t, "float32 posteriors: numba vs torch", rtol=0, atol=2e-4)
-    close(post_n, post64, "float32 numba posteriors vs float64", rtol=0, atol=2e-4)
+    close(post_n, post_t, "float32 posteriors: numba vs torch", rtol=0, atol=5e-5)
+    close(post_n, post64, "float32 numba posteriors vs float64", rtol=0, atol=5e-5)
     xi_n = kernel.expected_transitions(e32, s32, init32, lengths, final32, backend="numba")
     xi_64 = kernel.expected_transitions(e64, s64, init64, lengths, final64, backend="torch")
-    close(xi_n, xi_64, "float32 numba expected transitions vs float64", rtol=1e-3, atol=5e-3)
+    close(xi_n, xi_64, "float32 numba expected transitions vs float64", rtol=1e-4, atol=2e-4)
     # gradient w.r.t. float32 emissions is the posterior
     x = e32.clone().requires_grad_(True)
     (g,) = torch.autograd.grad(kernel.log_partition(x, s32, init32, lengths, final32, backend="numba").sum(), x)
-    close(g, post64, "float32 numba d logZ / d emissions vs float64 posteriors", rtol=0, atol=2e-4)
+    close(g, post64, "float32 numba d logZ / d emissions vs float64 posteriors", rtol=0, atol=5e-5)
 
 
 @pytest.mark.parametrize("storage", ["banded", "sparse"])
@@ -501,10 +570,10 @@ def test_float32_thousands_of_nats(storage):
     fin = torch.isfinite(ref)
     assert fin.any() and torch.equal(fin, torch.isfinite(lz_n))
     close(lz_n[fin], lz_t[fin], "float32 numba vs torch", rtol=1e-5, atol=0)
-    assert ((lz_n.double() - ref).abs()[fin] / ref.abs()[fin]).max() < 1e-5
+    assert ((lz_n.double() - ref).abs()[fin] / ref.abs()[fin]).max() < 1e-6
     post_n = kernel.posteriors(e.float(), s32, init.float(), backend="numba")
     post_64 = kernel.posteriors(e, s, init, backend="torch")
-    close(post_n, post_64, "float32 numba posteriors vs float64 torch", rtol=0, atol=1e-3)
+    close(post_n, post_64, "float32 numba posteriors vs float64 torch", rtol=0, atol=5e-4)
 
 
 # ---------------------------------------------------------------------------------------
@@ -561,7 +630,7 @@ def test_dense_viterbi_integer_ties(seed):
     final = torch.randint(-1, 1, (k,), generator=g).double()
     lengths = torch.tensor([t, t - 5, 1, 2])
     paths, scores = viterbi_both(e, Dense(trans), init, lengths, final)
-    close(torch.tensor(path_scores(e, trans, init, paths, final)), scores, "score of the returned path", rtol=0, atol=0)
+    close(torch.tensor(path_scores(e, trans, init, paths, final), dtype=F64), scores, "score of the returned path", rtol=0, atol=0)
     # float32 and shared / time-varying matrices as well
     viterbi_both(e.float(), Dense(trans[0].float()), init.float(), lengths, final.float())
     tv = torch.randint(-1, 1, (b, t - 1, k, k), generator=g).double()
@@ -591,7 +660,7 @@ def test_dense_viterbi_k256(dtype):
     init = torch.log_softmax(torch.randn(k, dtype=F64, generator=g), -1)
     paths, scores = viterbi_both(e.to(dtype), Dense(trans.to(dtype)), init.to(dtype), torch.tensor([t, t - 11]))
     assert (paths[0] >= 0).all() and (paths[1, t - 11 :] == -1).all()
-    close(torch.tensor(path_scores(e, trans, init, paths)), scores.double(), "K=256 path score", rtol=1e-6 if dtype == torch.float32 else 1e-12, atol=0)
+    close(torch.tensor(path_scores(e, trans, init, paths), dtype=F64), scores.double(), "K=256 path score", rtol=1e-6 if dtype == torch.float32 else 1e-12, atol=0)
 
 
 def test_dense_viterbi_unreachable_states():

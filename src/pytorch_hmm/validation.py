@@ -211,7 +211,7 @@ def check_finite_or_neginf(x: torch.Tensor, name: str, where: Optional[torch.Ten
     if x.is_meta:
         return
     x = x.detach()
-    if where is not None:
+    if where is not None and not bool(where.all()):  # (a mask of all True needs no copy of x)
         x = torch.where(where, x, torch.zeros((), dtype=x.dtype, device=x.device))
     if x.numel() == 0:
         return

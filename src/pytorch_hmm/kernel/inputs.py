@@ -104,15 +104,18 @@ def prepare(
     lens = check_chain_lengths(lengths, e)
     mask = frame_mask(lens, t, e.device)
 
+    padded = bool((lens < t).any())  # one host synchronisation; full-length batches skip the masking
     trans, index = ops.canonical(structure)
     if structure.time_varying:
         step_valid = mask[:, 1:]  # step t (frame t -> t+1) is used iff t + 1 < length
-        check_finite_or_neginf(trans, "transitions.log_probs", step_valid[:, :, None, None])
-        trans = torch.where(step_valid[:, :, None, None], trans, torch.zeros((), dtype=e.dtype, device=e.device))
+        check_finite_or_neginf(trans, "transitions.log_probs", step_valid[:, :, None, None] if padded else None)
+        if padded:
+            trans = torch.where(step_valid[:, :, None, None], trans, torch.zeros((), dtype=e.dtype, device=e.device))
     else:
         check_finite_or_neginf(trans, "transitions.log_probs", None)
     trans = as_steps(trans, structure)
-    e = torch.where(mask[:, :, None], e, torch.zeros((), dtype=e.dtype, device=e.device))
+    if padded:
+        e = torch.where(mask[:, :, None], e, torch.zeros((), dtype=e.dtype, device=e.device))
     check_finite_or_neginf(e, "log_emissions", None, " (at valid frames)")
     check_finite_or_neginf(init, "log_init", None)
     check_finite_or_neginf(final, "log_final", None)

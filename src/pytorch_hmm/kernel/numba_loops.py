@@ -205,20 +205,23 @@ def _gather_sums(scaled, etable, mode, index, bi, sums):
                     ref[j] = max(ref[j], level[pad + src])
         else:
             o = pad - x if mode == MODE_BANDED else pad + x
+            lv = level[o:o + k]  # slices: no negative-index check per read, so the pass vectorises
             for j in range(k):
-                ref[j] = max(ref[j], level[o + j])
+                ref[j] = max(ref[j], lv[j])
     for x in range(width):
+        row = etable[x]
         if mode == MODE_GATHER:
             for j in range(k):
                 src = index[bi, j, x]
                 if src >= 0:
                     gap = ref[j] - level[pad + src]
-                    acc[j] += mant[pad + src] * etable[x, j] * (1.0 if gap == 0 else (down if gap == LEVEL else 0.0))
+                    acc[j] += mant[pad + src] * row[j] * (1.0 if gap == 0 else (down if gap == LEVEL else 0.0))
         else:
             o = pad - x if mode == MODE_BANDED else pad + x
+            lv, mv = level[o:o + k], mant[o:o + k]
             for j in range(k):
-                gap = ref[j] - level[o + j]
-                acc[j] += mant[o + j] * etable[x, j] * (1.0 if gap == 0 else (down if gap == LEVEL else 0.0))
+                gap = ref[j] - lv[j]
+                acc[j] += mv[j] * row[j] * (1.0 if gap == 0 else (down if gap == LEVEL else 0.0))
 
 
 @numba.njit(inline="always", **_JIT)
@@ -276,19 +279,21 @@ def _scale_exp(row, m, scaled, exact):
     ``level`` a multiple of :data:`LEVEL` and ``mantissa = exp(row[i] - level)`` in ``[1, exp(LEVEL))``
     (``0, -inf`` for ``-inf``), into ``scaled[:, pad + i]`` (see :func:`_gather_sums`). Unlike
     ``exp(row)``, no entry underflows, however far below 0 it lies. With ``exact``, only the shift."""
-    pad = (scaled.shape[1] - row.shape[0]) // 2
-    for i in range(row.shape[0]):
+    n = row.shape[0]
+    pad = (scaled.shape[1] - n) // 2
+    mant, lv = scaled[0, pad:pad + n], scaled[1, pad:pad + n]
+    for i in range(n):
         d = row[i] - m
         row[i] = d
         if exact:
             continue
         if d == -np.inf:
-            scaled[0, pad + i] = 0.0
-            scaled[1, pad + i] = -np.inf
+            mant[i] = 0.0
+            lv[i] = -np.inf
         else:
             level = LEVEL * np.floor(np.float64(d) * (1.0 / LEVEL))
-            scaled[0, pad + i] = np.exp(np.float64(d) - level)  # exact difference (Sterbenz)
-            scaled[1, pad + i] = level
+            mant[i] = np.exp(np.float64(d) - level)  # exact difference (Sterbenz)
+            lv[i] = level
 
 
 @numba.njit(**_JIT)
@@ -353,18 +358,11 @@ def _backward_gather(e, table, etable, shift, mode, index, doubtful, final, leng
 
 
 @numba.njit(inline="always", **_JIT)
-def _best_source(delta, row, j, mode, index, bi):
-    """``max_x delta[src] + row[x]`` and its first maximising source, ``src = j - x`` (banded) or
-    ``index[bi, j, x]`` (sparse, ``-1`` = unused slot; the index is read in place, not sliced per state)."""
+def _best_source(delta, row, j, index, bi):
+    """``max_x delta[src] + row[x]`` over the sources ``src = index[bi, j, x]`` (``-1`` = unused slot; the
+    index is read in place, not sliced per state) and its first maximising source (``j`` if none)."""
     best = delta.dtype.type(-np.inf)
     arg = j
-    if mode == MODE_BANDED:
-        for x in range(min(row.shape[0], j + 1)):
-            v = delta[j - x] + row[x]
-            if v > best:
-                best = v
-                arg = j - x
-        return best, arg
     for x in range(row.shape[0]):
         src = index[bi, j, x]
         if src >= 0:
@@ -373,6 +371,26 @@ def _best_source(delta, row, j, mode, index, bi):
                 best = v
                 arg = src
     return best, arg
+
+
+@numba.njit(inline="always", **_JIT)
+def _max_window(padded, table, best, arg):
+    """Banded max-product: ``best[j] = max_x delta[j - x] + table[x, j]`` and its maximising source in
+    ``arg`` (the first in ``x`` order; ``j`` when every term is ``-inf``), ``delta = padded[X - 1:]``
+    (``-inf`` before it), ``table`` slot-major ``(X, K)``: ``X`` branch-free passes that vectorise."""
+    width, k = table.shape
+    pad = width - 1
+    src, row = padded[pad:], table[0]
+    for j in range(k):
+        best[j] = src[j] + row[j]
+        arg[j] = j
+    for x in range(1, width):
+        src, row = padded[pad - x:pad - x + k], table[x]  # slices: no negative-index check per read, so it vectorises
+        for j in range(k):
+            v = src[j] + row[j]
+            take = v > best[j]
+            best[j] = v if take else best[j]
+            arg[j] = j - x if take else arg[j]
 
 
 @numba.njit(inline="always", **_JIT)
@@ -397,13 +415,16 @@ def _max_product(delta, matrix, best, arg):
 
 @batch_loop(_chain_work)
 def _viterbi(e, table, mode, index, init, final, lengths, pointers, paths, scores):
-    """``table`` ``(B', S, K, X)``: dense ``[source, dest]``, banded ``[dest, w]``, or sparse ``[dest, x]``
-    with sources ``index`` ``(B'', K, X)`` (a dummy for dense and banded), see :data:`MODE_DENSE`."""
+    """``table`` ``(B', S, K, X)``: dense ``[source, dest]``, banded slot-major ``(B', S, W, K)`` ``[w, dest]``,
+    or sparse ``[dest, x]`` with sources ``index`` ``(B'', K, X)`` (a dummy for dense and banded),
+    see :data:`MODE_DENSE`."""
     bsz, t_max, k = e.shape
+    pad = table.shape[2] - 1 if mode == MODE_BANDED else 0
     for b in numba.prange(bsz):
         bb = np.int64(b) if table.shape[0] > 1 else np.int64(0)
         bi = np.int64(b) if index.shape[0] > 1 else np.int64(0)
-        delta = np.empty(k, dtype=e.dtype)
+        padded = np.full(k + pad, -np.inf, dtype=e.dtype)
+        delta = padded[pad:]
         nxt = np.empty(k, dtype=e.dtype)
         arg = np.empty(k, dtype=np.int32)
         for j in range(k):
@@ -412,16 +433,14 @@ def _viterbi(e, table, mode, index, init, final, lengths, pointers, paths, score
             s = np.int64(t - 1) if table.shape[1] > 1 else np.int64(0)
             if mode == MODE_DENSE:
                 _max_product(delta, table[bb, s], nxt, arg)
-                for j in range(k):
-                    nxt[j] += e[b, t, j]
-                    pointers[b, t, j] = arg[j]
+            elif mode == MODE_BANDED:
+                _max_window(padded, table[bb, s], nxt, arg)
             else:
                 for j in range(k):
-                    best, src = _best_source(delta, table[bb, s, j], j, mode, index, bi)
-                    nxt[j] = best + e[b, t, j]
-                    pointers[b, t, j] = src
+                    nxt[j], arg[j] = _best_source(delta, table[bb, s, j], j, index, bi)
             for j in range(k):
-                delta[j] = nxt[j]
+                delta[j] = nxt[j] + e[b, t, j]
+                pointers[b, t, j] = arg[j]
         best = -np.inf
         state = 0
         for j in range(k):

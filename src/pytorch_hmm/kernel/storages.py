@@ -198,7 +198,7 @@ class BandedOps(StorageOps):
     def numba_viterbi(self, p, pointers, paths, scores):
         from . import numba_loops as nl
 
-        nl.run_viterbi(p, banded_by_destination(p.trans), nl.MODE_BANDED, None, pointers, paths, scores)
+        nl.run_viterbi(p, banded_by_destination(p.trans).transpose(-1, -2), nl.MODE_BANDED, None, pointers, paths, scores)
 
 
 class SparseOps(StorageOps):
