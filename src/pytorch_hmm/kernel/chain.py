@@ -123,7 +123,8 @@ class _LogPartition(torch.autograd.Function):
         beta = loops.backward(p, log_norm)
         g = torch.where(torch.isfinite(log_z), grad_log_z, torch.zeros_like(grad_log_z))
         gamma, totals = _state_marginals(p, alpha, beta, loops)
-        grad_e = gamma * g[:, None, None] if ctx.needs_input_grad[0] else None
+        unit = bool((g == 1).all())  # (one host synchronisation) e.g. a summed loss: gamma is the gradient as it is
+        grad_e = (gamma if unit else gamma * g[:, None, None]) if ctx.needs_input_grad[0] else None
         grad_init = gamma[:, 0] * g[:, None] if ctx.needs_input_grad[2] else None
         grad_final = None
         if ctx.needs_input_grad[3]:

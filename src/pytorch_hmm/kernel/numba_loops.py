@@ -348,13 +348,15 @@ def _backward_gather(e, table, etable, shift, mode, index, doubtful, final, leng
         _start_backward(beta[b], final[b], last)
         for t in range(last - 1, -1, -1):
             s = np.int64(t) if table.shape[1] > 1 else np.int64(0)
+            e_next, b_next, out = e[b, t + 1], beta[b, t + 1], beta[b, t]  # rows: no index checks inside
+            m = -np.inf
             for j in range(k):
-                c[j] = e[b, t + 1, j] + beta[b, t + 1, j]
-            m = _row_max(c)
+                c[j] = e_next[j] + b_next[j]
+                m = max(m, c[j])
+            m = m if m > -np.inf else 0.0
             _scale_exp(c, m, scaled, doubtful == np.inf)
-            for i in range(k):
-                beta[b, t, i] = m - log_norm[b, t + 1]
-            _log_gather(c, scaled, table[bb, s], etable[bb, s], shift[bb, s], mode, index, bi, doubtful, sums, beta[b, t])
+            out[:] = m - log_norm[b, t + 1]
+            _log_gather(c, scaled, table[bb, s], etable[bb, s], shift[bb, s], mode, index, bi, doubtful, sums, out)
 
 
 @numba.njit(inline="always", **_JIT)
@@ -475,13 +477,14 @@ def _posteriors(alpha, beta, lengths, gamma, totals):
                 totals[b, t] = -np.inf
                 continue
             mass = 0.0
+            row = gamma[b, t]
             for j in range(k):
                 d = alpha[b, t, j] + beta[b, t, j] - top
                 g = np.exp(d) if d > lo else alpha.dtype.type(0)
-                gamma[b, t, j] = g
+                row[j] = g
                 mass += g
             for j in range(k):
-                gamma[b, t, j] /= mass
+                row[j] /= mass
             totals[b, t] = np.log(mass) + top
 
 
