@@ -380,19 +380,12 @@ def test_huge_finite_gaps_numba_equals_torch(storage, where, big):
     assert torch.isfinite(ref["log_z"]).all()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="numba_loops._scale_exp: level = LEVEL * floor(d / LEVEL) is not within LEVEL of d once "
-    "|d| >~ 1e19 nats (|d| / 300 beyond 2**53: the rounding error of the product is ulp(d) = 16384 "
-    "at 1e20), so the mantissa exp(d - level) overflows to inf; a state whose sources all lie that far "
-    "below the frame's best (every source on that top 'level') sums inf -> alpha / beta = +inf -> NaN "
-    "log Z (forward) or NaN posteriors (backward); backend='torch' gives the finite answer",
-)
 @pytest.mark.parametrize("where", ["init", "emission", "final"])
 @pytest.mark.parametrize("storage", ["banded", "sparse"])
 @pytest.mark.parametrize("big", [1e20, 1e25])
 def test_gaps_beyond_1e19_nats_numba_equals_torch(storage, where, big):
+    # beyond ~3e18 nats, LEVEL * floor(d / LEVEL) is no longer within LEVEL of d: such sources must be
+    # left out of the fast path (its mantissa would overflow) and their sums recomputed exactly
     e, s, init, final = _huge_gap_problem(storage, where, big)
     ref = assert_backends_agree(e, s, init, None, final)
     assert torch.isfinite(ref["log_z"]).all()
@@ -728,6 +721,51 @@ def test_dense_viterbi_infeasible():
     paths, scores = viterbi_both(e, Dense(trans), init, lengths, final2)
     assert torch.isfinite(scores[1]) and torch.isneginf(scores[[0, 2, 3]]).all()
     assert (paths[[0, 2, 3]] == -1).all() and (paths[1, :3] == 0).all() and (paths[1, 3:] == -1).all()
+
+
+@pytest.mark.parametrize("layout", ["shared", "batched", "time_varying"])
+@pytest.mark.parametrize("storage", ["banded", "sparse"])
+def test_window_and_list_viterbi_ties(storage, layout):
+    # banded (slot-major max over the window) and sparse Viterbi: integer scores tie often; ties go
+    # to the first slot (banded: the state itself, then j - 1, ...), as on the PyTorch path
+    g = torch.Generator().manual_seed(17)
+    b, t, k, w = 4, 30, 9, 3
+    for trial in range(3):
+        e = torch.randint(-2, 1, (b, t, k), generator=g).double()
+        lp = torch.randint(-2, 1, layout_shape(layout, b, t, k, w), generator=g).double()
+        lp[torch.rand(lp.shape, generator=g) < 0.1] = NINF
+        if storage == "banded":
+            s = Banded(lp)
+        else:
+            s = Sparse(sparse_graph(g, k, w, None if layout == "shared" else b), lp)
+        init = torch.zeros(k, dtype=F64)
+        init[k // 2 :] = NINF if trial else 0.0
+        final = torch.randint(-1, 1, (k,), generator=g).double()
+        lengths = torch.tensor([t, t - 4, 1, 2])
+        paths, scores = viterbi_both(e, s, init, lengths, final)
+        viterbi_both(e.float(), rebuilt(s, lp.float()), init.float(), lengths, final.float())
+        # and on a tiny shape: a best path of the brute force
+        ans = oracle_problem(e[:, :4], rebuilt(s, lp[:, :3] if layout == "time_varying" else lp), init, None, final).solve()
+        p4, s4 = viterbi_both(e[:, :4], rebuilt(s, lp[:, :3] if layout == "time_varying" else lp), init, None, final)
+        close(s4, ans.best_score, "Viterbi score vs brute force", rtol=0, atol=1e-12)
+        for i in range(b):
+            if np.isfinite(ans.best_score[i]):
+                assert tuple(p4[i].tolist()) in ans.items[i].best_paths
+            else:
+                assert (p4[i] == -1).all()
+
+
+def test_banded_viterbi_all_ties_take_the_state_itself():
+    # every move and emission equal: the first slot (stay) wins every tie, the last state the first one
+    b, t, k = 2, 6, 5
+    s = Banded(torch.zeros(k, 3, dtype=F64))
+    paths, _ = viterbi_both(torch.zeros(b, t, k, dtype=F64), s, torch.zeros(k, dtype=F64), torch.tensor([t, 2]))
+    assert (paths[0] == 0).all() and (paths[1, :2] == 0).all() and (paths[1, 2:] == -1).all()
+    # from state 3 only (init): it stays, ties between stay and next go to stay
+    init = torch.full((k,), NINF, dtype=F64)
+    init[3] = 0.0
+    paths, _ = viterbi_both(torch.zeros(1, t, k, dtype=F64), s, init)
+    assert (paths[0] == 3).all()
 
 
 # ---------------------------------------------------------------------------------------

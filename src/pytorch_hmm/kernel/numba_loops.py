@@ -277,7 +277,7 @@ def _log_gather(v, scaled, table, etable, shift, mode, index, bi, doubtful, sums
 def _scale_exp(row, m, scaled, exact):
     """``row -= m`` in place, and ``row`` as scaled numbers: ``row[i] = log(mantissa) + level`` with
     ``level`` a multiple of :data:`LEVEL` and ``mantissa = exp(row[i] - level)`` in ``[1, exp(LEVEL))``
-    (``0, -inf`` for ``-inf``), into ``scaled[:, pad + i]`` (see :func:`_gather_sums`). Unlike
+    (``0, -inf`` for ``-inf`` and below ``-1e15``), into ``scaled[:, pad + i]`` (see :func:`_gather_sums`). Unlike
     ``exp(row)``, no entry underflows, however far below 0 it lies. With ``exact``, only the shift."""
     n = row.shape[0]
     pad = (scaled.shape[1] - n) // 2
@@ -287,8 +287,8 @@ def _scale_exp(row, m, scaled, exact):
         row[i] = d
         if exact:
             continue
-        if d == -np.inf:
-            mant[i] = 0.0
+        if d < -1e15:  # -inf, or so far below that LEVEL * floor(d / LEVEL) is no longer within LEVEL of d:
+            mant[i] = 0.0  # left out, as a -inf; a sum it would decide is recomputed exactly
             lv[i] = -np.inf
         else:
             level = LEVEL * np.floor(np.float64(d) * (1.0 / LEVEL))
