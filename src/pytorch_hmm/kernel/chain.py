@@ -79,18 +79,21 @@ def _state_marginals(p: ChainProblem, alpha: torch.Tensor, beta: torch.Tensor, l
 
 
 def _edge_marginals(
-    p: ChainProblem, alpha: torch.Tensor, beta: torch.Tensor, log_norm: torch.Tensor, totals: torch.Tensor
+    p: ChainProblem, alpha: torch.Tensor, beta: torch.Tensor, log_norm: torch.Tensor, totals: torch.Tensor, loops=torch_loops
 ) -> torch.Tensor:
     """Expected transition counts ``(B, S', K, X)``: ``S' = T - 1`` if time-varying, else 1.
 
     ``xi_t(i, j) = exp(alpha_hat_t(i) + A_ij + e_{t+1}(j) + beta_hat_{t+1}(j) - log_norm_{t+1} - totals_{t+1})``
     (summing ``xi_t`` over ``i`` gives the posterior at ``t + 1``, so each step sums to 1),
-    laid out in the storage's own shape by its :class:`~.storages.StorageOps`.
+    laid out in the storage's own shape by its :class:`~.storages.StorageOps` (banded storage on
+    the numba backend: one compiled pass, :func:`numba_loops.banded_edges`).
     """
     bsz, t_max, k = p.shape
     dtype = alpha.dtype
     if t_max == 1:
         return torch.zeros((bsz, 1 if not p.time_varying else 0) + p.trans.shape[2:], dtype=dtype, device=alpha.device)
+    if loops is numba_loops and p.ops.name == "banded":
+        return numba_loops.banded_edges(p, alpha, beta, log_norm, totals)
     # a step t -> t + 1 is used iff t + 1 < length; infeasible sequences get no counts
     step_totals = totals[:, 1:]
     step_ok = torch.isfinite(step_totals)
@@ -132,7 +135,8 @@ class _LogPartition(torch.autograd.Function):
             grad_final = gamma.gather(1, last).squeeze(1) * g[:, None]
         grad_trans = None
         if ctx.needs_input_grad[1]:
-            xi = _edge_marginals(p, alpha, beta, log_norm, totals) * g[:, None, None, None]
+            xi = _edge_marginals(p, alpha, beta, log_norm, totals, loops)
+            xi = xi if unit else xi * g[:, None, None, None]
             grad_trans = xi.sum(0, keepdim=True) if trans.shape[0] == 1 and xi.shape[0] != 1 else xi
         return grad_e, grad_trans, grad_init, grad_final, None, None
 
@@ -244,7 +248,7 @@ def marginals(
     with torch.no_grad():
         q = p.detached()
         gamma, totals = _state_marginals(q, alpha, beta, _loops(p, backend))
-        xi = _edge_marginals(q, alpha, beta, log_norm, totals)
+        xi = _edge_marginals(q, alpha, beta, log_norm, totals, _loops(p, backend))
     return log_z, gamma, xi if p.time_varying else xi.squeeze(1)
 
 

@@ -488,6 +488,41 @@ def _posteriors(alpha, beta, lengths, gamma, totals):
             totals[b, t] = np.log(mass) + top
 
 
+@batch_loop(lambda alpha, *_: (alpha.shape[0], alpha.size))
+def _banded_edges(alpha, beta, e, log_norm, totals, trans, xi):
+    """Banded expected transitions into ``xi`` ``(B, S', K, W)`` (zeros; ``S' = 1``: summed over time):
+    ``xi[t, i, w] = exp(alpha[t, i] + trans[t, i, w] + e[t+1, i+w] + beta[t+1, i+w] - log_norm[t+1] - totals[t+1])``
+    over the steps whose ``totals[t + 1]`` is finite (used steps of feasible sequences)."""
+    bsz, t_max, k = alpha.shape
+    width = trans.shape[-1]
+    lo = np.log(np.finfo(alpha.dtype).tiny) + 1  # see factors.exp_flushed_
+    for b in numba.prange(bsz):
+        bb = np.int64(b) if trans.shape[0] > 1 else np.int64(0)
+        for t in range(t_max - 1):
+            lz = totals[b, t + 1] + log_norm[b, t + 1]
+            if not np.isfinite(lz):
+                continue
+            s = np.int64(t) if trans.shape[1] > 1 else np.int64(0)
+            out = xi[b, t if xi.shape[1] > 1 else 0]
+            a_row, table, e_next, b_next = alpha[b, t], trans[bb, s], e[b, t + 1], beta[b, t + 1]
+            for i in range(k):
+                a = a_row[i]
+                if a == -np.inf:
+                    continue
+                for w in range(min(width, k - i)):
+                    d = a + table[i, w] + e_next[i + w] + b_next[i + w] - lz
+                    if d > lo:
+                        out[i, w] += np.exp(d)
+
+
+def banded_edges(p: ChainProblem, alpha, beta, log_norm, totals) -> torch.Tensor:
+    """Expected transitions ``(B, S', K, W)`` of a banded chain (:func:`_banded_edges`)."""
+    steps = p.trans.shape[1] if p.time_varying else 1
+    xi = alpha.new_zeros((alpha.shape[0], steps) + tuple(p.trans.shape[2:]))
+    _banded_edges(_np(alpha), _np(beta), _np(p.emissions), _np(log_norm), _np(totals), _np(p.trans), xi.numpy())
+    return xi
+
+
 def state_marginals(p: ChainProblem, alpha: torch.Tensor, beta: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     """Posteriors ``(B, T, K)`` and frame totals ``(B, T)``, as :func:`torch_loops.state_marginals`."""
     gamma = torch.empty_like(alpha)
