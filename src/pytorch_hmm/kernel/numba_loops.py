@@ -463,24 +463,30 @@ def _viterbi(e, table, mode, index, init, final, lengths, pointers, paths, score
 
 @batch_loop(lambda alpha, *_: (alpha.shape[0], alpha.size))
 def _posteriors(alpha, beta, lengths, gamma, totals):
-    """:func:`state_marginals` into ``gamma`` ``(B, T, K)`` and ``totals`` ``(B, T)`` (one ``exp`` per cell)."""
+    """:func:`state_marginals` into ``gamma`` ``(B, T, K)`` and ``totals`` ``(B, T)`` (one ``exp`` per cell).
+
+    Branch-free per cell (scores below the flush threshold are clamped to it, so ``exp`` never
+    makes a denormal, then zeroed by a select): on peaked posteriors a branch around ``exp``
+    made this loop 3x slower than PyTorch's vectorised ``exp`` at K = 8."""
     bsz, t_max, k = alpha.shape
-    lo = np.log(np.finfo(alpha.dtype).tiny) + 1  # see factors.exp_flushed_
+    lo = alpha.dtype.type(np.log(np.finfo(alpha.dtype).tiny) + 1)  # see factors.exp_flushed_
+    zero = alpha.dtype.type(0)
     for b in numba.prange(bsz):
         for t in range(t_max):
+            a_row, b_row, row = alpha[b, t], beta[b, t], gamma[b, t]
             top = alpha.dtype.type(-np.inf)
             if t < lengths[b]:
                 for j in range(k):
-                    top = max(top, alpha[b, t, j] + beta[b, t, j])
+                    row[j] = a_row[j] + b_row[j]
+                    top = max(top, row[j])
             if top == -np.inf:  # padded frame, or no state reachable
-                gamma[b, t] = 0
+                row[:] = zero
                 totals[b, t] = -np.inf
                 continue
             mass = 0.0
-            row = gamma[b, t]
             for j in range(k):
-                d = alpha[b, t, j] + beta[b, t, j] - top
-                g = np.exp(d) if d > lo else alpha.dtype.type(0)
+                d = max(row[j] - top, lo)
+                g = np.exp(d) if d > lo else zero
                 row[j] = g
                 mass += g
             for j in range(k):
@@ -495,7 +501,8 @@ def _banded_edges(alpha, beta, e, log_norm, totals, trans, xi):
     over the steps whose ``totals[t + 1]`` is finite (used steps of feasible sequences)."""
     bsz, t_max, k = alpha.shape
     width = trans.shape[-1]
-    lo = np.log(np.finfo(alpha.dtype).tiny) + 1  # see factors.exp_flushed_
+    lo = alpha.dtype.type(np.log(np.finfo(alpha.dtype).tiny) + 1)  # see factors.exp_flushed_
+    zero = alpha.dtype.type(0)
     for b in numba.prange(bsz):
         bb = np.int64(b) if trans.shape[0] > 1 else np.int64(0)
         for t in range(t_max - 1):
@@ -510,9 +517,8 @@ def _banded_edges(alpha, beta, e, log_norm, totals, trans, xi):
                 if a == -np.inf:
                     continue
                 for w in range(min(width, k - i)):
-                    d = a + table[i, w] + e_next[i + w] + b_next[i + w] - lz
-                    if d > lo:
-                        out[i, w] += np.exp(d)
+                    d = max(a + table[i, w] + e_next[i + w] + b_next[i + w] - lz, lo)
+                    out[i, w] += np.exp(d) if d > lo else zero  # branch-free, as in _posteriors
 
 
 def banded_edges(p: ChainProblem, alpha, beta, log_norm, totals) -> torch.Tensor:
