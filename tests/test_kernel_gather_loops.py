@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from oracle import Problem
 from pytorch_hmm import kernel
-from pytorch_hmm.kernel.numba_loops import LEVEL
+from pytorch_hmm.kernel.gather_numba import LEVEL
 from pytorch_hmm.transitions import Banded, Dense, Sparse
 
 NINF = -math.inf

@@ -185,15 +185,15 @@ class BandedOps(StorageOps):
         return banded_by_destination(trans), window_sources(k, w, ahead=False, device=trans.device)
 
     def numba_forward(self, p, alpha, log_norm):
-        from . import numba_loops as nl
+        from . import gather_numba as gn
 
-        nl.run_gather(nl._forward_gather, p, banded_by_destination(p.trans), nl.MODE_BANDED, None,
+        gn.run_gather(gn._forward_gather, p, banded_by_destination(p.trans), gn.MODE_BANDED, None,
                       _np(p.init), _np(p.lengths), alpha, log_norm)
 
     def numba_backward(self, p, log_norm, beta):
-        from . import numba_loops as nl
+        from . import gather_numba as gn
 
-        nl.run_gather(nl._backward_gather, p, p.trans, nl.MODE_AHEAD, None, _np(p.final), _np(p.lengths), _np(log_norm), beta)
+        gn.run_gather(gn._backward_gather, p, p.trans, gn.MODE_AHEAD, None, _np(p.final), _np(p.lengths), _np(log_norm), beta)
 
     def numba_viterbi(self, p, pointers, paths, scores):
         from . import numba_loops as nl
@@ -248,15 +248,15 @@ class SparseOps(StorageOps):
         return trans, index
 
     def numba_forward(self, p, alpha, log_norm):
-        from . import numba_loops as nl
+        from . import gather_numba as gn
 
-        nl.run_gather(nl._forward_gather, p, p.trans, nl.MODE_GATHER, p.index, _np(p.init), _np(p.lengths), alpha, log_norm)
+        gn.run_gather(gn._forward_gather, p, p.trans, gn.MODE_GATHER, p.index, _np(p.init), _np(p.lengths), alpha, log_norm)
 
     def numba_backward(self, p, log_norm, beta):
-        from . import numba_loops as nl
+        from . import gather_numba as gn
 
         table, dest = self.outgoing(p.trans, p.index)
-        nl.run_gather(nl._backward_gather, p, table, nl.MODE_GATHER, dest, _np(p.final), _np(p.lengths), _np(log_norm), beta)
+        gn.run_gather(gn._backward_gather, p, table, gn.MODE_GATHER, dest, _np(p.final), _np(p.lengths), _np(log_norm), beta)
 
     def numba_viterbi(self, p, pointers, paths, scores):
         from . import numba_loops as nl
