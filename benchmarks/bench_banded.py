@@ -14,7 +14,9 @@ the PyTorch loops (``backend="torch"``, the CUDA path), and hmmlearn 0.3's C++ l
 chain as a dense ``(K, K)`` matrix, one utterance at a time (``_hmmc.forward_scaling`` +
 ``backward_scaling`` + the posteriors for "fb"; ``_hmmc.viterbi``). "fb" is log Z and the state
 posteriors (``kernel.forward_backward``); hmmlearn gets ``exp`` of the emissions shifted by each
-frame's maximum (its scaling form), outside the timed call.
+frame's maximum (its scaling form), outside the timed call. hmmlearn has no end weights, so its
+posteriors leave out the "last state out" constraint: its rows are a timing reference for the same
+loops, not compared.
 
 Usage::
 
@@ -93,14 +95,13 @@ def hmmlearn_calls(w: dict, structure) -> Optional[dict[str, Callable]]:
     log_start = np.ascontiguousarray(w["init"].double().numpy())
     frameprob = [np.ascontiguousarray((e - e.amax(-1, keepdim=True)).exp().numpy()) for e in em]
     log_frameprob = [np.ascontiguousarray(e.numpy()) for e in em]
-    end = w["final"].double().exp().numpy()
 
     def fb():
         out = []
         for fp in frameprob:
             log_prob, fwd, scaling = _hmmc.forward_scaling(start, transmat, fp)
             bwd = _hmmc.backward_scaling(start, transmat, fp, scaling)
-            post = fwd * bwd * end  # the end constraint, as our log_final
+            post = fwd * bwd  # hmmlearn has no end weights: a timing reference, not compared
             out.append(post / post.sum(1, keepdims=True))
         return out
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import inspect
 import shlex
 import sys
 import time
@@ -71,8 +72,11 @@ def step_loop(step, e, init):
 def make_step(structure):
     table = step_table(structure, LogSemiring)
 
+    # a library from before the normalised fast path (compare_revisions.sh) has no such argument
+    kwargs = {"normalised": True} if "normalised" in inspect.signature(table.step).parameters else {}
+
     def step(a, e_t):
-        out = table.step(a, 0, normalised=True) + e_t
+        out = table.step(a, 0, **kwargs) + e_t
         top = torch.nan_to_num(out.amax(-1, keepdim=True), neginf=0.0)
         return out - top
 
