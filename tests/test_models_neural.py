@@ -11,23 +11,34 @@ import torch
 import torch.nn.functional as F
 
 from pytorch_hmm import ContextualNeuralHMM, NeuralHMM
-from pytorch_hmm.errors import HMMDimensionError, HMMDtypeError, HMMValueError
+from pytorch_hmm.errors import HMMDimensionError, HMMDtypeError, HMMTypeError, HMMValueError
+from pytorch_hmm.models import FactorisedGaussian, FrameStateEmission
 
 TOKENS = torch.tensor([[1, 3, 2], [2, 0, 0]])
 TOKEN_LENGTHS = torch.tensor([3, 1])
 FRAME_LENGTHS = torch.tensor([8, 5])
 
 
-def brute_force(model, tokens, token_lengths, x, lengths, context=None):
+def gaussian_emissions(model, x, frame_part, state_part):
+    """(B, T, K) log-densities of the default emission written out as (B, T, K, D) Normals."""
+    n, s = model.emission.state_params(state_part)
+    if frame_part is None:
+        m, g = torch.zeros_like(x), torch.ones_like(x)
+    else:
+        m, g = model.emission.frame_params(frame_part)
+    dist = torch.distributions.Normal(m[:, :, None] + n[:, None], g[:, :, None] * s[:, None])
+    return dist.log_prob(x[:, :, None]).sum(-1)
+
+
+def brute_force(model, tokens, token_lengths, x, lengths, context=None, emissions=gaussian_emissions):
     """log p(x | tokens) by enumerating every monotone path, from emissions written out as (B, T, K, D)."""
-    n, s, v, num_states = model.encode(tokens, token_lengths, context)
+    state_part, v, num_states = model.encode(tokens, token_lengths, context)
     if model.autoregressive:
         previous = torch.cat([torch.zeros_like(x[:, :1]), x[:, :-1]], 1)
-        m, g, u, _ = model.decode(previous, context)
+        frame_part, u, _ = model.decode(previous, context)
     else:
-        m, g, u = torch.zeros_like(x), torch.ones_like(x), x.new_zeros(x.shape[:2])
-    dist = torch.distributions.Normal(m[:, :, None] + n[:, None], g[:, :, None] * s[:, None])
-    em = dist.log_prob(x[:, :, None]).sum(-1)  # (B, T, K)
+        frame_part, u = None, x.new_zeros(x.shape[:2])
+    em = emissions(model, x, frame_part, state_part)  # (B, T, K)
     out = []
     for b in range(x.shape[0]):
         t_b, k_b = int(lengths[b]), int(num_states[b])
@@ -41,6 +52,37 @@ def brute_force(model, tokens, token_lengths, x, lengths, context=None):
             scores.append(score)
         out.append(torch.logsumexp(torch.stack(scores), 0))
     return torch.stack(out)
+
+
+class Laplace(FrameStateEmission):
+    """A test emission unlike the default: Laplace with location m_t + n_k and scale c * softplus(s'_k),
+    with a learnable global factor c: its own parameter must train with the model."""
+
+    def __init__(self, feature_dim):
+        super().__init__()
+        self.feature_dim, self.frame_dim, self.state_dim = feature_dim, feature_dim, 2 * feature_dim
+        self.log_c = torch.nn.Parameter(torch.tensor(0.3))
+
+    def scale(self, state):
+        return self.log_c.exp() * F.softplus(state[..., self.feature_dim:]) + 0.05
+
+    def log_density(self, features, frame, state):  # (B, T, D), (B, T, F) or None, (B, K, S)
+        loc = state[:, None, :, :self.feature_dim]  # (B, 1, K, D)
+        if frame is not None:
+            loc = loc + frame[:, :, None]
+        return (-(features[:, :, None] - loc).abs() / self.scale(state)[:, None] - torch.log(2 * self.scale(state)[:, None])).sum(-1)
+
+    def sample(self, frame, state, temperature, generator=None):  # (B, F) or None, (B, S)
+        loc = state[:, :self.feature_dim] + (0 if frame is None else frame)
+        u = torch.rand(loc.shape, dtype=loc.dtype, generator=generator) - 0.5
+        return loc - temperature * self.scale(state) * u.sign() * torch.log1p(-2 * u.abs())
+
+
+def laplace_emissions(model, x, frame_part, state_part):
+    d = model.feature_dim
+    loc = state_part[:, None, :, :d] if frame_part is None else frame_part[:, :, None] + state_part[:, None, :, :d]
+    scale = model.emission.log_c.exp() * F.softplus(state_part[:, None, :, d:]) + 0.05
+    return torch.distributions.Laplace(loc, scale).log_prob(x[:, :, None]).sum(-1)
 
 
 def model_for(kind, **kw):
@@ -183,6 +225,10 @@ def test_errors():
         model.generate(TOKENS, TOKEN_LENGTHS, max_frames=0)
     with pytest.raises(HMMValueError, match=r"prenet_dropout must be a finite number >= 0 below 1; got 1.0"):
         NeuralHMM(6, 2, prenet_dropout=1.0)
+    with pytest.raises(HMMTypeError, match=r"emission must be a FrameStateEmission; got Linear"):
+        NeuralHMM(6, 2, emission=torch.nn.Linear(2, 2))
+    with pytest.raises(HMMValueError, match=r"emission.feature_dim must equal feature_dim = 2; got 3"):
+        NeuralHMM(6, 2, emission=FactorisedGaussian(3))
 
 
 def test_prenet_dropout_acts_in_training_mode_only():
@@ -191,3 +237,36 @@ def test_prenet_dropout_acts_in_training_mode_only():
     assert torch.equal(model(TOKENS, TOKEN_LENGTHS, x, FRAME_LENGTHS), model(TOKENS, TOKEN_LENGTHS, x, FRAME_LENGTHS))
     model.train()
     assert not torch.equal(model(TOKENS, TOKEN_LENGTHS, x, FRAME_LENGTHS), model(TOKENS, TOKEN_LENGTHS, x, FRAME_LENGTHS))
+
+
+@pytest.mark.parametrize("kind", ["non_ar", "ar"])
+def test_emission_is_a_drop_in(kind):
+    """A different emission (Laplace, with a parameter of its own) plugs in: the likelihood equals brute
+    force with its densities written out, its parameter gets a gradient, and generation runs on it."""
+    torch.manual_seed(0)
+    model = NeuralHMM(6, 2, hidden_dim=8, autoregressive=kind == "ar", emission=Laplace(2)).double().eval()
+    assert model.state_out.out_features == 2 * 2 + 1
+    assert kind == "non_ar" or model.frame_out.out_features == 2 + 1
+    x = torch.randn(2, 8, 2, dtype=torch.float64) * 2
+    got = model(TOKENS, TOKEN_LENGTHS, x, FRAME_LENGTHS)
+    expected = brute_force(model, TOKENS, TOKEN_LENGTHS, x, FRAME_LENGTHS, emissions=laplace_emissions)
+    torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
+    (grad,) = torch.autograd.grad(got.sum(), [model.emission.log_c])
+    assert grad.abs() > 0
+    assert any(p is model.emission.log_c for p in model.parameters())
+    g = torch.Generator().manual_seed(0)
+    features, lengths, durations = model.generate(TOKENS, TOKEN_LENGTHS, max_frames=200, generator=g, return_durations=True)
+    assert (durations[0, :6] >= 1).all() and (durations[1, :2] >= 1).all() and torch.isfinite(features).all()
+
+
+def test_default_emission_samples_its_mean_at_temperature_zero():
+    emission = FactorisedGaussian(3, std_floor=0.1)
+    frame, state = torch.randn(4, 6), torch.randn(4, 6)
+    m, g = emission.frame_params(frame)
+    n, s = emission.state_params(state)
+    assert (g >= 1).all() and (s >= 0.1).all()
+    torch.testing.assert_close(emission.sample(frame, state, 0.0), m + n)
+    torch.testing.assert_close(emission.sample(None, state, 0.0), n)
+    draws = torch.stack([emission.sample(frame, state, 1.0, torch.Generator().manual_seed(i)) for i in range(4000)])
+    torch.testing.assert_close(draws.mean(0), m + n, atol=0.15 * float((g * s).max()), rtol=0)
+    torch.testing.assert_close(draws.std(0), g * s, rtol=0.06, atol=0)

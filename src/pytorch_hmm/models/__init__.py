@@ -5,6 +5,7 @@ from .hsmm import HSMM, SemiMarkovHMM
 from .layer import HMMLayer
 from .mixture_hmm import MixtureGaussianHMM
 from .neural import ContextualNeuralHMM, NeuralHMM
+from .neural_emission import FactorisedGaussian, FrameStateEmission
 from .saving import load
 
-__all__ = ["HMM", "HSMM", "SemiMarkovHMM", "HMMLayer", "MixtureGaussianHMM", "NeuralHMM", "ContextualNeuralHMM", "load"]
+__all__ = ["HMM", "HSMM", "SemiMarkovHMM", "HMMLayer", "MixtureGaussianHMM", "NeuralHMM", "ContextualNeuralHMM", "FrameStateEmission", "FactorisedGaussian", "load"]

@@ -16,8 +16,10 @@ encoder's state vector ``e_k``)::
     stay[t, k] = sigmoid(u(h_t) + v(e_k))
 
 so the ``(B, T, K)`` log-densities are three matrix products and never an ``(B, T, K, D)``
-tensor. ``autoregressive=False`` drops ``h_t`` (``m = u = 0``, ``g = 1``): an aligner whose
-emissions and durations come from the text alone. :class:`ContextualNeuralHMM` adds a context
+tensor. That Gaussian is the default emission, a swappable component (:mod:`.neural_emission`):
+the networks give raw frame and state outputs, and the emission turns them into log-densities
+and samples. ``autoregressive=False`` drops ``h_t`` (``m = u = 0``, ``g = 1``): an aligner
+whose emissions and durations come from the text alone. :class:`ContextualNeuralHMM` adds a context
 vector per utterance (speaker, prosody) to the encoder states and the decoder input.
 """
 
@@ -34,10 +36,9 @@ from ..errors import HMMDimensionError, HMMDtypeError, HMMTypeError, HMMValueErr
 from ..kernel import log_partition, posteriors, viterbi
 from ..transitions import Banded
 from ..validation import check_count, check_lengths, check_number
+from .neural_emission import FactorisedGaussian, FrameStateEmission
 
 __all__ = ["NeuralHMM", "ContextualNeuralHMM"]
-
-_LOG_2PI = math.log(2 * math.pi)
 
 
 class NeuralHMM(nn.Module):
@@ -50,7 +51,10 @@ class NeuralHMM(nn.Module):
         hidden_dim: width of the encoder, prenet and decoder.
         autoregressive: condition each frame on the previous one (decoder LSTM); ``False`` gives
             a non-autoregressive aligner.
-        std_floor: the smallest standard deviation of an emission.
+        std_floor: the smallest standard deviation of the default emission.
+        emission: a :class:`~pytorch_hmm.models.neural_emission.FrameStateEmission` over
+            ``feature_dim`` dimensions; default :class:`~pytorch_hmm.models.neural_emission.FactorisedGaussian`
+            with ``std_floor``.
         context_dim: size of the per-utterance context vector (:class:`ContextualNeuralHMM`), 0 = none.
         prenet_dropout: dropout of the prenet in training mode (Mehta et al.: 0.5), so that the
             decoder cannot explain each frame from the last one alone and the text keeps its say.
@@ -58,7 +62,7 @@ class NeuralHMM(nn.Module):
 
     def __init__(self, num_tokens: int, feature_dim: int, states_per_token: int = 2, hidden_dim: int = 128,
                  autoregressive: bool = True, std_floor: float = 1e-2, context_dim: int = 0,
-                 prenet_dropout: float = 0.5) -> None:
+                 prenet_dropout: float = 0.5, emission: Optional[FrameStateEmission] = None) -> None:
         super().__init__()
         self.num_tokens = check_count(num_tokens, "num_tokens")
         self.feature_dim = check_count(feature_dim, "feature_dim")
@@ -70,16 +74,24 @@ class NeuralHMM(nn.Module):
             raise HMMTypeError(f"autoregressive must be a bool; got {type(autoregressive).__name__}")
         self.autoregressive = autoregressive
         self.prenet_dropout = check_number(prenet_dropout, "prenet_dropout", minimum=0.0, below=1.0)
+        if emission is None:
+            emission = FactorisedGaussian(self.feature_dim, self.std_floor)
+        if not isinstance(emission, FrameStateEmission):
+            raise HMMTypeError(f"emission must be a FrameStateEmission; got {type(emission).__name__}")
+        if getattr(emission, "feature_dim", None) != self.feature_dim:
+            raise HMMValueError(f"emission.feature_dim must equal feature_dim = {self.feature_dim}; "
+                                f"got {getattr(emission, 'feature_dim', None)}")
+        self.emission = emission
         h, d = self.hidden_dim, self.feature_dim
         self.embedding = nn.Embedding(num_tokens, h)
         self.encoder = nn.LSTM(h, h // 2, batch_first=True, bidirectional=True)
         self.to_states = nn.Linear(2 * (h // 2), states_per_token * h)
-        self.state_out = nn.Linear(h, 2 * d + 1)  # n(e_k), s(e_k) (raw), v(e_k)
+        self.state_out = nn.Linear(h, emission.state_dim + 1)  # the emission's state part, v(e_k)
         if autoregressive:
             self.prenet = nn.Sequential(nn.Linear(d, h), nn.ReLU(), nn.Dropout(self.prenet_dropout),
                                         nn.Linear(h, h), nn.ReLU(), nn.Dropout(self.prenet_dropout))
             self.decoder = nn.LSTM(h, h, batch_first=True)
-            self.frame_out = nn.Linear(h, 2 * d + 1)  # m(h_t), g(h_t) (raw), u(h_t)
+            self.frame_out = nn.Linear(h, emission.frame_dim + 1)  # the emission's frame part, u(h_t)
         if context_dim:
             self.context_to_states = nn.Linear(context_dim, h)
             if autoregressive:
@@ -134,7 +146,7 @@ class NeuralHMM(nn.Module):
     # --- networks ---
 
     def encode(self, tokens: torch.Tensor, token_lengths: torch.Tensor, context: Optional[torch.Tensor] = None):
-        """State outputs ``(mean n (B, K, D), std s (B, K, D), stay logit v (B, K))`` and the number of states ``(B,)``."""
+        """State outputs ``(emission part (B, K, S), stay logit v (B, K))`` and the number of states ``(B,)``."""
         x = self.embedding(tokens)
         packed = nn.utils.rnn.pack_padded_sequence(x, token_lengths.cpu(), batch_first=True, enforce_sorted=False)
         enc, _ = self.encoder(packed)
@@ -143,20 +155,17 @@ class NeuralHMM(nn.Module):
         if context is not None:
             states = states + self.context_to_states(context)[:, None]
         out = self.state_out(torch.tanh(states))
-        d = self.feature_dim
-        std = self.std_floor + F.softplus(out[..., d:2 * d])
-        return out[..., :d], std, out[..., 2 * d], token_lengths * self.states_per_token
+        return out[..., :-1], out[..., -1], token_lengths * self.states_per_token
 
     def decode(self, previous: torch.Tensor, context: Optional[torch.Tensor] = None, state=None):
-        """Frame outputs from the previous frames ``(B, T, D)``: ``(mean m, std factor g (>= 1), stay logit u)``
+        """Frame outputs from the previous frames ``(B, T, D)``: ``(emission part (B, T, F), stay logit u (B, T))``
         and the decoder's LSTM state (teacher forcing; one frame at a time when generating)."""
         x = self.prenet(previous)
         if context is not None:
             x = x + self.context_to_frames(context)[:, None]
         h, state = self.decoder(x, state)
         out = self.frame_out(h)
-        d = self.feature_dim
-        return out[..., :d], 1.0 + F.softplus(out[..., d:2 * d]), out[..., 2 * d], state
+        return out[..., :-1], out[..., -1], state
 
     def potentials(self, tokens, token_lengths, features, feature_lengths, context=None):
         """The kernel's inputs: ``(log_emissions (B, T, K), Banded (B, T-1, K, 2), log_init (B, K), log_final (B, K),
@@ -164,7 +173,7 @@ class NeuralHMM(nn.Module):
         tokens, token_lengths = self._check_tokens(tokens, token_lengths)
         features, feature_lengths = self._check_features(features, feature_lengths, tokens.shape[0])
         context = self._check_context(context, tokens.shape[0])
-        n, s, v, num_states = self.encode(tokens, token_lengths, context)
+        state_part, v, num_states = self.encode(tokens, token_lengths, context)
         short = feature_lengths < num_states
         if bool(short.any()):
             b = int(short.nonzero()[0, 0])
@@ -172,15 +181,13 @@ class NeuralHMM(nn.Module):
                 f"feature_lengths must give every state at least one frame: item {b} has {int(feature_lengths[b])} "
                 f"frames for {int(token_lengths[b])} tokens x {self.states_per_token} states = {int(num_states[b])} states")
         bsz, t, _ = features.shape
-        k = n.shape[1]
+        k = state_part.shape[1]
         if self.autoregressive:
             previous = torch.cat([torch.zeros_like(features[:, :1]), features[:, :-1]], 1)  # a zero "go" frame first
-            m, g, u, _ = self.decode(previous, context)
+            frame_part, u, _ = self.decode(previous, context)
         else:
-            m = torch.zeros_like(features)
-            g = torch.ones_like(features)
-            u = features.new_zeros(bsz, t)
-        log_emissions = factorised_log_density(features - m, g, n, s)
+            frame_part, u = None, features.new_zeros(bsz, t)
+        log_emissions = self.emission.log_density(features, frame_part, state_part)
         stay = u[:, :-1, None] + v[:, None, :]  # (B, T-1, K): the move from frame t to t + 1
         trans = Banded(torch.stack([F.logsigmoid(stay), F.logsigmoid(-stay)], -1))
         log_init = torch.full((bsz, k), -math.inf, dtype=features.dtype, device=features.device)
@@ -215,7 +222,8 @@ class NeuralHMM(nn.Module):
         Each state lasts at least one frame. It is left where the probability of having stayed so
         long (the product of its stay probabilities) falls below ``duration_threshold`` (lower =
         longer states: the speaking-rate knob), or by sampling when ``duration_threshold`` is
-        ``None``. Frames are ``mean + temperature * std * noise`` (0: the means). A stream ends when it
+        ``None``. Frames are the emission's samples at ``temperature`` (the default emission: ``mean +
+        temperature * std * noise``; 0: the means). A stream ends when it
         leaves its last state, or after ``max_frames`` frames (its length is then ``max_frames``).
         """
         tokens, token_lengths = self._check_tokens(tokens, token_lengths)
@@ -224,9 +232,10 @@ class NeuralHMM(nn.Module):
         if duration_threshold is not None:
             duration_threshold = check_number(duration_threshold, "duration_threshold", positive=True, below=1.0)
         max_frames = check_count(max_frames, "max_frames")
-        n, s, v, num_states = self.encode(tokens, token_lengths, context)
-        bsz, k, d = n.shape
-        dev, dtype = n.device, n.dtype
+        state_part, v, num_states = self.encode(tokens, token_lengths, context)
+        bsz, k, _ = state_part.shape
+        d = self.feature_dim
+        dev, dtype = state_part.device, state_part.dtype
         rows = torch.arange(bsz, device=dev)
         state = torch.zeros(bsz, dtype=torch.long, device=dev)
         survival = torch.ones(bsz, dtype=dtype, device=dev)  # P(stay this long) in the current state
@@ -236,15 +245,13 @@ class NeuralHMM(nn.Module):
         frames = []
         previous = torch.zeros(bsz, 1, d, dtype=dtype, device=dev)
         decoder_state = None
-        # without the decoder the frame part is constant: m = u = 0, g = 1
-        m, g, u = previous[:, 0], torch.ones_like(previous[:, 0]), survival.new_zeros(bsz)
+        frame_part, u = None, survival.new_zeros(bsz)  # without the decoder: no frame part, u = 0
         for t in range(max_frames):  # sampling: each frame depends on the last (no DP here)
             if self.autoregressive:
-                m, g, u, decoder_state = self.decode(previous, context, decoder_state)
-                m, g, u = m[:, 0], g[:, 0], u[:, 0]
-            mean, std = m + n[rows, state], g * s[rows, state]
-            noise = torch.randn(bsz, d, dtype=dtype, device=dev, generator=generator) if temperature else 0.0
-            x = torch.where(done[:, None], 0.0, mean + temperature * std * noise)
+                frame_part, u, decoder_state = self.decode(previous, context, decoder_state)
+                frame_part, u = frame_part[:, 0], u[:, 0]
+            x = self.emission.sample(frame_part, state_part[rows, state], temperature, generator)
+            x = torch.where(done[:, None], 0.0, x)
             frames.append(x)
             previous = x[:, None]
             durations[rows, state] += (~done).long()
@@ -277,20 +284,3 @@ class ContextualNeuralHMM(NeuralHMM):
             raise HMMValueError(f"context_dim must be a positive int; got {context_dim!r}")
         super().__init__(num_tokens, feature_dim, context_dim=context_dim, **kwargs)
 
-
-def factorised_log_density(y: torch.Tensor, g: torch.Tensor, n: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-    """``(B, T, K)`` log N(y_t; n_k, diag((g_t * s_k)^2)) for ``y``, ``g`` ``(B, T, D)`` and ``n``, ``s`` ``(B, K, D)``.
-
-    With ``P = 1 / g^2`` and ``Q = 1 / s^2`` the quadratic form is
-    ``sum_d (y^2 P) Q - 2 (y P) (n Q) + P (n^2 Q)``: one batched product of ``[y^2 P, y P, P]``
-    and ``[Q, -2 n Q, n^2 Q]``, after shifting ``y`` and ``n`` by the mean state mean (a
-    constant) to limit cancellation.
-    """
-    ref = n.detach().mean(1, keepdim=True)
-    y, n = y - ref, n - ref
-    p, q = g.pow(-2), s.pow(-2)
-    frame = torch.cat([y * y * p, y * p, p], -1)  # (B, T, 3D)
-    state = torch.cat([q, -2.0 * n * q, n * n * q], -1)  # (B, K, 3D)
-    quad = torch.bmm(frame, state.transpose(1, 2))
-    d = y.shape[-1]
-    return -0.5 * (quad + d * _LOG_2PI) - torch.log(g).sum(-1, keepdim=True) - torch.log(s).sum(-1)[:, None, :]
