@@ -23,7 +23,7 @@ import torch
 from ..semiring import underflow_threshold
 from .factors import exp_rows
 from .inputs import ChainProblem
-from .numba_loops import _JIT, MODE_AHEAD, MODE_BANDED, MODE_GATHER, _np, _pad_forward, _row_max, _start_backward
+from .numba_loops import _JIT, MODE_AHEAD, MODE_BANDED, MODE_GATHER, _item, _np, _pad_forward, _row_max, _start_backward
 from .parallel import batch_loop
 
 LEVEL = 300.0  # nats between the levels of the scaled numbers (:func:`_scale_exp`)
@@ -164,11 +164,12 @@ def _scale_exp(row, m, scaled, exact):
 
 
 @numba.njit(**_JIT)
-def _empty_scaled(k, pad):
-    """Scratch for :func:`_scale_exp`: mantissas 0 and levels ``-inf``, ``pad`` either side."""
-    out = np.zeros((2, k + 2 * pad), dtype=np.float64)
-    out[1, :] = -np.inf
-    return out
+def _scratch(k, pad):
+    """A loop's scratch: the scaled numbers of :func:`_scale_exp` ``(2, K + 2 pad)`` (mantissas 0 and
+    levels ``-inf``, ``pad`` either side) and the sums of :func:`_gather_sums` ``(2, K)``."""
+    scaled = np.zeros((2, k + 2 * pad), dtype=np.float64)
+    scaled[1, :] = -np.inf
+    return scaled, np.empty((2, k), dtype=np.float64)
 
 
 @batch_loop(_gather_work)
@@ -178,10 +179,8 @@ def _forward_gather(e, table, etable, shift, mode, index, doubtful, init, length
     bsz, t_max, k = e.shape
     pad = table.shape[2] - 1
     for b in numba.prange(bsz):
-        bb = np.int64(b) if table.shape[0] > 1 else np.int64(0)
-        bi = np.int64(b) if index.shape[0] > 1 else np.int64(0)
-        scaled = _empty_scaled(k, pad)
-        sums = np.empty((2, k), dtype=np.float64)
+        bb, bi = _item(table, b), _item(index, b)
+        scaled, sums = _scratch(k, pad)
         for j in range(k):
             alpha[b, 0, j] = init[b, j] + e[b, 0, j]
         m = _row_max(alpha[b, 0])
@@ -206,10 +205,8 @@ def _backward_gather(e, table, etable, shift, mode, index, doubtful, final, leng
     bsz, t_max, k = e.shape
     pad = table.shape[2] - 1
     for b in numba.prange(bsz):
-        bb = np.int64(b) if table.shape[0] > 1 else np.int64(0)
-        bi = np.int64(b) if index.shape[0] > 1 else np.int64(0)
-        scaled = _empty_scaled(k, pad)
-        sums = np.empty((2, k), dtype=np.float64)
+        bb, bi = _item(table, b), _item(index, b)
+        scaled, sums = _scratch(k, pad)
         c = np.empty(k, dtype=e.dtype)
         last = lengths[b] - 1
         _start_backward(beta[b], final[b], last)

@@ -33,6 +33,12 @@ def _chain_work(e, table, *_):
     return e.shape[0], e.size * table.shape[-1]
 
 
+@numba.njit(inline="always", **_JIT)
+def _item(x, b):
+    """The row of ``x`` that batch item ``b`` reads: ``b``, or 0 where ``x`` has one row shared by the batch."""
+    return np.int64(b) if x.shape[0] > 1 else np.int64(0)
+
+
 @numba.njit(**_JIT)
 def _row_max(row):
     """Maximum of ``row`` in its own dtype; 0 where every entry is ``-inf``."""
@@ -123,7 +129,7 @@ def _logsumexp_column(v, log_matrix, j):
 def _forward_dense(e, matrix, log_matrix, shift, doubtful, init, lengths, alpha, log_norm):
     bsz, t_max, k = e.shape
     for b in numba.prange(bsz):
-        bb = np.int64(b) if matrix.shape[0] > 1 else np.int64(0)
+        bb = _item(matrix, b)
         probs = np.empty(k, dtype=e.dtype)
         acc = np.empty(k, dtype=e.dtype)
         for j in range(k):
@@ -142,7 +148,7 @@ def _forward_dense(e, matrix, log_matrix, shift, doubtful, init, lengths, alpha,
 def _backward_dense(e, matrix, log_matrix, shift, doubtful, final, lengths, log_norm, beta):
     bsz, t_max, k = e.shape
     for b in numba.prange(bsz):
-        bb = np.int64(b) if matrix.shape[0] > 1 else np.int64(0)
+        bb = _item(matrix, b)
         probs = np.empty(k, dtype=e.dtype)
         acc = np.empty(k, dtype=e.dtype)
         c = np.empty(k, dtype=e.dtype)
@@ -221,8 +227,7 @@ def _viterbi(e, table, mode, index, init, final, lengths, pointers, paths, score
     bsz, t_max, k = e.shape
     pad = table.shape[2] - 1 if mode == MODE_BANDED else 0
     for b in numba.prange(bsz):
-        bb = np.int64(b) if table.shape[0] > 1 else np.int64(0)
-        bi = np.int64(b) if index.shape[0] > 1 else np.int64(0)
+        bb, bi = _item(table, b), _item(index, b)
         padded = np.full(k + pad, -np.inf, dtype=e.dtype)
         delta = padded[pad:]
         nxt = np.empty(k, dtype=e.dtype)
@@ -302,7 +307,7 @@ def _banded_edges(alpha, beta, e, log_norm, totals, trans, xi):
     lo = alpha.dtype.type(np.log(np.finfo(alpha.dtype).tiny) + 1)  # see factors.exp_flushed_
     zero = alpha.dtype.type(0)
     for b in numba.prange(bsz):
-        bb = np.int64(b) if trans.shape[0] > 1 else np.int64(0)
+        bb = _item(trans, b)
         for t in range(t_max - 1):
             lz = totals[b, t + 1] + log_norm[b, t + 1]
             if not np.isfinite(lz):

@@ -31,7 +31,7 @@ import torch
 
 from ..semiring import underflow_threshold
 from .factors import dense_backward_factors, dense_forward_factors
-from .numba_loops import _log_vecmat, _max_product
+from .numba_loops import _item, _log_vecmat, _max_product
 from .parallel import batch_loop
 from .segment_loops import SegmentProblem
 
@@ -139,8 +139,7 @@ def _forward(cum, bad, matrix, trans, shift, dur, init, lengths, threshold_k, th
     bsz, _, k = cum.shape
     d_max = num_durations
     for b in numba.prange(bsz):
-        bt = np.int64(b) if trans.shape[0] > 1 else np.int64(0)
-        bd = np.int64(b) if dur.shape[0] > 1 else np.int64(0)
+        bt, bd = _item(trans, b), _item(dur, b)
         length = lengths[b]
         scaled = np.empty((d_max, k))
         top = np.empty(k)
@@ -188,8 +187,7 @@ def _marginals(cum, bad, matrix, row_matrix, trans, trans_t, shift, dur, final, 
     bsz, _, k = cum.shape
     d_max = num_durations
     for b in numba.prange(bsz):
-        bt = np.int64(b) if trans.shape[0] > 1 else np.int64(0)
-        bd = np.int64(b) if dur.shape[0] > 1 else np.int64(0)
+        bt, bd = _item(trans, b), _item(dur, b)
         length = lengths[b]
         lz = log_z[b]
         feasible = lz > -np.inf
@@ -282,8 +280,7 @@ def _viterbi(cum, bad, trans, dur, init, final, lengths, scores, seg_state, seg_
     bsz, _, k = cum.shape
     d_max = num_durations
     for b in numba.prange(bsz):
-        bt = np.int64(b) if trans.shape[0] > 1 else np.int64(0)
-        bd = np.int64(b) if dur.shape[0] > 1 else np.int64(0)
+        bt, bd = _item(trans, b), _item(dur, b)
         length = lengths[b]
         by_duration = np.ascontiguousarray(dur[bd].T)  # (D, K)
         um = np.empty((length, k))  # u, -inf where no segment through a -inf emission may start
