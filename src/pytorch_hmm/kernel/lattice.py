@@ -43,6 +43,7 @@ import torch
 from ..errors import HMMValueError, InfeasibleAlignmentError
 from ..validation import LengthsLike, check_first_order, check_float_batch, check_lengths
 from . import lattice_torch
+from .chain import pick_loops
 from .lattice_torch import band_mask
 
 try:  # numba is a declared dependency, but keep the kernel usable without it
@@ -51,7 +52,6 @@ except ImportError:  # pragma: no cover - exercised only where numba is missing
     lattice_numba = None  # type: ignore[assignment]
 
 STEP_PATTERNS = {"symmetric1": 1.0, "symmetric2": 2.0}  # weight of the diagonal step
-BACKENDS = ("auto", "torch", "numba")
 
 DEFAULT_STEPS = ((1, 1), (0, 1), (1, 0))  # librosa's default ``step_sizes_sigma``, in its order
 
@@ -137,17 +137,9 @@ def prepare_lattice(
 
 
 def use_numba(device: torch.device, backend: str) -> bool:
-    """Whether ``backend`` (``"auto"``, ``"torch"`` or ``"numba"``) runs the numba loops for tensors on ``device``."""
-    if backend not in BACKENDS:
-        raise HMMValueError(f"backend must be one of {BACKENDS}; got {backend!r}")
-    on_cpu = device.type == "cpu"
-    if backend == "numba":
-        if lattice_numba is None:
-            raise ImportError("backend='numba' needs the numba package: pip install numba")
-        if not on_cpu:
-            raise HMMValueError(f"backend='numba' runs on CPU tensors only; got device {device}")
-        return True
-    return backend == "auto" and on_cpu and lattice_numba is not None
+    """Whether ``backend`` (``"auto"``, ``"torch"`` or ``"numba"``) runs the numba loops for tensors on
+    ``device`` (the chain kernel's rule, :func:`~.chain.pick_loops`)."""
+    return pick_loops(backend, device, lattice_numba, lattice_torch) is not lattice_torch
 
 
 def _check_feasible(values: torch.Tensor, p: LatticeProblem) -> None:
