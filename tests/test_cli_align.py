@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -78,22 +79,27 @@ def test_train_then_align_with_the_saved_model(corpus: Path, tmp_path: Path):
 
 
 def test_command_line_errors(tmp_path: Path):
-    proc = _run("align", str(tmp_path / "missing"), str(tmp_path / "out"), "--train")
-    assert proc.returncode == 1 and proc.stderr.strip() == f"pytorch-hmm: error: corpus must be an existing folder; got {str(tmp_path / 'missing')!r}"
-    proc = _run("align", str(tmp_path), str(tmp_path / "out"))
-    assert proc.returncode == 2 and "one of the arguments --train --model is required" in proc.stderr
     (tmp_path / "empty").mkdir()
-    proc = _run("align", str(tmp_path / "empty"), str(tmp_path / "out"), "--train", "--quiet")
-    assert proc.returncode == 1 and "no usable utterance" in proc.stderr
     (tmp_path / "x.pt").write_bytes(b"nope")
-    proc = _run("align", str(FIXTURES), str(tmp_path / "out"), "--model", str(tmp_path / "x.pt"), "--quiet")
-    assert proc.returncode == 1 and "is not a pytorch_hmm acoustic model file" in proc.stderr
-    proc = _run("align", str(FIXTURES), str(tmp_path / "out"), "--train", "--output-format", "praat", "--quiet")
-    assert proc.returncode == 1 and "--format must be a comma-separated list of textgrid, json, ctm; got 'praat'" in proc.stderr
-    proc = _run("align", str(FIXTURES), str(tmp_path / "out"), "--train", "--jobs", "0")
-    assert proc.returncode == 2 and "--jobs: expected a positive integer; got '0'" in proc.stderr
-    proc = _run("align", str(FIXTURES), str(tmp_path / "out"), "--train", "--corpus-format", "timit")
-    assert proc.returncode == 2 and "invalid choice: 'timit'" in proc.stderr
+    out = str(tmp_path / "out")
+    calls = [  # (arguments, exit code, what stderr must say); independent: run two at a time
+        (("align", str(tmp_path / "missing"), out, "--train"), 1, None),
+        (("align", str(tmp_path), out), 2, "one of the arguments --train --model is required"),
+        (("align", str(tmp_path / "empty"), out, "--train", "--quiet"), 1, "no usable utterance"),
+        (("align", str(FIXTURES), out, "--model", str(tmp_path / "x.pt"), "--quiet"), 1,
+         "is not a pytorch_hmm acoustic model file"),
+        (("align", str(FIXTURES), out, "--train", "--output-format", "praat", "--quiet"), 1,
+         "--format must be a comma-separated list of textgrid, json, ctm; got 'praat'"),
+        (("align", str(FIXTURES), out, "--train", "--jobs", "0"), 2, "--jobs: expected a positive integer; got '0'"),
+        (("align", str(FIXTURES), out, "--train", "--corpus-format", "timit"), 2, "invalid choice: 'timit'"),
+    ]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        procs = list(pool.map(lambda call: _run(*call[0]), calls))
+    for (args, code, message), proc in zip(calls, procs):
+        assert proc.returncode == code, (args, proc.stderr)
+        assert message is None or message in proc.stderr, (args, proc.stderr)
+    missing = procs[0].stderr.strip()
+    assert missing == f"pytorch-hmm: error: corpus must be an existing folder; got {str(tmp_path / 'missing')!r}"
 
 
 def test_the_installed_command_runs():
