@@ -70,7 +70,8 @@ class Laplace(FrameStateEmission):
         loc = state[:, None, :, :self.feature_dim]  # (B, 1, K, D)
         if frame is not None:
             loc = loc + frame[:, :, None]
-        return (-(features[:, :, None] - loc).abs() / self.scale(state)[:, None] - torch.log(2 * self.scale(state)[:, None])).sum(-1)
+        scale = self.scale(state)[:, None]  # (B, 1, K, D)
+        return (-(features[:, :, None] - loc).abs() / scale - torch.log(2 * scale)).sum(-1)
 
     def sample(self, frame, state, temperature, generator=None):  # (B, F) or None, (B, S)
         loc = state[:, :self.feature_dim] + (0 if frame is None else frame)

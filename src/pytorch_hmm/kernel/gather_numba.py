@@ -23,7 +23,7 @@ import torch
 from ..semiring import underflow_threshold
 from .factors import exp_rows
 from .inputs import ChainProblem
-from .numba_loops import _JIT, MODE_AHEAD, MODE_BANDED, MODE_GATHER, _item, _np, _pad_forward, _row_max, _start_backward
+from .numba_loops import _JIT, MODE_AHEAD, MODE_BANDED, MODE_GATHER, _item, _np, _pad_forward, _row_max, _start_backward, _step
 from .parallel import batch_loop
 
 LEVEL = 300.0  # nats between the levels of the scaled numbers (:func:`_scale_exp`)
@@ -187,7 +187,7 @@ def _forward_gather(e, table, etable, shift, mode, index, doubtful, init, length
         for t in range(1, lengths[b]):
             log_norm[b, t - 1] = m
             _scale_exp(alpha[b, t - 1], m, scaled, doubtful == np.inf)
-            s = np.int64(t - 1) if table.shape[1] > 1 else np.int64(0)
+            s = _step(table, t - 1)
             alpha[b, t] = e[b, t]
             m = _log_gather(alpha[b, t - 1], scaled, table[bb, s], etable[bb, s], shift[bb, s], mode, index, bi,
                             doubtful, sums, alpha[b, t])
@@ -211,7 +211,7 @@ def _backward_gather(e, table, etable, shift, mode, index, doubtful, final, leng
         last = lengths[b] - 1
         _start_backward(beta[b], final[b], last)
         for t in range(last - 1, -1, -1):
-            s = np.int64(t) if table.shape[1] > 1 else np.int64(0)
+            s = _step(table, t)
             e_next, b_next, out = e[b, t + 1], beta[b, t + 1], beta[b, t]  # rows: no index checks inside
             m = -np.inf
             for j in range(k):

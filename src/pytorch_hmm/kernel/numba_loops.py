@@ -39,6 +39,12 @@ def _item(x, b):
     return np.int64(b) if x.shape[0] > 1 else np.int64(0)
 
 
+@numba.njit(inline="always", **_JIT)
+def _step(x, t):
+    """The step of ``x`` ``(B', S, ...)`` that time step ``t`` reads: ``t``, or 0 where ``x`` is static (``S = 1``)."""
+    return np.int64(t) if x.shape[1] > 1 else np.int64(0)
+
+
 @numba.njit(**_JIT)
 def _row_max(row):
     """Maximum of ``row`` in its own dtype; 0 where every entry is ``-inf``."""
@@ -136,7 +142,7 @@ def _forward_dense(e, matrix, log_matrix, shift, doubtful, init, lengths, alpha,
             alpha[b, 0, j] = init[b, j] + e[b, 0, j]
         log_norm[b, 0] = _normalise(alpha[b, 0])
         for t in range(1, lengths[b]):
-            s = np.int64(t - 1) if matrix.shape[1] > 1 else np.int64(0)
+            s = _step(matrix, t - 1)
             _log_vecmat(alpha[b, t - 1], matrix[bb, s], log_matrix[bb, s], shift[bb, s], doubtful, alpha[b, t], probs, acc)
             for j in range(k):
                 alpha[b, t, j] += e[b, t, j]
@@ -155,7 +161,7 @@ def _backward_dense(e, matrix, log_matrix, shift, doubtful, final, lengths, log_
         last = lengths[b] - 1
         _start_backward(beta[b], final[b], last)
         for t in range(last - 1, -1, -1):
-            s = np.int64(t) if matrix.shape[1] > 1 else np.int64(0)
+            s = _step(matrix, t)
             for j in range(k):
                 c[j] = e[b, t + 1, j] + beta[b, t + 1, j]
             _log_vecmat(c, matrix[bb, s], log_matrix[bb, s], shift[bb, s], doubtful, beta[b, t], probs, acc)
@@ -235,7 +241,7 @@ def _viterbi(e, table, mode, index, init, final, lengths, pointers, paths, score
         for j in range(k):
             delta[j] = init[b, j] + e[b, 0, j]
         for t in range(1, lengths[b]):
-            s = np.int64(t - 1) if table.shape[1] > 1 else np.int64(0)
+            s = _step(table, t - 1)
             if mode == MODE_DENSE:
                 _max_product(delta, table[bb, s], nxt, arg)
             elif mode == MODE_BANDED:
@@ -312,8 +318,8 @@ def _banded_edges(alpha, beta, e, log_norm, totals, trans, xi):
             lz = totals[b, t + 1] + log_norm[b, t + 1]
             if not np.isfinite(lz):
                 continue
-            s = np.int64(t) if trans.shape[1] > 1 else np.int64(0)
-            out = xi[b, t if xi.shape[1] > 1 else 0]
+            s = _step(trans, t)
+            out = xi[b, _step(xi, t)]
             a_row, table, e_next, b_next = alpha[b, t], trans[bb, s], e[b, t + 1], beta[b, t + 1]
             for i in range(k):
                 a = a_row[i]
