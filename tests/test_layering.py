@@ -12,22 +12,23 @@ ALLOWED = {
     "validation": {"errors"},
     "semiring": set(),
     "threads": set(),
+    "distributed": {"errors"},  # torch.distributed helpers: shard, sum statistics, fail together
     "transitions": {"errors", "validation", "semiring"},
     "kernel": {"errors", "validation", "semiring", "transitions", "threads"},
     "emissions": {"errors", "validation", "semiring"},
     "durations": {"errors", "validation", "semiring"},
-    "training": {"errors", "validation", "threads"},
+    "training": {"errors", "validation", "threads", "distributed"},
     "models": {"errors", "validation", "semiring", "transitions", "kernel", "emissions", "durations", "training"},
-    "alignment": {"errors", "validation", "semiring", "transitions", "kernel", "emissions", "threads", "__version__"},  # acoustic.py: GMM states, saved version
+    "alignment": {"errors", "validation", "semiring", "transitions", "kernel", "emissions", "threads", "distributed", "__version__"},  # acoustic.py: GMM states, saved version
     "metrics": {"errors", "validation", "kernel", "alignment"},
     # online decoding over the kernel's online recursions, for models or raw potentials
     "streaming": {"errors", "validation", "threads", "transitions", "kernel", "models"},
     "speech": {"errors", "validation", "alignment"},
     # the corpus aligner and the command line sit on top of everything
-    "aligner": {"errors", "validation", "alignment", "speech"},
+    "aligner": {"errors", "validation", "alignment", "speech", "distributed"},
     "evaluation": {"errors", "validation", "alignment", "metrics"},
     "plotting": {"errors", "validation", "alignment"},  # alignment plots (matplotlib, imported lazily)
-    "cli": {"errors", "aligner", "alignment", "evaluation", "plotting", "data", "__version__"},
+    "cli": {"errors", "distributed", "aligner", "alignment", "evaluation", "plotting", "data", "__version__"},
     "data": set(),
 }
 

@@ -16,6 +16,13 @@ to the audio's duration. (On the benchmark corpus this gives 73 % of phone bound
 10 ms and an MAE of 8.4 ms, against 67 % and 9.2 ms for ``[t, t + 1) x 10 ms``; within 20 ms
 91.1 % against 91.9 %.)
 
+Under ``torchrun`` (a ``torch.distributed`` process group, :mod:`pytorch_hmm.distributed`) every
+function here works on this rank's share of the corpus: :func:`prepare` shards the utterances
+(every ``N``-th one) and pools each speaker's CMVN statistics over all ranks, :func:`train` sums
+the EM statistics of all ranks (every rank gets the model one process would train on the whole
+corpus), :func:`align` writes this rank's files and rank 0 the merged CTM, and
+:meth:`RunReport.merged` joins the ranks' reports (each utterance reported by the one rank that had it).
+
 Bad input never stops a run: an unreadable, empty or silent file, an empty transcript, an
 utterance too short for its transcription are each reported with the reason and left out;
 every other utterance is aligned (:class:`RunReport`).
@@ -45,13 +52,14 @@ from .alignment import (
     write_json,
     write_textgrid,
 )
+from .distributed import Stage, all_gather_objects, rank_and_size, shard, sum_across_ranks, sum_by_key
 from .errors import AudioError, HMMValueError
 from .speech import AudioTextFolder, FeatureExtractor, Lexicon, speaker_cmvn
 from .speech.corpus import Corpus, Utterance
 
 __all__ = [
     "PreparedUtterance", "RunReport", "CorpusValidation", "open_corpus", "validate", "prepare", "train", "align",
-    "default_extractor", "CORPUS_FORMATS",
+    "default_extractor", "CORPUS_FORMATS", "usable_count",
     "extractor_settings", "lexicon_from", "LANGUAGES", "OUTPUT_FORMATS", "FRAME_SHIFT", "FRAME_OFFSET",
 ]
 
@@ -103,6 +111,23 @@ class RunReport:
             "x_real_time": round(self.audio_seconds / total, 1) if total > 0 else None,
             "oov": {} if self.oov is None else self.oov.counts,
         }
+
+    @classmethod
+    def merged(cls, reports: Sequence["RunReport"]) -> "RunReport":
+        """One report of several ranks' (disjoint shares of a corpus): utterances and skips
+        joined, audio summed, each stage's time the longest rank's (the ranks ran side by side)."""
+        out = cls()
+        for r in reports:
+            out.aligned += r.aligned
+            out.skipped += r.skipped
+            out.audio_seconds += r.audio_seconds
+            for stage, sec in r.seconds.items():
+                out.seconds[stage] = max(out.seconds.get(stage, 0.0), sec)
+            if r.oov is not None:
+                if out.oov is None:
+                    out.oov = type(r.oov)()
+                out.oov.update(r.oov)
+        return out
 
     def summary(self) -> str:
         """A few lines: counts, reasons, speed as times real time."""
@@ -263,11 +288,14 @@ def prepare(
     """Features and transcriptions of every usable utterance; the others go to ``report``.
 
     CMVN is pooled per speaker (:func:`~pytorch_hmm.speech.speaker_cmvn`), as Kaldi and MFA do.
+    Under ``torch.distributed`` this rank takes every ``N``-th utterance (:func:`~pytorch_hmm.distributed.shard`),
+    reports the corpus's own problems only on rank 0, and pools CMVN statistics over all ranks.
     """
-    with report.timed("features"):
-        utterances = list(corpus)
-        for problem in getattr(corpus, "problems", []):
-            report.skip(problem.item, problem.reason)
+    with report.timed("features"), Stage("feature extraction") as stage:
+        utterances = shard(list(corpus))
+        if rank_and_size()[0] == 0:
+            for problem in getattr(corpus, "problems", []):
+                report.skip(problem.item, problem.reason)
         raw, kept = [], []
         for utt in tqdm(utterances, desc="features", disable=not progress, leave=False):
             try:
@@ -284,9 +312,8 @@ def prepare(
                 continue
             raw.append(extractor(audio, rate))
             kept.append((utt, transcription, audio.shape[0] / rate))
-    if not kept:
-        return []
-    feats = speaker_cmvn(raw, [u.speaker for u, _, _ in kept])
+    stage.sync()
+    feats = speaker_cmvn(raw, [u.speaker for u, _, _ in kept], reduce=sum_by_key)
     out = [PreparedUtterance(u, f, t, d) for (u, t, d), f in zip(kept, feats)]
     report.audio_seconds += sum(p.duration for p in out)
     report.oov = lexicon.oov_report
@@ -303,10 +330,12 @@ def train(
     progress: bool = True,
     seed: int = 0,
 ) -> AcousticModel:
-    """A monophone GMM-HMM trained from a flat start on ``prepared`` utterances."""
-    if not prepared:
+    """A monophone GMM-HMM trained from a flat start on ``prepared`` utterances (under
+    ``torch.distributed``: this rank's share; the statistics of all ranks are summed)."""
+    dims = [d for d in all_gather_objects(prepared[0].features.shape[1] if prepared else None) if d is not None]
+    if not dims:
         raise HMMValueError("no usable utterance to train on (every one was skipped: see the report)")
-    model = AcousticModel(_phone_set(lexicon, topology), prepared[0].features.shape[1])
+    model = AcousticModel(_phone_set(lexicon, topology), dims[0])
     total = schedule.iterations + schedule.splits * schedule.iterations_per_split
     bar = tqdm(total=total, desc="train", disable=not progress, leave=False)
 
@@ -340,7 +369,7 @@ def align(
         if name not in OUTPUT_FORMATS:
             raise HMMValueError(f"formats must be among {OUTPUT_FORMATS}; got {name!r}")
     tiers: Dict[str, dict] = {}
-    with report.timed("align"):
+    with report.timed("align"), Stage("alignment") as stage:
         results = model.align([p.features for p in prepared], [p.transcription for p in prepared])
         for p, result in zip(prepared, results):
             utt = p.utterance
@@ -351,10 +380,22 @@ def align(
             tiers[utt.id] = {name: frames_to_seconds(segs, FRAME_SHIFT, offset=FRAME_OFFSET, duration=p.duration)
                              for name, segs in (("words", result.words), ("phones", result.phones))}
             report.aligned.append(utt.id)
-    if out_dir is not None:
-        with report.timed("write"):
-            _write(tiers, prepared, Path(out_dir), formats, progress)
+        if out_dir is not None:
+            with report.timed("write"):
+                _write(tiers, prepared, Path(out_dir), formats, progress)
+    stage.sync()
+    if out_dir is not None and "ctm" in formats:  # one file per corpus (rank 0 writes every rank's), sorted by id
+        everything = dict(sorted(((u, t) for part in all_gather_objects(tiers) for u, t in part.items()), key=lambda ut: ut[0]))
+        if rank_and_size()[0] == 0:
+            Path(out_dir).mkdir(parents=True, exist_ok=True)
+            write_ctm(Path(out_dir) / "phones.ctm", {u: t["phones"] for u, t in everything.items()})
+            write_ctm(Path(out_dir) / "words.ctm", {u: t["words"] for u, t in everything.items()})
     return tiers
+
+
+def usable_count(prepared: Sequence[PreparedUtterance]) -> int:
+    """Prepared utterances on all ranks together (``len(prepared)`` without a process group)."""
+    return int(sum_across_ranks(torch.tensor(float(len(prepared)))))
 
 
 def _write(tiers: Dict[str, dict], prepared, out_dir: Path, formats, progress: bool) -> None:
@@ -367,10 +408,6 @@ def _write(tiers: Dict[str, dict], prepared, out_dir: Path, formats, progress: b
             write_textgrid(folder / f"{utt_id}.TextGrid", tiers[utt_id], p.duration)
         if "json" in formats:
             write_json(folder / f"{utt_id}.json", tiers[utt_id], p.duration)
-    if "ctm" in formats:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        write_ctm(out_dir / "phones.ctm", {u: t["phones"] for u, t in tiers.items()})
-        write_ctm(out_dir / "words.ctm", {u: t["words"] for u, t in tiers.items()})
 
 
 def extractor_settings(extractor: FeatureExtractor) -> dict:

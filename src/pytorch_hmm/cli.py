@@ -19,6 +19,17 @@ times real time), as text or, with ``--log-format json``, one JSON object on std
 then go to stderr as JSON lines). ``--jobs N`` sets the threads of this process's torch and
 numba work.
 
+``align`` and ``train`` run on several processes, and machines, under ``torchrun``::
+
+    torchrun --nproc-per-node 4 -m pytorch_hmm.cli align CORPUS OUT_DIR --train
+    torchrun --nnodes 2 --node-rank R --rdzv-endpoint HOST:PORT --nproc-per-node 12 -m pytorch_hmm.cli train CORPUS MODEL
+
+Each rank takes every N-th utterance; EM statistics are summed over the ranks (gloo on CPU,
+nccl on GPU), so the model is the one a single process would train; each rank writes the
+TextGrids of its utterances, rank 0 the CTM files, the model and the one merged summary. A rank
+that fails stops every rank with a message naming it; ``--timeout`` bounds how long a rank waits
+for a stuck or dead peer.
+
 Exit status: 0 when the job was done (at least one utterance aligned, the model saved, the
 corpus usable), 1 when nothing could be (the summary says why) or an input is wrong (one line
 on stderr), 2 for a wrong command line.
@@ -34,6 +45,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from . import __version__
+from .distributed import RankFailure
 from .errors import HMMValueError
 
 __all__ = ["main"]
@@ -60,10 +72,14 @@ def _parser() -> argparse.ArgumentParser:
                         help="layout of CORPUS (default auto: kaldi, kss, librispeech if their files are there, else folder)")
     corpus.add_argument("--subset", default=None, help="LibriSpeech subset when CORPUS holds several (e.g. dev-clean)")
 
+    ranks = argparse.ArgumentParser(add_help=False)
+    ranks.add_argument("--timeout", type=_positive_float, default=1800.0, metavar="SECONDS",
+                       help="under torchrun: how long a rank waits for the others before the job fails (default 1800)")
+
     demo = sub.add_parser("demo", parents=[run], help="align the bundled sample corpus: TextGrids, a plot, accuracy")
     demo.add_argument("out_dir", type=Path, help="where TextGrids, alignment.png and the scores are written")
 
-    align = sub.add_parser("align", parents=[corpus, run], help="align a corpus (training on it first with --train)")
+    align = sub.add_parser("align", parents=[corpus, run, ranks], help="align a corpus (training on it first with --train)")
     align.add_argument("corpus", type=Path)
     align.add_argument("out_dir", type=Path, help="where <speaker>/<id>.TextGrid files are written")
     how = align.add_mutually_exclusive_group(required=True)
@@ -75,7 +91,7 @@ def _parser() -> argparse.ArgumentParser:
     align.add_argument("--plot", type=int, default=0, metavar="N",
                        help="also write <id>.png (waveform, spectrogram, boundaries) for the first N utterances")
 
-    train = sub.add_parser("train", parents=[corpus, run], help="train a model on a corpus and save it")
+    train = sub.add_parser("train", parents=[corpus, run, ranks], help="train a model on a corpus and save it")
     train.add_argument("corpus", type=Path)
     train.add_argument("model", type=Path, help="the model file to write")
 
@@ -106,17 +122,58 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number; got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number; got {text!r}")
+    return value
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = _parser().parse_args(argv)
     json_logs = args.log_format == "json" or getattr(args, "json", False)
     _setup_logging(json_logs)
     if args.jobs is not None:
         _set_threads(args.jobs)
+    joined = False
     try:
+        if hasattr(args, "timeout"):  # align, train: one rank of several under torchrun
+            joined = _join_ranks(args)
         return _COMMANDS[args.command](args, json_logs)
-    except HMMValueError as err:
+    except (HMMValueError, RankFailure) as err:
         _error(str(err), json_logs)
         return 1
+    finally:
+        if joined:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def _join_ranks(args) -> bool:
+    """Join torchrun's process group; ranks other than 0 show no progress bars and log errors only."""
+    from .distributed import init_from_environment, rank_and_size
+
+    if not init_from_environment(timeout=args.timeout):
+        return False
+    if rank_and_size()[0] != 0:
+        args.quiet = True
+        logging.getLogger("pytorch_hmm").setLevel(logging.ERROR)
+    return True
+
+
+def _summary(report, command: str, json_logs: bool, text: str = "", **extra) -> "object":
+    """The report of all ranks merged, printed once (by rank 0); returns the merged report."""
+    from .aligner import RunReport
+    from .distributed import all_gather_objects, rank_and_size
+
+    merged = RunReport.merged(all_gather_objects(report))
+    if rank_and_size()[0] == 0:
+        _emit(merged.summary() + text, {"command": command, **merged.to_dict(), **extra}, json_logs)
+    return merged
 
 
 def _set_threads(n: int) -> None:
@@ -171,9 +228,18 @@ def _prepared(args, extractor):
 
 
 def _no_utterances(report, command: str, json_logs: bool) -> int:
-    _emit(report.summary(), {"command": command, **report.to_dict()}, json_logs)
-    _error("no usable utterance in the corpus", json_logs)
+    from .distributed import rank_and_size
+
+    _summary(report, command, json_logs)
+    if rank_and_size()[0] == 0:
+        _error("no usable utterance in the corpus", json_logs)
     return 1
+
+
+def _is_rank0() -> bool:
+    from .distributed import rank_and_size
+
+    return rank_and_size()[0] == 0
 
 
 def _align(args, json_logs: bool) -> int:
@@ -193,17 +259,16 @@ def _align(args, json_logs: bool) -> int:
     else:
         model, extractor = None, aligner.default_extractor()
     lexicon, report, prepared = _prepared(args, extractor)
-    if not prepared:
+    if aligner.usable_count(prepared) == 0:
         return _no_utterances(report, "align", json_logs)
     if model is None:
         model = aligner.train(prepared, lexicon, report, progress=not args.quiet)
-        if args.save_model is not None:
+        if args.save_model is not None and _is_rank0():
             model.save(args.save_model, features=aligner.extractor_settings(extractor))
     tiers = aligner.align(model, prepared, args.out_dir, report, formats=formats, progress=not args.quiet)
-    plots = _plots(prepared, tiers, args.out_dir, args.plot, extractor.sample_rate)
-    text = report.summary() + "".join(f"\n  plot: {p}" for p in plots)
-    _emit(text, {"command": "align", **report.to_dict(), "plots": [str(p) for p in plots]}, json_logs)
-    return 0 if report.aligned else 1
+    plots = _plots(prepared, tiers, args.out_dir, args.plot if _is_rank0() else 0, extractor.sample_rate)
+    merged = _summary(report, "align", json_logs, "".join(f"\n  plot: {p}" for p in plots), plots=[str(p) for p in plots])
+    return 0 if merged.aligned else 1
 
 
 def _plots(prepared, tiers, out_dir: Path, count: int, sample_rate: int) -> List[Path]:
@@ -231,12 +296,12 @@ def _train(args, json_logs: bool) -> int:
 
     extractor = aligner.default_extractor()
     lexicon, report, prepared = _prepared(args, extractor)
-    if not prepared:
+    if aligner.usable_count(prepared) == 0:
         return _no_utterances(report, "train", json_logs)
     model = aligner.train(prepared, lexicon, report, progress=not args.quiet)
-    model.save(args.model, features=aligner.extractor_settings(extractor))
-    _emit(report.summary() + f"\nmodel written to {args.model}",
-          {"command": "train", **report.to_dict(), "model": str(args.model)}, json_logs)
+    if _is_rank0():
+        model.save(args.model, features=aligner.extractor_settings(extractor))
+    _summary(report, "train", json_logs, f"\nmodel written to {args.model}", model=str(args.model))
     return 0
 
 

@@ -24,6 +24,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
+from ..distributed import Stage, sum_across_ranks
 from ..emissions import GaussianMixture
 from ..emissions.covariance import variance_floor
 from ..errors import HMMValueError
@@ -212,13 +213,18 @@ def train_flat_start(
     Utterances with no path through their graph (too short for the transcription) are left out
     of the statistics of that iteration. ``progress(stage, iteration, log_likelihood)`` is called
     after every iteration. Returns the total log-likelihood per iteration.
+
+    Under ``torch.distributed`` each rank passes its share of the corpus (possibly none): the
+    flat start's moments and every iteration's statistics are summed over the ranks, so every
+    rank trains the model one process would train on all of it (``generator`` seeded alike).
     """
-    if not features:
+    with Stage("flat start") as stage:
+        batches = _batches(features, transcriptions, batch_size)  # padded and compiled once
+        graphs = [[model.graph(transcriptions[i]) for i in idx] for idx, _, _ in batches]
+    stage.sync()
+    if int(sum_across_ranks(torch.tensor(float(len(features))))) == 0:
         raise HMMValueError("train_flat_start needs at least one utterance; got none")
-    batches = _batches(features, transcriptions, batch_size)  # padded and compiled once
-    graphs = [[model.graph(transcriptions[i]) for i in idx] for idx, _, _ in batches]
-    frames = torch.cat([f.reshape(-1, f.shape[-1]) for f in features]).to(model.emission.loc.dtype)
-    _flat_start(model.emission, frames)
+    _flat_start(model.emission, [f.reshape(-1, f.shape[-1]).to(model.emission.loc.dtype) for f in features])
     history: List[float] = []
     stages = [("1 gaussian", schedule.iterations)] + [
         (f"{2 ** (s + 1)} gaussians", schedule.iterations_per_split) for s in range(schedule.splits)
@@ -234,12 +240,18 @@ def train_flat_start(
     return history
 
 
-def _flat_start(emission: GaussianMixture, frames: torch.Tensor) -> None:
-    """Every unit (and component) gets the global mean and variance of the training frames."""
-    mean, var = frames.mean(0), frames.var(0, unbiased=False)
+def _flat_start(emission: GaussianMixture, frames: List[torch.Tensor]) -> None:
+    """Every unit (and component) gets the global mean and variance of the training frames
+    (``(N_i, D)`` blocks; float64 sums over all ranks, in two passes: the mean, then the deviations)."""
+    dtype, d = emission.loc.dtype, emission.dim
+    first = sum_across_ranks(torch.cat([torch.tensor([float(sum(f.shape[0] for f in frames))], dtype=torch.float64),
+                                        sum((f.double().sum(0) for f in frames), torch.zeros(d, dtype=torch.float64))]))
+    mean = first[1:] / first[0]
+    second = sum_across_ranks(sum(((f.double() - mean).square().sum(0) for f in frames), torch.zeros(d, dtype=torch.float64)))
+    mean, var = mean.to(dtype), (second / first[0]).to(dtype)
     var = torch.maximum(var, variance_floor(emission.min_covar, emission.var_floor, mean, var))
     k, m = emission.num_states, emission.num_mixtures
-    emission.weights = torch.full((k, m), 1.0 / m, dtype=frames.dtype)
+    emission.weights = torch.full((k, m), 1.0 / m, dtype=dtype)
     emission.means = mean.expand(k, m, -1)
     emission.covars = var.expand(k, m, -1)
 
@@ -250,18 +262,21 @@ def _baum_welch_step(model: AcousticModel, batches, graphs) -> float:
     u = model.num_units
     stats = model.emission.init_stats()
     edges = torch.zeros(2 * u, dtype=torch.float64)
-    total = 0.0
-    for (_, x, lengths), batch_graphs in zip(batches, graphs):
-        g = model.state_graph(batch_graphs)
-        scores = model.unit_scores(x, lengths)
-        log_z, post, counts = g.marginals(scores, lengths)
-        usable = torch.isfinite(log_z)
-        if not bool(usable.all()):  # no path: leave the utterance out of this iteration (its frames are masked)
-            counts = torch.where(usable.view(-1, *([1] * (counts.ndim - 1))), counts, 0.0)
-        total += float(log_z[usable].double().sum())
-        mask = frame_mask(lengths, x.shape[1], x.device) & usable[:, None]
-        model.emission.accumulate(stats, x, g.scatter(post, u), mask)
-        edges += g.scatter_edges(counts, 2 * u).double()
+    total = torch.zeros((), dtype=torch.float64)
+    with Stage("Baum-Welch iteration (E-step)") as stage:
+        for (_, x, lengths), batch_graphs in zip(batches, graphs):
+            g = model.state_graph(batch_graphs)
+            scores = model.unit_scores(x, lengths)
+            log_z, post, counts = g.marginals(scores, lengths)
+            usable = torch.isfinite(log_z)
+            if not bool(usable.all()):  # no path: leave the utterance out of this iteration (its frames are masked)
+                counts = torch.where(usable.view(-1, *([1] * (counts.ndim - 1))), counts, 0.0)
+            total += log_z[usable].double().sum().cpu()
+            mask = frame_mask(lengths, x.shape[1], x.device) & usable[:, None]
+            model.emission.accumulate(stats, x, g.scatter(post, u), mask)
+            edges += g.scatter_edges(counts, 2 * u).double()
+    stage.sync()
+    sum_across_ranks([stats, edges, total])  # every rank: the statistics of the whole corpus
     model.emission.m_step(stats)
     self_counts, exit_counts = edges[0::2], edges[1::2]
     seen = self_counts + exit_counts > 0
@@ -269,4 +284,4 @@ def _baum_welch_step(model: AcousticModel, batches, graphs) -> float:
     p_self = (self_counts / (self_counts + exit_counts).clamp_min(1e-300)).clamp(1e-3, 1 - 1e-3)
     model.log_self.copy_(torch.where(seen, p_self.log(), model.log_self.double()).to(model.log_self.dtype))
     model.log_exit.copy_(torch.where(seen, torch.log1p(-p_self), model.log_exit.double()).to(model.log_exit.dtype))
-    return total
+    return float(total)

@@ -29,7 +29,7 @@ import numbers
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -314,17 +314,28 @@ def cmvn(features, lengths: LengthsLike = None, *, variance: bool = True, eps: f
 
 
 def speaker_cmvn(
-    features: Sequence, speakers: Sequence[str], *, variance: bool = True, eps: float = _EPS
+    features: Sequence, speakers: Sequence[str], *, variance: bool = True, eps: float = _EPS,
+    reduce: Optional[Callable[[Dict[object, torch.Tensor]], Dict[object, torch.Tensor]]] = None,
 ) -> List[torch.Tensor]:
     """CMVN with statistics pooled over all frames of each speaker's utterances.
 
     Args:
         features: ``(T_i, D)`` per utterance.
         speakers: the speaker of each utterance (same length as ``features``).
+        reduce: pools the per-speaker sums with other processes' (corpus sharded across
+            ``torch.distributed`` ranks): maps ``{speaker: sums}`` to the sums over every
+            process, for every process's speakers (:func:`pytorch_hmm.distributed.sum_by_key`).
 
     Returns:
-        ``(T_i, D)`` per utterance, in order, normalised with its speaker's mean (and std).
+        ``(T_i, D)`` per utterance, in order, normalised with its speaker's mean (and std): both
+        from float64 sums in two passes (the mean, then the squared deviations from it). With
+        ``reduce``, ``features`` may be empty (a process without utterances still joins the sums).
     """
+    if reduce is not None and not isinstance(features, (np.ndarray, torch.Tensor)) and len(features) == 0:
+        reduce({})  # take part in the other processes' sums
+        if variance:
+            reduce({})
+        return []
     items = _feature_list(features)
     eps = check_number(eps, "eps", positive=True)
     if isinstance(speakers, str) or len(speakers) != len(items):
@@ -332,17 +343,24 @@ def speaker_cmvn(
         raise HMMValueError(f"speakers must be a sequence with one entry per utterance ({len(items)}); got {got}")
     for i, x in enumerate(items):
         _check_finite(x, f"features[{i}]")
-    groups: Dict[object, List[int]] = {}
-    for i, spk in enumerate(speakers):
-        groups.setdefault(spk, []).append(i)
-    out: List[Optional[torch.Tensor]] = [None] * len(items)
-    for idx in groups.values():
-        pooled = torch.cat([items[i] for i in idx])[None]  # (1, sum T_i, D)
-        full = torch.ones(pooled.shape[:2] + (1,), dtype=torch.bool, device=pooled.device)
-        normed = _normalise(pooled, full, torch.tensor(float(pooled.shape[1]), dtype=pooled.dtype), variance, eps)[0]
-        for i, part in zip(idx, torch.split(normed, [items[i].shape[0] for i in idx])):
-            out[i] = part
-    return out  # type: ignore[return-value]
+    reduce = reduce or dict
+
+    def pooled(per_item: Callable[[int], torch.Tensor]) -> Dict[object, torch.Tensor]:
+        sums: Dict[object, torch.Tensor] = {}
+        for i, spk in enumerate(speakers):
+            part = per_item(i)
+            sums[spk] = sums[spk] + part if spk in sums else part
+        return reduce(sums)
+
+    # (count, sum over frames) per speaker, then the squared deviations from the pooled mean
+    firsts = pooled(lambda i: torch.cat([items[i].new_full((1,), items[i].shape[0]).double(), items[i].double().sum(0)]))
+    means = {spk: s[1:] / s[0] for spk, s in firsts.items()}
+    out = [x - means[spk].to(x) for x, spk in zip(items, speakers)]
+    if variance:
+        squares = pooled(lambda i: out[i].double().square().sum(0))
+        stds = {spk: (squares[spk] / firsts[spk][0]).sqrt().clamp_min(eps) for spk in squares}
+        out = [x / stds[spk].to(x) for x, spk in zip(out, speakers)]
+    return out
 
 
 def pad_batch(features: Sequence, padding_value: float = 0.0) -> Tuple[torch.Tensor, torch.Tensor]:

@@ -113,6 +113,12 @@ class OOVReport:
         self._counts.clear()
         self._ids.clear()
 
+    def update(self, other: "OOVReport") -> None:
+        """Add ``other``'s occurrences and utterance ids (reports of disjoint parts of a corpus)."""
+        self._counts.update(other._counts)
+        for word, ids in other._ids.items():
+            self._ids.setdefault(word, {}).update(ids)
+
     @property
     def counts(self) -> dict[str, int]:
         """Word -> number of occurrences."""

@@ -9,6 +9,7 @@ from typing import Iterable, List, Optional, Tuple, Union
 import torch
 from tqdm.auto import tqdm
 
+from ..distributed import Stage, all_gather_objects, broadcast_module, is_distributed, rank_and_size, sum_across_ranks
 from ..errors import HMMTypeError, HMMValueError
 from ..threads import torch_threads_for
 from ..validation import check_count, frame_mask
@@ -27,6 +28,11 @@ def fit_em(model, data, lengths=None, *, max_iter: int = 100, tol: float = 1e-4,
     statistics and log-likelihood are scaled by its weight (weight 2 counts a sequence twice,
     weight 0 leaves it out); the history is the weighted total. The data-driven
     initialisation uses every sequence of weight > 0 once.
+
+    Inside a ``torch.distributed`` process group each rank passes its own shard of the data:
+    statistics and log-likelihoods are summed over the ranks before every M-step, the
+    initialisation sees every rank's frames, and every rank ends with the same parameters as one
+    process on all the data (:mod:`pytorch_hmm.distributed`; a rank that fails stops them all).
 
     ``model`` names its components in ``em_parts()`` (``{"init_probs": ..., "transitions": ...,
     "emission": ...}``, the names ``frozen`` takes) and follows the statistics protocol:
@@ -59,7 +65,7 @@ def _run(model, batches, frozen, max_iter, tol, verbose, initialize, generator, 
     if initialize is not False:
         initialize_emission(model, batches, "auto" if initialize is True else initialize, generator)
     monitor = ConvergenceMonitor(tol, max_iter)
-    bar = tqdm(total=max_iter, desc="EM", disable=not verbose, leave=False)
+    bar = tqdm(total=max_iter, desc="EM", disable=not verbose or rank_and_size()[0] != 0, leave=False)
     try:
         while not monitor.converged:
             log_prior = _log_prior(model)  # of the parameters the E-step below scores
@@ -69,6 +75,7 @@ def _run(model, batches, frozen, max_iter, tol, verbose, initialize, generator, 
             bar.set_postfix(log_likelihood=f"{total:.4f}", gain=f"{monitor.gain:.2e}")
     finally:
         bar.close()
+    broadcast_module(model)  # bit-identical on every rank, whatever each rank's arithmetic
     return monitor.history
 
 
@@ -84,15 +91,18 @@ def _iteration(model, batches, frozen, weights=None) -> float:
     (``weights``: one ``(B,)`` tensor per batch, or None)."""
     stats = model.init_stats(frozen)
     total = 0.0
-    for i, (x, lens) in enumerate(batches):
-        w = None if weights is None else weights[i]
-        log_z, _ = model.accumulate(stats, x, lens) if w is None else model.accumulate(stats, x, lens, weights=w)
-        if not torch.isfinite(log_z).all():
-            bad = torch.nonzero(~torch.isfinite(log_z)).flatten().tolist()
-            raise HMMValueError(f"sequences {bad} of a batch have zero likelihood under the model; EM cannot use them")
-        total += float((log_z.double() if w is None else log_z.double() * w.double()).sum())
+    with Stage("EM iteration (E-step)") as stage:
+        for i, (x, lens) in enumerate(batches):
+            w = None if weights is None else weights[i]
+            log_z, _ = model.accumulate(stats, x, lens) if w is None else model.accumulate(stats, x, lens, weights=w)
+            if not torch.isfinite(log_z).all():
+                bad = torch.nonzero(~torch.isfinite(log_z)).flatten().tolist()
+                raise HMMValueError(f"sequences {bad} of a batch have zero likelihood under the model; EM cannot use them")
+            total += float((log_z.double() if w is None else log_z.double() * w.double()).sum())
+    stage.sync()
+    summed = sum_across_ranks({"stats": stats, "total": torch.tensor(total, dtype=torch.float64)})
     model.m_step(stats)
-    return total
+    return float(summed["total"])
 
 
 def _weighted_batches(model, batches, weights) -> Tuple[list, list]:
@@ -127,15 +137,23 @@ def initialize_emission(model, batches, method: str = "auto", generator: Optiona
     if method == "auto":
         method = "segments" if is_left_to_right(model) else "kmeans"
     emission = model.emission
-    x, mask = _first_frames(batches)
+    with Stage("EM initialisation") as stage:
+        x, mask = _first_frames(batches)
+    stage.sync()
+    if is_distributed():  # every rank's frames, in rank order: the same start as one process on all the data
+        x = torch.cat([part.to(x.device) for part in all_gather_objects(x.cpu())], dim=1)
+        mask = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
     emission.initialize(x, mask, generator=generator)
+    broadcast_module(emission)  # ranks whose random generators differ still start alike
     if method == "segments":
         stats = emission.init_stats()
-        for x, lens in batches:
-            lens = torch.full((x.shape[0],), x.shape[1], device=x.device) if lens is None else lens
-            mask = frame_mask(lens, x.shape[1], x.device)
-            emission.accumulate(stats, x, equal_segments(lens, x.shape[1], model.num_states, model._dtype), mask)
-        emission.m_step(stats)
+        with Stage("EM initialisation (segments)") as stage:
+            for x, lens in batches:
+                lens = torch.full((x.shape[0],), x.shape[1], device=x.device) if lens is None else lens
+                mask = frame_mask(lens, x.shape[1], x.device)
+                emission.accumulate(stats, x, equal_segments(lens, x.shape[1], model.num_states, model._dtype), mask)
+        stage.sync()
+        emission.m_step(sum_across_ranks(stats))
     return method
 
 
