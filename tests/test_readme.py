@@ -17,7 +17,8 @@ README = (ROOT / "README.md").read_text()
 MARKED = re.compile(r"<!-- readme-test: ([\w-]+) -->\n```(\w+)\n(.*?)\n```", flags=re.S)
 BLOCKS = {"main": "bash", "demo": "bash", "tests": "bash", "kernel": "python", "models": "python", "hsmm": "python",
           "alignment": "python", "graphs": "python", "metrics": "python", "speech": "python", "forced": "bash",
-          "peers": "python", "streaming": "python"}
+          "peers": "python", "streaming": "python",
+          "distributed": "python"}
 
 
 def _block(name: str) -> str:
@@ -224,3 +225,9 @@ def test_peers_example_runs():
 def test_streaming_example_runs():
     scope = _run_block("streaming")
     assert len(scope["decided"]) == 500
+
+
+def test_distributed_block_fits_alone():
+    """Without torchrun the block runs as one process: every sequence is this rank's shard."""
+    scope = _run_block("distributed")
+    assert len(scope["history"]) >= 2 and scope["history"][-1] >= scope["history"][0]
