@@ -46,7 +46,7 @@ def contiguous_shard(items: list, rank: int, size: int) -> list:
 
 
 def models() -> Dict[str, Tuple[Callable[[], torch.nn.Module], dict]]:
-    """name -> (constructor, fit keywords): k-means and segment initialisation, a mixture with a split."""
+    """name -> (constructor, fit keywords): k-means and segment initialisation, a mixture with a split, an HSMM."""
     return {
         "ergodic_kmeans": (lambda: ph.HMM(Gaussian(3, D, dtype=torch.float64)),
                            dict(max_iter=8, initialize="kmeans")),
@@ -54,6 +54,8 @@ def models() -> Dict[str, Tuple[Callable[[], torch.nn.Module], dict]]:
                                    dict(max_iter=8, initialize="segments")),
         "mixture_split": (lambda: ph.MixtureGaussianHMM(3, 1, D, dtype=torch.float64),
                           dict(max_iter=5, initialize=True, splits=1)),
+        "hsmm_poisson": (lambda: ph.HSMM(Gaussian(3, D, dtype=torch.float64), "poisson", max_duration=30),
+                         dict(max_iter=4, initialize=True)),
     }
 
 
