@@ -33,6 +33,8 @@ def fit_em(model, data, lengths=None, *, max_iter: int = 100, tol: float = 1e-4,
     statistics and log-likelihoods are summed over the ranks before every M-step, the
     initialisation sees every rank's frames, and every rank ends with the same parameters as one
     process on all the data (:mod:`pytorch_hmm.distributed`; a rank that fails stops them all).
+    The data-driven initialisation gathers every rank's frames on every rank: for data too large
+    for that, initialise on a sample first and fit the shards with ``initialize=False``.
 
     ``model`` names its components in ``em_parts()`` (``{"init_probs": ..., "transitions": ...,
     "emission": ...}``, the names ``frozen`` takes) and follows the statistics protocol:
