@@ -18,7 +18,7 @@ MARKED = re.compile(r"<!-- readme-test: ([\w-]+) -->\n```(\w+)\n(.*?)\n```", fla
 BLOCKS = {"main": "bash", "demo": "bash", "tests": "bash", "kernel": "python", "models": "python", "hsmm": "python",
           "alignment": "python", "graphs": "python", "metrics": "python", "speech": "python", "forced": "bash",
           "peers": "python", "streaming": "python",
-          "distributed": "python"}
+          "distributed": "python", "export": "python"}
 
 
 def _block(name: str) -> str:
@@ -106,6 +106,15 @@ def test_models_example_runs():
     )
     assert agreement > 0.9
     assert scope["gamma"].shape == (8, 200, 3) and scope["loss"].requires_grad
+
+
+def test_export_example_runs():
+    scope = _run_block("export")
+    import torch
+
+    want_paths, want_scores = scope["model"].viterbi(scope["x"], scope["lengths"])
+    assert torch.equal(scope["paths"], want_paths) and (scope["paths"][3, 1:] == -1).all()
+    torch.testing.assert_close(scope["scores"], want_scores, rtol=1e-5, atol=0)
 
 
 def test_hsmm_example_runs():

@@ -11,7 +11,7 @@ and the error types (:mod:`pytorch_hmm.errors`).
 """
 
 from . import alignment, durations, errors, kernel, metrics, speech, streaming, transitions
-from .models import HSMM, HMM, ContextualNeuralHMM, HMMLayer, MixtureGaussianHMM, NeuralHMM, SemiMarkovHMM, load
+from .models import HSMM, HMM, ContextualNeuralHMM, HMMLayer, MixtureGaussianHMM, NeuralHMM, SemiMarkovHMM, export_viterbi, load
 from .errors import AudioError, HMMDeviceError, HMMDimensionError, HMMDtypeError, HMMTypeError, HMMValueError, InfeasibleAlignmentError
 from .kernel import expected_transitions, forward_backward, log_partition, posteriors, viterbi
 from .semiring import LogSemiring, MaxSemiring
@@ -29,6 +29,7 @@ __all__ = [
     "NeuralHMM",
     "ContextualNeuralHMM",
     "load",
+    "export_viterbi",
     "alignment",
     "durations",
     "errors",

@@ -100,7 +100,14 @@ def torch_threads_for(work: float) -> Iterator[None]:
 
 def sized_by_scores(fn: Callable) -> Callable:
     """Decorator for kernel entry points whose first argument is ``(B, T, K)`` scores: their
-    torch ops run under :func:`torch_threads_for` of ``B T K^2`` (a dense chain's operations)."""
+    torch ops run under :func:`torch_threads_for` of ``B T K^2`` (a dense chain's operations).
+
+    Under ``torch.compile`` the entry point runs eagerly (``torch.compiler.disable``): its time
+    loop, host synchronisations and numba calls would only break the graph into pieces (and a
+    Python loop over ``T`` would be unrolled and recompiled for every length), so the caller's
+    network around it is compiled and the kernel runs as it does without compiling (its custom
+    autograd included). Benchmark: ``benchmarks/bench_compile.py``.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -109,4 +116,4 @@ def sized_by_scores(fn: Callable) -> Callable:
         with torch_threads_for(work):
             return fn(*args, **kwargs)
 
-    return wrapper
+    return torch.compiler.disable(wrapper, reason="pytorch_hmm kernel: runs eagerly under torch.compile")

@@ -150,14 +150,24 @@ def log_partition(
     log_final: Optional[torch.Tensor] = None,
     *,
     backend: str = "auto",
+    checkpoint: Optional[int] = None,
 ) -> torch.Tensor:
     """``(B,)`` log p(x_{1:L_b}) summed over all state paths; ``-inf`` where no path exists.
 
     Differentiable w.r.t. ``log_emissions``, ``transitions.log_probs``, ``log_init`` and
     ``log_final``; the gradients are the posterior marginals (see :func:`posteriors`).
+
+    ``checkpoint``: a chunk length in frames for very long sequences (:mod:`.checkpoint`): the
+    forward pass keeps ``alpha`` only every ``checkpoint`` frames and the backward pass recomputes
+    it chunk by chunk, so it needs ``O(B K (T / C + C))`` memory besides the ``(B, T, K)``
+    gradient it returns (``None``: keep every frame, ``O(B T K)``).
     """
     p = prepare(log_emissions, transitions, log_init, lengths, log_final)
     loops = _loops(p, backend)
+    if checkpoint is not None:
+        from . import checkpoint as checkpointed  # (imports this module)
+
+        return checkpointed.log_partition(p, loops, checkpoint)
     return _LogPartition.apply(p.emissions, p.trans, p.init, p.final, p, loops)
 
 
@@ -181,9 +191,18 @@ def forward_backward(
     log_final: Optional[torch.Tensor] = None,
     *,
     backend: str = "auto",
+    checkpoint: Optional[int] = None,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
-    """``(log Z (B,), posteriors (B, T, K))`` from one forward and one backward pass (no grad)."""
+    """``(log Z (B,), posteriors (B, T, K))`` from one forward and one backward pass (no grad).
+
+    ``checkpoint``: a chunk length in frames (see :func:`log_partition`); only the returned
+    posteriors are then ``(B, T, K)``. :func:`~.checkpoint.posterior_chunks` does without them.
+    """
     p = prepare(log_emissions, transitions, log_init, lengths, log_final)
+    if checkpoint is not None:
+        from . import checkpoint as checkpointed  # (imports this module)
+
+        return checkpointed.marginals(p, _loops(p, backend), checkpoint, edges=False)[:2]
     alpha, beta, _, log_z = _forward_backward(p, backend)
     with torch.no_grad():
         return log_z, _state_marginals(p, alpha, beta, _loops(p, backend))[0]
@@ -236,14 +255,21 @@ def marginals(
     log_final: Optional[torch.Tensor] = None,
     *,
     backend: str = "auto",
+    checkpoint: Optional[int] = None,
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """EM statistics from one forward-backward pass (no grad).
 
     Returns:
         log_z: ``(B,)``; posteriors: ``(B, T, K)``; expected transition counts shaped as in
         :func:`expected_transitions`.
+
+    ``checkpoint``: a chunk length in frames (see :func:`log_partition`).
     """
     p = prepare(log_emissions, transitions, log_init, lengths, log_final)
+    if checkpoint is not None:
+        from . import checkpoint as checkpointed  # (imports this module)
+
+        return checkpointed.marginals(p, _loops(p, backend), checkpoint)
     alpha, beta, log_norm, log_z = _forward_backward(p, backend)
     with torch.no_grad():
         q = p.detached()
@@ -262,6 +288,7 @@ def posteriors(
     *,
     backend: str = "auto",
     differentiable: bool = False,
+    checkpoint: Optional[int] = None,
 ) -> torch.Tensor:
     """``(B, T, K)`` p(z_t = k | x); 0 at padded frames and for infeasible sequences.
 
@@ -270,9 +297,15 @@ def posteriors(
     every input (e.g. :class:`~pytorch_hmm.models.HMMLayer`). That path needs a finite
     ``log Z`` (feasible sequences) and keeps the autograd graph of the forward pass
     (memory ``O(B T K)`` plus the transition storage).
+
+    ``checkpoint``: a chunk length in frames (see :func:`log_partition`; not with ``differentiable``).
     """
     if not differentiable:
-        return forward_backward(log_emissions, transitions, log_init, lengths, log_final, backend=backend)[1]
+        return forward_backward(log_emissions, transitions, log_init, lengths, log_final, backend=backend,
+                                checkpoint=checkpoint)[1]
+    if checkpoint is not None:
+        raise HMMValueError("checkpoint cannot be combined with differentiable=True (differentiable posteriors keep "
+                            "the autograd graph of every frame); pass checkpoint=None")
     p = prepare(log_emissions, transitions, log_init, lengths, log_final)
     with torch.enable_grad():
         e = p.emissions if p.emissions.requires_grad else p.emissions.detach().requires_grad_(True)
@@ -292,6 +325,7 @@ def expected_transitions(
     log_final: Optional[torch.Tensor] = None,
     *,
     backend: str = "auto",
+    checkpoint: Optional[int] = None,
 ) -> torch.Tensor:
     """Expected transition counts in the structure's storage (no grad).
 
@@ -299,7 +333,15 @@ def expected_transitions(
     parallel edges each get their own share), summed over time; time-varying structures keep
     the time axis: ``(B, T-1, K, X)``. Moves that do not exist (banded ``i + w >= K``, unused
     sparse slots, padded steps, infeasible sequences) count 0.
+
+    ``checkpoint``: a chunk length in frames (see :func:`log_partition`); no ``(B, T, K)``
+    tensor is then made.
     """
+    if checkpoint is not None:
+        p = prepare(log_emissions, transitions, log_init, lengths, log_final)
+        from . import checkpoint as checkpointed  # (imports this module)
+
+        return checkpointed.marginals(p, _loops(p, backend), checkpoint, states=False)[2]
     return marginals(log_emissions, transitions, log_init, lengths, log_final, backend=backend)[2]
 
 

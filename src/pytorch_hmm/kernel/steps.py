@@ -98,7 +98,7 @@ class WindowSteps(_Steps):
     def __init__(self, table: torch.Tensor, semiring, ahead: bool) -> None:
         self.semiring, self.table, self.ahead = semiring, table, ahead
         self.width = table.shape[-1]
-        self._states = None
+        self._states = torch.arange(table.shape[-2], device=table.device)  # (made here: a step mutates nothing, so scan can trace it)
 
     def _scores(self, v: torch.Tensor, s: int) -> torch.Tensor:
         return shift_windows(v, self.width, ahead=self.ahead) + self.table[:, s]
@@ -108,8 +108,6 @@ class WindowSteps(_Steps):
 
     def step_with_argmax(self, v: torch.Tensor, s: int) -> Tuple[torch.Tensor, torch.Tensor]:
         values, move = self.semiring.sum_with_argmax(self._scores(v, s), -1)
-        if self._states is None:
-            self._states = torch.arange(v.shape[-1], device=v.device)
         return values, self._states + move if self.ahead else self._states - move
 
 
@@ -119,7 +117,7 @@ class GatherSteps(_Steps):
     def __init__(self, table: torch.Tensor, index: torch.Tensor, semiring) -> None:
         self.semiring, self.table = semiring, table  # -inf at unused slots (canonical form)
         self.index = index.clamp(min=0)
-        self._flat = self.index.reshape(index.shape[0], -1)
+        self._flat = index.clamp(min=0).reshape(index.shape[0], -1)  # (not a view of self.index: scan traces no aliases)
 
     def _scores(self, v: torch.Tensor, s: int) -> torch.Tensor:
         b, k = v.shape

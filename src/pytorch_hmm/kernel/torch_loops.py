@@ -4,7 +4,9 @@ Each routine runs one Python loop over ``T`` with a handful of batched tensor op
 and no host synchronisation. The steps are the storage's step tables (:mod:`.steps`, chosen by
 ``p.ops``) in the semiring of the recursion: ``LogSemiring`` forward and backward,
 ``MaxSemiring`` Viterbi. Frames at or after a sequence's length are computed but never
-read: callers mask them.
+read: callers mask them. Viterbi's frames are functions (:func:`_viterbi_frame`,
+:func:`_backtrack_frame`) that a Python loop (:func:`viterbi`) or ``torch``'s ``scan``
+(:func:`viterbi_scan`, for ``torch.export``) drives.
 """
 
 from __future__ import annotations
@@ -100,22 +102,66 @@ def viterbi(p: ChainProblem) -> Tuple[torch.Tensor, torch.Tensor]:
     steps = p.ops.forward_steps(p.trans, p.index, MaxSemiring)
     pointers = torch.zeros((bsz, t_max, k), dtype=backpointer_dtype(k), device=e.device)
     delta = p.init + e[:, 0]
-    at_last = delta
+    carry = (delta, delta)
     for t in range(1, t_max):
-        best, source = steps.step_with_argmax(delta, _step_index(p, t - 1))
-        delta = best + e[:, t]
-        pointers[:, t] = source
-        at_last = torch.where(last == t, delta, at_last)
-    scores, state = (at_last + p.final).max(-1)
+        carry, pointers[:, t] = _viterbi_frame(steps, last, _step_index(p, t - 1), carry, (e[:, t], t))
+    scores, state = (carry[1] + p.final).max(-1)
     paths = torch.full((bsz, t_max), -1, dtype=torch.long, device=e.device)
     last = last.squeeze(1)
-    for t in range(t_max - 1, -1, -1):
-        if t < t_max - 1:
-            back = pointers[:, t + 1].gather(1, state.clamp(min=0)[:, None]).squeeze(1).long()
-            state = torch.where(t < last, back, state)
-        paths[:, t] = torch.where(t <= last, state, -1)
-    paths = torch.where(torch.isneginf(scores)[:, None], -1, paths)
-    return paths, scores
+    paths[:, t_max - 1] = torch.where(t_max - 1 <= last, state, -1)
+    for t in range(t_max - 2, -1, -1):
+        state, paths[:, t] = _backtrack_frame(last, state, (pointers[:, t + 1], t))
+    return torch.where(torch.isneginf(scores)[:, None], -1, paths), scores
+
+
+def viterbi_scan(p: ChainProblem) -> Tuple[torch.Tensor, torch.Tensor]:
+    """:func:`viterbi` driven by ``torch``'s ``scan`` instead of a Python loop: the same frames
+    (:func:`_viterbi_frame`, :func:`_backtrack_frame`), so ``torch.export`` keeps ``T`` symbolic.
+
+    Static transitions only; ``T >= 3`` (export specialises sizes 0 and 1: callers pad shorter
+    inputs, see :class:`~pytorch_hmm.kernel.decoder.ViterbiDecoder`).
+    """
+    from torch._higher_order_ops import scan  # (a prototype in torch 2.x: imported only where used)
+
+    e = p.emissions
+    bsz, t_max, k = e.shape
+    last = (p.lengths - 1)[:, None]
+    steps = p.ops.forward_steps(p.trans, p.index, MaxSemiring, sync=False)
+    delta = p.init + e[:, 0]
+    small = backpointer_dtype(k)
+
+    def forward_frame(carry, frame):
+        carry, source = _viterbi_frame(steps, last, 0, carry, frame)
+        return carry, source.to(small)
+
+    frames = torch.arange(1, t_max, device=e.device)  # pointers (T - 1, B, K): into frames 1 .. T-1
+    (_, at_last), pointers = scan(forward_frame, (delta, delta.clone()), (e[:, 1:].transpose(0, 1), frames))
+    scores, state = (at_last + p.final).max(-1)
+    last = last.squeeze(1)
+    end = torch.where(t_max - 1 <= last, state, -1)
+    _, body = scan(lambda s, frame: _backtrack_frame(last, s, frame), state,  # frames T-2 .. 0
+                   (pointers, torch.arange(0, t_max - 1, device=e.device)), reverse=True)
+    paths = torch.cat([body.transpose(0, 1), end[:, None]], 1)
+    return torch.where(torch.isneginf(scores)[:, None], -1, paths), scores
+
+
+def _viterbi_frame(steps, last: torch.Tensor, s: int, carry, frame):
+    """One Viterbi frame: ``carry = (delta, at_last)`` ``(B, K)`` (scores at frame ``t - 1``; at each
+    item's last frame so far), ``frame = (e_t (B, K), t)`` -> ``(carry at t, backpointers (B, K))``."""
+    delta, at_last = carry
+    e_t, t = frame
+    best, source = steps.step_with_argmax(delta, s)
+    delta = best + e_t
+    return (delta, torch.where(last == t, delta, at_last)), source
+
+
+def _backtrack_frame(last: torch.Tensor, state: torch.Tensor, frame):
+    """One backtracking frame: ``state`` ``(B,)`` at frame ``t + 1``, ``frame = (pointers into
+    t + 1 (B, K), t)`` -> ``(state at t, path entry at t: -1 past each length)``."""
+    pointers, t = frame
+    back = pointers.gather(1, state.clamp(min=0)[:, None]).squeeze(1).long()
+    state = torch.where(t < last, back, state)
+    return state, torch.where(t <= last, state, -1)
 
 
 def state_marginals(p: ChainProblem, alpha: torch.Tensor, beta: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:

@@ -1,5 +1,6 @@
 """Models built on the shared kernel."""
 
+from .export import export_viterbi
 from .hmm import HMM
 from .hsmm import HSMM, SemiMarkovHMM
 from .layer import HMMLayer
@@ -8,4 +9,4 @@ from .neural import ContextualNeuralHMM, NeuralHMM
 from .neural_emission import FactorisedGaussian, FrameStateEmission
 from .saving import load
 
-__all__ = ["HMM", "HSMM", "SemiMarkovHMM", "HMMLayer", "MixtureGaussianHMM", "NeuralHMM", "ContextualNeuralHMM", "FrameStateEmission", "FactorisedGaussian", "load"]
+__all__ = ["HMM", "HSMM", "SemiMarkovHMM", "HMMLayer", "MixtureGaussianHMM", "NeuralHMM", "ContextualNeuralHMM", "FrameStateEmission", "FactorisedGaussian", "load", "export_viterbi"]

@@ -10,7 +10,9 @@ import torch
 
 from ..emissions.base import Emission
 from ..errors import HMMTypeError, HMMValueError
-from ..kernel import entropy, log_partition, marginals, posteriors, sample_paths, sample_posterior, viterbi, viterbi_k
+from ..kernel import (entropy, log_partition, marginals, posterior_chunks, posteriors, sample_paths, sample_posterior, viterbi,
+                      viterbi_k)
+from ..kernel.checkpoint import check_checkpoint
 from ..training.em import fit_em
 from ..transitions import Banded, TransitionStructure, ergodic, left_to_right
 from ..transitions.components import (BandedTransitions, DenseTransitions, Final, Initial, LearnedFinal, TransitionComponent,
@@ -20,6 +22,9 @@ from .base import EmissionModel, as_final, check_probs
 
 TransitionSpec = Union[str, torch.Tensor, TransitionStructure, TransitionComponent]
 FinalSpec = Union[None, str, torch.Tensor, Final]
+
+# fit(checkpoint=None): a batch of at least this many (B, T, K) cells gets a checkpointed E-step
+AUTO_CHECKPOINT_CELLS = 1 << 26
 
 
 class HMM(HmmlearnMethods, EmissionModel):
@@ -167,6 +172,7 @@ class HMM(HmmlearnMethods, EmissionModel):
         initialize: Union[bool, str, None] = None,
         generator: Optional[torch.Generator] = None,
         weights=None,
+        checkpoint: Union[None, bool, int] = None,
     ) -> List[float]:
         """Baum-Welch EM; returns the total log-likelihood per iteration.
 
@@ -191,28 +197,84 @@ class HMM(HmmlearnMethods, EmissionModel):
                 hmmlearn's ``(X, lengths)``; finite, ``>= 0``, not all 0): each sequence's
                 statistics and log-likelihood are scaled by its weight (2 == the sequence given
                 twice, 0 == left out). The initialisation uses each sequence of weight > 0 once.
+            checkpoint: the E-step's chunk length in frames for very long sequences
+                (:func:`pytorch_hmm.kernel.posterior_chunks`: statistics are added chunk by chunk
+                and no ``(B, T, K)`` posteriors are kept); ``True``: :func:`default_checkpoint`;
+                ``False``: never; ``None`` (default): ``True`` for batches of at least
+                :data:`AUTO_CHECKPOINT_CELLS` ``B T K`` cells, else ``False``. The statistics
+                are the same up to rounding; the forward pass runs twice.
         """
+        if not (checkpoint is None or isinstance(checkpoint, bool)):
+            check_checkpoint(checkpoint)
         if self._is_concatenated(data):  # hmmlearn's (X, lengths): sequences concatenated along the first axis
             data, lengths = self._concatenated(data, lengths)
         elif isinstance(data, np.ndarray):  # a padded batch as a numpy array
             data = torch.as_tensor(data)
             data = data.to(self._dtype) if data.is_floating_point() else data
-        return fit_em(self, data, lengths, max_iter=max_iter, tol=tol, verbose=verbose, frozen=frozen,
-                      initialize=initialize, generator=generator, weights=weights)
+        self._em_checkpoint = checkpoint  # read by accumulate
+        try:
+            return fit_em(self, data, lengths, max_iter=max_iter, tol=tol, verbose=verbose, frozen=frozen,
+                          initialize=initialize, generator=generator, weights=weights)
+        finally:
+            self._em_checkpoint = None
 
     # --- EM statistics (used by fit_em): one kernel pass, counts handed to each component ---
 
+    _em_checkpoint: Union[None, bool, int] = None  # fit's checkpoint, while it runs
+
     @torch.no_grad()
     def accumulate(self, stats: dict, x: torch.Tensor, lengths: Optional[torch.Tensor],
-                   weights: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+                   weights: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         """Add one batch's statistics to ``stats`` (from :meth:`init_stats`), each sequence's scaled
-        by its ``weights`` ``(B,)`` if given; returns ``(log-likelihoods (B,), posteriors (B, T, K))`` (unweighted)."""
-        log_z, gamma, xi = marginals(self.log_emissions(x, lengths), self._chain(), self.log_init, lengths, self.log_final)
+        by its ``weights`` ``(B,)`` if given; returns ``(log-likelihoods (B,), posteriors (B, T, K))``
+        (unweighted; posteriors ``None`` when the E-step ran checkpointed, see :meth:`fit`)."""
+        e = self.log_emissions(x, lengths)
+        size = em_chunk_length(self._em_checkpoint, e.shape)
+        if size is not None:
+            return self._accumulate_chunks(stats, x, lengths, weights, e, size), None
+        log_z, gamma, xi = marginals(e, self._chain(), self.log_init, lengths, self.log_final)
         counts = {"init_probs": gamma[:, 0], "transitions": xi}
         if "final" in stats:
             counts["final"] = LearnedFinal.counts(gamma, lengths)
         self._accumulate_parts(stats, x, lengths, gamma, counts, weights)
         return log_z, gamma
+
+    def _accumulate_chunks(self, stats: dict, x: torch.Tensor, lengths: Optional[torch.Tensor],
+                           weights: Optional[torch.Tensor], e: torch.Tensor, size: int) -> torch.Tensor:
+        """:meth:`accumulate` over ``size``-frame chunks of the posteriors (statistics are additive
+        over frames); returns the log-likelihoods."""
+        lens = None if lengths is None else torch.as_tensor(lengths, device=x.device)
+        ends = torch.full((x.shape[0],), x.shape[1] - 1, device=x.device) if lens is None else lens - 1
+        chunks = posterior_chunks(e, self._chain(), self.log_init, lens, self.log_final, checkpoint=size,
+                                  edges="transitions" in stats)
+        for start, gamma, xi in chunks:
+            stop = start + gamma.shape[1]
+            counts = {} if xi is None else {"transitions": xi}
+            if start == 0:
+                counts["init_probs"] = gamma[:, 0]
+            if "final" in stats:  # LearnedFinal.counts, with each sequence's last frame where it lies
+                rel = ends - start
+                at_end = gamma.gather(1, rel.clamp(0, stop - start - 1)[:, None, None].expand(-1, 1, gamma.shape[2]))
+                at_end = at_end.squeeze(1) * ((rel >= 0) & (rel < stop - start))[:, None]
+                counts["final"] = torch.stack([gamma.sum(1) - at_end, at_end], -1)
+            part = None if lens is None else (lens - start).clamp(0, stop - start)
+            self._accumulate_parts(stats, x[:, start:stop], part, gamma, counts, weights)
+        return chunks.log_z
+
+
+def default_checkpoint(num_frames: int) -> int:
+    """The E-step's chunk length for ``fit(checkpoint=True)``: ``sqrt(T)`` (the least memory), at least
+    1024 frames (each chunk has a fixed cost; see ``benchmarks/bench_memory.py``)."""
+    return max(1024, math.isqrt(max(num_frames - 1, 0)) + 1)
+
+
+def em_chunk_length(checkpoint: Union[None, bool, int], shape) -> Optional[int]:
+    """The chunk length an E-step over ``(B, T, K)`` emissions uses for ``fit``'s ``checkpoint``, or ``None`` (one pass)."""
+    if checkpoint is None:
+        checkpoint = math.prod(shape) >= AUTO_CHECKPOINT_CELLS
+    if isinstance(checkpoint, bool):
+        return default_checkpoint(shape[1]) if checkpoint else None
+    return checkpoint
 
 
 def transition_component(spec: TransitionSpec, k: int, dtype: torch.dtype) -> TransitionComponent:
