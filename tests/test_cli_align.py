@@ -8,10 +8,9 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import numpy as np
 import pytest
-import soundfile as sf
 
+from bad_corpus import corpus_with_bad_items
 from pytorch_hmm.alignment import read_ctm, read_json, read_textgrid
 
 FIXTURES = Path(__file__).parent / "fixtures" / "folder"
@@ -24,19 +23,7 @@ def _run(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
 @pytest.fixture
 def corpus(tmp_path: Path) -> Path:
     """The four fixture utterances plus one bad item of every kind."""
-    root = tmp_path / "corpus"
-    shutil.copytree(FIXTURES / "slt", root / "slt")
-    shutil.copytree(FIXTURES / "awb", root / "awb")
-    bad = root / "bad"
-    bad.mkdir()
-    (bad / "corrupt.wav").write_bytes(b"RIFF this is not audio at all" * 3)
-    (bad / "corrupt.lab").write_text("hello world")
-    sf.write(bad / "silent.wav", np.zeros(16000, dtype=np.float32), 16000)
-    (bad / "silent.lab").write_text("hello world")
-    sf.write(bad / "empty.wav", 0.1 * np.random.default_rng(0).standard_normal(16000).astype(np.float32), 16000)
-    (bad / "empty.lab").write_text("   ")
-    sf.write(bad / "short.wav", 0.1 * np.random.default_rng(1).standard_normal(400).astype(np.float32), 16000)
-    (bad / "short.lab").write_text("this transcript is far too long for a few milliseconds of audio")
+    root = corpus_with_bad_items(tmp_path / "corpus")
     # an OOV word inside a good utterance: aligned as spn, counted
     (root / "slt" / "slt_0001.lab").write_text("Glue the sheet to the dark blue zzyzxq background.")
     return root

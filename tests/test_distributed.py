@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -13,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile as sf
 import torch
 
 import distributed_worker as worker
+from bad_corpus import corpus_with_bad_items
 from pytorch_hmm.alignment import AcousticModel, read_ctm, read_textgrid
 from pytorch_hmm.distributed import RankFailure, Stage, reduced_bytes, shard, sum_across_ranks, sum_by_key
 from pytorch_hmm.errors import HMMValueError
@@ -114,16 +113,7 @@ def test_a_stuck_rank_ends_the_job_after_the_timeout(runs):
 @pytest.fixture
 def corpus(tmp_path: Path) -> Path:
     """Four fixture utterances of two speakers, one corrupt file and one utterance too short for its words."""
-    root = tmp_path / "corpus"
-    shutil.copytree(FIXTURES / "slt", root / "slt")
-    shutil.copytree(FIXTURES / "awb", root / "awb")
-    bad = root / "bad"
-    bad.mkdir()
-    (bad / "corrupt.wav").write_bytes(b"RIFF this is not audio at all" * 3)
-    (bad / "corrupt.lab").write_text("hello world")
-    sf.write(bad / "short.wav", 0.1 * np.random.default_rng(1).standard_normal(400).astype(np.float32), 16000)
-    (bad / "short.lab").write_text("this transcript is far too long for a few milliseconds of audio")
-    return root
+    return corpus_with_bad_items(tmp_path / "corpus", ("corrupt", "short"))
 
 
 def test_cli_align_on_two_ranks_equals_one_process(corpus: Path, tmp_path: Path):
