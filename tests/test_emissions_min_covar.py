@@ -213,12 +213,12 @@ def test_flat_start_uses_the_floor():
     frames = torch.zeros(40, 2, dtype=torch.float64)
     frames[:, 1] = torch.linspace(-1, 1, 40, dtype=torch.float64)
     em = GaussianMixture(2, 1, 2, dtype=torch.float64)
-    _flat_start(em, frames)
+    _flat_start(em, [frames[:25], frames[25:]])  # blocks of frames (one per utterance)
     eps = torch.finfo(torch.float64).eps
     want = torch.tensor([1e-3 * eps, float(frames[:, 1].var(unbiased=False))], dtype=torch.float64)
     torch.testing.assert_close(em.covars[0, 0].detach(), want, rtol=1e-9, atol=0)
     em = GaussianMixture(2, 1, 2, dtype=torch.float64, min_covar=0.05)
-    _flat_start(em, frames)
+    _flat_start(em, [frames])
     assert float(em.covars[0, 0, 0].detach()) == pytest.approx(0.05, rel=1e-12)
 
 
