@@ -5,7 +5,8 @@
 * ``fit``: every model of :func:`models` is fitted on this rank's contiguous shard of
   :func:`dataset`; the parameters and histories go to ``OUT/fit-rank<r>.pt``.
 * ``fail``: rank 1's shard holds a sequence no path can explain; every rank must stop with
-  :class:`~pytorch_hmm.distributed.RankFailure`, whose message goes to ``OUT/fail-rank<r>.txt``.
+  :class:`~pytorch_hmm.distributed.RankFailure`, whose message goes to ``OUT/fail-rank<r>.txt``;
+  then rank 1's shard is empty (``OUT/empty-rank<r>.txt``).
 * ``hang``: rank 1 never reaches the first collective; rank 0 must give up after the process
   group's timeout (5 s here) and write its error to ``OUT/hang-rank0.txt``.
 """
@@ -92,6 +93,10 @@ def run(scenario: str, out: Path) -> int:
             model.fit(data, max_iter=3, verbose=False, generator=torch.Generator().manual_seed(1))
         except RankFailure as err:
             (out / f"fail-rank{rank}.txt").write_text(str(err))
+        try:  # a rank with an empty shard stops every rank at once, with its reason
+            model.fit([] if rank == 1 else data, max_iter=3, verbose=False)
+        except RankFailure as err:
+            (out / f"empty-rank{rank}.txt").write_text(str(err))
             return 3
         return 0
     if scenario == "hang":

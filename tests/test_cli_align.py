@@ -110,3 +110,26 @@ def test_a_flat_folder_is_a_corpus_of_one_speaker(tmp_path: Path):
     assert "aligned 4 utterances, skipped 0" in proc.stdout
     assert sorted(p.name for p in (out / "flat").iterdir()) == [f"{u}.TextGrid" for u in
                                                                 ("awb_0000", "awb_0001", "slt_0000", "slt_0001")]
+
+
+def test_prepare_skips_audio_with_nan_samples(tmp_path: Path):
+    """A float WAV holding NaN is reported and skipped like any other bad file, inside the rank's own
+    work (so it never stops the other ranks of a distributed run); the rest is prepared."""
+    import numpy as np
+    import soundfile as sf
+
+    from pytorch_hmm import aligner
+
+    root = tmp_path / "corpus"
+    shutil.copytree(FIXTURES / "slt", root / "slt")
+    bad = root / "bad"
+    bad.mkdir()
+    samples = 0.1 * np.random.default_rng(0).standard_normal(16000).astype(np.float32)
+    samples[100] = np.nan
+    sf.write(bad / "nan.wav", samples, 16000, subtype="FLOAT")
+    (bad / "nan.lab").write_text("hello world")
+    report = aligner.RunReport()
+    prepared = aligner.prepare(aligner.open_corpus(root), aligner.lexicon_from(None), aligner.default_extractor(),
+                               report, progress=False)
+    assert sorted(p.utterance.id for p in prepared) == ["slt_0000", "slt_0001"]
+    assert report.skipped == [("nan", "unreadable audio: contains NaN or infinite samples")]

@@ -53,6 +53,10 @@ def test_without_a_process_group_everything_is_local():
     with pytest.raises(KeyError):  # alone, a failing stage raises the error itself at once
         with Stage("local"):
             raise KeyError("boom")
+    with pytest.raises(KeyError):  # so does work a rank does on its own
+        with Stage("local", collective=False) as stage:
+            raise KeyError("boom")
+    stage.sync()  # no collective: nothing to wait for
 
 
 def test_rank_failure_names_the_ranks_and_their_errors():
@@ -99,6 +103,9 @@ def test_a_failing_rank_stops_every_rank_with_its_message(runs):
         if path.exists():
             assert path.read_text() == message
     assert (out / "fail-rank0.txt").exists(), "rank 0 (which did not fail) must stop with the message, not hang"
+    empty = ("EM data failed on rank 1 (rank 1: HMMValueError: data must hold at least one sequence; got an empty "
+             "list); every rank stopped")
+    assert (out / "empty-rank0.txt").read_text() == empty
 
 
 def test_a_stuck_rank_ends_the_job_after_the_timeout(runs):

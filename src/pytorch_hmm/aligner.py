@@ -52,7 +52,7 @@ from .alignment import (
     write_json,
     write_textgrid,
 )
-from .distributed import Stage, all_gather_objects, rank_and_size, shard, sum_across_ranks, sum_by_key
+from .distributed import Stage, all_gather_objects, gather_objects, rank_and_size, shard, sum_across_ranks, sum_by_key
 from .errors import AudioError, HMMValueError
 from .speech import AudioTextFolder, FeatureExtractor, Lexicon, speaker_cmvn
 from .speech.corpus import Corpus, Utterance
@@ -289,7 +289,8 @@ def prepare(
 
     CMVN is pooled per speaker (:func:`~pytorch_hmm.speech.speaker_cmvn`), as Kaldi and MFA do.
     Under ``torch.distributed`` this rank takes every ``N``-th utterance (:func:`~pytorch_hmm.distributed.shard`),
-    reports the corpus's own problems only on rank 0, and pools CMVN statistics over all ranks.
+    reports the corpus's own problems only on rank 0, and pools CMVN statistics over all ranks:
+    every rank passes the whole corpus (a shard passed in would be sharded again).
     """
     with report.timed("features"), Stage("feature extraction") as stage:
         utterances = shard(list(corpus))
@@ -385,11 +386,14 @@ def align(
                 _write(tiers, prepared, Path(out_dir), formats, progress)
     stage.sync()
     if out_dir is not None and "ctm" in formats:  # one file per corpus (rank 0 writes every rank's), sorted by id
-        everything = dict(sorted(((u, t) for part in all_gather_objects(tiers) for u, t in part.items()), key=lambda ut: ut[0]))
-        if rank_and_size()[0] == 0:
-            Path(out_dir).mkdir(parents=True, exist_ok=True)
-            write_ctm(Path(out_dir) / "phones.ctm", {u: t["phones"] for u, t in everything.items()})
-            write_ctm(Path(out_dir) / "words.ctm", {u: t["words"] for u, t in everything.items()})
+        parts = gather_objects(tiers)
+        with Stage("writing the CTM files") as stage:
+            if parts is not None:
+                everything = dict(sorted(((u, t) for part in parts for u, t in part.items()), key=lambda ut: ut[0]))
+                Path(out_dir).mkdir(parents=True, exist_ok=True)
+                write_ctm(Path(out_dir) / "phones.ctm", {u: t["phones"] for u, t in everything.items()})
+                write_ctm(Path(out_dir) / "words.ctm", {u: t["words"] for u, t in everything.items()})
+        stage.sync()
     return tiers
 
 

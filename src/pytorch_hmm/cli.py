@@ -28,7 +28,7 @@ Each rank takes every N-th utterance; EM statistics are summed over the ranks (g
 nccl on GPU), so the model is the one a single process would train; each rank writes the
 TextGrids of its utterances, rank 0 the CTM files, the model and the one merged summary. A rank
 that fails stops every rank with a message naming it; ``--timeout`` bounds how long a rank waits
-for a stuck or dead peer.
+for a stuck or dead peer. ``--plot N`` draws rank 0's first N utterances.
 
 Exit status: 0 when the job was done (at least one utterance aligned, the model saved, the
 corpus usable), 1 when nothing could be (the summary says why) or an input is wrong (one line
@@ -143,8 +143,16 @@ def main(argv: Optional[List[str]] = None) -> int:
         if hasattr(args, "timeout"):  # align, train: one rank of several under torchrun
             joined = _join_ranks(args)
         return _COMMANDS[args.command](args, json_logs)
-    except (HMMValueError, RankFailure) as err:
+    except HMMValueError as err:
         _error(str(err), json_logs)
+        return 1
+    except RankFailure as err:  # raised on every rank: said once
+        if _is_rank0():
+            _error(str(err), json_logs)
+        return 1
+    except _dist_errors() as err:  # a rank died or stopped answering (the --timeout)
+        _error(f"rank {_rank()}: lost the other ranks ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
+               "see the failed rank's output above", json_logs)
         return 1
     finally:
         if joined:
@@ -153,11 +161,25 @@ def main(argv: Optional[List[str]] = None) -> int:
             dist.destroy_process_group()
 
 
+def _dist_errors() -> tuple:
+    """The exception types of a failed collective (torch.distributed's), or none."""
+    import torch.distributed as dist
+
+    return (dist.DistError,) if hasattr(dist, "DistError") else ()
+
+
+def _rank() -> int:
+    from .distributed import rank_and_size
+
+    return rank_and_size()[0]
+
+
 def _join_ranks(args) -> bool:
-    """Join torchrun's process group; ranks other than 0 show no progress bars and log errors only."""
+    """Join torchrun's process group (gloo: the aligner works on the CPU); ranks other than 0 show
+    no progress bars and log errors only."""
     from .distributed import init_from_environment, rank_and_size
 
-    if not init_from_environment(timeout=args.timeout):
+    if not init_from_environment(timeout=args.timeout, backend="gloo"):
         return False
     if rank_and_size()[0] != 0:
         args.quiet = True
@@ -237,9 +259,17 @@ def _no_utterances(report, command: str, json_logs: bool) -> int:
 
 
 def _is_rank0() -> bool:
-    from .distributed import rank_and_size
+    return _rank() == 0
 
-    return rank_and_size()[0] == 0
+
+def _on_rank0(stage: str, work) -> None:
+    """``work()`` on rank 0 only; every rank stops if it fails (a collective: all ranks call this)."""
+    from .distributed import Stage
+
+    with Stage(stage) as s:
+        if _is_rank0():
+            work()
+    s.sync()
 
 
 def _align(args, json_logs: bool) -> int:
@@ -263,10 +293,11 @@ def _align(args, json_logs: bool) -> int:
         return _no_utterances(report, "align", json_logs)
     if model is None:
         model = aligner.train(prepared, lexicon, report, progress=not args.quiet)
-        if args.save_model is not None and _is_rank0():
-            model.save(args.save_model, features=aligner.extractor_settings(extractor))
+        if args.save_model is not None:
+            _on_rank0("saving the model", lambda: model.save(args.save_model, features=aligner.extractor_settings(extractor)))
     tiers = aligner.align(model, prepared, args.out_dir, report, formats=formats, progress=not args.quiet)
-    plots = _plots(prepared, tiers, args.out_dir, args.plot if _is_rank0() else 0, extractor.sample_rate)
+    plots: List[Path] = []
+    _on_rank0("plotting", lambda: plots.extend(_plots(prepared, tiers, args.out_dir, args.plot, extractor.sample_rate)))
     merged = _summary(report, "align", json_logs, "".join(f"\n  plot: {p}" for p in plots), plots=[str(p) for p in plots])
     return 0 if merged.aligned else 1
 
@@ -299,8 +330,7 @@ def _train(args, json_logs: bool) -> int:
     if aligner.usable_count(prepared) == 0:
         return _no_utterances(report, "train", json_logs)
     model = aligner.train(prepared, lexicon, report, progress=not args.quiet)
-    if _is_rank0():
-        model.save(args.model, features=aligner.extractor_settings(extractor))
+    _on_rank0("saving the model", lambda: model.save(args.model, features=aligner.extractor_settings(extractor)))
     _summary(report, "train", json_logs, f"\nmodel written to {args.model}", model=str(args.model))
     return 0
 

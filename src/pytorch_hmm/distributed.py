@@ -8,7 +8,8 @@ yourself. With a process group of more than one rank:
 - ``fit`` (EM) sums every component's statistics and the log-likelihood across ranks before each
   M-step (:func:`sum_across_ranks`, one ``all_reduce`` of one float64 buffer), so every rank takes
   the same M-step and ends with the same parameters as one process on all the data; each rank
-  passes its own shard (:func:`shard`, or a ``DistributedSampler``);
+  passes its own non-empty shard (:func:`shard`; a ``DistributedSampler`` pads the shards by
+  repeating sequences unless ``drop_last=True``, and repeated sequences count twice);
 - a rank whose local work raises does not leave the others waiting in a collective: the work
   runs inside a :class:`Stage`, whose :meth:`Stage.sync` tells every rank, and every rank raises
   :class:`RankFailure` naming the failed ranks and their errors. A rank that dies or hangs is
@@ -31,7 +32,7 @@ from .errors import HMMValueError
 
 __all__ = [
     "RankFailure", "Stage", "is_distributed", "rank_and_size", "init_from_environment", "shard",
-    "sum_across_ranks", "sum_by_key", "all_gather_objects", "broadcast_module", "reduced_bytes",
+    "sum_across_ranks", "sum_by_key", "all_gather_objects", "gather_objects", "broadcast_module", "reduced_bytes",
 ]
 
 _LOG = logging.getLogger("pytorch_hmm.distributed")
@@ -73,9 +74,11 @@ def rank_and_size() -> Tuple[int, int]:
 def init_from_environment(timeout: float = DEFAULT_TIMEOUT, backend: Optional[str] = None) -> bool:
     """Join the process group ``torchrun`` describes (``WORLD_SIZE``, ``RANK``, ``MASTER_ADDR``, ...).
 
-    Returns True when this process is one of several ranks (the group is initialised), False when
-    it runs alone (no ``WORLD_SIZE`` above 1, or a group already initialised by the caller, which
-    is then used as it is). ``backend``: ``"nccl"`` when CUDA is available, else ``"gloo"``;
+    Returns True when this call initialised a group of several ranks (the caller then ends it with
+    ``torch.distributed.destroy_process_group()``); False when the process runs alone (no
+    ``WORLD_SIZE`` above 1) or the caller had initialised a group already, which is then used as
+    it is (:func:`is_distributed` says whether ranks are in play). ``backend``: ``"nccl"`` when
+    CUDA is available, else ``"gloo"`` (pass ``"gloo"`` where the work is on the CPU anyway);
     ``timeout``: seconds any collective waits for the others before failing.
     """
     import torch.distributed as dist
@@ -85,7 +88,7 @@ def init_from_environment(timeout: float = DEFAULT_TIMEOUT, backend: Optional[st
             raise HMMValueError("WORLD_SIZE > 1 but this PyTorch build has no torch.distributed")
         return False
     if dist.is_initialized():
-        return is_distributed()
+        return False
     try:
         world = int(os.environ.get("WORLD_SIZE", "1"))
     except ValueError:
@@ -133,18 +136,19 @@ class Stage:
 
     Inside a process group an exception in the block is logged and held, and :meth:`sync` (a
     collective) raises :class:`RankFailure` on every rank when any rank failed, chained to the
-    local exception where there is one. Without a process group the exception propagates at once.
+    local exception where there is one. Without a process group, or with ``collective=False``
+    (work this rank does alone), the exception propagates at once and :meth:`sync` does nothing.
     """
 
-    def __init__(self, name: str) -> None:
-        self.name = name
+    def __init__(self, name: str, collective: bool = True) -> None:
+        self.name, self.collective = name, collective
         self.error: Optional[BaseException] = None
 
     def __enter__(self) -> "Stage":
         return self
 
     def __exit__(self, kind, error, tb) -> bool:
-        if error is None or not isinstance(error, Exception) or not is_distributed():
+        if error is None or not isinstance(error, Exception) or not self.collective or not is_distributed():
             return False
         self.error = error
         _LOG.error("rank %d: %s failed: %s: %s", rank_and_size()[0], self.name, type(error).__name__, error)
@@ -152,7 +156,7 @@ class Stage:
 
     def sync(self) -> None:
         """Collective: raise :class:`RankFailure` on every rank if any rank's block raised."""
-        if not is_distributed():
+        if not self.collective or not is_distributed():
             return
         import torch.distributed as dist
 
@@ -212,6 +216,18 @@ def all_gather_objects(obj: T) -> List[T]:
 
     out: List[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(out, obj)
+    return out
+
+
+def gather_objects(obj: T, dst: int = 0) -> Optional[List[T]]:
+    """``[obj of rank 0, obj of rank 1, ...]`` on rank ``dst``, ``None`` on the others (``[obj]``
+    without a process group): for results only one rank writes."""
+    if not is_distributed():
+        return [obj]
+    import torch.distributed as dist
+
+    out: Optional[List[Any]] = [None] * dist.get_world_size() if dist.get_rank() == dst else None
+    dist.gather_object(obj, out, dst=dst)
     return out
 
 

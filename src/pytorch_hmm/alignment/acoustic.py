@@ -24,7 +24,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from ..distributed import Stage, sum_across_ranks
+from ..distributed import Stage, broadcast_module, sum_across_ranks
 from ..emissions import GaussianMixture
 from ..emissions.covariance import variance_floor
 from ..errors import HMMValueError
@@ -232,6 +232,7 @@ def train_flat_start(
     for n, (stage, iterations) in enumerate(stages):
         if n:
             model.emission.split(generator)
+            broadcast_module(model.emission)  # ranks whose generators differ still split alike
         for it in range(iterations):
             total = _baum_welch_step(model, batches, graphs)
             history.append(total)

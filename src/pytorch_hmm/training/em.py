@@ -51,9 +51,11 @@ def fit_em(model, data, lengths=None, *, max_iter: int = 100, tol: float = 1e-4,
     check_count(max_iter, "max_iter")
     if not (initialize is None or isinstance(initialize, bool) or initialize in INIT_METHODS):
         raise HMMValueError(f"initialize must be None, a bool or one of {INIT_METHODS}; got {initialize!r}")
-    batches = as_batches(data, lengths)
-    if weights is not None:
-        batches, weights = _weighted_batches(model, batches, weights)
+    with Stage("EM data") as stage:  # a rank whose shard is empty or invalid stops every rank, with its message
+        batches = as_batches(data, lengths)
+        if weights is not None:
+            batches, weights = _weighted_batches(model, batches, weights)
+    stage.sync()
     k = int(getattr(model, "num_states", 1))
     # emission + chain operations of an iteration; a DataLoader is not read an extra time for it
     work = sum(x.numel() * k + x.shape[0] * x.shape[1] * k * k for x, _ in batches) if isinstance(batches, list) else math.inf
@@ -65,7 +67,8 @@ def _run(model, batches, frozen, max_iter, tol, verbose, initialize, generator, 
     if initialize is None:
         initialize = bool(getattr(model.emission, "needs_init", False)) and "emission" not in frozen
     if initialize is not False:
-        initialize_emission(model, batches, "auto" if initialize is True else initialize, generator)
+        initialize_emission(model, batches, "auto" if initialize is True else initialize, generator, across_ranks=True)
+    broadcast_module(model)  # every rank starts alike (e.g. after a mixture split with its own generator)
     monitor = ConvergenceMonitor(tol, max_iter)
     bar = tqdm(total=max_iter, desc="EM", disable=not verbose or rank_and_size()[0] != 0, leave=False)
     try:
@@ -124,7 +127,8 @@ def _weighted_batches(model, batches, weights) -> Tuple[list, list]:
     return [(x, lens)], [w]
 
 
-def initialize_emission(model, batches, method: str = "auto", generator: Optional[torch.Generator] = None) -> str:
+def initialize_emission(model, batches, method: str = "auto", generator: Optional[torch.Generator] = None,
+                        across_ranks: bool = False) -> str:
     """Data-driven start of ``model.emission`` from ``batches``; returns the method used.
 
     ``"kmeans"``: the emission's own :meth:`initialize` (k-means over all valid frames).
@@ -133,29 +137,33 @@ def initialize_emission(model, batches, method: str = "auto", generator: Optiona
     left-to-right phone models (HTK's uniform segmentation): each state starts from its own
     stretch of every sequence instead of the cluster that k-means gave it.
     ``"auto"``: ``"segments"`` for left-to-right models (:func:`is_left_to_right`), else ``"kmeans"``.
+    ``across_ranks`` (``fit``, inside a ``torch.distributed`` group): every rank's frames and
+    statistics, collectives every rank must reach; otherwise this process's batches alone.
     """
     if method not in INIT_METHODS:
         raise HMMValueError(f"initialize must be None, a bool or one of {INIT_METHODS}; got {method!r}")
     if method == "auto":
         method = "segments" if is_left_to_right(model) else "kmeans"
     emission = model.emission
-    with Stage("EM initialisation") as stage:
+    across_ranks = across_ranks and is_distributed()
+    with Stage("EM initialisation", collective=across_ranks) as stage:
         x, mask = _first_frames(batches)
     stage.sync()
-    if is_distributed():  # every rank's frames, in rank order: the same start as one process on all the data
+    if across_ranks:  # every rank's frames: k-means orders them itself, so one process on all the data starts the same
         x = torch.cat([part.to(x.device) for part in all_gather_objects(x.cpu())], dim=1)
         mask = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
     emission.initialize(x, mask, generator=generator)
-    broadcast_module(emission)  # ranks whose random generators differ still start alike
+    if across_ranks:
+        broadcast_module(emission)  # ranks whose random generators differ still start alike
     if method == "segments":
         stats = emission.init_stats()
-        with Stage("EM initialisation (segments)") as stage:
+        with Stage("EM initialisation (segments)", collective=across_ranks) as stage:
             for x, lens in batches:
                 lens = torch.full((x.shape[0],), x.shape[1], device=x.device) if lens is None else lens
                 mask = frame_mask(lens, x.shape[1], x.device)
                 emission.accumulate(stats, x, equal_segments(lens, x.shape[1], model.num_states, model._dtype), mask)
         stage.sync()
-        emission.m_step(sum_across_ranks(stats))
+        emission.m_step(sum_across_ranks(stats) if across_ranks else stats)
     return method
 
 
