@@ -41,7 +41,7 @@ import torch._inductor.config as inductor_config
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import emit_report, machine_info, other_cpu_load, parse_run_args, time_call  # noqa: E402
+from common import emit_report, machine_info, one_thread, other_cpu_load, parse_run_args, time_call  # noqa: E402
 
 import pytorch_hmm as ph  # noqa: E402
 from pytorch_hmm import kernel  # noqa: E402
@@ -168,7 +168,7 @@ def export_rows(args, device: str) -> tuple[list[list[str]], dict]:
         info["load_s"] = time.perf_counter() - t0
     want = model.viterbi(x, lengths)
     emissions = model.log_emissions(x, lengths)
-    single = _one_thread(lambda: program(x, lengths))
+    single = lambda: one_thread(lambda: program(x, lengths))  # noqa: E731
     decoders = [("model.viterbi (numba loops)", torch.get_num_threads(), lambda: model.viterbi(x, lengths)),
                 ('kernel.viterbi(backend="torch") on the model\'s potentials (emissions precomputed)', torch.get_num_threads(),
                  lambda: kernel.viterbi(emissions, model.transitions, model.log_init, lengths, backend="torch")),
@@ -188,17 +188,6 @@ def export_rows(args, device: str) -> tuple[list[list[str]], dict]:
         print("  " + " | ".join(rows[-1]), flush=True)
     return rows, info
 
-
-def _one_thread(fn: Callable) -> Callable:
-    def call():
-        before = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            return fn()
-        finally:
-            torch.set_num_threads(before)
-
-    return call
 
 
 def main(argv: Optional[list[str]] = None) -> None:

@@ -66,7 +66,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import cpu_snapshot, emit_report, machine_info, other_cpu_load, other_cpu_share, with_busy  # noqa: E402
+from common import cpu_snapshot, emit_report, machine_info, other_cpu_load, one_thread, other_cpu_share, with_busy  # noqa: E402
 
 try:
     import pytorch_hmm  # noqa: F401
@@ -317,16 +317,6 @@ def failed_row(workload: str, streams: int, label: str, chunk: int, exc: Excepti
     msg = f"{type(exc).__name__}: {exc} ({Path(where.tb_frame.f_code.co_filename).name}:{where.tb_lineno})"
     return (f"| {workload} | {streams} | {label} | {chunk} | failed: {msg} |" + " |" * (len(COLUMNS) - 5),
             f"{workload:<22} B={streams} {label:<20} chunk={chunk:>2}  FAILED: {msg}")
-
-
-def one_thread(fn):
-    """``fn()`` with ``torch.set_num_threads(1)`` (the caller's count put back)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return fn()
-    finally:
-        torch.set_num_threads(before)
 
 
 def measure(rows: list, w: Workload, data, ref, streams: int, label: str, mode: str, kwargs: dict, chunk: int,

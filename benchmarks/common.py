@@ -391,6 +391,16 @@ def _numba_threading_layer() -> str:
 BUSY = "while True: pass"
 
 
+def one_thread(fn: Callable[[], Any]) -> Any:
+    """``fn()`` with ``torch.set_num_threads(1)`` (the caller's count put back)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return fn()
+    finally:
+        torch.set_num_threads(before)
+
+
 def with_busy(n: int, fn: Callable[[], Any]) -> Any:
     """``fn()`` while ``n`` other processes each keep a CPU busy (a pure-Python loop)."""
     import subprocess
