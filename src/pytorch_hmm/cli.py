@@ -24,8 +24,8 @@ numba work.
     torchrun --nproc-per-node 4 -m pytorch_hmm.cli align CORPUS OUT_DIR --train
     torchrun --nnodes 2 --node-rank R --rdzv-endpoint HOST:PORT --nproc-per-node 12 -m pytorch_hmm.cli train CORPUS MODEL
 
-Each rank takes every N-th utterance; EM statistics are summed over the ranks (gloo on CPU,
-nccl on GPU), so the model is the one a single process would train; each rank writes the
+Each rank takes every N-th utterance; EM statistics are summed over the ranks (gloo: the
+aligner works on the CPU), so the model is the one a single process would train; each rank writes the
 TextGrids of its utterances, rank 0 the CTM files, the model and the one merged summary. A rank
 that fails stops every rank with a message naming it; ``--timeout`` bounds how long a rank waits
 for a stuck or dead peer. ``--plot N`` draws rank 0's first N utterances.
