@@ -244,7 +244,7 @@ class HMM(HmmlearnMethods, EmissionModel):
         """:meth:`accumulate` over ``size``-frame chunks of the posteriors (statistics are additive
         over frames); returns the log-likelihoods."""
         lens = None if lengths is None else torch.as_tensor(lengths, device=x.device)
-        ends = torch.full((x.shape[0],), x.shape[1] - 1, device=x.device) if lens is None else lens - 1
+        full = torch.full((x.shape[0],), x.shape[1], device=x.device) if lens is None else lens
         chunks = posterior_chunks(e, self._chain(), self.log_init, lens, self.log_final, checkpoint=size,
                                   edges="transitions" in stats)
         for start, gamma, xi in chunks:
@@ -252,11 +252,8 @@ class HMM(HmmlearnMethods, EmissionModel):
             counts = {} if xi is None else {"transitions": xi}
             if start == 0:
                 counts["init_probs"] = gamma[:, 0]
-            if "final" in stats:  # LearnedFinal.counts, with each sequence's last frame where it lies
-                rel = ends - start
-                at_end = gamma.gather(1, rel.clamp(0, stop - start - 1)[:, None, None].expand(-1, 1, gamma.shape[2]))
-                at_end = at_end.squeeze(1) * ((rel >= 0) & (rel < stop - start))[:, None]
-                counts["final"] = torch.stack([gamma.sum(1) - at_end, at_end], -1)
+            if "final" in stats:
+                counts["final"] = LearnedFinal.counts(gamma, full, start)
             part = None if lens is None else (lens - start).clamp(0, stop - start)
             self._accumulate_parts(stats, x[:, start:stop], part, gamma, counts, weights)
         return chunks.log_z

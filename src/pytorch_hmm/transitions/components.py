@@ -548,13 +548,19 @@ class LearnedFinal(Final, Component):
         return type(structure)(structure.log_probs + c[:, None])
 
     @staticmethod
-    def counts(posteriors: torch.Tensor, lengths: Optional[torch.Tensor]) -> torch.Tensor:
+    def counts(posteriors: torch.Tensor, lengths: Optional[torch.Tensor], start: int = 0) -> torch.Tensor:
         """``(B, K, 2)`` counts from state posteriors ``(B, T, K)`` (0 at padded frames): per
-        state, the frames it is left by a transition and the posterior at each sequence's last frame."""
+        state, the frames it is left by a transition and the posterior at each sequence's last frame.
+
+        ``start``: the posteriors are frames ``start ..`` of longer sequences (a chunk of a
+        checkpointed E-step); a sequence whose last frame lies outside them ends nowhere here.
+        """
         b, t = posteriors.shape[:2]
-        last = torch.full((b,), t - 1, device=posteriors.device) if lengths is None else \
+        last = torch.full((b,), t - 1 + start, device=posteriors.device) if lengths is None else \
             torch.as_tensor(lengths, device=posteriors.device).long() - 1
-        at_end = posteriors[torch.arange(b, device=posteriors.device), last]
+        rel = last - start
+        at_end = posteriors[torch.arange(b, device=posteriors.device), rel.clamp(0, t - 1)]
+        at_end = torch.where(((rel >= 0) & (rel < t))[:, None], at_end, torch.zeros((), dtype=at_end.dtype, device=at_end.device))
         return torch.stack([posteriors.sum(1) - at_end, at_end], -1)
 
 
