@@ -258,6 +258,15 @@ def posterior_chunks(
 # ---------------------------------------------------------------------------------------
 
 
+def _add_counts(total: torch.Tensor, start: int, counts: torch.Tensor, time_varying: bool) -> None:
+    """Add one chunk's expected transitions to ``total``: time-varying ones into their own steps
+    ``start ..``, static ones summed."""
+    if time_varying:
+        total[:, start : start + counts.shape[1]] = counts
+    else:
+        total += counts
+
+
 class _CheckpointedLogPartition(torch.autograd.Function):
     """log Z whose backward pass walks the chunks (see the module docstring)."""
 
@@ -303,11 +312,7 @@ class _CheckpointedLogPartition(torch.autograd.Function):
                 row, inside = _at(weighted, last_frame, start)
                 at_end = row if at_end is None else torch.where(inside[:, None], row, at_end)
             if need_trans:
-                counts = counts if unit else counts * g[:, None, None, None]
-                if p.time_varying:
-                    grad_trans[:, start : start + counts.shape[1]] = counts
-                else:
-                    grad_trans += counts
+                _add_counts(grad_trans, start, counts if unit else counts * g[:, None, None, None], p.time_varying)
         if need_final:
             grad_final = at_end
         if need_trans:
@@ -339,8 +344,5 @@ def marginals(p: ChainProblem, loops, checkpoint, states: bool = True, edges: bo
             if states:
                 gamma[:, start : start + post.shape[1]] = post
             if edges:
-                if q.time_varying:
-                    counts[:, start : start + xi.shape[1]] = xi
-                else:
-                    counts += xi
+                _add_counts(counts, start, xi, q.time_varying)
     return chunks.log_z, gamma, None if counts is None else counts.to(q.emissions.dtype)
