@@ -190,10 +190,10 @@ def _join_ranks(args) -> bool:
 def _summary(report, command: str, json_logs: bool, text: str = "", **extra) -> "object":
     """The report of all ranks merged, printed once (by rank 0); returns the merged report."""
     from .aligner import RunReport
-    from .distributed import all_gather_objects, rank_and_size
+    from .distributed import all_gather_objects
 
     merged = RunReport.merged(all_gather_objects(report))
-    if rank_and_size()[0] == 0:
+    if _is_rank0():
         _emit(merged.summary() + text, {"command": command, **merged.to_dict(), **extra}, json_logs)
     return merged
 
@@ -250,10 +250,8 @@ def _prepared(args, extractor):
 
 
 def _no_utterances(report, command: str, json_logs: bool) -> int:
-    from .distributed import rank_and_size
-
     _summary(report, command, json_logs)
-    if rank_and_size()[0] == 0:
+    if _is_rank0():
         _error("no usable utterance in the corpus", json_logs)
     return 1
 
