@@ -26,9 +26,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import datetime
 import math
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -38,7 +36,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import cpu_snapshot, emit_report, machine_info, other_cpu_load, other_cpu_share, parse_run_args, time_call  # noqa: E402
+from common import cpu_snapshot, emit_report, other_cpu_load, other_cpu_share, parse_run_args, report_header, time_call  # noqa: E402
 
 from pytorch_hmm import kernel  # noqa: E402
 from pytorch_hmm.transitions import Banded, Sparse  # noqa: E402
@@ -181,11 +179,7 @@ def main(argv: Optional[list[str]] = None) -> None:
           flush=True)
     rows = run(args, w)
     load = (load_before, other_cpu_share(cpu_start, cpu_snapshot()))
-    out = [f"## Banded and sparse chains: B={b}, T={t}, K={k} (float32)", "",
-           f"Command: `python {' '.join(shlex.quote(a) for a in sys.argv)}`  ",
-           f"Date: {datetime.datetime.now().isoformat(timespec='seconds')}  ",
-           f"Total runtime: {time.perf_counter() - start:.1f} s", "", "### Machine", ""]
-    out += [f"- {key}: {value}" for key, value in machine_info().items() if key != "pomegranate"]
+    out = report_header(f"## Banded and sparse chains: B={b}, T={t}, K={k} (float32)", start, omit=("pomegranate",))
     out += [f"- share of all cores used by other processes: {load[0]:.0%} in the 1 s before the run, {load[1]:.0%} during it",
             "", "### Timings", "",
             f"Median of up to {args.repeats} timed calls after one warm-up call (fewer once a row used {args.budget:g} s).", ""]

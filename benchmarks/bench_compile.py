@@ -27,8 +27,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import datetime
-import shlex
 import statistics
 import sys
 import tempfile
@@ -41,7 +39,7 @@ import torch._inductor.config as inductor_config
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import emit_report, machine_info, one_thread, other_cpu_load, parse_run_args, time_call  # noqa: E402
+from common import emit_report, one_thread, other_cpu_load, parse_run_args, report_header, time_call  # noqa: E402
 
 import pytorch_hmm as ph  # noqa: E402
 from pytorch_hmm import kernel  # noqa: E402
@@ -206,11 +204,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     rows = compile_rows(args, device)
     print("exported decoding rows:", flush=True)
     export, info = export_rows(args, device)
-    out = [f"## torch.compile and exported decoding ({device}, float32)", "",
-           f"Command: `python {' '.join(shlex.quote(a) for a in sys.argv)}`  ",
-           f"Date: {datetime.datetime.now().isoformat(timespec='seconds')}  ",
-           f"Total runtime: {time.perf_counter() - start:.1f} s", "", "### Machine", ""]
-    out += [f"- {key}: {value}" for key, value in machine_info().items() if key not in ("hmmlearn", "pomegranate")]
+    out = report_header(f"## torch.compile and exported decoding ({device}, float32)", start, omit=("hmmlearn", "pomegranate"))
     out += [f"- share of all cores used by other processes in the 1 s before the run: {load:.0%}", "",
             "### torch.compile (default inductor backend; the kernel runs eagerly inside)", "",
             "| workload | eager ms | compiled ms | first compiled call (compiles), s | eager / compiled |",

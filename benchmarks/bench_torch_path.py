@@ -21,9 +21,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import datetime
 import inspect
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -32,7 +30,7 @@ from typing import Optional
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import emit_report, machine_info, other_cpu_load, parse_run_args, time_call  # noqa: E402
+from common import emit_report, other_cpu_load, parse_run_args, report_header, time_call  # noqa: E402
 
 from pytorch_hmm import kernel  # noqa: E402
 from pytorch_hmm.kernel.steps import step_table  # noqa: E402
@@ -124,11 +122,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     start, load = time.perf_counter(), other_cpu_load()
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     rows = [r for d in devices for r in run(args, d)]
-    out = [f"## PyTorch loops: dense chain, B={args.batch}, T={args.frames} (float32)", "",
-           f"Command: `python {' '.join(shlex.quote(a) for a in sys.argv)}`  ",
-           f"Date: {datetime.datetime.now().isoformat(timespec='seconds')}  ",
-           f"Total runtime: {time.perf_counter() - start:.1f} s", "", "### Machine", ""]
-    out += [f"- {key}: {value}" for key, value in machine_info().items() if key not in ("hmmlearn", "pomegranate")]
+    out = report_header(f"## PyTorch loops: dense chain, B={args.batch}, T={args.frames} (float32)", start,
+                        omit=("hmmlearn", "pomegranate"))
     out += [f"- share of all cores used by other processes in the 1 s before the run: {load:.0%}", "",
             "| device | K | ATen ops per frame (fb) | fb ms per call | fb µs per frame and pass | "
             "one forward step eager, µs per frame | the step under torch.compile, µs per frame |",

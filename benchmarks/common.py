@@ -9,10 +9,13 @@ peak-memory probes and machine description.
 from __future__ import annotations
 
 import argparse
+import datetime
 import math
 import os
 import platform
+import shlex
 import statistics
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -389,6 +392,15 @@ def _numba_threading_layer() -> str:
 
 
 BUSY = "while True: pass"
+
+
+def report_header(title: str, started: float, omit: tuple = ()) -> list[str]:
+    """A report's first lines: ``title``, the command that ran, the date, the runtime since
+    ``started`` (``time.perf_counter()``) and the machine (without the ``omit`` entries)."""
+    lines = [title, "", f"Command: `python {' '.join(shlex.quote(a) for a in sys.argv)}`  ",
+             f"Date: {datetime.datetime.now().isoformat(timespec='seconds')}  ",
+             f"Total runtime: {time.perf_counter() - started:.1f} s", "", "### Machine", ""]
+    return lines + [f"- {key}: {value}" for key, value in machine_info().items() if key not in omit]
 
 
 def one_thread(fn: Callable[[], Any]) -> Any:
